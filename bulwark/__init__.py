@@ -1,0 +1,3 @@
+"""bulwark: infrastructure as code for a secure two-site mail, calendar, contacts and files platform."""
+
+__version__ = "0.1.0"

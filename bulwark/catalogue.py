@@ -1,0 +1,294 @@
+"""The service catalogue: every port the platform listens on, and nothing else lists ports.
+
+Facts come from the seeds (`shared/seeds/`): client-facing endpoints, their TLS modes and host
+names. The firewall rules, daemon listeners, testinfra expectations, TLS scan targets and the
+audit report's port matrix are all generated from `SERVICES`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from enum import StrEnum
+
+
+class Tls(StrEnum):
+    """How a service protects its traffic."""
+
+    IMPLICIT = "implicit"  # TLS from the first byte (993, 995, 465, 443, 636)
+    STARTTLS = "starttls"  # plaintext greeting, TLS required before authentication (587, 21)
+    OPPORTUNISTIC = "opportunistic"  # STARTTLS offered, not required (MX on 25, RFC 3207)
+    REDIRECT = "redirect"  # plain HTTP that only answers with a redirect to HTTPS
+    NATIVE = "native"  # the protocol's own encryption (SSH, WireGuard)
+
+
+class Exposure(StrEnum):
+    """Who may connect: the firewall's source filter for the service."""
+
+    PUBLIC = "public"  # anyone
+    SITE = "site"  # the site LANs of every site (the other site's LAN arrives through the VPN)
+    PEER_GATEWAY = "peer-gateway"  # the other sites' gateways' public addresses only
+    MANAGEMENT = "management"  # the management networks and the inventory's admin networks
+    LOCAL = "local"  # loopback only, never in the firewall
+
+
+class Transport(StrEnum):
+    TCP = "tcp"
+    UDP = "udp"
+
+
+# Roles a host may carry in the inventory. Every host also gets the infrastructure roles
+# (base, pki, storage, firewall), which listen on nothing but SSH.
+SERVICE_ROLES: tuple[str, ...] = (
+    "vpn",  # WireGuard gateway between the sites
+    "proxy",  # firewall-friendly TLS pass-through for IMAP, POP and SMTP
+    "mx",  # Postfix: inbound MX and authenticated submission
+    "mailstore",  # Dovecot: IMAP, POP, LMTP delivery and replication to the other site
+    "dav",  # Radicale behind nginx: CalDAV and CardDAV
+    "files",  # WebDAV and FTPS file access
+    "directory",  # slapd: the read-only LDAPS address book
+    "backup",  # receives the other site's encrypted backups
+)
+INFRASTRUCTURE_ROLES: tuple[str, ...] = ("base", "pki", "storage", "firewall")
+
+# The firewall-friendly proxies answer on these ports (seed: "any port; commonly open ports
+# include 80, 21, 25 and 443"). They route by SNI, so they need an address of their own: the
+# gateway's, which carries no other public service on these ports.
+PROXY_PORTS: tuple[int, ...] = (21, 25, 80, 443, 465, 587, 993, 995)
+
+# vsftpd's passive data ports. The nftables FTP helper cannot read an encrypted control
+# channel, so the range is opened explicitly.
+FTP_PASSIVE_PORTS: tuple[int, int] = (50000, 50100)
+
+
+@dataclass(frozen=True, order=True)
+class Service:
+    """One listening service of one role.
+
+    `names` are the client host-name labels, qualified with the platform domain by `fqdns`.
+    `ports` is a tuple because FTP's passive range and the proxies listen on several.
+    """
+
+    name: str
+    role: str
+    ports: tuple[int, ...]
+    transport: Transport
+    tls: Tls
+    exposure: Exposure
+    names: tuple[str, ...] = ()
+    description: str = ""
+
+    @property
+    def port(self) -> int:
+        """The service's main port (the first of `ports`)."""
+        return self.ports[0]
+
+    def fqdns(self, domain: str) -> tuple[str, ...]:
+        return tuple(f"{label}.{domain}" for label in self.names)
+
+
+def _range(first: int, last: int) -> tuple[int, ...]:
+    return tuple(range(first, last + 1))
+
+
+SERVICES: tuple[Service, ...] = (
+    Service(
+        "ssh",
+        "base",
+        (22,),
+        Transport.TCP,
+        Tls.NATIVE,
+        Exposure.MANAGEMENT,
+        description="operator access, key-only, from management and admin networks",
+    ),
+    Service(
+        "wireguard",
+        "vpn",
+        (51820,),
+        Transport.UDP,
+        Tls.NATIVE,
+        Exposure.PEER_GATEWAY,
+        description="site-to-site tunnel; all traffic between the data centers",
+    ),
+    Service(
+        "imaps-proxy",
+        "proxy",
+        PROXY_PORTS,
+        Transport.TCP,
+        Tls.IMPLICIT,
+        Exposure.PUBLIC,
+        names=("imaps-proxy", "pops-proxy", "smtps-proxy"),
+        description="TLS pass-through by SNI to IMAP, POP and SMTP on firewall-friendly ports",
+    ),
+    Service(
+        "smtp",
+        "mx",
+        (25,),
+        Transport.TCP,
+        Tls.OPPORTUNISTIC,
+        Exposure.PUBLIC,
+        names=("mx",),
+        description="inbound mail from other servers; STARTTLS offered, never required",
+    ),
+    Service(
+        "submissions",
+        "mx",
+        (465,),
+        Transport.TCP,
+        Tls.IMPLICIT,
+        Exposure.PUBLIC,
+        names=("smtp",),
+        description="authenticated submission, implicit TLS",
+    ),
+    Service(
+        "submission",
+        "mx",
+        (587,),
+        Transport.TCP,
+        Tls.STARTTLS,
+        Exposure.PUBLIC,
+        names=("smtp",),
+        description="authenticated submission, STARTTLS before AUTH",
+    ),
+    Service(
+        "imaps",
+        "mailstore",
+        (993,),
+        Transport.TCP,
+        Tls.IMPLICIT,
+        Exposure.PUBLIC,
+        names=("imap",),
+        description="IMAP, implicit TLS only; 143 never listens",
+    ),
+    Service(
+        "pop3s",
+        "mailstore",
+        (995,),
+        Transport.TCP,
+        Tls.IMPLICIT,
+        Exposure.PUBLIC,
+        names=("pop",),
+        description="POP3, implicit TLS only; 110 never listens",
+    ),
+    Service(
+        "lmtp",
+        "mailstore",
+        (24,),
+        Transport.TCP,
+        Tls.STARTTLS,
+        Exposure.SITE,
+        description="delivery from the MX hosts to the mail store",
+    ),
+    Service(
+        "mail-replication",
+        "mailstore",
+        (12345,),
+        Transport.TCP,
+        Tls.IMPLICIT,
+        Exposure.SITE,
+        description="dsync replication between the sites' mail stores, over the VPN",
+    ),
+    Service(
+        "https-dav",
+        "dav",
+        (443,),
+        Transport.TCP,
+        Tls.IMPLICIT,
+        Exposure.PUBLIC,
+        names=("caldav", "carddav"),
+        description="CalDAV and CardDAV with .well-known discovery; HSTS and CSP",
+    ),
+    Service(
+        "http-dav",
+        "dav",
+        (80,),
+        Transport.TCP,
+        Tls.REDIRECT,
+        Exposure.PUBLIC,
+        names=("caldav", "carddav"),
+        description="redirects to HTTPS and nothing else",
+    ),
+    Service(
+        "https-files",
+        "files",
+        (443,),
+        Transport.TCP,
+        Tls.IMPLICIT,
+        Exposure.PUBLIC,
+        names=("webdav", "myfiles"),
+        description="WebDAV files; myfiles is rooted in the user's files; HSTS and CSP",
+    ),
+    Service(
+        "http-files",
+        "files",
+        (80,),
+        Transport.TCP,
+        Tls.REDIRECT,
+        Exposure.PUBLIC,
+        names=("webdav", "myfiles"),
+        description="redirects to HTTPS and nothing else",
+    ),
+    Service(
+        "ftp",
+        "files",
+        (21,),
+        Transport.TCP,
+        Tls.STARTTLS,
+        Exposure.PUBLIC,
+        names=("ftp",),
+        description="FTP with explicit TLS required for login and data",
+    ),
+    Service(
+        "ftp-passive",
+        "files",
+        _range(*FTP_PASSIVE_PORTS),
+        Transport.TCP,
+        Tls.STARTTLS,
+        Exposure.PUBLIC,
+        names=("ftp",),
+        description="FTP passive data connections (protected by the control channel's TLS)",
+    ),
+    Service(
+        "ldaps",
+        "directory",
+        (636,),
+        Transport.TCP,
+        Tls.IMPLICIT,
+        Exposure.PUBLIC,
+        names=("ldap",),
+        description="read-only address book; 389 never listens",
+    ),
+    Service(
+        "backup",
+        "backup",
+        (8443,),
+        Transport.TCP,
+        Tls.IMPLICIT,
+        Exposure.SITE,
+        description="receives the other site's encrypted backups over the VPN",
+    ),
+)
+
+# Ports that must never listen anywhere: the plaintext twins of the services above.
+FORBIDDEN_PORTS: tuple[int, ...] = (110, 143, 389)
+
+
+def services_for_roles(roles: Iterable[str]) -> tuple[Service, ...]:
+    """The services a host with these roles runs (SSH always), in catalogue order."""
+    wanted = {"base", *roles}
+    return tuple(service for service in SERVICES if service.role in wanted)
+
+
+def service(name: str) -> Service:
+    """Look a service up by name; a typo is a programming error and says so."""
+    for candidate in SERVICES:
+        if candidate.name == name:
+            return candidate
+    raise KeyError(f"no service {name!r} in the catalogue")
+
+
+def host_names(roles: Iterable[str], domain: str) -> tuple[str, ...]:
+    """Client host names served by a host with these roles, sorted and unique."""
+    return tuple(
+        sorted({fqdn for svc in services_for_roles(roles) for fqdn in svc.fqdns(domain)})
+    )

@@ -1,0 +1,40 @@
+"""The `bulwark` command: vault, secrets, render and lab, each with `--help`."""
+
+from __future__ import annotations
+
+import sys
+
+import click
+
+from bulwark.errors import BulwarkError
+from bulwark.topology import TopologyError
+
+
+class _Main(click.Group):
+    """Turns operator-facing errors into a clear message and exit code 2, never a traceback."""
+
+    def invoke(self, ctx: click.Context):
+        try:
+            return super().invoke(ctx)
+        except TopologyError as error:
+            click.echo(str(error), err=True)
+            sys.exit(2)
+        except (BulwarkError, FileNotFoundError) as error:
+            click.echo(f"error: {error}", err=True)
+            sys.exit(2)
+
+
+@click.group(cls=_Main, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="bulwark")
+def main() -> None:
+    """Provision and audit the two-site bulwark platform."""
+
+
+def _register() -> None:
+    from bulwark.cli import lab, render, secrets, vault
+
+    for command in (vault.vault, secrets.secrets, render.render, lab.lab):
+        main.add_command(command)
+
+
+_register()

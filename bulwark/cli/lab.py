@@ -1,0 +1,8 @@
+"""`bulwark lab`."""
+
+import click
+
+
+@click.group("lab")
+def lab() -> None:
+    """(being built)"""

@@ -1,0 +1,8 @@
+"""`bulwark render`."""
+
+import click
+
+
+@click.group("render")
+def render() -> None:
+    """(being built)"""

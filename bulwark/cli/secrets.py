@@ -1,0 +1,8 @@
+"""`bulwark secrets`."""
+
+import click
+
+
+@click.group("secrets")
+def secrets() -> None:
+    """(being built)"""

@@ -1,0 +1,8 @@
+"""`bulwark vault`."""
+
+import click
+
+
+@click.group("vault")
+def vault() -> None:
+    """(being built)"""

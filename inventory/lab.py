@@ -1,0 +1,84 @@
+"""The lab: both sites on one Debian machine, as systemd-nspawn containers (`bulwark lab up`).
+
+Per site a gateway (vpn, proxy), a mail host (mx, mailstore) and a web host (dav, files,
+directory). The lab never uses 192.0.2.0/24: the controller's own uplink may live there. While
+the lab exists, every range below has a blackhole route in the controller's namespace.
+"""
+
+from pathlib import Path
+
+from bulwark.topology import check_inventory
+
+_LAB_STATE = "/var/lib/bulwark-lab"
+
+_PLATFORM = {
+    "domain": "example.net",
+    "admin_networks": [],
+    "accounts": [
+        {"user": "alice", "name": "Alice Archer", "app_passwords": ["laptop", "phone"]},
+        {"user": "bob", "name": "Bob Baker", "app_passwords": ["desktop"]},
+    ],
+    # apt-cacher-ng on the controller's end of the management bridge.
+    "apt_proxy": "http://10.89.0.1:3142",
+    "vault_file": str(Path(__file__).resolve().with_suffix(".vault")),
+    # The lab's network plumbing (read by bulwark.lab only).
+    "lab_management_bridge": "10.89.0.1/24",
+    "lab_wan": "198.51.100.0/24",
+    "lab_internet_address": "198.51.100.200",
+    # SSH through the lab's config: pinned host keys, no trust on first use.
+    "ssh_user": "root",
+    "ssh_config_file": f"{_LAB_STATE}/ssh/ssh_config",
+    "ssh_known_hosts_file": f"{_LAB_STATE}/ssh/known_hosts",
+    "ssh_key": f"{_LAB_STATE}/ssh/id_ed25519",
+    "ssh_strict_host_key_checking": "yes",
+}
+
+
+def _host(name: str, roles: list[str], public: str, lan: str, management: str):
+    """One lab container; pyinfra reaches it by name through the lab's ssh_config."""
+    return (
+        name,
+        {
+            "roles": roles,
+            "public_address": public,
+            "lan_address": lan,
+            "management_address": management,
+        },
+    )
+
+
+nj = (
+    [
+        _host("nj-gw", ["vpn", "proxy"], "198.51.100.10", "10.81.1.10", "10.89.0.10"),
+        _host("nj-mail", ["mx", "mailstore"], "198.51.100.11", "10.81.1.11", "10.89.0.11"),
+        _host("nj-web", ["dav", "files", "directory"], "198.51.100.12", "10.81.1.12", "10.89.0.12"),
+    ],
+    {
+        **_PLATFORM,
+        "site": "nj",
+        "site_location": "lab: New Jersey",
+        "site_primary": True,
+        "site_lan": "10.81.1.0/24",
+        "site_public": "198.51.100.0/26",
+        "site_management": "10.89.0.0/26",
+    },
+)
+
+sea = (
+    [
+        _host("sea-gw", ["vpn", "proxy"], "198.51.100.74", "10.82.1.10", "10.89.0.74"),
+        _host("sea-mail", ["mx", "mailstore"], "198.51.100.75", "10.82.1.11", "10.89.0.75"),
+        _host("sea-web", ["dav", "files", "directory"], "198.51.100.76", "10.82.1.12", "10.89.0.76"),
+    ],
+    {
+        **_PLATFORM,
+        "site": "sea",
+        "site_location": "lab: Seattle",
+        "site_primary": False,
+        "site_lan": "10.82.1.0/24",
+        "site_public": "198.51.100.64/26",
+        "site_management": "10.89.0.64/26",
+    },
+)
+
+check_inventory(__file__)

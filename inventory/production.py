@@ -1,0 +1,75 @@
+"""Production: New Jersey (Bridgewater, primary) and Seattle (secondary).
+
+Every address of the platform is here and nowhere else. Addresses are from the documentation
+ranges (RFC 5737) and RFC 1918; replace them with the real ones. Each site group carries the
+site's networks; `_PLATFORM` carries what all sites share. Run `bulwark render` after editing.
+"""
+
+from pathlib import Path
+
+from bulwark.topology import check_inventory
+
+_PLATFORM = {
+    "domain": "example.com",
+    # Operators' networks allowed to SSH in, besides each site's management network.
+    "admin_networks": ["203.0.113.0/28"],
+    # Accounts; each app-password label gets its own Argon2id hash in the vault.
+    "accounts": [
+        {"user": "alice", "name": "Alice Archer", "app_passwords": ["laptop", "phone"]},
+        {"user": "bob", "name": "Bob Baker", "app_passwords": ["desktop"]},
+    ],
+    "vault_file": str(Path(__file__).resolve().with_suffix(".vault")),
+    "ssh_user": "root",
+    "ssh_strict_host_key_checking": "yes",
+}
+
+
+def _host(name: str, roles: list[str], public: str | None, lan: str, management: str):
+    """One host entry; pyinfra connects over the management address."""
+    data = {"roles": roles, "lan_address": lan, "management_address": management}
+    if public is not None:
+        data["public_address"] = public
+    return (name, {**data, "ssh_hostname": management})
+
+
+nj = (
+    [
+        _host("nj-gw", ["vpn", "proxy"], "192.0.2.10", "10.1.0.1", "10.101.0.1"),
+        _host("nj-mx", ["mx"], "192.0.2.25", "10.1.0.25", "10.101.0.25"),
+        _host("nj-store", ["mailstore"], "192.0.2.30", "10.1.0.30", "10.101.0.30"),
+        _host("nj-web", ["dav", "files"], "192.0.2.40", "10.1.0.40", "10.101.0.40"),
+        _host("nj-dir", ["directory"], "192.0.2.50", "10.1.0.50", "10.101.0.50"),
+        _host("nj-backup", ["backup"], None, "10.1.0.60", "10.101.0.60"),
+    ],
+    {
+        **_PLATFORM,
+        "site": "nj",
+        "site_location": "365 Data Centers, Bridgewater, New Jersey",
+        "site_primary": True,
+        "site_lan": "10.1.0.0/24",
+        "site_public": "192.0.2.0/25",
+        "site_management": "10.101.0.0/24",
+    },
+)
+
+sea = (
+    [
+        _host("sea-gw", ["vpn", "proxy"], "198.51.100.10", "10.2.0.1", "10.102.0.1"),
+        _host("sea-mx", ["mx"], "198.51.100.25", "10.2.0.25", "10.102.0.25"),
+        _host("sea-store", ["mailstore"], "198.51.100.30", "10.2.0.30", "10.102.0.30"),
+        _host("sea-web", ["dav", "files"], "198.51.100.40", "10.2.0.40", "10.102.0.40"),
+        _host("sea-dir", ["directory"], "198.51.100.50", "10.2.0.50", "10.102.0.50"),
+        _host("sea-backup", ["backup"], None, "10.2.0.60", "10.102.0.60"),
+    ],
+    {
+        **_PLATFORM,
+        "site": "sea",
+        "site_location": "365 Data Centers, Seattle, Washington",
+        "site_primary": False,
+        "site_lan": "10.2.0.0/24",
+        "site_public": "198.51.100.0/25",
+        "site_management": "10.102.0.0/24",
+    },
+)
+
+check_inventory(__file__)
