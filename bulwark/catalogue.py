@@ -269,6 +269,14 @@ SERVICES: tuple[Service, ...] = (
     ),
 )
 
+# The proxies pass TLS through untouched, so each backend's certificate must also carry the
+# proxy name that reaches it: proxy host-name label -> the service it forwards to.
+PROXY_BACKENDS: dict[str, str] = {
+    "imaps-proxy": "imaps",
+    "pops-proxy": "pop3s",
+    "smtps-proxy": "submissions",
+}
+
 # Ports that must never listen anywhere: the plaintext twins of the services above.
 FORBIDDEN_PORTS: tuple[int, ...] = (110, 143, 389)
 

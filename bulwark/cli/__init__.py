@@ -31,9 +31,9 @@ def main() -> None:
 
 
 def _register() -> None:
-    from bulwark.cli import lab, render, secrets, vault
+    from bulwark.cli import lab, pki, render, secrets, vault
 
-    for command in (vault.vault, secrets.secrets, render.render, lab.lab):
+    for command in (vault.vault, secrets.secrets, pki.pki, render.render, lab.lab):
         main.add_command(command)
 
 

@@ -1,0 +1,8 @@
+"""`bulwark pki`."""
+
+import click
+
+
+@click.group("pki")
+def pki() -> None:
+    """(being built)"""
