@@ -297,6 +297,4 @@ def service(name: str) -> Service:
 
 def host_names(roles: Iterable[str], domain: str) -> tuple[str, ...]:
     """Client host names served by a host with these roles, sorted and unique."""
-    return tuple(
-        sorted({fqdn for svc in services_for_roles(roles) for fqdn in svc.fqdns(domain)})
-    )
+    return tuple(sorted({fqdn for svc in services_for_roles(roles) for fqdn in svc.fqdns(domain)}))

@@ -185,9 +185,7 @@ def _check_domain(domain: Any, out: _Collector) -> str:
         or not all(_DNS_LABEL.match(label) for label in labels)
         or labels[-1].isdigit()
     ):
-        out.add(
-            "platform", "domain", f"{domain!r} is not a lower-case DNS name like 'example.com'"
-        )
+        out.add("platform", "domain", f"{domain!r} is not a lower-case DNS name like 'example.com'")
     return domain
 
 
@@ -210,7 +208,9 @@ def _check_apt_proxy(value: Any, out: _Collector) -> str | None:
         return None
     parts = urlsplit(value) if isinstance(value, str) else None
     if parts is None or parts.scheme not in ("http", "https") or not parts.hostname:
-        out.add("platform", "apt_proxy", f"expected a URL like 'http://10.1.0.5:3142', got {value!r}")
+        out.add(
+            "platform", "apt_proxy", f"expected a URL like 'http://10.1.0.5:3142', got {value!r}"
+        )
         return None
     return value
 
@@ -226,7 +226,11 @@ def _check_accounts(value: Any, out: _Collector) -> tuple[Account, ...]:
     for index, entry in enumerate(value):
         where = f"accounts[{index}]"
         if not isinstance(entry, Mapping):
-            out.add("platform", where, f"expected a mapping with 'user' and 'app_passwords', got {entry!r}")
+            out.add(
+                "platform",
+                where,
+                f"expected a mapping with 'user' and 'app_passwords', got {entry!r}",
+            )
             continue
         user = entry.get("user")
         if isinstance(user, str) and _ACCOUNT_USER.match(user):
@@ -393,9 +397,7 @@ def _check_port_conflicts(host: str, roles: list[str], out: _Collector) -> None:
                 )
 
 
-def _check_host(
-    record: InventoryHost, sites: Mapping[str, Site], out: _Collector
-) -> Host | None:
+def _check_host(record: InventoryHost, sites: Mapping[str, Site], out: _Collector) -> Host | None:
     if not _HOST_NAME.match(record.name):
         out.add(record.name, "name", "host names are lower-case DNS labels like 'nj-mail'")
     roles = _check_roles(record, out)
@@ -430,9 +432,14 @@ def _check_host(
                 field_name,
                 f"{address} is outside site {site.name}'s site_{range_name} {network}",
             )
-        elif network.prefixlen < 31 and address in (network.network_address, network.broadcast_address):
+        elif network.prefixlen < 31 and address in (
+            network.network_address,
+            network.broadcast_address,
+        ):
             out.add(
-                record.name, field_name, f"{address} is the network or broadcast address of {network}"
+                record.name,
+                field_name,
+                f"{address} is the network or broadcast address of {network}",
             )
     if site is None or addresses["lan_address"] is None or addresses["management_address"] is None:
         return None
@@ -478,7 +485,8 @@ def _check_role_placement(hosts: list[Host], sites: Mapping[str, Site], out: _Co
             out.add(
                 f"site {site}",
                 "roles",
-                f"{len(gateways)} gateways ({', '.join(gateways)}): a site has exactly one 'vpn' host",
+                f"{len(gateways)} gateways ({', '.join(gateways)}): "
+                "a site has exactly one 'vpn' host",
             )
     if len(sites) < 2:
         return
@@ -553,8 +561,7 @@ PLATFORM_FIELDS: tuple[str, ...] = (
 def topology_from_inventory(inventory: Any, source: str = "inventory", duplicates=()) -> Topology:
     """Build the topology from a loaded `pyinfra.api.Inventory` (at deploy or render time)."""
     records = [
-        InventoryHost(host.name, _host_data(host), tuple(sorted(host.groups)))
-        for host in inventory
+        InventoryHost(host.name, _host_data(host), tuple(sorted(host.groups))) for host in inventory
     ]
     out = _Collector()
     platform: dict[str, Any] = {}
@@ -578,8 +585,8 @@ def _host_data(host: Any) -> dict[str, Any]:
 
 def load_inventory(path: str | Path) -> Any:
     """Load a pyinfra inventory file with its `group_data/`, exactly as the pyinfra CLI does."""
-    from pyinfra.context import ctx_state
     from pyinfra.api.state import State
+    from pyinfra.context import ctx_state
     from pyinfra_cli.inventory import make_inventory
 
     path = Path(path)
@@ -610,7 +617,9 @@ def duplicate_host_names(path: str | Path) -> list[str]:
             continue
         group_names = [item[0] if isinstance(item, tuple) else item for item in members]
         names.extend(
-            name for name, count in Counter(group_names).items() if isinstance(name, str) and count > 1
+            name
+            for name, count in Counter(group_names).items()
+            if isinstance(name, str) and count > 1
         )
     return names
 

@@ -1,8 +1,62 @@
-"""`bulwark render`."""
+"""`bulwark render`: every config file of every host, for auditors, with no connection."""
+
+from __future__ import annotations
+
+from collections import Counter
+from pathlib import Path
 
 import click
 
+from bulwark.checks import check_files
+from bulwark.render import render_host_configs, write_audit_tree
+from bulwark.topology import load_topology
 
-@click.group("render")
-def render() -> None:
-    """(being built)"""
+
+@click.command("render")
+@click.argument("inventory", type=click.Path(exists=True, dir_okay=False))
+@click.option(
+    "--out",
+    required=True,
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Directory for HOST/etc/... and manifest.json (a previous render there is replaced).",
+)
+@click.option(
+    "--check/--no-check",
+    default=True,
+    show_default=True,
+    help="Run each daemon's own checker (sshd -t, apt-config, ...) where it is installed.",
+)
+def render(inventory: str, out: Path, check: bool) -> None:
+    """Render every file every role would write on every host of INVENTORY.
+
+    Secrets appear only as <secret:NAME sha256:XXXXXXXX>. The output is byte-identical from
+    run to run for the same inventory and vault. Exit code 1 if a checker rejects a file.
+    """
+    from bulwark.audit import audit_secrets
+
+    topology = load_topology(inventory)
+    secrets = audit_secrets(topology)
+    files = []
+    with click.progressbar(
+        topology.hosts, label="rendering", file=click.get_text_stream("stderr")
+    ) as hosts:
+        for host in hosts:
+            files.extend(render_host_configs(topology, host, secrets))
+    write_audit_tree(files, out)
+    click.echo(f"rendered {len(files)} files for {len(topology.hosts)} hosts into {out}")
+    if not check:
+        return
+    results = check_files(files)
+    for result in results:
+        if result.status == "failed":
+            click.echo(
+                f"FAILED {result.host}:{result.path} ({result.tool}): {result.detail}", err=True
+            )
+    counts = Counter(result.status for result in results)
+    skipped = sorted({result.tool for result in results if result.status == "skipped"})
+    click.echo(
+        f"checks: {counts['passed']} passed, {counts['failed']} failed, {counts['skipped']} skipped"
+        + (f" (not installed: {', '.join(skipped)})" if skipped else "")
+    )
+    if counts["failed"]:
+        raise SystemExit(1)

@@ -1,0 +1,78 @@
+"""What roles need at deploy time: the validated topology, this host, secrets, file uploads.
+
+The topology is built once per pyinfra run from pyinfra's own inventory, so the deploy sees
+exactly what `bulwark render` sees.
+"""
+
+from __future__ import annotations
+
+from io import StringIO
+
+from pyinfra import host as current_host
+from pyinfra.api.operation import OperationMeta
+from pyinfra.context import ctx_inventory
+from pyinfra.operations import files
+
+from bulwark import plan
+from bulwark.render import RenderedFile, render_role_files
+from bulwark.topology import Host, Topology, topology_from_inventory
+
+_TOPOLOGIES: dict[int, Topology] = {}
+
+
+def deploy_topology() -> Topology:
+    """The topology of the running pyinfra inventory (validated once, then cached)."""
+    inventory = ctx_inventory.get()
+    key = id(inventory)
+    if key not in _TOPOLOGIES:
+        _TOPOLOGIES[key] = topology_from_inventory(inventory)
+    return _TOPOLOGIES[key]
+
+
+def deploy_host() -> Host:
+    """The topology's view of the host pyinfra is preparing operations for."""
+    return deploy_topology().host(current_host.name)
+
+
+def render_for_deploy(role: str, secrets: plan.SecretStore) -> list[RenderedFile]:
+    """The role's files for the current host, secrets revealed."""
+    module = plan.role_module(role)
+    return render_role_files(module, deploy_topology(), deploy_host(), secrets, reveal=True)
+
+
+def put_file(rendered: RenderedFile) -> OperationMeta:
+    """Upload one rendered file with its owner and mode (no change when identical)."""
+    return files.put(
+        name=f"{rendered.role}: {rendered.path}",
+        src=StringIO(rendered.content),
+        dest=rendered.path,
+        user=rendered.user,
+        group=rendered.group,
+        mode=rendered.mode,
+    )
+
+
+_SECRETS: dict[int, plan.SecretStore] = {}
+
+
+def deploy_secrets() -> plan.SecretStore:
+    """The inventory's vault, opened once per run; every secret the topology needs must be in it.
+
+    Fails before any operation runs, naming each missing secret.
+    """
+    from bulwark.errors import BulwarkError
+    from bulwark.secret import missing_secrets
+    from bulwark.topology import TopologyError
+    from bulwark.vault import open_vault
+
+    topology = deploy_topology()
+    key = id(topology)
+    if key not in _SECRETS:
+        if topology.vault_file is None:
+            raise BulwarkError("the inventory sets no vault_file")
+        vault = open_vault(topology.vault_file)
+        problems = missing_secrets(topology, vault)
+        if problems:
+            raise TopologyError(topology.vault_file, problems)
+        _SECRETS[key] = vault
+    return _SECRETS[key]

@@ -1,0 +1,43 @@
+"""The internet namespace's /etc/hosts: every catalogue host name at the public address serving it.
+
+The end-to-end clients connect by name, as real clients do: `imap.DOMAIN` reaches the primary
+site's mail store, `imap.SITE.DOMAIN` the given site's.
+"""
+
+from __future__ import annotations
+
+from bulwark import catalogue
+from bulwark.lab.plan import LabPlan
+from bulwark.topology import Topology
+
+_LOCALHOST = ("127.0.0.1 localhost", "::1 localhost ip6-localhost ip6-loopback")
+
+
+def host_names(topology: Topology) -> dict[str, str]:
+    """Client host name -> public address of the host that serves it."""
+    names: dict[str, str] = {}
+    primary = topology.primary_site.name
+    for service in catalogue.SERVICES:
+        if not service.names:
+            continue
+        for site in topology.sites:
+            serving = [
+                host
+                for host in topology.hosts_with_role(service.role, site.name)
+                if host.public_address is not None
+            ]
+            if not serving:
+                continue
+            address = str(serving[0].public_address)
+            for label in service.names:
+                names.setdefault(f"{label}.{site.name}.{topology.domain}", address)
+                if site.name == primary:
+                    names.setdefault(f"{label}.{topology.domain}", address)
+    return names
+
+
+def render_hosts_file(topology: Topology, plan: LabPlan) -> str:
+    """The hosts file, sorted by name; the internet namespace's own name maps to its address."""
+    lines = [*_LOCALHOST, f"{plan.internet.ip} internet.lab"]
+    lines += [f"{address} {name}" for name, address in sorted(host_names(topology).items())]
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,86 @@
+"""Which roles run on a host, in which order, and what each role declares.
+
+A role is a module `roles/<name>.py` exposing `ROLE` (its name), `managed_files(topology, host)`
+and `template_context(topology, host, secrets)` — pure functions, so the renderer needs no
+connection — plus one `@deploy` function. Roles never import each other; this module finds them.
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from types import ModuleType
+from typing import Any, Protocol
+
+from bulwark import catalogue
+from bulwark.secret import Secret
+from bulwark.topology import Host, Topology
+
+# Base, pki, storage, vpn, firewall, then the services (DESIGN.md): each step relies on the
+# previous ones (packages and sshd, certificates, volumes, the tunnel, the ruleset).
+ROLE_ORDER: tuple[str, ...] = (
+    "base",
+    "pki",
+    "storage",
+    "vpn",
+    "firewall",
+    "proxy",
+    "mx",
+    "mailstore",
+    "dav",
+    "files",
+    "directory",
+    "backup",
+)
+_EVERY_HOST = ("base", "pki", "storage", "firewall")
+assert set(ROLE_ORDER) == {*catalogue.INFRASTRUCTURE_ROLES, *catalogue.SERVICE_ROLES}
+
+
+class SecretStore(Protocol):
+    """Where template contexts get secrets from: the vault, or a sealed stand-in for audits."""
+
+    def get(self, name: str) -> Secret: ...
+
+
+@dataclass(frozen=True)
+class ManagedFile:
+    """A file a role writes: destination, template under templates/<role>/, owner and mode.
+
+    `checker` names the daemon's own syntax check (see bulwark.checks) run on the rendered file.
+    """
+
+    path: str
+    template: str
+    mode: str = "0644"
+    user: str = "root"
+    group: str = "root"
+    checker: str | None = None
+
+
+def host_roles(host: Host) -> tuple[str, ...]:
+    """Every role that applies to `host`, in deploy order."""
+    wanted = {*_EVERY_HOST, *host.roles}
+    return tuple(role for role in ROLE_ORDER if role in wanted)
+
+
+def role_module(role: str) -> ModuleType | None:
+    """The role's module, or None while the role is not implemented yet."""
+    try:
+        return importlib.import_module(f"roles.{role}")
+    except ModuleNotFoundError as error:
+        if error.name == f"roles.{role}":
+            return None
+        raise
+
+
+def implemented_roles(host: Host) -> tuple[ModuleType, ...]:
+    return tuple(module for role in host_roles(host) if (module := role_module(role)) is not None)
+
+
+def missing_roles(host: Host) -> tuple[str, ...]:
+    """Roles the host needs that have no module yet (reported, never silently skipped)."""
+    return tuple(role for role in host_roles(host) if role_module(role) is None)
+
+
+ContextFunction = Callable[[Topology, Host, SecretStore], Mapping[str, Any]]

@@ -1,0 +1,139 @@
+"""Render every file every role writes, for one host or the whole topology, with no connection.
+
+The roles call `render_role_files` at deploy time (secrets revealed); `bulwark render` calls
+`render_topology` for auditors (secrets as placeholders). Same context functions, same
+templates, so what an auditor reads is what a host gets.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from types import ModuleType
+
+from bulwark import plan
+from bulwark.errors import BulwarkError
+from bulwark.templating import render_template
+from bulwark.topology import Host, Topology
+
+MANIFEST = "manifest.json"
+
+
+@dataclass(frozen=True)
+class RenderedFile:
+    """A managed file with its content, ready to upload or to write into an audit tree."""
+
+    host: str
+    role: str
+    path: str
+    content: str
+    mode: str
+    user: str
+    group: str
+    checker: str | None
+
+    @property
+    def sha256(self) -> str:
+        return hashlib.sha256(self.content.encode()).hexdigest()
+
+
+def render_role_files(
+    role: ModuleType, topology: Topology, host: Host, secrets: plan.SecretStore, reveal: bool
+) -> list[RenderedFile]:
+    """Render the files `role` manages on `host`."""
+    context = {
+        "managed_notice": f"Managed by bulwark (role {role.ROLE}): local changes are overwritten.",
+        **role.template_context(topology, host, secrets),
+    }
+    return [
+        RenderedFile(
+            host=host.name,
+            role=role.ROLE,
+            path=managed.path,
+            content=render_template(role.ROLE, managed.template, context, reveal),
+            mode=managed.mode,
+            user=managed.user,
+            group=managed.group,
+            checker=managed.checker,
+        )
+        for managed in role.managed_files(topology, host)
+    ]
+
+
+def render_host_configs(
+    topology: Topology, host: Host, secrets: plan.SecretStore, reveal: bool = False
+) -> list[RenderedFile]:
+    """Every file of every implemented role on `host`, in deploy order."""
+    files = [
+        rendered
+        for role in plan.implemented_roles(host)
+        for rendered in render_role_files(role, topology, host, secrets, reveal)
+    ]
+    paths = [rendered.path for rendered in files]
+    duplicates = sorted({path for path in paths if paths.count(path) > 1})
+    if duplicates:
+        raise BulwarkError(f"{host.name}: more than one role writes {', '.join(duplicates)}")
+    return files
+
+
+def write_audit_tree(
+    files: Iterable[RenderedFile], out: Path, progress: Callable[[], None] | None = None
+) -> dict:
+    """Write `out/HOST/<path>` for every file and `out/manifest.json`; return the manifest.
+
+    The manifest lists path, mode, owner and sha256 per host, sorted, so two renders of the same
+    inventory and vault give byte-identical manifests.
+    """
+    _prepare_output_dir(out)
+    hosts: dict[str, list[dict]] = {}
+    for rendered in files:
+        target = out / rendered.host / rendered.path.lstrip("/")
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_text(rendered.content)
+        target.chmod(0o600 if int(rendered.mode, 8) & 0o077 == 0 else 0o644)
+        hosts.setdefault(rendered.host, []).append(
+            {
+                "path": rendered.path,
+                "role": rendered.role,
+                "mode": rendered.mode,
+                "owner": f"{rendered.user}:{rendered.group}",
+                "sha256": rendered.sha256,
+            }
+        )
+        if progress:
+            progress()
+    manifest = {
+        "format": 1,
+        "hosts": {
+            name: sorted(entries, key=lambda entry: entry["path"])
+            for name, entries in sorted(hosts.items())
+        },
+    }
+    (out / MANIFEST).write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
+    return manifest
+
+
+def _prepare_output_dir(out: Path) -> None:
+    """Replace a previous render in `out`; refuse to clobber a directory that is not one."""
+    if out.exists():
+        if not out.is_dir():
+            raise BulwarkError(f"--out {out}: exists and is not a directory")
+        if any(out.iterdir()) and not (out / MANIFEST).is_file():
+            raise BulwarkError(
+                f"--out {out}: not empty and holds no {MANIFEST}; refusing to overwrite it"
+            )
+        shutil.rmtree(out)
+    out.mkdir(parents=True)
+
+
+def render_topology(topology: Topology, secrets: plan.SecretStore) -> list[RenderedFile]:
+    """All files of all hosts, sealed (placeholders instead of secrets)."""
+    return [
+        rendered
+        for host in topology.hosts
+        for rendered in render_host_configs(topology, host, secrets, reveal=False)
+    ]
