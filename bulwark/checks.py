@@ -65,9 +65,17 @@ def _check_apt_config(content: str, workdir: Path) -> str | None:
     return None
 
 
+def _check_nft(content: str, workdir: Path) -> str | None:
+    """`nft -c`: parsed and evaluated against the kernel, nothing applied."""
+    ruleset = workdir / "ruleset.nft"
+    ruleset.write_text(content)
+    return _run(["nft", "-c", "-f", str(ruleset)])
+
+
 # checker name -> (tool that must be on PATH, check function)
 CHECKERS: dict[str, tuple[str, Callable[[str, Path], str | None]]] = {
     "apt": ("apt-config", _check_apt_config),
+    "nft": ("nft", _check_nft),
     "sshd": ("sshd", _check_sshd),
 }
 

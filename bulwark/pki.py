@@ -132,7 +132,8 @@ def ensure_pki(topology: Topology, vault: SecretStore, now: datetime | None = No
             continue
         key, cert = _new_host_certificate(topology, host, ca_key, ca_cert, now)
         written += _store(
-            vault, {_entry(host.name, "key"): _key_pem(key), _entry(host.name, "cert"): cert}
+            vault,
+            {_entry(host.name, "key"): _key_pem(key), _entry(host.name, "cert"): _cert_pem(cert)},
         )
     return written
 
@@ -273,13 +274,15 @@ def _new_host_certificate(
     ca_key: ec.EllipticCurvePrivateKey,
     ca_cert: x509.Certificate,
     now: datetime,
-) -> tuple[ec.EllipticCurvePrivateKey, str]:
-    """A fresh key and its certificate (PEM) for the host, signed by the CA."""
+) -> tuple[ec.EllipticCurvePrivateKey, x509.Certificate]:
+    """A fresh key and its certificate for the host, signed by the CA."""
     key = ec.generate_private_key(ec.SECP256R1())
     names = certificate_names(topology, host)
     cert = (
         _builder(_name(f"{host.name}.{topology.domain}"), ca_cert.subject, key, now, HOST_LIFETIME)
-        .add_extension(x509.SubjectAlternativeName([x509.DNSName(n) for n in names]), False)
+        .add_extension(
+            x509.SubjectAlternativeName([x509.DNSName(name) for name in names]), critical=False
+        )
         .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
         .add_extension(_key_usage("digital_signature"), critical=True)
         .add_extension(
@@ -294,7 +297,7 @@ def _new_host_certificate(
         )
         .sign(ca_key, hashes.SHA256())
     )
-    return key, _cert_pem(cert)
+    return key, cert
 
 
 def _builder(
@@ -314,7 +317,7 @@ def _builder(
         .serial_number(x509.random_serial_number())
         .not_valid_before(start)
         .not_valid_after(start + lifetime)
-        .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), False)
+        .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
     )
 
 
