@@ -9,9 +9,10 @@ from __future__ import annotations
 from io import StringIO
 
 from pyinfra import host as current_host
+from pyinfra.api import QuoteString, StringCommand
 from pyinfra.api.operation import OperationMeta
 from pyinfra.context import ctx_inventory
-from pyinfra.operations import files
+from pyinfra.operations import files, server, systemd
 
 from bulwark import plan
 from bulwark.render import RenderedFile, render_role_files
@@ -50,6 +51,26 @@ def put_file(rendered: RenderedFile) -> OperationMeta:
         group=rendered.group,
         mode=rendered.mode,
     )
+
+
+def apply_sysctl(role: str, path: str, upload: OperationMeta) -> None:
+    """Load a sysctl file right after it changed (boot loads it through systemd-sysctl)."""
+    server.shell(
+        name=f"{role}: apply {path}",
+        commands=[StringCommand("sysctl", "-q", "-p", QuoteString(path))],
+        _if=upload.did_change,
+    )
+
+
+def converge_unit(role: str, unit: str, *changed: OperationMeta) -> None:
+    """Keep `unit` enabled and running; reload systemd and restart it when its files changed."""
+    for upload in changed:
+        systemd.daemon_reload(name=f"{role}: reload systemd units", _if=upload.did_change)
+    systemd.service(name=f"{role}: {unit} running", service=unit, running=True, enabled=True)
+    for upload in changed:
+        systemd.service(
+            name=f"{role}: restart {unit}", service=unit, restarted=True, _if=upload.did_change
+        )
 
 
 _SECRETS: dict[int, plan.SecretStore] = {}

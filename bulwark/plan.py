@@ -33,7 +33,9 @@ ROLE_ORDER: tuple[str, ...] = (
     "directory",
     "backup",
 )
-_EVERY_HOST = ("base", "pki", "storage", "firewall")
+# The vpn role runs everywhere: gateways (inventory role "vpn") get the tunnel, every other host
+# its route to the other sites' LANs through its gateway.
+_EVERY_HOST = ("base", "pki", "storage", "vpn", "firewall")
 assert set(ROLE_ORDER) == {*catalogue.INFRASTRUCTURE_ROLES, *catalogue.SERVICE_ROLES}
 
 

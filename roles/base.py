@@ -11,13 +11,12 @@ from collections.abc import Mapping
 from typing import Any
 
 from pyinfra import host
-from pyinfra.api import QuoteString, StringCommand, deploy
-from pyinfra.api.operation import OperationMeta
+from pyinfra.api import deploy
 from pyinfra.facts.server import Command
 from pyinfra.operations import apt, server, systemd
 
 from bulwark import catalogue
-from bulwark.deploying import put_file, render_for_deploy
+from bulwark.deploying import apply_sysctl, put_file, render_for_deploy
 from bulwark.plan import ManagedFile, SecretStore
 from bulwark.topology import Host, Topology
 
@@ -165,9 +164,9 @@ def base(secrets: SecretStore) -> None:
         _timeout=600,
     )
     uploaded = {path: put_file(item) for path, item in rendered.items()}
-    _apply_sysctl(SYSCTL_NET_FILE, uploaded[SYSCTL_NET_FILE])
+    apply_sysctl(ROLE, SYSCTL_NET_FILE, uploaded[SYSCTL_NET_FILE])
     if not _in_container():
-        _apply_sysctl(SYSCTL_KERNEL_FILE, uploaded[SYSCTL_KERNEL_FILE])
+        apply_sysctl(ROLE, SYSCTL_KERNEL_FILE, uploaded[SYSCTL_KERNEL_FILE])
     sshd_changed = uploaded[SSHD_CONFIG].did_change
     server.shell(name="base: check sshd configuration", commands=["sshd -t"], _if=sshd_changed)
     systemd.service(
@@ -192,14 +191,6 @@ def base(secrets: SecretStore) -> None:
         service="systemd-timesyncd.service",
         restarted=True,
         _if=uploaded[TIMESYNCD_CONFIG].did_change,
-    )
-
-
-def _apply_sysctl(path: str, upload: OperationMeta) -> None:
-    server.shell(
-        name=f"base: apply {path}",
-        commands=[StringCommand("sysctl", "-q", "-p", QuoteString(path))],
-        _if=upload.did_change,
     )
 
 
