@@ -31,7 +31,7 @@ from argon2 import PasswordHasher, Type
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
 from bulwark.errors import BulwarkError
-from bulwark.topology import Problem, Topology
+from bulwark.topology import Host, Problem, Topology
 from bulwark.volumes import volumes_for
 
 if TYPE_CHECKING:
@@ -148,22 +148,38 @@ _GENERATORS: dict[str, Callable[[], str]] = {
 }
 
 
+def wireguard_key_name(host: Host) -> str:
+    """The vault entry of a gateway's WireGuard private key."""
+    return f"wireguard/{host.name}/private"
+
+
+def psk_name(site_a: str, site_b: str) -> str:
+    """The vault entry of the pre-shared key between two sites, whichever side asks."""
+    first, second = sorted((site_a, site_b))
+    return f"wireguard/psk/{first}-{second}"
+
+
+def luks_key_name(host: Host, volume: str) -> str:
+    """The vault entry of a host's LUKS key for one of its `volumes_for` volumes."""
+    return f"luks/{host.name}/{volume}"
+
+
 def _required(topology: Topology) -> dict[str, tuple[str, str]]:
     """Every secret `topology` needs, sorted by name: name -> (kind, description)."""
     required: dict[str, tuple[str, str]] = {}
     for host in topology.hosts_with_role("vpn"):
-        required[f"wireguard/{host.name}/private"] = (
+        required[wireguard_key_name(host)] = (
             "wireguard",
             f"WireGuard private key of {host.name}, site {host.site}'s gateway",
         )
     for site_a, site_b in itertools.combinations(sorted(s.name for s in topology.sites), 2):
-        required[f"wireguard/psk/{site_a}-{site_b}"] = (
+        required[psk_name(site_a, site_b)] = (
             "psk",
             f"WireGuard pre-shared key of the tunnel between sites {site_a} and {site_b}",
         )
     for host in topology.hosts:
         for volume in volumes_for(host):
-            required[f"luks/{host.name}/{volume}"] = (
+            required[luks_key_name(host, volume)] = (
                 "luks",
                 f"LUKS key file of {host.name}'s {volume} volume",
             )

@@ -32,6 +32,7 @@ FORMAT = 1
 _KEY_SIZE = 32  # AES-256
 _NONCE_SIZE = 12  # GCM's standard nonce; random is safe for far more saves than a vault sees
 _HEADER_FIELDS = {"format", "key_id", "nonce"}
+_KEY_ID = re.compile(r"[0-9a-f]{16}")
 _NAME = re.compile(r"^[a-z0-9][a-z0-9._/@+-]*$")
 
 
@@ -162,20 +163,26 @@ class Vault:
             ) from None
         except OSError as error:
             raise VaultError(f"cannot read vault file {path}: {error.strerror}") from None
+        header = None
         try:
             header = json.loads(lines[0])
-            version, file_key_id = header["format"], header["key_id"]
+            file_key_id = header["key_id"]
             nonce = base64.b64decode(header["nonce"], validate=True)
             ciphertext = base64.b64decode(lines[1], validate=True)
-            well_formed = set(header) == _HEADER_FIELDS and len(nonce) == _NONCE_SIZE
+            well_formed = (
+                set(header) == _HEADER_FIELDS
+                and _KEY_ID.fullmatch(file_key_id) is not None
+                and len(nonce) == _NONCE_SIZE
+                and lines[2:] == [b""]
+            )
         except (ValueError, TypeError, KeyError, IndexError):
             well_formed = False
-        if not well_formed or lines[2:] != [b""]:
-            raise CorruptVaultError(f"{path} is not a bulwark vault file, or it is damaged")
-        if version != FORMAT:
+        if isinstance(header, dict) and header.get("format", FORMAT) != FORMAT:
             raise CorruptVaultError(
-                f"{path} has vault format {version!r}; this bulwark reads {FORMAT}"
+                f"{path} has vault format {header['format']!r}; this bulwark reads {FORMAT}"
             )
+        if not well_formed:
+            raise CorruptVaultError(f"{path} is not a bulwark vault file, or it is damaged")
         if file_key_id != _key_id(key):
             raise WrongKeyError(
                 f"wrong key for vault {path}: it needs key id {file_key_id}, "

@@ -12,10 +12,11 @@ from pathlib import Path
 
 import click
 
+from bulwark.cli.vault import create_vault
 from bulwark.errors import BulwarkError
 from bulwark.secret import generate_secrets, missing_secrets
 from bulwark.topology import Topology, load_topology
-from bulwark.vault import init_vault, open_vault
+from bulwark.vault import open_vault
 
 _inventory_argument = click.argument(
     "inventory", type=click.Path(exists=True, dir_okay=False, path_type=Path)
@@ -53,12 +54,7 @@ def generate(inventory: Path, credentials_out: Path | None) -> None:
     """
     topology = load_topology(inventory)
     path = _vault_path(topology, inventory)
-    if path.exists():
-        opened = open_vault(path)
-    else:
-        opened, key_created = init_vault(path)
-        key_state = "new" if key_created else "existing"
-        click.echo(f"created vault {path} with the {key_state} key (id {opened.key_id})")
+    opened = open_vault(path) if path.exists() else create_vault(path)
     report = generate_secrets(topology, opened, credentials_out, progress=_show_progress)
     for state, names in (("created", report.created), ("kept", report.kept), ("pki", report.pki)):
         for name in names:

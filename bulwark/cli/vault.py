@@ -7,11 +7,12 @@ only through `vault get`. Every other command shows names and short digests.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TextIO
 
 import click
 
 from bulwark.errors import BulwarkError
-from bulwark.vault import KEY_ENV, ensure_key, init_vault, open_vault
+from bulwark.vault import KEY_ENV, Vault, ensure_key, init_vault, open_vault
 
 _vault_option = click.option(
     "--vault",
@@ -28,6 +29,14 @@ def vault() -> None:
     """Manage the encrypted vault; its key file is the one BULWARK_VAULT_KEY names."""
 
 
+def create_vault(path: Path) -> Vault:
+    """Create the vault (see `init`) and say which key it uses; `secrets generate` shares it."""
+    new_vault, key_created = init_vault(path)
+    key_state = "new" if key_created else "existing"
+    click.echo(f"created vault {path} with the {key_state} key (id {new_vault.key_id})")
+    return new_vault
+
+
 @vault.command()
 @_vault_option
 def init(vault_path: Path) -> None:
@@ -35,9 +44,7 @@ def init(vault_path: Path) -> None:
 
     Never replaces an existing vault or key file. Keep the key file out of the repository.
     """
-    new_vault, key_created = init_vault(vault_path)
-    key_state = "new" if key_created else "existing"
-    click.echo(f"created vault {vault_path} with the {key_state} key (id {new_vault.key_id})")
+    create_vault(vault_path)
 
 
 @vault.command()
@@ -53,11 +60,13 @@ def get(vault_path: Path, name: str) -> None:
 @click.argument("name")
 @click.option(
     "--from-file",
+    "source",
     type=click.File("r", encoding="utf-8"),
+    default="-",
     help="Read the value from this file instead of stdin.",
 )
 @click.option("--replace", is_flag=True, help="Replace the value if NAME already exists.")
-def set_(vault_path: Path, name: str, from_file, replace: bool) -> None:
+def set_(vault_path: Path, name: str, source: TextIO, replace: bool) -> None:
     """Store secret NAME, read from stdin (or --from-file), never from the command line.
 
     One trailing newline is dropped, so `bulwark vault get A | bulwark vault set B` copies A
@@ -66,11 +75,10 @@ def set_(vault_path: Path, name: str, from_file, replace: bool) -> None:
     opened = open_vault(vault_path)
     if name in opened and not replace:
         raise BulwarkError(f"secret {name} already exists: pass --replace to change it")
-    stdin = click.get_text_stream("stdin")
-    if from_file is None and stdin.isatty():
+    if source.isatty():
         value = click.prompt(f"value of {name}", hide_input=True, confirmation_prompt=True)
     else:
-        value = (from_file or stdin).read().removesuffix("\n").removesuffix("\r")
+        value = source.read().removesuffix("\n").removesuffix("\r")
     opened.set(name, value)
     opened.save()
     click.echo(f"stored {opened.get(name)}")

@@ -1,0 +1,145 @@
+"""Shared unit-test fixtures. Keep each one small and clearly named."""
+
+from __future__ import annotations
+
+import base64
+import secrets
+from pathlib import Path
+
+import pytest
+
+
+@pytest.fixture
+def vault_key_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A fresh vault key file (0600, outside any vault's directory) named by BULWARK_VAULT_KEY."""
+    key_dir = tmp_path / "keys"
+    key_dir.mkdir()
+    path = key_dir / "vault.key"
+    path.write_bytes(base64.b64encode(secrets.token_bytes(32)) + b"\n")
+    path.chmod(0o600)
+    monkeypatch.setenv("BULWARK_VAULT_KEY", str(path))
+    return path
+
+
+# --- Two-site inventory files (topology and render tests) -------------------------------------
+
+
+def _two_site_groups() -> dict[str, tuple[list[tuple[str, dict]], dict]]:
+    """A small, valid two-site inventory: per site a gateway, a mail host and a backup host, plus
+    a web host in nj only (no peer needed). Every host is a fresh dict, free to mutate."""
+    platform = {
+        "domain": "example.com",
+        "admin_networks": ["203.0.113.0/28"],
+        "accounts": [
+            {"user": "alice", "name": "Alice Archer", "app_passwords": ["laptop", "phone"]},
+            {"user": "bob", "name": "Bob Baker", "app_passwords": ["desktop"]},
+        ],
+    }
+
+    def site(name, primary, lan, public, management, hosts):
+        data = {
+            **platform,
+            "site": name,
+            "site_location": f"{name} data center",
+            "site_primary": primary,
+            "site_lan": f"{lan}.0/24",
+            "site_public": f"{public}.0/25",
+            "site_management": f"{management}.0/24",
+        }
+        entries = []
+        for host, roles, number, has_public in hosts:
+            host_data = {
+                "roles": roles,
+                "lan_address": f"{lan}.{number}",
+                "management_address": f"{management}.{number}",
+            }
+            if has_public:
+                host_data["public_address"] = f"{public}.{number}"
+            entries.append((f"{name}-{host}", host_data))
+        return entries, data
+
+    return {
+        "nj": site(
+            "nj",
+            True,
+            "10.1.0",
+            "192.0.2",
+            "10.101.0",
+            [
+                ("gw", ["vpn", "proxy"], 10, True),
+                ("mail", ["mx", "mailstore"], 25, True),
+                ("web", ["dav", "files"], 40, True),
+                ("backup", ["backup"], 60, False),
+            ],
+        ),
+        "sea": site(
+            "sea",
+            False,
+            "10.2.0",
+            "198.51.100",
+            "10.102.0",
+            [
+                ("gw", ["vpn", "proxy"], 10, True),
+                ("mail", ["mx", "mailstore"], 25, True),
+                ("backup", ["backup"], 60, False),
+            ],
+        ),
+    }
+
+
+class InventoryFile:
+    """A two-site pyinfra inventory, edited as Python data and written out as an inventory file.
+
+    The file has the shape of inventory/lab.py: one module-level `(hosts, data)` tuple per site
+    group, host entries `(name, data)`. `write()` turns the data into source with `repr`.
+    """
+
+    def __init__(self, directory: Path):
+        self.directory = directory
+        self.groups = _two_site_groups()
+
+    def host(self, name: str) -> dict:
+        """The data dict of host `name` (edit it in place)."""
+        for hosts, _ in self.groups.values():
+            for host_name, data in hosts:
+                if host_name == name:
+                    return data
+        raise KeyError(name)
+
+    def site(self, name: str) -> dict:
+        """The site group's data dict (edit it in place)."""
+        return self.groups[name][1]
+
+    def set_platform(self, field: str, value) -> None:
+        """Set a platform-wide field the same way in every site group."""
+        for _, data in self.groups.values():
+            data[field] = value
+
+    def add_host(self, group: str, name: str, data: dict) -> None:
+        self.groups.setdefault(group, ([], {}))[0].append((name, data))
+
+    def remove_host(self, name: str) -> None:
+        for hosts, _ in self.groups.values():
+            hosts[:] = [entry for entry in hosts if entry[0] != name]
+
+    def source(self, check: bool = False) -> str:
+        lines = ['"""A test inventory written by tests/unit/conftest.py."""', ""]
+        if check:
+            lines += ["from bulwark.topology import check_inventory", ""]
+        lines += [f"{group} = {value!r}" for group, value in self.groups.items()]
+        if check:
+            lines += ["", "check_inventory(__file__)"]
+        return "\n".join(lines) + "\n"
+
+    def write(self, name: str = "inventory.py", check: bool = False) -> Path:
+        path = self.directory / name
+        path.write_text(self.source(check))
+        return path
+
+
+@pytest.fixture
+def two_site_inventory(tmp_path: Path) -> InventoryFile:
+    """A valid two-site inventory to break one field at a time (see `InventoryFile`)."""
+    directory = tmp_path / "inventory"
+    directory.mkdir()
+    return InventoryFile(directory)
