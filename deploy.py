@@ -4,7 +4,7 @@
 
 The inventory is validated as a whole before pyinfra connects (see bulwark.topology); the vault
 is opened and checked for every secret before any operation runs. Each role module's `@deploy`
-function is named after the role.
+function is called `converge`.
 """
 
 from pyinfra import logger
@@ -20,4 +20,4 @@ for _role in plan.host_roles(_host):
     if _module is None:
         logger.warning(f"{_host.name}: role {_role} has no module yet; skipped")
         continue
-    getattr(_module, _role)(_secrets)
+    _module.converge(_secrets)

@@ -39,6 +39,9 @@ class SealedSecrets:
     def get(self, name: str) -> Secret:
         return SealedSecret(name)
 
+    def __contains__(self, name: object) -> bool:
+        return True  # every name the roles ask for is rendered as its sealed placeholder
+
 
 def audit_secrets(topology: Topology) -> SecretStore:
     """The vault when BULWARK_VAULT_KEY and the vault file are both there, else sealed names."""

@@ -6,13 +6,17 @@ exactly what `bulwark render` sees.
 
 from __future__ import annotations
 
+import hashlib
+import posixpath
 from io import StringIO
 
 from pyinfra import host as current_host
-from pyinfra.api import QuoteString, StringCommand
+from pyinfra.api import FileUploadCommand, QuoteString, StringCommand, operation
 from pyinfra.api.operation import OperationMeta
 from pyinfra.context import ctx_inventory
+from pyinfra.facts.files import File, Sha1File
 from pyinfra.operations import files, server, systemd
+from pyinfra.operations.util import files as file_utils
 
 from bulwark import plan
 from bulwark.render import RenderedFile, render_role_files
@@ -41,8 +45,51 @@ def render_for_deploy(role: str, secrets: plan.SecretStore) -> list[RenderedFile
     return render_role_files(module, deploy_topology(), deploy_host(), secrets, reveal=True)
 
 
+# Root-only staging directory: secret-bearing files never pass through /tmp or exist with loose
+# permissions, not even for the instant between upload and chmod.
+PRIVATE_STAGING = "/var/lib/bulwark/staging"
+
+
+@operation()
+def private_file(content: str, dest: str, user: str, group: str, mode: str):
+    """`files.put` for a file that holds secrets: never prints its contents (not even under
+    `--diff`, which would show the remote file too), and stages it in a root-only directory
+    where it gets its owner and mode before it is moved into place.
+    """
+    wanted = hashlib.sha1(content.encode()).hexdigest()  # noqa: S324 - pyinfra's Sha1File fact
+    remote = current_host.get_fact(File, path=dest)
+    if remote and current_host.get_fact(Sha1File, path=dest) == wanted:
+        if (remote["user"], remote["group"], remote["mode"]) == (user, group, int(mode[-3:])):
+            current_host.noop(f"{dest} is up to date")
+            return
+        yield file_utils.chown(dest, user, group)
+        yield file_utils.chmod(dest, mode)
+        return
+    current_host.log(f"{dest}: contents hidden, the file holds secrets")
+    staged = f"{PRIVATE_STAGING}/{wanted}"
+    yield StringCommand("install", "-d", "-m", "0700", PRIVATE_STAGING)
+    yield StringCommand("install", "-d", "-m", "0755", QuoteString(posixpath.dirname(dest)))
+    yield FileUploadCommand(
+        StringIO(content),
+        staged,
+        remote_temp_filename=current_host.get_temp_filename(staged, temp_directory=PRIVATE_STAGING),
+    )
+    yield file_utils.chown(staged, user, group)
+    yield file_utils.chmod(staged, mode)
+    yield StringCommand("mv", "-f", QuoteString(staged), QuoteString(dest))
+
+
 def put_file(rendered: RenderedFile) -> OperationMeta:
     """Upload one rendered file with its owner and mode (no change when identical)."""
+    if rendered.holds_secrets:
+        return private_file(
+            name=f"{rendered.role}: {rendered.path}",
+            content=rendered.content,
+            dest=rendered.path,
+            user=rendered.user,
+            group=rendered.group,
+            mode=rendered.mode,
+        )
     return files.put(
         name=f"{rendered.role}: {rendered.path}",
         src=StringIO(rendered.content),

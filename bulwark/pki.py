@@ -33,6 +33,14 @@ from bulwark.errors import BulwarkError
 from bulwark.secret import Secret
 from bulwark.topology import Host, Topology
 
+# Where hosts keep their certificate material (written by the pki role, read by every TLS
+# service's configuration).
+CA_CERT_PATH = "/usr/local/share/ca-certificates/bulwark-ca.crt"
+HOST_CERT_PATH = "/etc/ssl/bulwark/host.crt"  # leaf + issuing CA, as daemons serve it
+HOST_KEY_PATH = "/etc/ssl/bulwark/host.key"
+# Daemons that read the key (slapd, postfix ...) do so through this group.
+KEY_GROUP = "ssl-cert"
+
 CA_KEY = "pki/ca/key"
 CA_CERT = "pki/ca/cert"
 CA_LIFETIME = timedelta(days=3653)

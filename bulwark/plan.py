@@ -2,7 +2,8 @@
 
 A role is a module `roles/<name>.py` exposing `ROLE` (its name), `managed_files(topology, host)`
 and `template_context(topology, host, secrets)` — pure functions, so the renderer needs no
-connection — plus one `@deploy` function. Roles never import each other; this module finds them.
+connection — plus one `@deploy` function, `converge(secrets)`. Roles never import each other;
+this module finds them.
 """
 
 from __future__ import annotations

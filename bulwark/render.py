@@ -35,6 +35,7 @@ class RenderedFile:
     user: str
     group: str
     checker: str | None
+    holds_secrets: bool = False  # revealed content differs from sealed: never diff or log it
 
     @property
     def sha256(self) -> str:
@@ -44,24 +45,33 @@ class RenderedFile:
 def render_role_files(
     role: ModuleType, topology: Topology, host: Host, secrets: plan.SecretStore, reveal: bool
 ) -> list[RenderedFile]:
-    """Render the files `role` manages on `host`."""
+    """Render the files `role` manages on `host`.
+
+    When revealing, each file is also rendered sealed: if the two differ the file holds secrets,
+    and `holds_secrets` makes the deploy upload it without ever showing its contents.
+    """
     context = {
         "managed_notice": f"Managed by bulwark (role {role.ROLE}): local changes are overwritten.",
         **role.template_context(topology, host, secrets),
     }
-    return [
-        RenderedFile(
-            host=host.name,
-            role=role.ROLE,
-            path=managed.path,
-            content=render_template(role.ROLE, managed.template, context, reveal),
-            mode=managed.mode,
-            user=managed.user,
-            group=managed.group,
-            checker=managed.checker,
+    rendered = []
+    for managed in role.managed_files(topology, host):
+        content = render_template(role.ROLE, managed.template, context, reveal)
+        sealed = render_template(role.ROLE, managed.template, context, False) if reveal else content
+        rendered.append(
+            RenderedFile(
+                host=host.name,
+                role=role.ROLE,
+                path=managed.path,
+                content=content,
+                mode=managed.mode,
+                user=managed.user,
+                group=managed.group,
+                checker=managed.checker,
+                holds_secrets=content != sealed,
+            )
         )
-        for managed in role.managed_files(topology, host)
-    ]
+    return rendered
 
 
 def render_host_configs(

@@ -149,7 +149,7 @@ def template_context(topology: Topology, host: Host, secrets: SecretStore) -> Ma
 
 
 @deploy("base")
-def base(secrets: SecretStore) -> None:
+def converge(secrets: SecretStore) -> None:
     """Converge the baseline; restart or reload each daemon only when its file changed."""
     rendered = {item.path: item for item in render_for_deploy(ROLE, secrets)}
     if APT_PROXY in rendered:

@@ -183,7 +183,7 @@ def safe_ruleset(candidate: str = CANDIDATE, target: str = RULESET):
 
 
 @deploy("firewall")
-def firewall(secrets: SecretStore) -> None:
+def converge(secrets: SecretStore) -> None:
     """Stage the ruleset, apply it safely, and load it at boot (never `restart`: stop flushes)."""
     (rendered,) = render_for_deploy(ROLE, secrets)
     put_file(replace(rendered, path=CANDIDATE))

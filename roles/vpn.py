@@ -96,7 +96,7 @@ def template_context(topology: Topology, host: Host, secrets: SecretStore) -> Ma
 
 
 @deploy("vpn")
-def vpn(secrets: SecretStore) -> None:
+def converge(secrets: SecretStore) -> None:
     """Gateways: tunnel up, forwarding on. Other hosts: the route to the other sites' LANs."""
     uploaded = {item.path: put_file(item) for item in render_for_deploy(ROLE, secrets)}
     if not deploy_host().has_role("vpn"):
