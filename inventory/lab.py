@@ -25,12 +25,10 @@ _PLATFORM = {
     "lab_management_bridge": "10.89.0.1/24",
     "lab_wan": "198.51.100.0/24",
     "lab_internet_address": "198.51.100.200",
-    # SSH through the lab's config: pinned host keys, no trust on first use.
-    "ssh_user": "root",
+    # SSH through the lab's config and its pinned host keys.
     "ssh_config_file": f"{_LAB_STATE}/ssh/ssh_config",
     "ssh_known_hosts_file": f"{_LAB_STATE}/ssh/known_hosts",
     "ssh_key": f"{_LAB_STATE}/ssh/id_ed25519",
-    "ssh_strict_host_key_checking": "yes",
 }
 
 

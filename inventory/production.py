@@ -19,8 +19,6 @@ _PLATFORM = {
         {"user": "bob", "name": "Bob Baker", "app_passwords": ["desktop"]},
     ],
     "vault_file": str(Path(__file__).resolve().with_suffix(".vault")),
-    "ssh_user": "root",
-    "ssh_strict_host_key_checking": "yes",
 }
 
 
