@@ -1,0 +1,178 @@
+"""The firewall and vpn roles, rendered offline from the lab and production inventories.
+
+Every host's ruleset passes `nft -c`; its openings are exactly the catalogue's for its roles; the
+WireGuard configuration peers each gateway with the other site's, with keys from the vault.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from bulwark import catalogue
+from bulwark.audit import SealedSecrets
+from bulwark.exposure import host_openings, public_ports
+from bulwark.render import render_host_configs
+from bulwark.secret import generate_secrets, wireguard_public_key
+from bulwark.topology import load_topology
+from bulwark.vault import Vault
+from roles import firewall, vpn
+
+REPO = Path(__file__).resolve().parents[2]
+LAB = load_topology(REPO / "inventory/lab.py")
+PRODUCTION = load_topology(REPO / "inventory/production.py")
+
+
+@pytest.fixture(scope="module")
+def lab_vault(tmp_path_factory: pytest.TempPathFactory) -> Vault:
+    """A vault holding every secret the lab needs, generated as `bulwark secrets generate` does."""
+    directory = tmp_path_factory.mktemp("vault")
+    vault = Vault.create(directory / "lab.vault", bytes(range(32)))
+    generate_secrets(LAB, vault, directory / "credentials.json")
+    return vault
+
+
+def _file(topology, host_name: str, path: str, secrets=None) -> str:
+    host = topology.host(host_name)
+    files = render_host_configs(topology, host, secrets or SealedSecrets(), reveal=False)
+    return next(item.content for item in files if item.path == path)
+
+
+@pytest.mark.skipif(shutil.which("nft") is None, reason="nftables not installed (make checkers)")
+@pytest.mark.parametrize(
+    "topology,host_name",
+    [(LAB, host.name) for host in LAB.hosts]
+    + [(PRODUCTION, host.name) for host in PRODUCTION.hosts],
+)
+def test_every_ruleset_passes_nft_check(tmp_path: Path, topology, host_name: str) -> None:
+    ruleset = tmp_path / "ruleset.nft"
+    ruleset.write_text(_file(topology, host_name, firewall.RULESET))
+    result = subprocess.run(["nft", "-c", "-f", str(ruleset)], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+
+
+def test_ruleset_defaults_drop_and_opens_exactly_the_hosts_services() -> None:
+    ruleset = _file(LAB, "nj-mail", firewall.RULESET)
+    assert "type filter hook input priority filter; policy drop;" in ruleset
+    assert "type filter hook forward priority filter; policy drop;" in ruleset
+    assert ruleset.startswith("#!/usr/sbin/nft -f") and "\nflush ruleset\n" in ruleset
+    accepted = {
+        line.split(" dport ")[1].split(" ct state")[0]
+        for line in ruleset.splitlines()
+        if " dport " in line and line.strip().endswith('"') and "accept" in line
+    }
+    assert accepted == {"25", "465", "587", "993", "995", "24", "12345", "22"}
+    for forbidden in catalogue.FORBIDDEN_PORTS:
+        assert f"dport {forbidden} " not in ruleset
+
+
+def test_site_only_services_are_limited_to_the_site_lans() -> None:
+    ruleset = _file(LAB, "nj-mail", firewall.RULESET)
+    assert 'ip saddr @site_lans_v4 tcp dport 24 ct state new accept comment "lmtp"' in ruleset
+    assert "elements = { 10.81.1.0/24, 10.82.1.0/24 }" in ruleset
+
+
+def test_ssh_only_from_management_and_admin_networks_rate_limited() -> None:
+    ruleset = _file(PRODUCTION, "nj-mx", firewall.RULESET)
+    assert "elements = { 10.101.0.0/24, 10.102.0.0/24, 203.0.113.0/28 }" in ruleset
+    ssh_rules = [line.strip() for line in ruleset.splitlines() if "dport 22 " in line]
+    assert ssh_rules[0].endswith("} drop") and "limit rate over" in ssh_rules[0]
+    assert ssh_rules[1].startswith("ip saddr @management_v4 tcp dport 22 ")
+
+
+def test_wireguard_only_from_the_peer_gateway() -> None:
+    ruleset = _file(LAB, "nj-gw", firewall.RULESET)
+    sea_gw = LAB.gateway("sea").public_address
+    assert f"ip saddr {{ {sea_gw}/32 }} udp dport 51820 ct state new accept" in ruleset
+    assert "udp dport 51820" not in _file(LAB, "nj-mail", firewall.RULESET)
+
+
+def test_only_gateways_forward_and_only_between_lan_and_tunnel() -> None:
+    gateway = _file(LAB, "nj-gw", firewall.RULESET)
+    assert 'ip saddr 10.81.1.0/24 ip daddr { 10.82.1.0/24 } oifname "wg0" accept' in gateway
+    assert 'iifname "wg0" ip saddr { 10.82.1.0/24 } ip daddr 10.81.1.0/24 accept' in gateway
+    mail = _file(LAB, "nj-mail", firewall.RULESET)
+    forward = mail.split("chain forward {")[1].split("}")[0]
+    assert "accept" not in forward
+
+
+def test_ftp_passive_range_is_one_rule() -> None:
+    assert firewall.nft_ports(range(50000, 50101)) == "50000-50100"
+    assert firewall.nft_ports([993]) == "993"
+    assert firewall.nft_ports([80, 21, 25]) == "{ 21, 25, 80 }"
+    assert "tcp dport 50000-50100 ct state new accept" in _file(LAB, "nj-web", firewall.RULESET)
+
+
+def test_public_ports_match_the_catalogue_per_role() -> None:
+    assert public_ports(LAB, LAB.host("nj-gw")) == {"tcp": catalogue.PROXY_PORTS}
+    assert public_ports(LAB, LAB.host("nj-web")) == {
+        "tcp": (21, 80, 443, 636, *range(50000, 50101))
+    }
+    backup = PRODUCTION.host("nj-backup")
+    assert public_ports(PRODUCTION, backup) == {}
+    assert {opening.service.name for opening in host_openings(PRODUCTION, backup)} == {
+        "ssh",
+        "backup",
+    }
+
+
+def test_wireguard_config_peers_the_gateways(lab_vault: Vault) -> None:
+    config = _file(LAB, "nj-gw", vpn.WG_CONFIG, lab_vault)
+    sea_private = lab_vault.get("wireguard/sea-gw/private").reveal()
+    assert f"PublicKey = {wireguard_public_key(sea_private)}" in config
+    assert "AllowedIPs = 10.82.1.0/24" in config
+    assert f"Endpoint = {LAB.gateway('sea').public_address}:51820" in config
+    assert "Address = 10.81.1.10/32" in config
+    for name in ("wireguard/nj-gw/private", "wireguard/psk/nj-sea"):
+        assert lab_vault.get(name).reveal() not in config
+        assert f"<secret:{name} sha256:{lab_vault.get(name).digest}>" in config
+
+
+def test_wireguard_config_reveals_keys_only_for_deploy(lab_vault: Vault) -> None:
+    host = LAB.host("sea-gw")
+    files = render_host_configs(LAB, host, lab_vault, reveal=True)
+    wg = next(item for item in files if item.path == vpn.WG_CONFIG)
+    assert wg.holds_secrets and wg.mode == "0600"
+    assert f"PrivateKey = {lab_vault.get('wireguard/sea-gw/private').reveal()}" in wg.content
+    assert not next(item for item in files if item.path == firewall.RULESET).holds_secrets
+
+
+def test_non_gateways_route_the_other_site_through_their_gateway() -> None:
+    unit = _file(LAB, "sea-web", vpn.ROUTES_UNIT)
+    assert "ExecStart=/sbin/ip route replace 10.81.1.0/24 via 10.82.1.10" in unit
+    paths = {item.path for item in render_host_configs(LAB, LAB.host("sea-web"), SealedSecrets())}
+    assert vpn.WG_CONFIG not in paths
+
+
+def test_a_third_site_is_a_data_change() -> None:
+    """AllowedIPs and peers come from the topology: adding a site adds a peer, no code."""
+    from dataclasses import replace
+
+    from bulwark.topology import Host, Site
+
+    network, address = ipaddress.IPv4Network, ipaddress.IPv4Address
+    chi = Site(
+        "chi",
+        "lab: Chicago",
+        False,
+        network("10.83.1.0/24"),
+        network("198.51.100.128/26"),
+        network("10.89.0.128/26"),
+    )
+    chi_gw = Host(
+        "chi-gw",
+        "chi",
+        ("vpn",),
+        address("10.83.1.10"),
+        address("10.89.0.138"),
+        address("198.51.100.138"),
+    )
+    three = replace(LAB, sites=(*LAB.sites, chi), hosts=(*LAB.hosts, chi_gw))
+    ruleset = _file(three, "nj-gw", firewall.RULESET)
+    assert "ip daddr { 10.82.1.0/24, 10.83.1.0/24 }" in ruleset
+    config = _file(three, "nj-gw", vpn.WG_CONFIG)
+    assert config.count("[Peer]") == 2 and "AllowedIPs = 10.83.1.0/24" in config
