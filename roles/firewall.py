@@ -129,12 +129,30 @@ def _confirm_fresh_connection(state, host) -> bool:
         return True
     host.run_shell_command(StringCommand("nft", "-f", ROLLBACK))
     host.run_shell_command(StringCommand("systemctl", "stop", ROLLBACK_TIMER))
-    host.log_styled(
+    return _fail(
+        host,
         "the new ruleset blocked a fresh SSH connection from this deploy host: "
         "the previous ruleset is back in place and the new one was not installed",
-        fg="red",
-        log_func=logger.error,
     )
+
+
+def _disarm_rollback(state, host) -> bool:
+    """Stop the armed rollback; if it already fired, the new ruleset is gone: fail loudly."""
+    armed, _ = host.run_shell_command(
+        StringCommand("systemctl", "is-active", "--quiet", ROLLBACK_TIMER)
+    )
+    if armed:
+        stopped, _ = host.run_shell_command(StringCommand("systemctl", "stop", ROLLBACK_TIMER))
+        return stopped
+    return _fail(
+        host,
+        f"the rollback fired before the new ruleset was confirmed (no answer within "
+        f"{ROLLBACK_AFTER_SECONDS} s): the previous ruleset is back in place",
+    )
+
+
+def _fail(host, message: str) -> bool:
+    host.log_styled(message, fg="red", log_func=logger.error)
     return False
 
 
@@ -178,7 +196,7 @@ def safe_ruleset(candidate: str = CANDIDATE, target: str = RULESET):
     )
     yield StringCommand("nft", "-f", QuoteString(candidate))
     yield FunctionCommand(_confirm_fresh_connection, (), {})
-    yield StringCommand("systemctl", "stop", ROLLBACK_TIMER)
+    yield FunctionCommand(_disarm_rollback, (), {})
     yield StringCommand("install", "-m", "0600", QuoteString(candidate), QuoteString(target))
 
 
