@@ -1,0 +1,69 @@
+"""A full TCP scan of every public address, from the internet: exactly the catalogue is open.
+
+A port opens only if the host's firewall allows it (the catalogue's public services of the host's
+roles) and a daemon listens. Roles that have no module yet leave their ports allowed but closed;
+every implemented role's public ports must answer.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+
+import pytest
+
+from bulwark import catalogue, plan
+from bulwark.exposure import public_ports
+
+_CONCURRENCY = 400
+_CONNECT_TIMEOUT = 3
+
+
+async def _open_ports(address: str, ports: range) -> set[int]:
+    gate = asyncio.Semaphore(_CONCURRENCY)
+
+    async def probe(port: int) -> int | None:
+        async with gate:
+            try:
+                _, writer = await asyncio.wait_for(
+                    asyncio.open_connection(address, port), _CONNECT_TIMEOUT
+                )
+            except (OSError, TimeoutError):
+                return None
+            writer.close()
+            return port
+
+    found = await asyncio.gather(*(probe(port) for port in ports))
+    return {port for port in found if port is not None}
+
+
+def _expected_open(topology, host) -> set[int]:
+    """Public TCP ports of the host's services whose role is implemented."""
+    return {
+        port
+        for service in catalogue.services_for_roles(host.roles)
+        if service.exposure is catalogue.Exposure.PUBLIC
+        and service.transport is catalogue.Transport.TCP
+        and plan.role_module(service.role) is not None
+        for port in service.ports
+    }
+
+
+def test_every_tcp_port_scanned_only_the_catalogue_answers(topology, public_host):
+    opened = asyncio.run(_open_ports(str(public_host.public_address), range(1, 65536)))
+    allowed = set(public_ports(topology, public_host).get("tcp", ()))
+    assert opened <= allowed, f"open beyond the catalogue: {sorted(opened - allowed)}"
+    missing = _expected_open(topology, public_host) - opened
+    assert not missing, f"catalogue ports of deployed roles not answering: {sorted(missing)}"
+
+
+def test_wireguard_refuses_the_internet(public_host):
+    """UDP 51820 is for the peer gateway only: from here the firewall rejects it outright."""
+    port = catalogue.service("wireguard").port
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        sock.settimeout(3)
+        sock.connect((str(public_host.public_address), port))
+        sock.send(b"\x01" + bytes(147))  # the size of a WireGuard handshake initiation
+        with pytest.raises(OSError) as refused:
+            sock.recv(64)
+    assert not isinstance(refused.value, TimeoutError), "dropped silently instead of refused"
