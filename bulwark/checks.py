@@ -80,8 +80,19 @@ CHECKERS: dict[str, tuple[str, Callable[[str, Path], str | None]]] = {
 }
 
 
+# Line-comment markers per checker (default "#"): lines starting with one cannot change what a
+# checker says, so files differing only in comments (the host name in a header) share a check.
+# apt's comments are `//`; its `#clear` and `#include` are directives.
+_COMMENT_MARKERS: dict[str, str] = {"apt": "//"}
+
+
+def _without_comments(checker: str, content: str) -> str:
+    marker = _COMMENT_MARKERS.get(checker, "#")
+    return "\n".join(line for line in content.splitlines() if not line.lstrip().startswith(marker))
+
+
 def check_files(files: Iterable[RenderedFile]) -> list[CheckResult]:
-    """Check every file that names a checker; cache by (checker, content hash)."""
+    """Check every file that names a checker; identical files (comments aside) are checked once."""
     results = []
     cache: dict[tuple[str, str], str | None] = {}
     with tempfile.TemporaryDirectory(prefix="bulwark-check-") as scratch:
@@ -97,7 +108,7 @@ def check_files(files: Iterable[RenderedFile]) -> list[CheckResult]:
                     )
                 )
                 continue
-            key = (rendered.checker, rendered.sha256)
+            key = (rendered.checker, _without_comments(rendered.checker, rendered.content))
             if key not in cache:
                 cache[key] = check(rendered.content, workdir)
             complaint = cache[key]

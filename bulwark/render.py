@@ -132,12 +132,27 @@ def _prepare_output_dir(out: Path) -> None:
     if out.exists():
         if not out.is_dir():
             raise BulwarkError(f"--out {out}: exists and is not a directory")
-        if any(out.iterdir()) and not (out / MANIFEST).is_file():
+        if any(out.iterdir()) and not _is_previous_render(out):
             raise BulwarkError(
-                f"--out {out}: not empty and holds no {MANIFEST}; refusing to overwrite it"
+                f"--out {out}: not empty and not a previous bulwark render; "
+                "refusing to overwrite it"
             )
         shutil.rmtree(out)
     out.mkdir(parents=True)
+
+
+def _is_previous_render(out: Path) -> bool:
+    """Our manifest, and nothing in the directory but it and the host folders it lists."""
+    try:
+        manifest = json.loads((out / MANIFEST).read_text())
+    except (OSError, ValueError):
+        return False
+    if not isinstance(manifest, dict) or manifest.get("format") != 1:
+        return False
+    hosts = manifest.get("hosts")
+    if not isinstance(hosts, dict):
+        return False
+    return all(entry.name == MANIFEST or entry.name in hosts for entry in out.iterdir())
 
 
 def render_topology(topology: Topology, secrets: plan.SecretStore) -> list[RenderedFile]:

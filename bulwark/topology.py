@@ -38,6 +38,10 @@ _DNS_LABEL = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
 _ACCOUNT_USER = re.compile(r"^[a-z0-9]([a-z0-9._-]{0,62}[a-z0-9])?$")
 _APP_PASSWORD_LABEL = re.compile(r"^[a-z0-9][a-z0-9-]{0,31}$")
 _ACCOUNT_KEYS = {"user", "name", "app_passwords"}
+_APT_UNSAFE = re.compile(r'[\s"\\;{}]')
+_RFC1918 = tuple(
+    ipaddress.IPv4Network(block) for block in ("10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16")
+)
 _SITE_FIELDS = ("site_location", "site_primary", "site_lan", "site_public", "site_management")
 
 
@@ -175,8 +179,11 @@ def _address(value: Any, where: str, field_name: str, out: _Collector) -> IPv4Ad
 
 
 def _check_domain(domain: Any, out: _Collector) -> str:
-    if not isinstance(domain, str) or not domain:
+    if domain is None or domain == "":
         out.add("platform", "domain", "missing: set the platform's mail domain, e.g. 'example.com'")
+        return "invalid.invalid"
+    if not isinstance(domain, str):
+        out.add("platform", "domain", f"expected a DNS name like 'example.com', got {domain!r}")
         return "invalid.invalid"
     labels = domain.split(".")
     if (
@@ -206,8 +213,17 @@ def _check_admin_networks(value: Any, out: _Collector) -> tuple[IPv4Network, ...
 def _check_apt_proxy(value: Any, out: _Collector) -> str | None:
     if value is None:
         return None
-    parts = urlsplit(value) if isinstance(value, str) else None
-    if parts is None or parts.scheme not in ("http", "https") or not parts.hostname:
+    try:
+        parts = urlsplit(value) if isinstance(value, str) else None
+    except ValueError:
+        parts = None
+    # The URL is written inside quotes of an apt configuration file: no quoting tricks.
+    if (
+        parts is None
+        or parts.scheme not in ("http", "https")
+        or not parts.hostname
+        or _APT_UNSAFE.search(value)
+    ):
         out.add(
             "platform", "apt_proxy", f"expected a URL like 'http://10.1.0.5:3142', got {value!r}"
         )
@@ -281,17 +297,25 @@ def _check_sites(records: list[InventoryHost], out: _Collector) -> dict[str, Sit
     by_site: dict[str, list[InventoryHost]] = defaultdict(list)
     for record in records:
         name = record.data.get("site")
+        if name is None:
+            out.add(
+                record.name,
+                "site",
+                "missing: put the host in a site group with data {'site': 'nj', ...}",
+            )
+            continue
         if not isinstance(name, str) or not _SITE_NAME.match(name):
             out.add(
                 record.name,
                 "site",
-                f"{name!r} is not a site: put the host in a site group with data "
-                "{'site': 'nj', ...}",
+                f"{name!r} is not a site name: a lower-case letter, then 1-15 lower-case "
+                "letters or digits, like 'nj'",
             )
             continue
         by_site[name].append(record)
 
     sites: dict[str, Site] = {}
+    primary_flags: dict[str, bool] = {}
     for name, members in sorted(by_site.items()):
         where = f"site {name}"
         values = {}
@@ -316,7 +340,8 @@ def _check_sites(records: list[InventoryHost], out: _Collector) -> dict[str, Sit
         if not isinstance(primary, bool):
             out.add(where, "site_primary", f"expected True or False, got {primary!r}")
             primary = False
-        if lan is not None and not lan.is_private:
+        primary_flags[name] = primary
+        if lan is not None and not any(lan.subnet_of(block) for block in _RFC1918):
             out.add(where, "site_lan", f"{lan} is not a private range (RFC 1918)")
         if lan is not None and public is not None and management is not None:
             for (name_a, net_a), (name_b, net_b) in _pairs(
@@ -337,8 +362,8 @@ def _check_sites(records: list[InventoryHost], out: _Collector) -> dict[str, Sit
                         f"{net_b} overlaps site {site_a.name}'s site_{field_a} {net_a}",
                     )
 
-    primaries = [site.name for site in sites.values() if site.primary]
-    if sites and len(primaries) != 1:
+    primaries = [name for name, primary in primary_flags.items() if primary]
+    if primary_flags and len(primaries) != 1:
         out.add(
             "platform",
             "site_primary",
@@ -385,23 +410,24 @@ def _check_port_conflicts(host: str, roles: list[str], out: _Collector) -> None:
             owners[(port, service.transport)].add(service.role)
     reported = set()
     for (port, transport), claimants in sorted(owners.items()):
-        if len(claimants) > 1 and not claimants <= _WEB_ROLES:
-            pair = tuple(sorted(claimants))
-            if pair not in reported:
-                reported.add(pair)
-                out.add(
-                    host,
-                    "roles",
-                    f"roles {' and '.join(pair)} both listen on {transport} {port}: "
-                    "put them on different hosts",
-                )
+        for pair in _pairs(sorted(claimants)):
+            if set(pair) <= _WEB_ROLES or pair in reported:
+                continue
+            reported.add(pair)
+            out.add(
+                host,
+                "roles",
+                f"roles {pair[0]} and {pair[1]} both listen on {transport} {port}: "
+                "put them on different hosts",
+            )
 
 
 def _check_host(record: InventoryHost, sites: Mapping[str, Site], out: _Collector) -> Host | None:
     if not _HOST_NAME.match(record.name):
         out.add(record.name, "name", "host names are lower-case DNS labels like 'nj-mail'")
     roles = _check_roles(record, out)
-    site = sites.get(record.data.get("site"))
+    site_name = record.data.get("site")
+    site = sites.get(site_name) if isinstance(site_name, str) else None
     addresses: dict[str, IPv4Address | None] = {}
     for field_name, range_name in (
         ("lan_address", "lan"),
@@ -476,8 +502,32 @@ def _check_unique_addresses(hosts: list[Host], out: _Collector) -> None:
                 out.add(name, field_name, f"{address} is already used by {first}")
 
 
-def _check_role_placement(hosts: list[Host], sites: Mapping[str, Site], out: _Collector) -> None:
-    for site in sorted(sites):
+@dataclass(frozen=True)
+class _Placement:
+    """Where a host's roles run, known even when its addresses are wrong."""
+
+    name: str
+    site: str
+    roles: tuple[str, ...]
+
+    def has_role(self, role: str) -> bool:
+        return role in self.roles
+
+
+def _placements(records: list[InventoryHost], site_names: Iterable[str]) -> list[_Placement]:
+    known = set(site_names)
+    placements = []
+    for record in records:
+        site, roles = record.data.get("site"), record.data.get("roles")
+        if isinstance(site, str) and site in known and isinstance(roles, list | tuple):
+            valid = tuple(role for role in roles if role in catalogue.SERVICE_ROLES)
+            placements.append(_Placement(record.name, site, valid))
+    return placements
+
+
+def _check_role_placement(hosts: list[_Placement], sites: Iterable[str], out: _Collector) -> None:
+    sites = sorted(sites)
+    for site in sites:
         gateways = [host.name for host in hosts if host.site == site and host.has_role("vpn")]
         if not gateways:
             out.add(f"site {site}", "roles", "no gateway: give one host of the site the 'vpn' role")
@@ -534,7 +584,12 @@ def build_topology(
         if (host := _check_host(record, sites, out)) is not None
     ]
     _check_unique_addresses(hosts, out)
-    _check_role_placement(hosts, sites, out)
+    site_names = {
+        name
+        for record in records
+        if isinstance(name := record.data.get("site"), str) and _SITE_NAME.match(name)
+    }
+    _check_role_placement(_placements(records, site_names), site_names, out)
     if out.problems:
         raise TopologyError(source, out.problems)
     return Topology(
@@ -568,8 +623,18 @@ def topology_from_inventory(inventory: Any, source: str = "inventory", duplicate
     for field_name in PLATFORM_FIELDS:
         seen = {repr(record.data.get(field_name)) for record in records}
         if len(seen) > 1:
-            out.add("platform", field_name, "hosts disagree: set it once for the whole inventory")
+            out.add(
+                "platform",
+                field_name,
+                f"hosts disagree: {', '.join(sorted(seen))}; set it once for the whole inventory",
+            )
         platform[field_name] = records[0].data.get(field_name) if records else None
+    for host in inventory:
+        site_groups = sorted(
+            {group for group in host.groups if "site" in inventory.get_group_data(group)}
+        )
+        if len(site_groups) > 1:
+            out.add(host.name, "site", f"listed in site groups {' and '.join(site_groups)}")
     try:
         topology = build_topology(records, platform, source, duplicates)
     except TopologyError as error:
@@ -587,7 +652,8 @@ def load_inventory(path: str | Path) -> Any:
     """Load a pyinfra inventory file with its `group_data/`, exactly as the pyinfra CLI does."""
     from pyinfra.api.state import State
     from pyinfra.context import ctx_state
-    from pyinfra_cli.inventory import make_inventory
+
+    make_inventory = _pyinfra_make_inventory()
 
     path = Path(path)
     if not path.is_file():
@@ -598,6 +664,27 @@ def load_inventory(path: str | Path) -> Any:
             return make_inventory(str(path), cwd=str(path.parent.resolve()))
     finally:
         _LOADING.reset(token)
+
+
+def _pyinfra_make_inventory():
+    """pyinfra's own inventory loader, without letting `pyinfra_cli` monkey-patch this process.
+
+    Importing `pyinfra_cli` runs gevent's `monkey.patch_all()`, which bulwark's own commands do
+    not want (it makes `shutil.rmtree` leak a descriptor per directory after a subprocess). Under
+    the pyinfra CLI the patch has already happened and this changes nothing.
+    """
+    if "pyinfra_cli" not in sys.modules:
+        from gevent import monkey
+
+        patch_all = monkey.patch_all
+        monkey.patch_all = lambda *args, **kwargs: None
+        try:
+            import pyinfra_cli  # noqa: F401
+        finally:
+            monkey.patch_all = patch_all
+    from pyinfra_cli.inventory import make_inventory
+
+    return make_inventory
 
 
 def duplicate_host_names(path: str | Path) -> list[str]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from collections import Counter
 from pathlib import Path
 
@@ -37,9 +38,7 @@ def render(inventory: str, out: Path, check: bool) -> None:
     topology = load_topology(inventory)
     secrets = audit_secrets(topology)
     files = []
-    with click.progressbar(
-        topology.hosts, label="rendering", file=click.get_text_stream("stderr")
-    ) as hosts:
+    with click.progressbar(topology.hosts, label="rendering", file=sys.stderr) as hosts:
         for host in hosts:
             files.extend(render_host_configs(topology, host, secrets))
     write_audit_tree(files, out)

@@ -143,3 +143,47 @@ def two_site_inventory(tmp_path: Path) -> InventoryFile:
     directory = tmp_path / "inventory"
     directory.mkdir()
     return InventoryFile(directory)
+
+
+# --- The repository's inventories, rendered (render and role tests) ---------------------------
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+REPO_INVENTORIES = {
+    "production": REPO_ROOT / "inventory" / "production.py",
+    "lab": REPO_ROOT / "inventory" / "lab.py",
+}
+
+
+@pytest.fixture(scope="session")
+def rendered_inventories() -> dict[str, list]:
+    """Every file of every host of inventory/production.py and inventory/lab.py, sealed:
+    {"production": [RenderedFile, ...], "lab": [...]}. Shared: do not mutate."""
+    from bulwark.audit import SealedSecrets
+    from bulwark.render import render_topology
+    from bulwark.topology import load_topology
+
+    return {
+        name: render_topology(load_topology(path), SealedSecrets())
+        for name, path in REPO_INVENTORIES.items()
+    }
+
+
+# --- Daemon checkers that may be missing (the Makefile installs them) -------------------------
+
+
+@pytest.fixture(scope="session")
+def needs_sshd() -> None:
+    """Skip unless sshd and ssh-keygen are installed."""
+    import shutil
+
+    if shutil.which("sshd") is None or shutil.which("ssh-keygen") is None:
+        pytest.skip("sshd not installed (make test installs openssh-server)")
+
+
+@pytest.fixture(scope="session")
+def needs_apt_config() -> None:
+    """Skip unless apt-config is installed (a Debian machine)."""
+    import shutil
+
+    if shutil.which("apt-config") is None:
+        pytest.skip("apt-config not installed (not a Debian machine)")

@@ -1,0 +1,216 @@
+"""The service catalogue: the seeds' ports and TLS modes, and the rules the rest relies on."""
+
+from __future__ import annotations
+
+import itertools
+from collections import defaultdict
+
+import pytest
+
+from bulwark import catalogue
+from bulwark.catalogue import SERVICES, Exposure, Tls, Transport
+
+ALL_ROLE_SETS = [
+    roles
+    for size in range(len(catalogue.SERVICE_ROLES) + 1)
+    for roles in itertools.combinations(catalogue.SERVICE_ROLES, size)
+]
+
+
+def test_every_service_belongs_to_a_known_role():
+    known = {*catalogue.SERVICE_ROLES, *catalogue.INFRASTRUCTURE_ROLES}
+    assert {service.role for service in SERVICES} <= known
+    # Every role a host may carry listens on something (else it could not be placed or checked).
+    assert {service.role for service in SERVICES} >= set(catalogue.SERVICE_ROLES)
+
+
+def test_service_names_are_unique():
+    names = [service.name for service in SERVICES]
+    assert len(names) == len(set(names))
+
+
+def test_every_service_has_ports_in_range_without_repeats():
+    for service in SERVICES:
+        assert service.ports, service.name
+        assert len(service.ports) == len(set(service.ports)), service.name
+        assert all(0 < port < 65536 for port in service.ports), service.name
+        assert service.port == service.ports[0]
+
+
+def test_ports_are_unique_within_each_role_and_transport():
+    owners: dict[tuple[str, Transport, int], list[str]] = defaultdict(list)
+    for service in SERVICES:
+        for port in service.ports:
+            owners[(service.role, service.transport, port)].append(service.name)
+    assert {key: names for key, names in owners.items() if len(names) > 1} == {}
+
+
+def test_ports_shared_between_roles_are_only_the_expected_ones():
+    """dav and files share nginx; the proxies take the firewall-friendly ports, so topology
+    refuses them beside mx, dav or files. Any other sharing is a catalogue mistake."""
+    roles_by_port: dict[tuple[Transport, int], set[str]] = defaultdict(set)
+    for service in SERVICES:
+        for port in service.ports:
+            roles_by_port[(service.transport, port)].add(service.role)
+    shared = {key: roles for key, roles in roles_by_port.items() if len(roles) > 1}
+    assert shared == {
+        (Transport.TCP, 21): {"proxy", "files"},
+        (Transport.TCP, 25): {"proxy", "mx"},
+        (Transport.TCP, 80): {"proxy", "dav", "files"},
+        (Transport.TCP, 443): {"proxy", "dav", "files"},
+        (Transport.TCP, 465): {"proxy", "mx"},
+        (Transport.TCP, 587): {"proxy", "mx"},
+        (Transport.TCP, 993): {"proxy", "mailstore"},
+        (Transport.TCP, 995): {"proxy", "mailstore"},
+    }
+
+
+@pytest.mark.parametrize("port", [110, 143, 389])
+def test_plaintext_twins_never_listen(port):
+    assert port in catalogue.FORBIDDEN_PORTS
+    assert [service.name for service in SERVICES if port in service.ports] == []
+
+
+def test_forbidden_ports_are_exactly_the_plaintext_twins():
+    assert sorted(catalogue.FORBIDDEN_PORTS) == [110, 143, 389]
+
+
+def test_every_service_is_encrypted_except_http_redirects():
+    for service in SERVICES:
+        if service.tls is Tls.REDIRECT:
+            assert service.ports == (80,), service.name
+            assert service.names, service.name
+        else:
+            assert service.tls in {Tls.IMPLICIT, Tls.STARTTLS, Tls.OPPORTUNISTIC, Tls.NATIVE}
+
+
+def test_only_inbound_smtp_is_opportunistic():
+    opportunistic = [service.name for service in SERVICES if service.tls is Tls.OPPORTUNISTIC]
+    assert opportunistic == ["smtp"]
+
+
+def test_internal_services_use_tls_inside_the_vpn():
+    """Replication, LMTP and backups stay on the site LANs and still use TLS (DESIGN.md)."""
+    internal = {service.name: service for service in SERVICES if service.exposure is Exposure.SITE}
+    assert set(internal) == {"lmtp", "mail-replication", "backup"}
+    for service in internal.values():
+        assert service.tls in {Tls.IMPLICIT, Tls.STARTTLS}, service.name
+        assert service.names == (), service.name
+
+
+# The seeds' table (DESIGN.md): client host name label, port, transport, TLS mode.
+SEED_TABLE = [
+    ("imap", 993, Transport.TCP, Tls.IMPLICIT),
+    ("pop", 995, Transport.TCP, Tls.IMPLICIT),
+    ("smtp", 465, Transport.TCP, Tls.IMPLICIT),
+    ("smtp", 587, Transport.TCP, Tls.STARTTLS),
+    ("mx", 25, Transport.TCP, Tls.OPPORTUNISTIC),
+    ("caldav", 443, Transport.TCP, Tls.IMPLICIT),
+    ("carddav", 443, Transport.TCP, Tls.IMPLICIT),
+    ("webdav", 443, Transport.TCP, Tls.IMPLICIT),
+    ("myfiles", 443, Transport.TCP, Tls.IMPLICIT),
+    ("ftp", 21, Transport.TCP, Tls.STARTTLS),
+    ("ldap", 636, Transport.TCP, Tls.IMPLICIT),
+]
+
+
+@pytest.mark.parametrize(
+    ("label", "port", "transport", "tls"),
+    [pytest.param(*row, id=f"{row[0]}-{row[1]}") for row in SEED_TABLE],
+)
+def test_seed_table_client_endpoints(label, port, transport, tls):
+    matches = [
+        service
+        for service in SERVICES
+        if label in service.names and port in service.ports and service.transport is transport
+    ]
+    assert len(matches) == 1, matches
+    assert matches[0].tls is tls
+    assert matches[0].exposure is Exposure.PUBLIC
+
+
+def test_wireguard_is_udp_51820_for_the_peer_gateway_only():
+    wireguard = catalogue.service("wireguard")
+    assert (wireguard.ports, wireguard.transport) == ((51820,), Transport.UDP)
+    assert wireguard.exposure is Exposure.PEER_GATEWAY
+    assert wireguard.role == "vpn"
+    udp = [service.name for service in SERVICES if service.transport is Transport.UDP]
+    assert udp == ["wireguard"]
+
+
+def test_ssh_is_22_from_management_only():
+    ssh = catalogue.service("ssh")
+    assert (ssh.ports, ssh.transport, ssh.role) == ((22,), Transport.TCP, "base")
+    assert ssh.exposure is Exposure.MANAGEMENT
+    assert [service.name for service in SERVICES if 22 in service.ports] == ["ssh"]
+
+
+def test_proxies_answer_on_the_firewall_friendly_ports():
+    proxy = catalogue.service("imaps-proxy")
+    assert {21, 25, 80, 443} <= set(proxy.ports)
+    assert proxy.tls is Tls.IMPLICIT
+    assert set(proxy.names) == {"imaps-proxy", "pops-proxy", "smtps-proxy"}
+
+
+def test_ftp_passive_range_is_opened_explicitly():
+    passive = catalogue.service("ftp-passive")
+    first, last = catalogue.FTP_PASSIVE_PORTS
+    assert passive.ports == tuple(range(first, last + 1))
+    assert passive.role == catalogue.service("ftp").role
+
+
+def test_proxy_backends_point_at_real_implicit_tls_services():
+    proxy_names = set(catalogue.service("imaps-proxy").names)
+    assert set(catalogue.PROXY_BACKENDS) == proxy_names
+    for name, backend in catalogue.PROXY_BACKENDS.items():
+        target = catalogue.service(backend)  # raises KeyError if not a real service
+        assert target.tls is Tls.IMPLICIT, name
+        assert target.exposure is Exposure.PUBLIC, name
+        assert target.role != "proxy", name
+    assert sorted(catalogue.PROXY_BACKENDS.values()) == ["imaps", "pop3s", "submissions"]
+
+
+def test_service_lookup_of_an_unknown_name_says_so():
+    with pytest.raises(KeyError, match="no service 'imap4' in the catalogue"):
+        catalogue.service("imap4")
+
+
+def test_fqdns_qualify_each_label():
+    assert catalogue.service("https-dav").fqdns("example.com") == (
+        "caldav.example.com",
+        "carddav.example.com",
+    )
+    assert catalogue.service("ssh").fqdns("example.com") == ()
+
+
+def test_services_for_roles_always_include_ssh_in_catalogue_order():
+    assert len(ALL_ROLE_SETS) == 2 ** len(catalogue.SERVICE_ROLES)
+    for roles in ALL_ROLE_SETS:
+        services = catalogue.services_for_roles(roles)
+        assert services[0] == catalogue.service("ssh"), roles
+        positions = [SERVICES.index(service) for service in services]
+        assert positions == sorted(positions), roles
+        assert {service.role for service in services} == {"base", *roles}
+
+
+def test_services_for_no_roles_is_ssh_alone():
+    assert catalogue.services_for_roles([]) == (catalogue.service("ssh"),)
+    assert catalogue.services_for_roles(iter(["dav"]))[0].name == "ssh"  # any iterable
+
+
+def test_host_names_are_sorted_and_unique():
+    for roles in ALL_ROLE_SETS:
+        names = catalogue.host_names(roles, "example.com")
+        assert list(names) == sorted(set(names)), roles
+        assert all(name.endswith(".example.com") for name in names), roles
+
+
+def test_host_names_of_a_web_host():
+    assert catalogue.host_names(["dav", "files"], "example.org") == (
+        "caldav.example.org",
+        "carddav.example.org",
+        "ftp.example.org",
+        "myfiles.example.org",
+        "webdav.example.org",
+    )
+    assert catalogue.host_names(["vpn", "backup"], "example.org") == ()
