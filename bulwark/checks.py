@@ -45,14 +45,16 @@ def _check_sshd(content: str, workdir: Path) -> str | None:
     return _run(["sshd", "-t", "-f", str(config), "-h", str(host_key)])
 
 
-def _check_apt_config(content: str, workdir: Path) -> str | None:
-    """apt's own parser over the file alone, as the only part of a scratch configuration."""
-    parts = workdir / "apt.conf.d"
-    parts.mkdir(exist_ok=True)
-    (parts / "check").write_text(content)
+def apt_config_dump(parts: dict[str, str], workdir: Path) -> subprocess.CompletedProcess:
+    """`apt-config dump` of a scratch configuration made of exactly these apt.conf.d parts."""
+    directory = workdir / "apt.conf.d"
+    shutil.rmtree(directory, ignore_errors=True)
+    directory.mkdir()
+    for name, content in parts.items():
+        (directory / name).write_text(content)
     main = workdir / "apt.conf"
-    main.write_text(f'Dir::Etc::parts "{parts}/";\n')
-    result = subprocess.run(
+    main.write_text(f'Dir::Etc::parts "{directory}/";\n')
+    return subprocess.run(
         ["apt-config", "dump"],
         capture_output=True,
         text=True,
@@ -60,6 +62,11 @@ def _check_apt_config(content: str, workdir: Path) -> str | None:
         timeout=30,
         check=False,
     )
+
+
+def _check_apt_config(content: str, workdir: Path) -> str | None:
+    """apt's own parser over the file alone, as the only part of a scratch configuration."""
+    result = apt_config_dump({"check": content}, workdir)
     if result.returncode != 0 or result.stderr.strip():
         return result.stderr.strip() or f"exit code {result.returncode}"
     return None

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 
+from bulwark import checks
 from bulwark.checks import check_files
 from roles import base
 
@@ -193,21 +194,8 @@ def test_apt_files_pass_the_apt_checker(rendered_inventories, inventory):
 
 def apt_config_dump(parts: dict[str, str], tmp_path: Path) -> list[str]:
     """`apt-config dump` of a scratch configuration made of exactly these apt.conf.d parts."""
-    directory = tmp_path / "apt.conf.d"
-    directory.mkdir()
-    for name, content in parts.items():
-        (directory / name).write_text(content)
-    main = tmp_path / "apt.conf"
-    main.write_text(f'Dir::Etc::parts "{directory}/";\n')
-    result = subprocess.run(
-        ["apt-config", "dump"],
-        capture_output=True,
-        text=True,
-        env={"APT_CONFIG": str(main), "PATH": "/usr/bin:/bin"},
-        timeout=30,
-        check=True,
-    )
-    assert result.stderr == ""
+    result = checks.apt_config_dump(parts, tmp_path)
+    assert result.returncode == 0 and result.stderr == ""
     return result.stdout.splitlines()
 
 
