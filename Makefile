@@ -8,9 +8,11 @@ AUDIT_DIR ?= audit
 
 # Daemons whose own checkers validate rendered files in the unit tests (sshd -t, nft -c ...).
 # Installed without starting them: a policy-rc.d that denies service starts is in place meanwhile.
-CHECKER_PACKAGES := openssh-server nftables
+CHECKER_PACKAGES := openssh-server nftables postfix dovecot-core dovecot-imapd dovecot-pop3d \
+	dovecot-lmtpd dovecot-auth-lua
 
 .PHONY: help venv checkers test unit lint render
+.PHONY: lab-up lab-down lab-status lab-secrets deploy-lab lab-verify molecule-lab
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
@@ -45,3 +47,36 @@ test: lint unit  ## the one test command (CI runs this)
 
 render: venv  ## render every config of INVENTORY into AUDIT_DIR
 	$(BIN)/bulwark render $(INVENTORY) --out $(AUDIT_DIR)
+
+# --- The lab: both sites as containers on this machine (root; see bulwark/lab) ---------------
+LAB_INVENTORY := inventory/lab.py
+LAB_STATE := /var/lib/bulwark-lab
+LAB_VAULT := inventory/lab.vault
+LAB_ENV := BULWARK_VAULT_KEY=$(LAB_STATE)/vault.key
+
+lab-up: venv  ## build the lab (installs its own host packages), or nothing if it is up
+	$(BIN)/bulwark lab up -i $(LAB_INVENTORY)
+
+lab-down: venv  ## remove the lab entirely (keeps the base image and apt caches)
+	$(BIN)/bulwark lab down
+
+lab-status: venv  ## what of the lab is up
+	$(BIN)/bulwark lab status -i $(LAB_INVENTORY)
+
+lab-secrets: venv  ## the lab vault (key in /var/lib/bulwark-lab) with every secret it needs
+	mkdir -p $(LAB_STATE)
+	test -f $(LAB_STATE)/vault.key -a -f $(LAB_VAULT) || $(LAB_ENV) $(BIN)/bulwark vault init --vault $(LAB_VAULT)
+	$(LAB_ENV) $(BIN)/bulwark secrets generate $(LAB_INVENTORY) --credentials-out $(LAB_STATE)/credentials.json
+
+deploy-lab: lab-up lab-secrets  ## the whole platform deployed into the lab
+	$(BIN)/bulwark lab apt-update -i $(LAB_INVENTORY)
+	$(LAB_ENV) $(BIN)/pyinfra -y $(LAB_INVENTORY) deploy.py
+	@echo; $(BIN)/bulwark lab status -i $(LAB_INVENTORY)
+	@echo "ssh: bulwark lab ssh HOST; e2e clients: bulwark lab internet -- CMD; passwords: $(LAB_STATE)/credentials.json"
+
+lab-verify: venv  ## integration (testinfra) and end-to-end tests against the running lab
+	$(BIN)/pytest -q tests/integration
+	$(BIN)/bulwark lab internet -i $(LAB_INVENTORY) -- $(BIN)/pytest -q tests/e2e
+
+molecule-lab: venv  ## create, converge, idempotence, verify, destroy the lab scenario
+	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/molecule test -s lab

@@ -7,7 +7,6 @@ site's mail store, `imap.SITE.DOMAIN` the given site's.
 from __future__ import annotations
 
 from bulwark import catalogue
-from bulwark.lab.plan import LabPlan
 from bulwark.topology import Topology
 
 _LOCALHOST = ("127.0.0.1 localhost", "::1 localhost ip6-localhost ip6-loopback")
@@ -36,8 +35,8 @@ def host_names(topology: Topology) -> dict[str, str]:
     return names
 
 
-def render_hosts_file(topology: Topology, plan: LabPlan) -> str:
-    """The hosts file, sorted by name; the internet namespace's own name maps to its address."""
-    lines = [*_LOCALHOST, f"{plan.internet.ip} internet.lab"]
+def render_hosts_file(topology: Topology) -> str:
+    """The hosts file: localhost, then every client host name, sorted by name."""
+    lines = [*_LOCALHOST]
     lines += [f"{address} {name}" for name, address in sorted(host_names(topology).items())]
     return "\n".join(lines) + "\n"

@@ -68,7 +68,6 @@ class LabHost:
 @dataclass(frozen=True)
 class LabSite:
     name: str
-    lan: IPv4Network
 
     @property
     def netns(self) -> str:
@@ -172,7 +171,10 @@ def build_plan(topology: Topology, data: Mapping[str, Any]) -> LabPlan:
         )
     if bridge.ip in {host.management.ip for host in hosts}:
         problems.append(f"lab_management_bridge {bridge.ip} is also a host's management_address")
-    if internet_address not in wan or internet_address in (wan.network_address, wan.broadcast_address):
+    if internet_address not in wan or internet_address in (
+        wan.network_address,
+        wan.broadcast_address,
+    ):
         problems.append(f"lab_internet_address {internet_address} is not a host address of {wan}")
     if internet_address in {host.public.ip for host in hosts if host.public}:
         problems.append(f"lab_internet_address {internet_address} is also a host's public_address")
@@ -190,7 +192,7 @@ def build_plan(topology: Topology, data: Mapping[str, Any]) -> LabPlan:
         ranges.update((site.lan, site.public, site.management))
     return LabPlan(
         domain=topology.domain,
-        sites=tuple(LabSite(site.name, site.lan) for site in topology.sites),
+        sites=tuple(LabSite(site.name) for site in topology.sites),
         hosts=tuple(hosts),
         bridge=bridge,
         wan=wan,

@@ -1,0 +1,62 @@
+"""SSH from the controller into the lab: the client key, the config, pinned host keys.
+
+pyinfra, testinfra and `bulwark lab ssh` all read the same three files (paths from the
+inventory's `ssh_config_file`, `ssh_known_hosts_file` and `ssh_key`).
+"""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+from bulwark.errors import BulwarkError
+from bulwark.lab import paths, rootfs
+from bulwark.lab.plan import LabHost, LabPlan
+from bulwark.lab.sshconfig import render_known_hosts, render_ssh_config
+from bulwark.lab.system import installed, run, succeeds
+
+
+def ensure_client_key(plan: LabPlan) -> str:
+    """The lab's own key pair (made once per lab); returns the public key line."""
+    key = Path(plan.ssh.key)
+    key.parent.mkdir(parents=True, exist_ok=True)
+    key.parent.chmod(0o700)
+    if not key.exists():
+        run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "bulwark-lab", "-f", str(key)])
+    return key.with_suffix(".pub").read_text()
+
+
+def write_client_files(plan: LabPlan) -> None:
+    """known_hosts from the host keys in the upper layers, and the ssh_config naming them."""
+    keys = {host.name: rootfs.host_public_keys(host) for host in plan.hosts}
+    Path(plan.ssh.known_hosts_file).write_text(render_known_hosts(plan, keys))
+    paths.SSH_CONTROL_DIR.mkdir(parents=True, exist_ok=True)
+    paths.SSH_CONTROL_DIR.chmod(0o700)
+    config = render_ssh_config(plan, str(paths.SSH_CONTROL_DIR))
+    Path(plan.ssh.config_file).write_text(config)
+
+
+def ssh_argv(plan: LabPlan, host: LabHost, command: Sequence[str], *options: str) -> list[str]:
+    return ["ssh", "-F", plan.ssh.config_file, *options, host.name, *command]
+
+
+def verify(plan: LabPlan) -> None:
+    """Log in to every host through the config with its pinned key: what pyinfra will do."""
+    with ThreadPoolExecutor(max_workers=len(plan.hosts)) as pool:
+        results = pool.map(
+            lambda host: succeeds(ssh_argv(plan, host, ["true"], "-o", "ControlMaster=no")),
+            plan.hosts,
+        )
+        failed = [host.name for host, ok in zip(plan.hosts, results, strict=True) if not ok]
+    if failed:
+        raise BulwarkError(f"SSH through {plan.ssh.config_file} fails for {', '.join(failed)}")
+
+
+def close_masters() -> None:
+    """End the ControlPersist masters left by ssh and testinfra (processes the lab caused)."""
+    sockets = paths.SSH_CONTROL_DIR.glob("*") if installed("ssh") else []
+    for socket in sockets:
+        run(["ssh", "-o", f"ControlPath={socket}", "-O", "exit", "lab"], check=False)
+    shutil.rmtree(paths.SSH_CONTROL_DIR, ignore_errors=True)

@@ -1,0 +1,31 @@
+"""testinfra over SSH on every lab host, through the lab's ssh_config with pinned host keys.
+
+The hosts come from inventory/lab.py (never listed here). Nothing connects unless the lab is up:
+a missing lab ends the run before collection, so no test can reach an address outside it.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from bulwark.errors import BulwarkError
+from bulwark.lab import lifecycle
+from bulwark.lab.plan import LabPlan
+
+LAB_INVENTORY = Path(__file__).resolve().parents[2] / "inventory" / "lab.py"
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    try:
+        lab = lifecycle.require_up(LAB_INVENTORY)
+    except BulwarkError as error:
+        raise pytest.UsageError(f"integration tests refuse to connect: {error}") from None
+    config.option.ssh_config = lab.plan.ssh.config_file
+    config.option.hosts = ",".join(f"ssh://{host.name}" for host in lab.plan.hosts)
+
+
+@pytest.fixture(scope="session")
+def lab_plan() -> LabPlan:
+    return lifecycle.load(LAB_INVENTORY).plan
