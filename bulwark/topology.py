@@ -14,13 +14,14 @@ import ipaddress
 import re
 import sys
 from collections import Counter, defaultdict
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
 from bulwark import catalogue
+from bulwark.errors import BulwarkError
 
 IPv4Network = ipaddress.IPv4Network
 IPv4Address = ipaddress.IPv4Address
@@ -720,17 +721,23 @@ def load_topology(path: str | Path) -> Topology:
 _LOADING: contextvars.ContextVar[bool] = contextvars.ContextVar("bulwark_loading", default=False)
 
 
-def check_inventory(path: str) -> None:
+def check_inventory(path: str, before_connecting: Callable[[str], object] | None = None) -> None:
     """Called at the end of an inventory file: refuse to go on with an unsound inventory.
 
     pyinfra loads the inventory before it connects to any host, so an inventory that ends with
     this call stops `pyinfra INVENTORY deploy.py` with the full problem report and exit code 2
-    before anything is touched. Loading from inside bulwark skips the re-entrant check.
+    before anything is touched. `before_connecting` is a further check of the same kind (the
+    lab's: its hosts exist). Loading from inside bulwark skips both: bulwark never connects.
     """
     if _LOADING.get():
         return
     try:
         load_topology(path)
+        if before_connecting is not None:
+            before_connecting(path)
     except TopologyError as error:
         print(error, file=sys.stderr)
+        raise SystemExit(2) from None
+    except BulwarkError as error:
+        print(f"{path}: {error}", file=sys.stderr)
         raise SystemExit(2) from None

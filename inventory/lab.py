@@ -7,6 +7,7 @@ the lab exists, every range below has a blackhole route in the controller's name
 
 from pathlib import Path
 
+from bulwark.lab.lifecycle import require_up
 from bulwark.topology import check_inventory
 
 _LAB_STATE = "/var/lib/bulwark-lab"
@@ -81,4 +82,6 @@ sea = (
     },
 )
 
-check_inventory(__file__)
+# Hosts are reached by name through the lab's ssh_config: without a running lab, pyinfra would
+# look the names up elsewhere. Refuse before connecting unless the lab is whole.
+check_inventory(__file__, before_connecting=require_up)

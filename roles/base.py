@@ -183,8 +183,13 @@ def converge(secrets: SecretStore) -> None:
         restarted=True,
         _if=uploaded[JOURNALD_CONFIG].did_change,
     )
+    # Enabled only: the unit skips itself in containers (ConditionVirtualization=!container),
+    # so asking for it running would report a change on every run there.
     systemd.service(
-        name="base: enable systemd-timesyncd", service="systemd-timesyncd.service", enabled=True
+        name="base: enable systemd-timesyncd",
+        service="systemd-timesyncd.service",
+        running=None,
+        enabled=True,
     )
     systemd.service(
         name="base: restart systemd-timesyncd",
