@@ -127,12 +127,22 @@ def _confirm_fresh_connection(state, host) -> bool:
             fresh.client.close()
     if confirmed:
         return True
+    # If even the deploy's own connection is cut, this answers only once the timer has fired.
+    armed, _ = host.run_shell_command(
+        StringCommand("systemctl", "is-active", "--quiet", ROLLBACK_TIMER)
+    )
+    if not armed:
+        return _fail(
+            host,
+            "the new ruleset cut this deploy host off: the armed rollback restored the previous "
+            f"ruleset after {ROLLBACK_AFTER_SECONDS} s; the new one was not installed",
+        )
     host.run_shell_command(StringCommand("nft", "-f", ROLLBACK))
     host.run_shell_command(StringCommand("systemctl", "stop", ROLLBACK_TIMER))
     return _fail(
         host,
-        "the new ruleset blocked a fresh SSH connection from this deploy host: "
-        "the previous ruleset is back in place and the new one was not installed",
+        "the new ruleset blocked a fresh SSH connection from this deploy host: the previous "
+        "ruleset was restored at once; the new one was not installed",
     )
 
 
