@@ -15,6 +15,7 @@ from types import ModuleType
 from typing import Any, Protocol
 
 from bulwark import catalogue
+from bulwark.errors import BulwarkError
 from bulwark.secret import Secret
 from bulwark.topology import Host, Topology
 
@@ -65,6 +66,20 @@ def host_roles(host: Host) -> tuple[str, ...]:
     """Every role that applies to `host`, in deploy order."""
     wanted = {*_EVERY_HOST, *host.roles}
     return tuple(role for role in ROLE_ORDER if role in wanted)
+
+
+def parse_only_roles(value: str | None) -> frozenset[str] | None:
+    """`--data only_roles=a,b`: the roles a run is narrowed to (None: all of them)."""
+    if value is None:
+        return None
+    roles = frozenset(role.strip() for role in str(value).split(",") if role.strip())
+    unknown = sorted(roles - set(ROLE_ORDER))
+    if unknown or not roles:
+        raise BulwarkError(
+            f"only_roles: unknown role(s) {', '.join(unknown) or '(none given)'}; "
+            f"roles are {', '.join(ROLE_ORDER)}"
+        )
+    return roles
 
 
 def role_module(role: str) -> ModuleType | None:
