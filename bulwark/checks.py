@@ -6,6 +6,7 @@ complaint. Identical contents are checked once (a thousand hosts share most file
 
 from __future__ import annotations
 
+import re
 import shutil
 import subprocess
 import tempfile
@@ -79,11 +80,45 @@ def _check_nft(content: str, workdir: Path) -> str | None:
     return _run(["nft", "-c", "-f", str(ruleset)])
 
 
+def _run_strict(argv: list[str]) -> str | None:
+    """Like `_run`, but the tool's warnings count as failures too: Postfix and Dovecot accept
+    unknown or obsolete settings with a warning and exit code 0."""
+    result = subprocess.run(argv, capture_output=True, text=True, timeout=60, check=False)
+    lines = (result.stdout + result.stderr).splitlines()
+    complaints = sorted(
+        {line for line in lines if re.search(r"\b(warning|fatal|error):", line, re.IGNORECASE)}
+    )
+    if result.returncode == 0 and not complaints:
+        return None
+    return "\n".join(complaints) or f"exit code {result.returncode}"
+
+
+def _check_postfix(content: str, workdir: Path) -> str | None:
+    """`postfix check` on a scratch configuration directory: this main.cf and the host's
+    master.cf (a companion, see COMPANIONS)."""
+    (workdir / "main.cf").write_text(content)
+    return _run_strict(["postfix", "-c", str(workdir), "check"])
+
+
+def _check_dovecot(content: str, workdir: Path) -> str | None:
+    """`doveconf -n -c FILE`: Dovecot's own parser over the whole configuration."""
+    config = workdir / "dovecot.conf"
+    config.write_text(content)
+    return _run_strict(["doveconf", "-n", "-c", str(config)])
+
+
 # checker name -> (tool that must be on PATH, check function)
 CHECKERS: dict[str, tuple[str, Callable[[str, Path], str | None]]] = {
     "apt": ("apt-config", _check_apt_config),
+    "dovecot": ("doveconf", _check_dovecot),
     "nft": ("nft", _check_nft),
+    "postfix": ("postfix", _check_postfix),
     "sshd": ("sshd", _check_sshd),
+}
+# Checkers whose tool reads other files of the same host along with the checked one:
+# checker name -> {path on the host: name in the check's own scratch directory}.
+COMPANIONS: dict[str, dict[str, str]] = {
+    "postfix": {"/etc/postfix/master.cf": "master.cf"},
 }
 
 
@@ -99,9 +134,12 @@ def _without_comments(checker: str, content: str) -> str:
 
 
 def check_files(files: Iterable[RenderedFile]) -> list[CheckResult]:
-    """Check every file that names a checker; identical files (comments aside) are checked once."""
+    """Check every file that names a checker; identical files (comments aside, companions
+    included) are checked once."""
+    files = list(files)
+    by_host = {(rendered.host, rendered.path): rendered for rendered in files}
     results = []
-    cache: dict[tuple[str, str], str | None] = {}
+    cache: dict[tuple[str, ...], str | None] = {}
     with tempfile.TemporaryDirectory(prefix="bulwark-check-") as scratch:
         workdir = Path(scratch)
         for rendered in files:
@@ -115,10 +153,39 @@ def check_files(files: Iterable[RenderedFile]) -> list[CheckResult]:
                     )
                 )
                 continue
-            key = (rendered.checker, _without_comments(rendered.checker, rendered.content))
+            companions = {
+                name: by_host.get((rendered.host, path))
+                for path, name in COMPANIONS.get(rendered.checker, {}).items()
+            }
+            key = (
+                rendered.checker,
+                _without_comments(rendered.checker, rendered.content),
+                *(
+                    _without_comments(rendered.checker, item.content) if item else ""
+                    for item in companions.values()
+                ),
+            )
             if key not in cache:
-                cache[key] = check(rendered.content, workdir)
+                cache[key] = _check_with(check, rendered, companions, workdir)
             complaint = cache[key]
             status = "passed" if complaint is None else "failed"
             results.append(CheckResult(rendered.host, rendered.path, tool, status, complaint or ""))
     return results
+
+
+def _check_with(
+    check: Callable[[str, Path], str | None],
+    rendered: RenderedFile,
+    companions: dict[str, RenderedFile | None],
+    workdir: Path,
+) -> str | None:
+    """Run `check`, its companions written first into a directory of their own."""
+    if not companions:
+        return check(rendered.content, workdir)
+    missing = [name for name, item in companions.items() if item is None]
+    if missing:
+        return f"no {', '.join(missing)} rendered with {rendered.path} on this host"
+    directory = Path(tempfile.mkdtemp(dir=workdir))
+    for name, item in companions.items():
+        (directory / name).write_text(item.content)
+    return check(rendered.content, directory)

@@ -164,6 +164,11 @@ def luks_key_name(host: Host, volume: str) -> str:
     return f"luks/{host.name}/{volume}"
 
 
+def app_password_name(user: str, label: str) -> str:
+    """The vault entry of the Argon2id hash of one of `user`'s app passwords."""
+    return f"account/{user}/app/{label}"
+
+
 def _required(topology: Topology) -> dict[str, tuple[str, str]]:
     """Every secret `topology` needs, sorted by name: name -> (kind, description)."""
     required: dict[str, tuple[str, str]] = {}
@@ -197,7 +202,7 @@ def _required(topology: Topology) -> dict[str, tuple[str, str]]:
             f"Argon2id hash of {user}'s main (web) password, which mail protocols refuse",
         )
         for label in account.app_passwords:
-            required[f"account/{user}/app/{label}"] = (
+            required[app_password_name(user, label)] = (
                 "account",
                 f"Argon2id hash of {user}'s app password {label!r}",
             )

@@ -1,0 +1,307 @@
+"""What the mail roles cost and deliver in the lab.
+
+  deploy       seconds the mx and mailstore roles add to a deploy of the mail hosts: the full
+               deploy.py minus the same hosts deployed without those two roles. "first" only
+               when the hosts have no Postfix yet (a fresh lab); "no-op" always, with the number
+               of mail operations that changed something (must be 0).
+  replication  seconds from submitting a message on 587 in the primary site to it being
+               visible over IMAP in the other site (median and max of --samples).
+  throughput   messages/second accepted on 587 by --workers authenticated sessions sending to
+               a local account until --messages in total or --seconds, whichever comes first.
+
+Usage: .venv/bin/python benchmarks/mail.py [all|deploy|clients] [--samples 10] [--workers 4]
+       [--messages 2000] [--seconds 30]
+Deploys take the lab's deploy lock; the client measurements re-run this script inside the lab's
+internet namespace (`bulwark lab internet`) and delete the messages they sent. Every loop is
+bounded in count and time; nothing is asserted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import email.message
+import imaplib
+import json
+import os
+import smtplib
+import ssl
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from pathlib import Path
+
+from bulwark import catalogue, pki
+from bulwark.lab import lifecycle, paths
+from bulwark.lab.plan import INTERNET_NETNS
+from bulwark.topology import Topology, load_topology
+from bulwark.vault import Vault, load_key
+
+REPO = Path(__file__).resolve().parents[1]
+INVENTORY = REPO / "inventory" / "lab.py"
+BIN = Path(sys.executable).parent
+DEPLOY_LOCK = "/run/bulwark-lab-deploy.lock"
+MAIL_ROLES = ("mx", "mailstore")
+# Every subject of one run starts with this (a run deletes exactly its own messages).
+SUBJECT_PREFIX = f"bulwark-bench-{uuid.uuid4().hex[:8]}-"
+TIMEOUT = 30
+# deploy.py without the mail roles: the baseline the mail roles' cost is measured against.
+WITHOUT_MAIL = f"""
+from bulwark import plan
+from bulwark.deploying import deploy_host, deploy_secrets
+
+for role in plan.host_roles(deploy_host()):
+    module = plan.role_module(role)
+    if module is not None and role not in {MAIL_ROLES!r}:
+        module.converge(deploy_secrets())
+"""
+
+
+# --- deploy -------------------------------------------------------------------------------------
+
+
+def _deploy(deploy_file: Path, hosts: list[str]) -> tuple[float, int]:
+    """One locked pyinfra run on `hosts`: (seconds, mail operations that changed something)."""
+    limits = [argument for host in hosts for argument in ("--limit", host)]
+    env = {**os.environ, "BULWARK_VAULT_KEY": str(paths.STATE_DIR / "vault.key")}
+    argv = ["flock", DEPLOY_LOCK, str(BIN / "pyinfra"), "-y", "--json", str(INVENTORY)]
+    started = time.monotonic()
+    result = subprocess.run(
+        [*argv, str(deploy_file), *limits],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=1800,
+        check=False,
+    )
+    elapsed = time.monotonic() - started
+    if result.returncode != 0:
+        sys.exit(f"deploy failed:\n{result.stderr[-3000:]}")
+    operations = json.loads(result.stdout)["results"]["operations"]
+    changed = sum(
+        len(operation["success"])
+        for operation in operations
+        if operation["name"].split(" | ")[0] in MAIL_ROLES
+    )
+    return elapsed, changed
+
+
+def _fresh(hosts: list[str]) -> bool:
+    """Whether no mail host has Postfix yet: a first deploy can be measured."""
+    ssh_config = str(paths.STATE_DIR / "ssh" / "ssh_config")
+    return all(
+        subprocess.run(
+            ["ssh", "-F", ssh_config, host, "dpkg-query", "-W", "postfix"],
+            capture_output=True,
+            timeout=60,
+            check=False,
+        ).returncode
+        != 0
+        for host in hosts
+    )
+
+
+def measure_deploys(topology: Topology) -> None:
+    hosts = [host.name for host in topology.hosts if set(host.roles) & set(MAIL_ROLES)]
+    with tempfile.TemporaryDirectory(prefix="bulwark-bench-") as scratch:
+        without_mail = Path(scratch) / "deploy_without_mail.py"
+        without_mail.write_text(WITHOUT_MAIL)
+        fresh = _fresh(hosts)
+        _deploy(without_mail, hosts)  # converge everything else first
+        baseline, _ = _deploy(without_mail, hosts)
+        if fresh:
+            first, _ = _deploy(REPO / "deploy.py", hosts)
+            print(
+                f"deploy, first:  mail roles add {first - baseline:5.1f} s "
+                f"({first:.1f} s vs {baseline:.1f} s without them)"
+            )
+        else:
+            print("deploy, first:  not measured (the mail hosts already have Postfix)")
+        _deploy(REPO / "deploy.py", hosts)
+        noop, changed = _deploy(REPO / "deploy.py", hosts)
+    print(
+        f"deploy, no-op:  mail roles add {noop - baseline:5.1f} s "
+        f"({noop:.1f} s vs {baseline:.1f} s without them); mail operations changed: {changed}"
+    )
+
+
+# --- clients (inside the internet namespace) ----------------------------------------------------
+
+
+def _client_name(topology: Topology, service: str, site: str) -> str:
+    return f"{catalogue.service(service).names[0]}.{site}.{topology.domain}"
+
+
+def _submit_session(topology: Topology, context: ssl.SSLContext, account: dict, site: str):
+    smtp = smtplib.SMTP(
+        _client_name(topology, "submission", site),
+        catalogue.service("submission").port,
+        timeout=TIMEOUT,
+    )
+    smtp.starttls(context=context)
+    smtp.login(account["address"], account["password"])
+    return smtp
+
+
+def _imap_session(topology: Topology, context: ssl.SSLContext, account: dict, site: str):
+    mailbox = imaplib.IMAP4_SSL(
+        _client_name(topology, "imaps", site),
+        catalogue.service("imaps").port,
+        ssl_context=context,
+        timeout=TIMEOUT,
+    )
+    mailbox.login(account["address"], account["password"])
+    mailbox.select("INBOX")
+    return mailbox
+
+
+def _message(sender: str, recipient: str) -> email.message.EmailMessage:
+    mail = email.message.EmailMessage()
+    mail["From"], mail["To"] = sender, recipient
+    mail["Subject"] = f"{SUBJECT_PREFIX}{uuid.uuid4().hex}"
+    mail.set_content("benchmark message\n")
+    return mail
+
+
+def measure_replication(topology, context, sender, recipient, samples: int) -> None:
+    primary = topology.primary_site.name
+    other = topology.peer_sites(primary)[0].name
+    delays = []
+    smtp = _submit_session(topology, context, sender, primary)
+    mailbox = _imap_session(topology, context, recipient, other)
+    try:
+        for _ in range(samples):
+            mail = _message(sender["address"], recipient["address"])
+            started = time.monotonic()
+            smtp.send_message(mail)
+            deadline = started + 120
+            while time.monotonic() < deadline:
+                mailbox.noop()
+                if mailbox.search(None, "HEADER", "Subject", mail["Subject"])[1][0]:
+                    delays.append(time.monotonic() - started)
+                    break
+                time.sleep(0.02)
+    finally:
+        smtp.quit()
+        mailbox.logout()
+    lost = samples - len(delays)
+    print(
+        f"replication:    {primary} submission -> {other} IMAP: median "
+        f"{statistics.median(delays):.2f} s, max {max(delays):.2f} s over {len(delays)} "
+        f"messages" + (f" ({lost} not seen within 120 s)" if lost else "")
+    )
+
+
+def measure_throughput(topology, context, sender, recipient, args) -> int:
+    """Sends from `args.workers` sessions until `args.messages` or `args.seconds`; returns how
+    many messages 587 accepted."""
+    primary = topology.primary_site.name
+    lock = threading.Lock()
+    counts = {"claimed": 0, "accepted": 0}
+    deadline = time.monotonic() + args.seconds
+
+    def worker() -> None:
+        smtp = _submit_session(topology, context, sender, primary)
+        try:
+            while time.monotonic() < deadline:
+                with lock:
+                    if counts["claimed"] >= args.messages:
+                        return
+                    counts["claimed"] += 1
+                smtp.send_message(_message(sender["address"], recipient["address"]))
+                with lock:
+                    counts["accepted"] += 1
+        finally:
+            smtp.quit()
+
+    started = time.monotonic()
+    threads = [threading.Thread(target=worker) for _ in range(args.workers)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    elapsed = time.monotonic() - started
+    accepted = counts["accepted"]
+    print(
+        f"throughput:     {accepted} messages accepted on 587 in {elapsed:.1f} s by "
+        f"{args.workers} sessions: {accepted / elapsed:.1f} messages/s"
+    )
+    return accepted
+
+
+def _delete_benchmark_messages(topology, context, account, expected: int) -> None:
+    """Once all `expected` benchmark messages have arrived (or after two minutes), delete them;
+    the deletion replicates to the other site."""
+    mailbox = _imap_session(topology, context, account, topology.primary_site.name)
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            mailbox.noop()
+            found = mailbox.search(None, "HEADER", "Subject", SUBJECT_PREFIX)[1][0].split()
+            if len(found) >= expected or time.monotonic() > deadline:
+                break
+            time.sleep(0.5)
+        for number in found:
+            mailbox.store(number, "+FLAGS", "\\Deleted")
+        mailbox.expunge()
+    finally:
+        mailbox.logout()
+
+
+def measure_clients(topology: Topology, args) -> None:
+    if not os.path.samefile("/proc/self/ns/net", paths.NETNS_DIR / INTERNET_NETNS):
+        sys.exit("the client measurements run in the lab's internet namespace")
+    vault = Vault.open(Path(topology.vault_file), load_key(paths.STATE_DIR / "vault.key"))
+    with tempfile.NamedTemporaryFile("w", suffix=".pem") as ca:
+        ca.write(pki.ca_certificate(vault))
+        ca.flush()
+        context = ssl.create_default_context(cafile=ca.name)
+    credentials = json.loads((paths.STATE_DIR / "credentials.json").read_text())
+    sender, recipient = (
+        {
+            "address": account.address(topology.domain),
+            "password": next(iter(credentials[account.user]["app"].values())),
+        }
+        for account in topology.accounts[:2]
+    )
+    sent = 0
+    try:
+        measure_replication(topology, context, sender, recipient, args.samples)
+        sent = measure_throughput(topology, context, sender, recipient, args)
+    finally:
+        _delete_benchmark_messages(topology, context, recipient, args.samples + sent)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("what", nargs="?", default="all", choices=["all", "deploy", "clients"])
+    parser.add_argument("--samples", type=int, default=10)
+    parser.add_argument("--workers", type=int, default=4)
+    parser.add_argument("--messages", type=int, default=2000)
+    parser.add_argument("--seconds", type=float, default=30.0)
+    args = parser.parse_args()
+    topology = load_topology(INVENTORY)
+    if args.what == "clients":
+        measure_clients(topology, args)
+        return
+    lifecycle.require_up(INVENTORY)
+    if args.what in ("all", "deploy"):
+        measure_deploys(topology)
+    if args.what == "all":
+        options = [
+            f"--{name}={getattr(args, name)}"
+            for name in ("samples", "workers", "messages", "seconds")
+        ]
+        subprocess.run(
+            [str(BIN / "bulwark"), "lab", "internet", "-i", str(INVENTORY), "--",
+             sys.executable, __file__, "clients", *options],
+            check=True,
+        )  # fmt: skip
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,135 @@
+"""What the mx and mailstore roles share: Dovecot's Lua auth, the TLS context, Dovecot's deploy.
+
+Postfix authenticates submission through Dovecot's auth service, so every mail host runs Dovecot
+with the same Lua passdb: the mail store a full Dovecot, a separate MX host an auth-only one
+(SASL never crosses the network). Where both roles share a host only the mailstore role writes
+Dovecot's files (`writes_dovecot`): `render_host_configs` refuses two writers of one file.
+
+Accounts log in with app passwords only (their Argon2id hashes from the vault); the main
+password's hash is never rendered, so no mail protocol can accept it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Mapping
+from typing import Any
+
+from pyinfra.api import StringCommand
+from pyinfra.api.operation import OperationMeta
+from pyinfra.operations import server, systemd
+from pyinfra.operations.util import any_changed
+
+from bulwark import pki, tls
+from bulwark.plan import ManagedFile, SecretStore
+from bulwark.secret import app_password_name
+from bulwark.topology import Host, Topology
+
+DOVECOT_CONFIG = "/etc/dovecot/dovecot.conf"
+AUTH_SCRIPT = "/etc/dovecot/bulwark-auth.lua"
+DOVECOT_GROUP = "dovecot"
+# Every Dovecot needs these; the mailstore adds the protocols.
+AUTH_PACKAGES: tuple[str, ...] = ("dovecot-core", "dovecot-auth-lua")
+# Postfix's smtpd runs chrooted in its queue directory and finds Dovecot's auth socket here.
+POSTFIX_QUEUE = "/var/spool/postfix"
+SASL_SOCKET = "private/auth"
+# Alternative login separators (seed: user#domain, user/domain, user=domain), each mapped to @.
+USERNAME_SEPARATORS: tuple[str, ...] = ("#", "/", "=")
+# `user+Folder@domain` over POP3 reads Folder instead of INBOX.
+FOLDER_SEPARATOR = "+"
+# Virtual users' mail lives under this system user's home: /var/vmail/DOMAIN/USER/Maildir.
+VMAIL_USER = "vmail"
+VMAIL_HOME = "/var/vmail"
+MAILDIR = "Maildir"
+
+
+def writes_dovecot(role: str, host: Host) -> bool:
+    """Whether `role` writes Dovecot's files on `host`: the mailstore if there, else the MX."""
+    return role == ("mailstore" if host.has_role("mailstore") else "mx")
+
+
+def dovecot_files(role: str, host: Host) -> tuple[ManagedFile, ...]:
+    """Dovecot's configuration and Lua auth script, when `role` is the one writing them.
+
+    Both hold secrets. Only root reads the configuration (the doveadm password); Dovecot's
+    auth process, running as `dovecot`, loads the script (the password hashes).
+    """
+    if not writes_dovecot(role, host):
+        return ()
+    return (
+        ManagedFile(DOVECOT_CONFIG, "dovecot.conf.j2", mode="0600", checker="dovecot"),
+        ManagedFile(AUTH_SCRIPT, "auth.lua.j2", mode="0640", group=DOVECOT_GROUP),
+    )
+
+
+def site_mailstore(topology: Topology, site: str) -> Host:
+    """The mail store of `site` (topology validation guarantees every site has one)."""
+    return topology.hosts_with_role("mailstore", site)[0]
+
+
+def fqdn(topology: Topology, host: Host) -> str:
+    """The host's own name, which its certificate carries (bulwark.pki.certificate_names)."""
+    return f"{host.name}.{topology.domain}"
+
+
+def certificate_sha256(secrets: SecretStore, host: Host) -> str:
+    """The served chain's digest: written into each daemon's configuration so that a new
+    certificate changes the configuration, and the daemon is reloaded with it."""
+    try:
+        chain = pki.host_certificate_chain(secrets, host.name)
+    except PermissionError:
+        return "sealed"
+    return hashlib.sha256(chain.encode()).hexdigest()
+
+
+def tls_context(secrets: SecretStore, host: Host) -> dict[str, Any]:
+    """The TLS policy and certificate paths, as both daemons' templates use them."""
+    return {
+        "tls_min_protocol": tls.MIN_PROTOCOL,
+        "tls12_ciphers": tls.TLS12_CIPHERS,
+        "tls13_suites": tls.TLS13_SUITES,
+        "tls_groups": tls.GROUPS,
+        "certificate": pki.HOST_CERT_PATH,
+        "private_key": pki.HOST_KEY_PATH,
+        "ca_certificate": pki.CA_CERT_PATH,
+        "certificate_sha256": certificate_sha256(secrets, host),
+    }
+
+
+def auth_context(topology: Topology, host: Host, secrets: SecretStore) -> Mapping[str, Any]:
+    """What Dovecot's auth needs: accounts and their app-password hashes, separators, paths."""
+    accounts = [
+        {
+            "user": account.user,
+            "app_passwords": [
+                {"label": label, "hash": secrets.get(app_password_name(account.user, label))}
+                for label in account.app_passwords
+            ],
+        }
+        for account in topology.accounts
+    ]
+    return {
+        "domain": topology.domain,
+        "accounts": accounts,
+        "auth_script": AUTH_SCRIPT,
+        "username_translation": "".join(f"{separator}@" for separator in USERNAME_SEPARATORS),
+        "folder_separator": FOLDER_SEPARATOR,
+        "sasl_listener": f"{POSTFIX_QUEUE}/{SASL_SOCKET}" if host.has_role("mx") else None,
+        "maildir": MAILDIR,
+    }
+
+
+def converge_dovecot(role: str, *uploads: OperationMeta) -> None:
+    """Keep Dovecot running; when its files changed, check the configuration, then reload."""
+    changed = any_changed(*uploads)
+    server.shell(
+        name=f"{role}: check the Dovecot configuration",
+        commands=[StringCommand("doveconf", "-n", ">/dev/null")],
+        _if=changed,
+    )
+    systemd.service(
+        name=f"{role}: Dovecot running", service="dovecot.service", running=True, enabled=True
+    )
+    systemd.service(
+        name=f"{role}: reload Dovecot", service="dovecot.service", reloaded=True, _if=changed
+    )

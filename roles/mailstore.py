@@ -1,0 +1,179 @@
+"""mailstore: Dovecot, the accounts' mailboxes, replicated to the other site.
+
+IMAP (993) and POP3 (995) over implicit TLS only, the plaintext listeners off; app passwords
+only, through the Lua passdb shared with the mx role; LMTP from the site's MX hosts on the LAN
+address; dsync replication with the other site's mail store over the VPN, doveadm over TLS
+checked against the internal CA, so mail delivered in one site is readable in the other.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from pyinfra import host as current_host
+from pyinfra.api import QuoteString, StringCommand, deploy
+from pyinfra.api.facts import FactBase
+from pyinfra.operations import apt, files, server
+
+from bulwark import catalogue, mail
+from bulwark.deploying import deploy_host, deploy_topology, put_file, render_for_deploy
+from bulwark.errors import BulwarkError
+from bulwark.plan import ManagedFile, SecretStore
+from bulwark.topology import Account, Host, Topology
+
+ROLE = "mailstore"
+
+PACKAGES: tuple[str, ...] = (
+    *mail.AUTH_PACKAGES,
+    "dovecot-imapd",
+    "dovecot-pop3d",
+    "dovecot-lmtpd",
+)
+# Created for every account, subscribed, with their RFC 6154 special-use flag.
+MAILBOXES: tuple[str, ...] = ("Drafts", "Sent", "Junk", "Trash", "Archive")
+SERVICES: tuple[str, ...] = ("imaps", "pop3s", "lmtp", "mail-replication")
+DOVEADM_PASSWORD = "mail/doveadm-password"  # noqa: S105 - the vault entry's name
+HOSTS_FILE = "/etc/hosts"
+
+
+class MissingPaths(FactBase):
+    """Which of `paths` do not exist (one round trip for every account's mailboxes)."""
+
+    def command(self, paths: tuple[str, ...]) -> StringCommand:
+        return StringCommand(
+            "for", "path", "in", *(QuoteString(path) for path in paths), ";",
+            "do", '[ -e "$path" ]', "||", 'echo "$path";', "done",
+        )  # fmt: skip
+
+    @staticmethod
+    def default() -> list[str]:
+        return []
+
+    def process(self, output: list[str]) -> list[str]:
+        return [line for line in output if line]
+
+
+def managed_files(topology: Topology, host: Host) -> tuple[ManagedFile, ...]:
+    return mail.dovecot_files(ROLE, host)
+
+
+def mailbox_paths(topology: Topology, account: Account) -> dict[str, str]:
+    """Mailbox name -> what exists on disk once Dovecot has created it (Maildir++ layout)."""
+    maildir = f"{mail.VMAIL_HOME}/{topology.domain}/{account.user}/{mail.MAILDIR}"
+    return {
+        "INBOX": f"{maildir}/dovecot-uidlist",
+        **{mailbox: f"{maildir}/.{mailbox}" for mailbox in MAILBOXES},
+    }
+
+
+def replica(topology: Topology, host: Host) -> Host:
+    """The mail store `host` replicates with: the other site's (Dovecot 2.3 keeps one replica)."""
+    peers = [mail.site_mailstore(topology, site.name) for site in topology.peer_sites(host.site)]
+    if len(peers) != 1:
+        raise BulwarkError(f"{host.name}: Dovecot 2.3 replicates with one peer, not {len(peers)}")
+    return peers[0]
+
+
+def template_context(topology: Topology, host: Host, secrets: SecretStore) -> Mapping[str, Any]:
+    peer = replica(topology, host)
+    return {
+        **mail.auth_context(topology, host, secrets),
+        **mail.tls_context(secrets, host),
+        "host": host.name,
+        "lan_address": str(host.lan_address),
+        "ports": {name: catalogue.service(name).port for name in SERVICES},
+        "vmail_user": mail.VMAIL_USER,
+        "vmail_home": mail.VMAIL_HOME,
+        "mailboxes": MAILBOXES,
+        "peer": {
+            "host": peer.name,
+            "site": peer.site,
+            "name": mail.fqdn(topology, peer),
+            "address": str(peer.lan_address),
+        },
+        "doveadm_password": secrets.get(DOVEADM_PASSWORD),
+    }
+
+
+@deploy("mailstore")
+def converge(secrets: SecretStore) -> None:
+    """The vmail user and its home, the replica's name, Dovecot's files; reload on change."""
+    apt.packages(
+        name="mailstore: packages",
+        packages=list(PACKAGES),
+        no_recommends=True,
+        _retries=2,
+        _timeout=600,
+    )
+    server.group(name="mailstore: vmail group", group=mail.VMAIL_USER, system=True)
+    server.user(  # noqa: S604 - `shell` is the account's login shell, not a subprocess's
+        name="mailstore: vmail user",
+        user=mail.VMAIL_USER,
+        group=mail.VMAIL_USER,
+        home=mail.VMAIL_HOME,
+        shell="/usr/sbin/nologin",
+        system=True,
+    )
+    files.directory(
+        name="mailstore: mail home",
+        path=mail.VMAIL_HOME,
+        user=mail.VMAIL_USER,
+        group=mail.VMAIL_USER,
+        mode="0700",
+    )
+    _pin_replica_address()
+    uploads = [put_file(item) for item in render_for_deploy(ROLE, secrets)]
+    mail.converge_dovecot(ROLE, *uploads)
+    _create_mailboxes_on_the_primary()
+
+
+def _pin_replica_address() -> None:
+    """The replica's name (its certificate's) resolves to its LAN address: replication goes
+    through the VPN whatever public DNS says, and doveadm can verify the name."""
+    topology = deploy_topology()
+    peer = replica(topology, deploy_host())
+    name = mail.fqdn(topology, peer)
+    files.line(
+        name="mailstore: the replica's name at its LAN address",
+        path=HOSTS_FILE,
+        line=r"^[0-9.]+\s+" + name.replace(".", r"\.") + "$",
+        replace=f"{peer.lan_address} {name}",
+        extended_regex=True,
+    )
+
+
+def _create_mailboxes_on_the_primary() -> None:
+    """Every account's mailboxes are created once, in the primary site, and reach the other
+    store by replication. Created in both stores, a mailbox gets two GUIDs, and dsync 2.3 then
+    swaps them at every sync (each side adopts the other's): replication never settles.
+    """
+    topology, host = deploy_topology(), deploy_host()
+    if host.site != topology.primary_site.name:
+        return
+    wanted = {
+        path: (account, mailbox)
+        for account in topology.accounts
+        for mailbox, path in mailbox_paths(topology, account).items()
+    }
+    missing: dict[Account, list[str]] = {}
+    for path in current_host.get_fact(MissingPaths, paths=tuple(wanted)):
+        account, mailbox = wanted[path]
+        missing.setdefault(account, []).append(mailbox)
+    commands = []
+    for account, mailboxes in missing.items():
+        address = QuoteString(account.address(topology.domain))
+        if "INBOX" in mailboxes:
+            commands.append(
+                StringCommand("doveadm", "mailbox", "status", "-u", address, "guid", "INBOX")
+            )
+        if others := [mailbox for mailbox in mailboxes if mailbox != "INBOX"]:
+            commands.append(
+                StringCommand(
+                    "doveadm", "mailbox", "create", "-s", "-u", address, *map(QuoteString, others)
+                )
+            )
+    if commands:
+        server.shell(
+            name="mailstore: the accounts' mailboxes, replicated from here", commands=commands
+        )

@@ -1,0 +1,376 @@
+"""Mail as its users and other mail servers see it: real IMAP, POP3 and SMTP clients from outside.
+
+Clients connect by the seed's host names (`imap.DOMAIN` is the primary site, `imap.SITE.DOMAIN`
+a given site) and verify every certificate against the lab's internal CA. Passwords come from
+the lab's credentials file, where `bulwark secrets generate` left them.
+
+Dovecot slows down an address after failed logins (up to 15 s per attempt), so the tests of
+refused passwords run last.
+"""
+
+from __future__ import annotations
+
+import base64
+import email.message
+import email.parser
+import imaplib
+import json
+import poplib
+import smtplib
+import socket
+import ssl
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from sslyze import (
+    ProtocolWithOpportunisticTlsEnum,
+    ScanCommand,
+    ScanCommandAttemptStatusEnum,
+    Scanner,
+    ServerNetworkConfiguration,
+    ServerNetworkLocation,
+    ServerScanRequest,
+    ServerScanStatusEnum,
+)
+
+from bulwark import catalogue, pki, tls
+from bulwark.lab import paths
+from bulwark.topology import Topology
+from bulwark.vault import Vault, load_key
+
+CREDENTIALS = paths.STATE_DIR / "credentials.json"
+VAULT_KEY = paths.STATE_DIR / "vault.key"
+TIMEOUT = 30  # seconds per client operation; a refused login may wait out Dovecot's penalty
+DELIVERY_DEADLINE = 60  # seconds a message may take to show up before the test gives up
+FOREIGN_DOMAIN = "example.org"  # nobody's domain on this platform (RFC 2606)
+
+
+# --- fixtures -----------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def credentials() -> dict:
+    return json.loads(CREDENTIALS.read_text())
+
+
+@pytest.fixture(scope="module")
+def tls_context(topology: Topology, tmp_path_factory: pytest.TempPathFactory) -> ssl.SSLContext:
+    """Verifies certificates and host names against the lab vault's internal CA, nothing else."""
+    vault = Vault.open(Path(topology.vault_file), load_key(VAULT_KEY))
+    ca = tmp_path_factory.mktemp("ca") / "ca.pem"
+    ca.write_text(pki.ca_certificate(vault))
+    return ssl.create_default_context(cafile=str(ca))
+
+
+@pytest.fixture(scope="module")
+def alice(topology: Topology, credentials: dict) -> dict:
+    """The first account, with its address, app passwords (by label) and main password."""
+    account = topology.accounts[0]
+    return {
+        "user": account.user,
+        "address": account.address(topology.domain),
+        "app": credentials[account.user]["app"],
+        "password": next(iter(credentials[account.user]["app"].values())),
+        "main": credentials[account.user]["main"],
+    }
+
+
+@pytest.fixture(scope="module")
+def bob(topology: Topology, credentials: dict) -> dict:
+    account = topology.accounts[1]
+    return {
+        "address": account.address(topology.domain),
+        "password": next(iter(credentials[account.user]["app"].values())),
+    }
+
+
+def name(topology: Topology, service: str, site: str | None = None) -> str:
+    """The client host name of a catalogue service, generic or of one site."""
+    label = catalogue.service(service).names[0]
+    return f"{label}.{site}.{topology.domain}" if site else f"{label}.{topology.domain}"
+
+
+def port(service: str) -> int:
+    return catalogue.service(service).port
+
+
+def message(sender: str, recipient: str) -> email.message.EmailMessage:
+    """A message whose subject is a fresh token, to find it again."""
+    mail = email.message.EmailMessage()
+    mail["From"], mail["To"] = sender, recipient
+    mail["Subject"] = f"bulwark-e2e-{uuid.uuid4().hex}"
+    mail.set_content("end-to-end test message\n")
+    return mail
+
+
+def imap(topology: Topology, context: ssl.SSLContext, site: str | None = None):
+    return imaplib.IMAP4_SSL(
+        name(topology, "imaps", site), port("imaps"), ssl_context=context, timeout=TIMEOUT
+    )
+
+
+def pop3(topology: Topology, context: ssl.SSLContext) -> poplib.POP3_SSL:
+    return poplib.POP3_SSL(name(topology, "pop3s"), port("pop3s"), context=context, timeout=TIMEOUT)
+
+
+def find(mailbox, folder: str, subject: str) -> list[bytes]:
+    """Message numbers in `folder` with this subject."""
+    mailbox.select(folder)
+    status, data = mailbox.search(None, "HEADER", "Subject", subject)
+    assert status == "OK"
+    return data[0].split()
+
+
+def wait_for(topology, context, account: dict, subject: str, site: str | None = None) -> bool:
+    """Whether the message shows up in the account's INBOX at `site` before the deadline."""
+    deadline = time.monotonic() + DELIVERY_DEADLINE
+    with imap(topology, context, site) as mailbox:
+        mailbox.login(account["address"], account["password"])
+        while not find(mailbox, "INBOX", subject):
+            if time.monotonic() > deadline:
+                return False
+            time.sleep(0.2)
+    return True
+
+
+@pytest.fixture
+def cleanup(topology: Topology, tls_context: ssl.SSLContext) -> Iterator[list]:
+    """Collects (account, folder, subject) of test messages and deletes them afterwards
+    (the deletion replicates to the other site)."""
+    created: list[tuple[dict, str, str]] = []
+    yield created
+    for account, folder, subject in created:
+        with imap(topology, tls_context) as mailbox:
+            mailbox.login(account["address"], account["password"])
+            for number in find(mailbox, folder, subject):
+                mailbox.store(number, "+FLAGS", "\\Deleted")
+            mailbox.expunge()
+
+
+# --- IMAP and POP3: implicit TLS, app passwords, every separator ------------------------------
+
+
+@pytest.mark.parametrize("site", [None, "nj", "sea"], ids=["generic", "nj", "sea"])
+def test_imap_logs_in_with_each_app_password(topology, tls_context, alice, site):
+    for password in alice["app"].values():
+        with imap(topology, tls_context, site) as mailbox:
+            status, _ = mailbox.login(alice["address"], password)
+            assert status == "OK"
+            assert mailbox.select("INBOX")[0] == "OK"
+
+
+@pytest.mark.parametrize("separator", ["@", "#", "/", "="])
+def test_pop3_logs_in_with_each_separator(topology, tls_context, alice, separator):
+    client = pop3(topology, tls_context)
+    try:
+        client.user(f"{alice['user']}{separator}{topology.domain}")
+        assert client.pass_(alice["password"]).startswith(b"+OK")
+        client.stat()
+    finally:
+        client.quit()
+
+
+@pytest.mark.parametrize(("service", "plaintext"), [("imaps", 143), ("pop3s", 110)])
+def test_plaintext_imap_and_pop3_refuse_connections(topology, service, plaintext):
+    assert plaintext in catalogue.FORBIDDEN_PORTS
+    with pytest.raises(OSError):
+        socket.create_connection((name(topology, service), plaintext), timeout=5).close()
+
+
+def test_pop3_from_a_folder_lists_that_folder_not_the_inbox(topology, tls_context, alice, cleanup):
+    archived = message(alice["address"], alice["address"])
+    inboxed = message(alice["address"], alice["address"])
+    with imap(topology, tls_context) as mailbox:
+        mailbox.login(alice["address"], alice["password"])
+        for folder, mail in (("Archive", archived), ("INBOX", inboxed)):
+            cleanup.append((alice, folder, mail["Subject"]))
+            assert mailbox.append(folder, None, None, mail.as_bytes())[0] == "OK"
+    client = pop3(topology, tls_context)
+    try:
+        client.user(f"{alice['user']}+Archive@{topology.domain}")
+        client.pass_(alice["password"])
+        subjects = set()
+        for entry in client.list()[1]:
+            number = int(entry.split()[0])
+            headers = email.parser.BytesHeaderParser().parsebytes(
+                b"\r\n".join(client.top(number, 0)[1])
+            )
+            subjects.add(headers["Subject"])
+    finally:
+        client.quit()
+    assert archived["Subject"] in subjects
+    assert inboxed["Subject"] not in subjects
+
+
+# --- SMTP: submission on 465 and 587, the MX on 25 ---------------------------------------------
+
+
+def test_submission_465_authenticates_and_delivers(topology, tls_context, alice, bob, cleanup):
+    mail = message(alice["address"], bob["address"])
+    cleanup.append((bob, "INBOX", mail["Subject"]))
+    with smtplib.SMTP_SSL(
+        name(topology, "submissions"), port("submissions"), context=tls_context, timeout=TIMEOUT
+    ) as smtp:
+        smtp.login(alice["address"], alice["password"])
+        assert smtp.send_message(mail) == {}
+    assert wait_for(topology, tls_context, bob, mail["Subject"])
+
+
+def test_submission_587_offers_auth_only_after_starttls(topology, tls_context, alice, bob, cleanup):
+    mail = message(alice["address"], bob["address"])
+    cleanup.append((bob, "INBOX", mail["Subject"]))
+    with smtplib.SMTP(name(topology, "submission"), port("submission"), timeout=TIMEOUT) as smtp:
+        smtp.ehlo()
+        assert smtp.has_extn("starttls")
+        assert not smtp.has_extn("auth")
+        plain = base64.b64encode(f"\0{alice['address']}\0{alice['password']}".encode()).decode()
+        code, _ = smtp.docmd("AUTH", f"PLAIN {plain}")
+        assert code == 530  # must issue STARTTLS first
+        smtp.starttls(context=tls_context)
+        smtp.ehlo()
+        assert smtp.has_extn("auth")
+        smtp.login(alice["address"], alice["password"])
+        assert smtp.send_message(mail) == {}
+    assert wait_for(topology, tls_context, bob, mail["Subject"])
+
+
+def test_submission_refuses_mail_without_auth(topology, tls_context, bob):
+    with smtplib.SMTP(name(topology, "submission"), port("submission"), timeout=TIMEOUT) as smtp:
+        smtp.starttls(context=tls_context)
+        smtp.ehlo()
+        smtp.mail(f"someone@{FOREIGN_DOMAIN}")
+        code, _ = smtp.rcpt(bob["address"])
+        assert code >= 500
+
+
+@pytest.mark.parametrize("starttls", [False, True], ids=["plaintext", "starttls"])
+def test_mx_accepts_mail_for_an_account_from_anyone(
+    topology, tls_context, alice, cleanup, starttls
+):
+    """Port 25 never insists on TLS (other servers may lack it) but always offers it."""
+    mail = message(f"someone@{FOREIGN_DOMAIN}", alice["address"])
+    cleanup.append((alice, "INBOX", mail["Subject"]))
+    with smtplib.SMTP(name(topology, "smtp"), port("smtp"), timeout=TIMEOUT) as smtp:
+        smtp.ehlo()
+        assert smtp.has_extn("starttls")
+        assert not smtp.has_extn("auth")
+        if starttls:
+            smtp.starttls(context=tls_context)
+            smtp.ehlo()
+            assert not smtp.has_extn("auth")
+        assert smtp.send_message(mail) == {}
+    assert wait_for(topology, tls_context, alice, mail["Subject"])
+
+
+@pytest.mark.parametrize("starttls", [False, True], ids=["plaintext", "starttls"])
+def test_mx_refuses_to_relay_to_other_domains(topology, tls_context, starttls):
+    with smtplib.SMTP(name(topology, "smtp"), port("smtp"), timeout=TIMEOUT) as smtp:
+        if starttls:
+            smtp.starttls(context=tls_context)
+        smtp.ehlo()
+        smtp.mail(f"someone@{FOREIGN_DOMAIN}")
+        code, reply = smtp.rcpt(f"victim@{FOREIGN_DOMAIN}")
+        assert code == 554, reply
+        assert b"Relay access denied" in reply
+
+
+def test_mail_submitted_in_nj_is_readable_in_sea(topology, tls_context, alice, bob, cleanup):
+    primary = topology.primary_site.name
+    (other,) = (site.name for site in topology.peer_sites(primary))
+    mail = message(alice["address"], bob["address"])
+    cleanup.append((bob, "INBOX", mail["Subject"]))
+    with smtplib.SMTP(
+        name(topology, "submission", primary), port("submission"), timeout=TIMEOUT
+    ) as smtp:
+        smtp.starttls(context=tls_context)
+        smtp.login(alice["address"], alice["password"])
+        smtp.send_message(mail)
+    assert wait_for(topology, tls_context, bob, mail["Subject"], site=other)
+
+
+# --- TLS as a scanner sees it: nothing below 1.2, forward secrecy only --------------------------
+
+_LEGACY_PROTOCOLS = (
+    "ssl_2_0_cipher_suites",
+    "ssl_3_0_cipher_suites",
+    "tls_1_0_cipher_suites",
+    "tls_1_1_cipher_suites",
+)
+_SMTP = ProtocolWithOpportunisticTlsEnum.SMTP
+# service -> (STARTTLS protocol or None, Mozilla Intermediate exactly; port 25 is opportunistic)
+_SCANS = {
+    "imaps": (None, True),
+    "pop3s": (None, True),
+    "submissions": (None, True),
+    "submission": (_SMTP, True),
+    "smtp": (_SMTP, False),
+}
+
+
+@pytest.mark.parametrize("service", list(_SCANS))
+def test_tls_is_1_2_or_later_and_forward_secret(topology, service):
+    starttls, intermediate = _SCANS[service]
+    host_name = name(topology, service)
+    request = ServerScanRequest(
+        server_location=ServerNetworkLocation(hostname=host_name, port=port(service)),
+        network_configuration=ServerNetworkConfiguration(
+            tls_server_name_indication=host_name, tls_opportunistic_encryption=starttls
+        ),
+        scan_commands={
+            *(ScanCommand(attribute) for attribute in _LEGACY_PROTOCOLS),
+            ScanCommand.TLS_1_2_CIPHER_SUITES,
+            ScanCommand.TLS_1_3_CIPHER_SUITES,
+        },
+    )
+    scanner = Scanner()
+    scanner.queue_scans([request])
+    (result,) = scanner.get_results()
+    assert result.scan_status == ServerScanStatusEnum.COMPLETED, result.connectivity_error_trace
+    scans = result.scan_result
+    for attribute in _LEGACY_PROTOCOLS:
+        attempt = getattr(scans, attribute)
+        assert attempt.status == ScanCommandAttemptStatusEnum.COMPLETED, attribute
+        assert attempt.result.accepted_cipher_suites == [], attribute
+    tls12 = scans.tls_1_2_cipher_suites.result.accepted_cipher_suites
+    assert tls12
+    for accepted in tls12:
+        suite = accepted.cipher_suite
+        assert accepted.ephemeral_key is not None, suite.name
+        assert suite.name.startswith(("TLS_ECDHE_", "TLS_DHE_")), suite.name
+        assert "anon" not in suite.name, suite.name
+    if intermediate:
+        assert {accepted.cipher_suite.openssl_name for accepted in tls12} <= set(tls.TLS12_CIPHERS)
+    assert scans.tls_1_3_cipher_suites.result.accepted_cipher_suites
+
+
+# --- refused passwords (last: each failure makes Dovecot slow this address down) ----------------
+
+
+def test_the_main_password_is_refused_everywhere(topology, tls_context, alice):
+    with imap(topology, tls_context) as mailbox, pytest.raises(imaplib.IMAP4.error):
+        mailbox.login(alice["address"], alice["main"])
+    client = pop3(topology, tls_context)
+    try:
+        client.user(alice["address"])
+        with pytest.raises(poplib.error_proto):
+            client.pass_(alice["main"])
+    finally:
+        client.close()
+    with (
+        smtplib.SMTP_SSL(
+            name(topology, "submissions"),
+            port("submissions"),
+            context=tls_context,
+            timeout=TIMEOUT,
+        ) as smtp,
+        pytest.raises(smtplib.SMTPAuthenticationError),
+    ):
+        smtp.login(alice["address"], alice["main"])
+
+
+def test_a_wrong_password_is_refused(topology, tls_context, alice):
+    with imap(topology, tls_context) as mailbox, pytest.raises(imaplib.IMAP4.error):
+        mailbox.login(alice["address"], alice["password"] + "x")
