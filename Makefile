@@ -43,7 +43,7 @@ lint: venv  ## ruff over the whole tree
 unit: venv checkers  ## unit tests: no hosts
 	$(BIN)/pytest -q tests/unit
 
-test: lint unit  ## the one test command (CI runs this)
+test: lint unit molecule-lab  ## the one test command (CI runs this): lint, unit, then the lab scenario
 
 render: venv  ## render every config of INVENTORY into AUDIT_DIR
 	$(BIN)/bulwark render $(INVENTORY) --out $(AUDIT_DIR)

@@ -6,6 +6,7 @@ Expected values come from the roles, bulwark.mail and the service catalogue, nev
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import pytest
@@ -149,11 +150,30 @@ def test_the_replica_is_reached_at_its_lan_address(host):
     assert resolved == str(peer.lan_address)
 
 
+# A freshly deployed pair of stores syncs within seconds; allow for a busy machine.
+_REPLICATION_SETTLES_WITHIN = 120
+
+
+def _eventually(check, within: float = _REPLICATION_SETTLES_WITHIN):
+    """`check()`'s result once it is truthy, polling; its last result when time runs out."""
+    deadline = time.monotonic() + within
+    while True:
+        result = check()
+        if result or time.monotonic() > deadline:
+            return result
+        time.sleep(2)
+
+
+def _replication_status(host) -> dict[str, str]:
+    rows = host.check_output("doveadm replicator status '*'").splitlines()[1:]
+    return {row.split()[0]: row.split()[-1] for row in rows}
+
+
 def test_every_account_replicates_without_failures(host):
     with_role(host, "mailstore")
-    rows = host.check_output("doveadm replicator status '*'").splitlines()[1:]
-    status = {row.split()[0]: row.split()[-1] for row in rows}
-    assert status == {account.address(LAB.domain): "-" for account in LAB.accounts}
+    host.run("doveadm replicator replicate '*'")
+    wanted = {account.address(LAB.domain): "-" for account in LAB.accounts}
+    assert _eventually(lambda: _replication_status(host) == wanted), _replication_status(host)
 
 
 def test_both_sites_hold_the_same_mailboxes(host, request):
@@ -165,8 +185,11 @@ def test_both_sites_hold_the_same_mailboxes(host, request):
     peer = testinfra.get_host(
         f"ssh://{mailstore.replica(LAB, found).name}", ssh_config=request.config.option.ssh_config
     )
+    host.run("doveadm replicator replicate '*'")
     for account in LAB.accounts:
         command = f"doveadm mailbox status -u {account.address(LAB.domain)} guid '*'"
         here = sorted(host.check_output(command).splitlines())
         assert {line.split()[0] for line in here} >= {"INBOX", *mailstore.MAILBOXES}
-        assert sorted(peer.check_output(command).splitlines()) == here
+        assert _eventually(
+            lambda c=command, h=here: sorted(peer.check_output(c).splitlines()) == h
+        ), f"{account.user}: the replica's mailboxes differ"
