@@ -7,12 +7,16 @@ changed between two renders without seeing it.
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
 import click
 
+from bulwark import catalogue
+from bulwark.exposure import host_openings
 from bulwark.plan import SecretStore
+from bulwark.render import PORTS_REPORT, REPORT
 from bulwark.secret import Secret
 from bulwark.topology import Topology
 
@@ -56,3 +60,77 @@ def audit_secrets(topology: Topology) -> SecretStore:
         err=True,
     )
     return SealedSecrets()
+
+
+def port_matrix(topology: Topology) -> list[dict]:
+    """Host x port x exposure: every opening of every host's firewall, from the catalogue."""
+    rows = []
+    for host in topology.hosts:
+        for opening in host_openings(topology, host):
+            service = opening.service
+            rows.append(
+                {
+                    "host": host.name,
+                    "site": host.site,
+                    "service": service.name,
+                    "transport": str(service.transport),
+                    "ports": nft_port_text(service.ports),
+                    "exposure": str(service.exposure),
+                    "sources": "any"
+                    if opening.sources is None
+                    else ", ".join(str(network) for network in opening.sources),
+                    "tls": str(service.tls),
+                }
+            )
+    return rows
+
+
+def tls_table(topology: Topology) -> list[dict]:
+    """Every catalogue service the topology runs, with its TLS mode and client host names."""
+    present = {role for host in topology.hosts for role in ("base", *host.roles)}
+    return [
+        {
+            "service": service.name,
+            "role": service.role,
+            "ports": nft_port_text(service.ports),
+            "tls": str(service.tls),
+            "names": ", ".join(service.fqdns(topology.domain)),
+        }
+        for service in catalogue.SERVICES
+        if service.role in present
+    ]
+
+
+def nft_port_text(ports: tuple[int, ...]) -> str:
+    """`993`, `50000-50100` or `21, 25, 80`: ports as an auditor reads them."""
+    if len(ports) > 1 and list(ports) == list(range(ports[0], ports[-1] + 1)):
+        return f"{ports[0]}-{ports[-1]}"
+    return ", ".join(str(port) for port in ports)
+
+
+def write_report(topology: Topology, out: Path) -> None:
+    """`ports.json` (the port matrix) and `report.md` (port matrix and TLS table), sorted and
+    byte-identical from run to run."""
+    matrix = port_matrix(topology)
+    tls = tls_table(topology)
+    (out / PORTS_REPORT).write_text(json.dumps(matrix, indent=2, sort_keys=True) + "\n")
+    lines = [
+        f"# bulwark audit report: {topology.domain}",
+        "",
+        "## Port matrix (host x port x exposure)",
+        "",
+        *_markdown(matrix, ("host", "service", "transport", "ports", "exposure", "sources")),
+        "",
+        "## TLS per service",
+        "",
+        *_markdown(tls, ("service", "role", "ports", "tls", "names")),
+        "",
+        f"Plaintext ports never open: {', '.join(map(str, catalogue.FORBIDDEN_PORTS))}.",
+    ]
+    (out / REPORT).write_text("\n".join(lines) + "\n")
+
+
+def _markdown(rows: list[dict], columns: tuple[str, ...]) -> list[str]:
+    header = "| " + " | ".join(columns) + " |"
+    rule = "|" + "|".join("---" for _ in columns) + "|"
+    return [header, rule, *("| " + " | ".join(row[c] for c in columns) + " |" for row in rows)]

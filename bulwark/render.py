@@ -21,6 +21,9 @@ from bulwark.templating import render_template
 from bulwark.topology import Host, Topology
 
 MANIFEST = "manifest.json"
+# The audit report written beside the trees (bulwark.audit): the port matrix and the report.
+PORTS_REPORT = "ports.json"
+REPORT = "report.md"
 
 
 @dataclass(frozen=True)
@@ -152,7 +155,8 @@ def _is_previous_render(out: Path) -> bool:
     hosts = manifest.get("hosts")
     if not isinstance(hosts, dict):
         return False
-    return all(entry.name == MANIFEST or entry.name in hosts for entry in out.iterdir())
+    ours = {MANIFEST, PORTS_REPORT, REPORT, *hosts}
+    return all(entry.name in ours for entry in out.iterdir())
 
 
 def render_topology(topology: Topology, secrets: plan.SecretStore) -> list[RenderedFile]:

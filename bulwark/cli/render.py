@@ -30,10 +30,13 @@ from bulwark.topology import load_topology
 def render(inventory: str, out: Path, check: bool) -> None:
     """Render every file every role would write on every host of INVENTORY.
 
+    Beside the HOST/ trees and manifest.json: ports.json (the port matrix, host x port x
+    exposure) and report.md (the port matrix and the TLS mode of every service).
+
     Secrets appear only as <secret:NAME sha256:XXXXXXXX>. The output is byte-identical from
     run to run for the same inventory and vault. Exit code 1 if a checker rejects a file.
     """
-    from bulwark.audit import audit_secrets
+    from bulwark.audit import audit_secrets, write_report
 
     topology = load_topology(inventory)
     secrets = audit_secrets(topology)
@@ -42,6 +45,7 @@ def render(inventory: str, out: Path, check: bool) -> None:
         for host in hosts:
             files.extend(render_host_configs(topology, host, secrets))
     write_audit_tree(files, out)
+    write_report(topology, out)
     click.echo(f"rendered {len(files)} files for {len(topology.hosts)} hosts into {out}")
     if not check:
         return

@@ -23,12 +23,20 @@ from bulwark.audit import SealedSecret, SealedSecrets
 from bulwark.checks import CHECKERS, CheckResult, check_files
 from bulwark.cli import main
 from bulwark.errors import BulwarkError
-from bulwark.render import MANIFEST, RenderedFile, render_host_configs, write_audit_tree
+from bulwark.render import (
+    MANIFEST,
+    PORTS_REPORT,
+    REPORT,
+    RenderedFile,
+    render_host_configs,
+    write_audit_tree,
+)
 from bulwark.secret import Secret
 from bulwark.templating import environment
 from bulwark.topology import load_topology
 
 REPO = Path(__file__).resolve().parents[2]
+REPORTS = (PORTS_REPORT, REPORT)
 PRODUCTION = REPO / "inventory" / "production.py"
 LAB = REPO / "inventory" / "lab.py"
 BULWARK = Path(sys.executable).with_name("bulwark")
@@ -199,7 +207,7 @@ def test_cli_render_as_a_subprocess_is_identical_from_run_to_run(tmp_path):
         trees.append(tree(out))
     first, second = trees
     assert first == second
-    assert {path.split("/")[0] for path in first} == {*PRODUCTION_HOSTS, MANIFEST}
+    assert {path.split("/")[0] for path in first} == {*PRODUCTION_HOSTS, MANIFEST, *REPORTS}
 
 
 def test_cli_render_refuses_to_clobber(tmp_path, no_vault_key):

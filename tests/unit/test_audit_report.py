@@ -1,0 +1,59 @@
+"""The audit report beside the rendered files: port matrix and TLS table, from the catalogue."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from click.testing import CliRunner
+
+from bulwark.audit import port_matrix, tls_table
+from bulwark.cli import main
+from bulwark.topology import load_topology
+
+REPO = Path(__file__).resolve().parents[2]
+LAB = load_topology(REPO / "inventory/lab.py")
+PRODUCTION = load_topology(REPO / "inventory/production.py")
+
+
+def _rows(rows, **match):
+    return [row for row in rows if all(row[key] == value for key, value in match.items())]
+
+
+def test_port_matrix_lists_each_hosts_openings_with_their_sources():
+    matrix = port_matrix(LAB)
+    (lmtp,) = _rows(matrix, host="nj-mail", service="lmtp")
+    assert (lmtp["ports"], lmtp["exposure"], lmtp["sources"]) == (
+        "24",
+        "site",
+        "10.81.1.0/24, 10.82.1.0/24",
+    )
+    (wireguard,) = _rows(matrix, host="sea-gw", service="wireguard")
+    assert wireguard["sources"] == f"{LAB.gateway('nj').public_address}/32"
+    assert not _rows(matrix, host="nj-web", service="imaps")
+    assert {row["host"] for row in _rows(matrix, service="ssh")} == {h.name for h in LAB.hosts}
+
+
+def test_tls_table_gives_every_mail_port_its_mode():
+    table = {row["service"]: row for row in tls_table(PRODUCTION)}
+    assert (table["imaps"]["ports"], table["imaps"]["tls"]) == ("993", "implicit")
+    assert (table["pop3s"]["ports"], table["pop3s"]["tls"]) == ("995", "implicit")
+    assert (table["submissions"]["ports"], table["submissions"]["tls"]) == ("465", "implicit")
+    assert (table["submission"]["ports"], table["submission"]["tls"]) == ("587", "starttls")
+    assert (table["smtp"]["ports"], table["smtp"]["tls"]) == ("25", "opportunistic")
+    assert "imap.example.com" in table["imaps"]["names"]
+
+
+def test_render_writes_the_report_identically_and_can_render_over_itself(tmp_path, monkeypatch):
+    monkeypatch.delenv("BULWARK_VAULT_KEY", raising=False)
+    out = tmp_path / "audit"
+    runner = CliRunner()
+    reports = []
+    for _ in range(2):
+        result = runner.invoke(
+            main, ["render", str(REPO / "inventory/production.py"), "--out", str(out)]
+        )
+        assert result.exit_code == 0, result.output
+        reports.append(((out / "report.md").read_text(), (out / "ports.json").read_text()))
+    assert reports[0] == reports[1]
+    assert "| nj-store | imaps | tcp | 993 | public | any |" in reports[0][0]
+    assert "Plaintext ports never open: 110, 143, 389." in reports[0][0]
