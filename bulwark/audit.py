@@ -14,7 +14,7 @@ from pathlib import Path
 import click
 
 from bulwark import catalogue
-from bulwark.exposure import host_openings
+from bulwark.exposure import host_openings, port_span
 from bulwark.plan import SecretStore
 from bulwark.render import PORTS_REPORT, REPORT
 from bulwark.secret import Secret
@@ -74,7 +74,7 @@ def port_matrix(topology: Topology) -> list[dict]:
                     "site": host.site,
                     "service": service.name,
                     "transport": str(service.transport),
-                    "ports": nft_port_text(service.ports),
+                    "ports": _port_text(service.ports),
                     "exposure": str(service.exposure),
                     "sources": "any"
                     if opening.sources is None
@@ -92,7 +92,7 @@ def tls_table(topology: Topology) -> list[dict]:
         {
             "service": service.name,
             "role": service.role,
-            "ports": nft_port_text(service.ports),
+            "ports": _port_text(service.ports),
             "tls": str(service.tls),
             "names": ", ".join(service.fqdns(topology.domain)),
         }
@@ -101,10 +101,10 @@ def tls_table(topology: Topology) -> list[dict]:
     ]
 
 
-def nft_port_text(ports: tuple[int, ...]) -> str:
+def _port_text(ports: tuple[int, ...]) -> str:
     """`993`, `50000-50100` or `21, 25, 80`: ports as an auditor reads them."""
-    if len(ports) > 1 and list(ports) == list(range(ports[0], ports[-1] + 1)):
-        return f"{ports[0]}-{ports[-1]}"
+    if span := port_span(ports):
+        return f"{span[0]}-{span[1]}"
     return ", ".join(str(port) for port in ports)
 
 

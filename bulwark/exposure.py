@@ -31,6 +31,13 @@ class Opening:
         return self.service.ports
 
 
+def port_span(ports: tuple[int, ...] | list[int]) -> tuple[int, int] | None:
+    """(first, last) when `ports` are one contiguous run of two or more, else None."""
+    if len(ports) > 1 and list(ports) == list(range(ports[0], ports[-1] + 1)):
+        return ports[0], ports[-1]
+    return None
+
+
 def management_sources(topology: Topology) -> tuple[Network, ...]:
     """Who may SSH in: every site's management network and the inventory's admin networks."""
     networks = {site.management for site in topology.sites} | set(topology.admin_networks)

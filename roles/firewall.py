@@ -21,7 +21,13 @@ from pyinfra.operations import apt, systemd
 
 from bulwark import catalogue
 from bulwark.deploying import put_file, render_for_deploy
-from bulwark.exposure import VPN_INTERFACE, host_openings, management_sources, site_lans
+from bulwark.exposure import (
+    VPN_INTERFACE,
+    host_openings,
+    management_sources,
+    port_span,
+    site_lans,
+)
 from bulwark.plan import ManagedFile, SecretStore
 from bulwark.topology import Host, Topology
 
@@ -52,8 +58,8 @@ def nft_ports(ports: Iterable[int]) -> str:
     ports = sorted(set(ports))
     if len(ports) == 1:
         return str(ports[0])
-    if ports == list(range(ports[0], ports[-1] + 1)):
-        return f"{ports[0]}-{ports[-1]}"
+    if span := port_span(ports):
+        return f"{span[0]}-{span[1]}"
     return "{ " + ", ".join(str(port) for port in ports) + " }"
 
 
