@@ -36,6 +36,7 @@ from pathlib import Path
 
 from bulwark import catalogue, pki
 from bulwark.lab import lifecycle, paths
+from bulwark.lab.accounts import LabAccount, lab_accounts
 from bulwark.lab.plan import INTERNET_NETNS
 from bulwark.topology import Topology, load_topology
 from bulwark.vault import Vault, load_key
@@ -136,25 +137,25 @@ def _client_name(topology: Topology, service: str, site: str) -> str:
     return f"{catalogue.service(service).names[0]}.{site}.{topology.domain}"
 
 
-def _submit_session(topology: Topology, context: ssl.SSLContext, account: dict, site: str):
+def _submit_session(topology: Topology, context: ssl.SSLContext, account: LabAccount, site: str):
     smtp = smtplib.SMTP(
         _client_name(topology, "submission", site),
         catalogue.service("submission").port,
         timeout=TIMEOUT,
     )
     smtp.starttls(context=context)
-    smtp.login(account["address"], account["password"])
+    smtp.login(account.address, account.password.reveal())
     return smtp
 
 
-def _imap_session(topology: Topology, context: ssl.SSLContext, account: dict, site: str):
+def _imap_session(topology: Topology, context: ssl.SSLContext, account: LabAccount, site: str):
     mailbox = imaplib.IMAP4_SSL(
         _client_name(topology, "imaps", site),
         catalogue.service("imaps").port,
         ssl_context=context,
         timeout=TIMEOUT,
     )
-    mailbox.login(account["address"], account["password"])
+    mailbox.login(account.address, account.password.reveal())
     mailbox.select("INBOX")
     return mailbox
 
@@ -175,7 +176,7 @@ def measure_replication(topology, context, sender, recipient, samples: int) -> N
     mailbox = _imap_session(topology, context, recipient, other)
     try:
         for _ in range(samples):
-            mail = _message(sender["address"], recipient["address"])
+            mail = _message(sender.address, recipient.address)
             started = time.monotonic()
             smtp.send_message(mail)
             deadline = started + 120
@@ -212,7 +213,7 @@ def measure_throughput(topology, context, sender, recipient, args) -> int:
                     if counts["claimed"] >= args.messages:
                         return
                     counts["claimed"] += 1
-                smtp.send_message(_message(sender["address"], recipient["address"]))
+                smtp.send_message(_message(sender.address, recipient.address))
                 with lock:
                     counts["accepted"] += 1
         finally:
@@ -260,14 +261,7 @@ def measure_clients(topology: Topology, args) -> None:
         ca.write(pki.ca_certificate(vault))
         ca.flush()
         context = ssl.create_default_context(cafile=ca.name)
-    credentials = json.loads((paths.STATE_DIR / "credentials.json").read_text())
-    sender, recipient = (
-        {
-            "address": account.address(topology.domain),
-            "password": next(iter(credentials[account.user]["app"].values())),
-        }
-        for account in topology.accounts[:2]
-    )
+    sender, recipient = lab_accounts(topology)[:2]
     sent = 0
     try:
         measure_replication(topology, context, sender, recipient, args.samples)

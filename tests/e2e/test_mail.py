@@ -14,7 +14,6 @@ import base64
 import email.message
 import email.parser
 import imaplib
-import json
 import poplib
 import smtplib
 import socket
@@ -38,10 +37,10 @@ from sslyze import (
 
 from bulwark import catalogue, pki, tls
 from bulwark.lab import paths
+from bulwark.lab.accounts import LabAccount, lab_accounts
 from bulwark.topology import Topology
 from bulwark.vault import Vault, load_key
 
-CREDENTIALS = paths.STATE_DIR / "credentials.json"
 VAULT_KEY = paths.STATE_DIR / "vault.key"
 TIMEOUT = 30  # seconds per client operation; a refused login may wait out Dovecot's penalty
 DELIVERY_DEADLINE = 60  # seconds a message may take to show up before the test gives up
@@ -49,11 +48,6 @@ FOREIGN_DOMAIN = "example.org"  # nobody's domain on this platform (RFC 2606)
 
 
 # --- fixtures -----------------------------------------------------------------------------------
-
-
-@pytest.fixture(scope="module")
-def credentials() -> dict:
-    return json.loads(CREDENTIALS.read_text())
 
 
 @pytest.fixture(scope="module")
@@ -66,25 +60,14 @@ def tls_context(topology: Topology, tmp_path_factory: pytest.TempPathFactory) ->
 
 
 @pytest.fixture(scope="module")
-def alice(topology: Topology, credentials: dict) -> dict:
-    """The first account, with its address, app passwords (by label) and main password."""
-    account = topology.accounts[0]
-    return {
-        "user": account.user,
-        "address": account.address(topology.domain),
-        "app": credentials[account.user]["app"],
-        "password": next(iter(credentials[account.user]["app"].values())),
-        "main": credentials[account.user]["main"],
-    }
+def alice(topology: Topology) -> LabAccount:
+    """The first account: two app passwords, and a main password that must be refused."""
+    return lab_accounts(topology)[0]
 
 
 @pytest.fixture(scope="module")
-def bob(topology: Topology, credentials: dict) -> dict:
-    account = topology.accounts[1]
-    return {
-        "address": account.address(topology.domain),
-        "password": next(iter(credentials[account.user]["app"].values())),
-    }
+def bob(topology: Topology) -> LabAccount:
+    return lab_accounts(topology)[1]
 
 
 def name(topology: Topology, service: str, site: str | None = None) -> str:
@@ -124,11 +107,11 @@ def find(mailbox, folder: str, subject: str) -> list[bytes]:
     return data[0].split()
 
 
-def wait_for(topology, context, account: dict, subject: str, site: str | None = None) -> bool:
+def wait_for(topology, context, account: LabAccount, subject: str, site: str | None = None) -> bool:
     """Whether the message shows up in the account's INBOX at `site` before the deadline."""
     deadline = time.monotonic() + DELIVERY_DEADLINE
     with imap(topology, context, site) as mailbox:
-        mailbox.login(account["address"], account["password"])
+        mailbox.login(account.address, account.password.reveal())
         while not find(mailbox, "INBOX", subject):
             if time.monotonic() > deadline:
                 return False
@@ -140,11 +123,11 @@ def wait_for(topology, context, account: dict, subject: str, site: str | None = 
 def cleanup(topology: Topology, tls_context: ssl.SSLContext) -> Iterator[list]:
     """Collects (account, folder, subject) of test messages and deletes them afterwards
     (the deletion replicates to the other site)."""
-    created: list[tuple[dict, str, str]] = []
+    created: list[tuple[LabAccount, str, str]] = []
     yield created
     for account, folder, subject in created:
         with imap(topology, tls_context) as mailbox:
-            mailbox.login(account["address"], account["password"])
+            mailbox.login(account.address, account.password.reveal())
             for number in find(mailbox, folder, subject):
                 mailbox.store(number, "+FLAGS", "\\Deleted")
             mailbox.expunge()
@@ -155,9 +138,9 @@ def cleanup(topology: Topology, tls_context: ssl.SSLContext) -> Iterator[list]:
 
 @pytest.mark.parametrize("site", [None, "nj", "sea"], ids=["generic", "nj", "sea"])
 def test_imap_logs_in_with_each_app_password(topology, tls_context, alice, site):
-    for password in alice["app"].values():
+    for password in alice.app_passwords:
         with imap(topology, tls_context, site) as mailbox:
-            status, _ = mailbox.login(alice["address"], password)
+            status, _ = mailbox.login(alice.address, password.reveal())
             assert status == "OK"
             assert mailbox.select("INBOX")[0] == "OK"
 
@@ -166,8 +149,8 @@ def test_imap_logs_in_with_each_app_password(topology, tls_context, alice, site)
 def test_pop3_logs_in_with_each_separator(topology, tls_context, alice, separator):
     client = pop3(topology, tls_context)
     try:
-        client.user(f"{alice['user']}{separator}{topology.domain}")
-        assert client.pass_(alice["password"]).startswith(b"+OK")
+        client.user(f"{alice.user}{separator}{topology.domain}")
+        assert client.pass_(alice.password.reveal()).startswith(b"+OK")
         client.stat()
     finally:
         client.quit()
@@ -181,17 +164,17 @@ def test_plaintext_imap_and_pop3_refuse_connections(topology, service, plaintext
 
 
 def test_pop3_from_a_folder_lists_that_folder_not_the_inbox(topology, tls_context, alice, cleanup):
-    archived = message(alice["address"], alice["address"])
-    inboxed = message(alice["address"], alice["address"])
+    archived = message(alice.address, alice.address)
+    inboxed = message(alice.address, alice.address)
     with imap(topology, tls_context) as mailbox:
-        mailbox.login(alice["address"], alice["password"])
+        mailbox.login(alice.address, alice.password.reveal())
         for folder, mail in (("Archive", archived), ("INBOX", inboxed)):
             cleanup.append((alice, folder, mail["Subject"]))
             assert mailbox.append(folder, None, None, mail.as_bytes())[0] == "OK"
     client = pop3(topology, tls_context)
     try:
-        client.user(f"{alice['user']}+Archive@{topology.domain}")
-        client.pass_(alice["password"])
+        client.user(f"{alice.user}+Archive@{topology.domain}")
+        client.pass_(alice.password.reveal())
         subjects = set()
         for entry in client.list()[1]:
             number = int(entry.split()[0])
@@ -209,30 +192,30 @@ def test_pop3_from_a_folder_lists_that_folder_not_the_inbox(topology, tls_contex
 
 
 def test_submission_465_authenticates_and_delivers(topology, tls_context, alice, bob, cleanup):
-    mail = message(alice["address"], bob["address"])
+    mail = message(alice.address, bob.address)
     cleanup.append((bob, "INBOX", mail["Subject"]))
     with smtplib.SMTP_SSL(
         name(topology, "submissions"), port("submissions"), context=tls_context, timeout=TIMEOUT
     ) as smtp:
-        smtp.login(alice["address"], alice["password"])
+        smtp.login(alice.address, alice.password.reveal())
         assert smtp.send_message(mail) == {}
     assert wait_for(topology, tls_context, bob, mail["Subject"])
 
 
 def test_submission_587_offers_auth_only_after_starttls(topology, tls_context, alice, bob, cleanup):
-    mail = message(alice["address"], bob["address"])
+    mail = message(alice.address, bob.address)
     cleanup.append((bob, "INBOX", mail["Subject"]))
     with smtplib.SMTP(name(topology, "submission"), port("submission"), timeout=TIMEOUT) as smtp:
         smtp.ehlo()
         assert smtp.has_extn("starttls")
         assert not smtp.has_extn("auth")
-        plain = base64.b64encode(f"\0{alice['address']}\0{alice['password']}".encode()).decode()
+        plain = base64.b64encode(f"\0{alice.address}\0{alice.password.reveal()}".encode()).decode()
         code, _ = smtp.docmd("AUTH", f"PLAIN {plain}")
         assert code == 530  # must issue STARTTLS first
         smtp.starttls(context=tls_context)
         smtp.ehlo()
         assert smtp.has_extn("auth")
-        smtp.login(alice["address"], alice["password"])
+        smtp.login(alice.address, alice.password.reveal())
         assert smtp.send_message(mail) == {}
     assert wait_for(topology, tls_context, bob, mail["Subject"])
 
@@ -242,7 +225,7 @@ def test_submission_refuses_mail_without_auth(topology, tls_context, bob):
         smtp.starttls(context=tls_context)
         smtp.ehlo()
         smtp.mail(f"someone@{FOREIGN_DOMAIN}")
-        code, _ = smtp.rcpt(bob["address"])
+        code, _ = smtp.rcpt(bob.address)
         assert code >= 500
 
 
@@ -251,7 +234,7 @@ def test_mx_accepts_mail_for_an_account_from_anyone(
     topology, tls_context, alice, cleanup, starttls
 ):
     """Port 25 never insists on TLS (other servers may lack it) but always offers it."""
-    mail = message(f"someone@{FOREIGN_DOMAIN}", alice["address"])
+    mail = message(f"someone@{FOREIGN_DOMAIN}", alice.address)
     cleanup.append((alice, "INBOX", mail["Subject"]))
     with smtplib.SMTP(name(topology, "smtp"), port("smtp"), timeout=TIMEOUT) as smtp:
         smtp.ehlo()
@@ -280,13 +263,13 @@ def test_mx_refuses_to_relay_to_other_domains(topology, tls_context, starttls):
 def test_mail_submitted_in_nj_is_readable_in_sea(topology, tls_context, alice, bob, cleanup):
     primary = topology.primary_site.name
     (other,) = (site.name for site in topology.peer_sites(primary))
-    mail = message(alice["address"], bob["address"])
+    mail = message(alice.address, bob.address)
     cleanup.append((bob, "INBOX", mail["Subject"]))
     with smtplib.SMTP(
         name(topology, "submission", primary), port("submission"), timeout=TIMEOUT
     ) as smtp:
         smtp.starttls(context=tls_context)
-        smtp.login(alice["address"], alice["password"])
+        smtp.login(alice.address, alice.password.reveal())
         smtp.send_message(mail)
     assert wait_for(topology, tls_context, bob, mail["Subject"], site=other)
 
@@ -351,12 +334,12 @@ def test_tls_is_1_2_or_later_and_forward_secret(topology, service):
 
 def test_the_main_password_is_refused_everywhere(topology, tls_context, alice):
     with imap(topology, tls_context) as mailbox, pytest.raises(imaplib.IMAP4.error):
-        mailbox.login(alice["address"], alice["main"])
+        mailbox.login(alice.address, alice.main_password.reveal())
     client = pop3(topology, tls_context)
     try:
-        client.user(alice["address"])
+        client.user(alice.address)
         with pytest.raises(poplib.error_proto):
-            client.pass_(alice["main"])
+            client.pass_(alice.main_password.reveal())
     finally:
         client.close()
     with (
@@ -368,9 +351,9 @@ def test_the_main_password_is_refused_everywhere(topology, tls_context, alice):
         ) as smtp,
         pytest.raises(smtplib.SMTPAuthenticationError),
     ):
-        smtp.login(alice["address"], alice["main"])
+        smtp.login(alice.address, alice.main_password.reveal())
 
 
 def test_a_wrong_password_is_refused(topology, tls_context, alice):
     with imap(topology, tls_context) as mailbox, pytest.raises(imaplib.IMAP4.error):
-        mailbox.login(alice["address"], alice["password"] + "x")
+        mailbox.login(alice.address, alice.password.reveal() + "x")
