@@ -1,4 +1,4 @@
-"""Topology validation: every bad inventory gets its own message, all at once, and nothing runs.
+"""Validation: every bad inventory gets its own message, all at once, and nothing runs.
 
 Each case breaks one thing in a small valid two-site inventory (the `two_site_inventory`
 fixture, written as a real pyinfra inventory file) and asserts the complete problem list, so a
@@ -7,20 +7,27 @@ check that goes quiet, or one that drags spurious follow-on problems along, both
 
 from __future__ import annotations
 
-import ipaddress
-import subprocess
-import sys
-from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from mutations import (
+    KNOWN_ROLES,
+    MANY_MISTAKES,
+    MANY_MISTAKES_PROBLEMS,
+    drop_host_field,
+    drop_platform_field,
+    drop_site,
+    duplicate_host,
+    rename_host,
+    renumber,
+    set_accounts,
+    set_host,
+    set_platform,
+    set_site,
+)
 
-from bulwark import catalogue
-from bulwark.topology import Problem, TopologyError, check_inventory, load_topology
-
-REPO = Path(__file__).resolve().parents[2]
-PYINFRA = Path(sys.executable).with_name("pyinfra")
-KNOWN_ROLES = ", ".join(catalogue.SERVICE_ROLES)
+from bulwark.inventory import load_topology
+from bulwark.validation import Problem, TopologyError
 
 
 def problems_of(path: Path) -> list[str]:
@@ -28,77 +35,6 @@ def problems_of(path: Path) -> list[str]:
     with pytest.raises(TopologyError) as caught:
         load_topology(path)
     return [str(problem) for problem in caught.value.problems]
-
-
-# --- mutations: each returns a function that breaks one thing in an InventoryFile --------------
-
-Mutation = Callable[..., None]
-
-
-def set_host(host: str, field: str, value) -> Mutation:
-    return lambda inventory: inventory.host(host).__setitem__(field, value)
-
-
-def drop_host_field(host: str, field: str) -> Mutation:
-    return lambda inventory: inventory.host(host).pop(field)
-
-
-def set_site(site: str, field: str, value) -> Mutation:
-    return lambda inventory: inventory.site(site).__setitem__(field, value)
-
-
-def set_platform(field: str, value) -> Mutation:
-    return lambda inventory: inventory.set_platform(field, value)
-
-
-def set_accounts(*accounts: dict) -> Mutation:
-    return set_platform("accounts", list(accounts))
-
-
-def renumber(site: str, kind: str, network: str, offset: int = 0) -> Mutation:
-    """Give `site` a new site_<kind> range and move its hosts' <kind>_address into it, keeping
-    each address's last octet (plus `offset`)."""
-
-    def mutate(inventory) -> None:
-        new = ipaddress.IPv4Network(network)
-        inventory.site(site)[f"site_{kind}"] = network
-        for _, data in inventory.groups[site][0]:
-            old = ipaddress.IPv4Address(data[f"{kind}_address"])
-            data[f"{kind}_address"] = str(new.network_address + offset + int(old) % 256)
-
-    return mutate
-
-
-def rename_host(old: str, new: str) -> Mutation:
-    def mutate(inventory) -> None:
-        for hosts, _ in inventory.groups.values():
-            hosts[:] = [(new if name == old else name, data) for name, data in hosts]
-
-    return mutate
-
-
-def duplicate_host(group: str, host: str) -> Mutation:
-    return lambda inventory: inventory.add_host(group, host, dict(inventory.host(host)))
-
-
-def drop_site(site: str) -> Mutation:
-    return lambda inventory: inventory.groups.pop(site)
-
-
-def drop_platform_field(field: str) -> Mutation:
-    def mutate(inventory) -> None:
-        for _, data in inventory.groups.values():
-            data.pop(field)
-
-    return mutate
-
-
-def combine(*mutations: Mutation) -> Mutation:
-    def mutate(inventory) -> None:
-        for mutation in mutations:
-            mutation(inventory)
-
-    return mutate
 
 
 BAD_DOMAINS = [
@@ -646,78 +582,7 @@ def test_host_in_two_site_groups_is_a_problem(two_site_inventory):
     assert "sea" in site_problems[0].split(":", 1)[1]
 
 
-LEAK_PROBE = """
-import os, shutil, subprocess, sys
-from pathlib import Path
-from bulwark.topology import load_topology
-
-load_topology(sys.argv[1])
-subprocess.run(["true"], check=True)
-tree = Path(sys.argv[2])
-for index in range(200):
-    (tree / str(index)).mkdir(parents=True)
-before = len(os.listdir("/proc/self/fd"))
-shutil.rmtree(tree)
-print("leaked", len(os.listdir("/proc/self/fd")) - before)
-"""
-
-
-@pytest.mark.skipif(not Path("/proc/self/fd").is_dir(), reason="needs /proc")
-def test_loading_an_inventory_leaves_the_process_sound(tmp_path):
-    """load_inventory imports pyinfra_cli, whose __init__ runs gevent's monkey.patch_all() on
-    the calling process (bulwark render, bulwark lab, pytest). After that and any subprocess,
-    shutil.rmtree leaks one descriptor per directory: a 1,000-host audit tree is ~10,000."""
-    result = subprocess.run(
-        [
-            sys.executable,
-            "-c",
-            LEAK_PROBE,
-            str(REPO / "inventory" / "production.py"),
-            str(tmp_path / "t"),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=True,
-    )
-    assert result.stdout.split() == ["leaked", "0"]
-
-
 # --- every problem at once, sorted and deterministic ----------------------------------------
-
-MANY_MISTAKES = combine(
-    set_host("nj-web", "lan_address", "10.1.0.400"),
-    set_host("nj-web", "public_address", "192.0.2.200"),
-    set_host("sea-mail", "management_address", "10.102.0.10"),
-    set_host("nj-gw", "roles", ["vpn", "proxy", "firewall", "dns"]),
-    set_host("sea-mail", "roles", ["mx", "mailstore", "mx"]),
-    set_site("sea", "site_primary", True),
-    set_site("sea", "site_location", ""),
-    set_platform("domain", "Example.com"),
-    set_platform("apt_proxy", "ftp://cache"),
-    set_platform("admin_networks", ["nope"]),
-    set_accounts(
-        {"user": "alice", "app_passwords": ["laptop", "laptop"]},
-        {"user": "Bob", "app_passwords": ["desktop"], "nmae": "Bob"},
-    ),
-)
-# In report order: sorted by where, field, message.
-MANY_MISTAKES_PROBLEMS = [
-    "account alice.app_passwords: label 'laptop' is listed 2 times",
-    "accounts[1].nmae: unknown field (did you mean 'name'?)",
-    "accounts[1].user: 'Bob' is not a lower-case local part like 'alice'",
-    "nj-gw.roles: 'firewall' runs on every host: do not list it",
-    f"nj-gw.roles: unknown role 'dns'; known roles: {KNOWN_ROLES}",
-    "nj-web.lan_address: '10.1.0.400' is not an IPv4 address",
-    "nj-web.public_address: 192.0.2.200 is outside site nj's site_public 192.0.2.0/25",
-    "platform.admin_networks[0]: 'nope' is not an IPv4 network (Expected 4 octets in 'nope')",
-    "platform.apt_proxy: expected a URL like 'http://10.1.0.5:3142', got 'ftp://cache'",
-    "platform.domain: 'Example.com' is not a lower-case DNS name like 'example.com'",
-    "platform.site_primary: exactly one site must be primary, found 2 (nj, sea)",
-    "sea-mail.management_address: 10.102.0.10 is already used by sea-gw.management_address",
-    "sea-mail.roles: role 'mx' is listed 2 times",
-    "site sea.site_location: missing: name the data center, e.g. 'Seattle, WA'",
-]
 
 
 def test_every_problem_is_reported_in_one_error(two_site_inventory):
@@ -754,100 +619,3 @@ def test_one_problem_is_singular():
         "inv.py", [Problem("nj-gw", "roles", "x"), Problem("nj-gw", "roles", "x")]
     )
     assert str(error) == "inv.py: 1 problem, nothing was run:\n  nj-gw.roles: x"
-
-
-# --- the repository's inventories ------------------------------------------------------------
-
-
-def test_production_inventory_loads():
-    topology = load_topology(REPO / "inventory" / "production.py")
-    assert len(topology.hosts) == 12
-    assert [site.name for site in topology.sites] == ["nj", "sea"]
-    assert topology.primary_site.name == "nj"
-    assert topology.domain == "example.com"
-    assert [account.user for account in topology.accounts] == ["alice", "bob"]
-    assert topology.apt_proxy is None
-    for site in ("nj", "sea"):
-        assert topology.gateway(site).name == f"{site}-gw"
-        assert topology.host(f"{site}-gw").roles == ("vpn", "proxy")
-        assert topology.host(f"{site}-web").roles == ("dav", "files")
-        assert topology.host(f"{site}-backup").public_address is None
-        for role in ("mx", "mailstore", "directory", "backup"):
-            assert len(topology.hosts_with_role(role, site)) == 1
-
-
-def test_lab_inventory_loads():
-    topology = load_topology(REPO / "inventory" / "lab.py")
-    assert len(topology.hosts) == 6
-    assert [site.name for site in topology.sites] == ["nj", "sea"]
-    assert topology.primary_site.name == "nj"
-    assert topology.apt_proxy == "http://10.89.0.1:3142"
-    for site in ("nj", "sea"):
-        assert topology.host(f"{site}-gw").roles == ("vpn", "proxy")
-        assert topology.host(f"{site}-mail").roles == ("mx", "mailstore")
-        assert topology.host(f"{site}-web").roles == ("dav", "files", "directory")
-
-
-# --- check_inventory: the guard at the end of inventory files ------------------------------
-
-
-def test_check_inventory_passes_a_sound_inventory(two_site_inventory):
-    path = two_site_inventory.write(check=True)
-    check_inventory(str(path))  # returns quietly
-    assert len(load_topology(path).hosts) == 7  # and loading it does not recurse
-
-
-def test_check_inventory_stops_an_unsound_inventory(two_site_inventory, capsys):
-    set_host("nj-web", "lan_address", "10.1.0.400")(two_site_inventory)
-    path = two_site_inventory.write(check=True)
-    with pytest.raises(SystemExit) as caught:
-        check_inventory(str(path))
-    assert caught.value.code == 2
-    captured = capsys.readouterr()
-    assert "1 problem, nothing was run" in captured.err
-    assert "nj-web.lan_address: '10.1.0.400' is not an IPv4 address" in captured.err
-    assert captured.out == ""
-
-
-def test_load_topology_of_a_guarded_inventory_raises_not_exits(two_site_inventory):
-    set_host("nj-web", "lan_address", "10.1.0.400")(two_site_inventory)
-    path = two_site_inventory.write(check=True)
-    assert problems_of(path) == ["nj-web.lan_address: '10.1.0.400' is not an IPv4 address"]
-
-
-def _pyinfra(inventory: Path, *args: str) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [str(PYINFRA), inventory.name, *args],
-        cwd=inventory.parent,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
-
-
-@pytest.mark.parametrize(
-    "command",
-    [
-        pytest.param(["debug-inventory"], id="debug-inventory"),
-        pytest.param(["-y", "exec", "--", "touch", "SHOULD-NOT-EXIST"], id="exec"),
-    ],
-)
-def test_pyinfra_stops_before_connecting(two_site_inventory, command):
-    MANY_MISTAKES(two_site_inventory)
-    path = two_site_inventory.write(check=True)
-    result = _pyinfra(path, *command)
-    assert result.returncode == 2, result.stdout + result.stderr
-    assert f"{len(MANY_MISTAKES_PROBLEMS)} problems, nothing was run" in result.stderr
-    for problem in MANY_MISTAKES_PROBLEMS:
-        assert f"  {problem}\n" in result.stderr
-    assert "Connecting" not in result.stdout + result.stderr
-    assert not (path.parent / "SHOULD-NOT-EXIST").exists()
-
-
-def test_pyinfra_loads_a_sound_guarded_inventory(two_site_inventory):
-    path = two_site_inventory.write(check=True)
-    result = _pyinfra(path, "debug-inventory")
-    assert result.returncode == 0, result.stderr
-    assert "[nj-gw]" in result.stdout + result.stderr
-    assert "nothing was run" not in result.stderr
