@@ -60,6 +60,11 @@ ALICE_HAS_NO_APP_LABEL = (
 )
 
 # (id, mutation, every problem expected: exact text)
+APT_PROXY_CREDENTIALS = (
+    "platform.apt_proxy: holds a user name or password: apt's configuration is readable by "
+    "every local user; use a proxy that admits the hosts by address"
+)
+
 BAD_INVENTORIES = [
     # addresses: malformed, out of range, network/broadcast, duplicated, missing
     (
@@ -319,6 +324,40 @@ BAD_INVENTORIES = [
         ["platform.apt_proxy: expected a URL like 'http://10.1.0.5:3142', got 3142"],
     ),
     (
+        "admin-networks-everything",
+        set_platform("admin_networks", ["0.0.0.0/0"]),
+        [
+            "platform.admin_networks[0]: 0.0.0.0/0 would let every address try SSH: "
+            "list the operators' own networks"
+        ],
+    ),
+    (
+        "admin-networks-overlap-a-management-range",
+        set_platform("admin_networks", ["10.101.0.128/25"]),
+        [
+            "platform.admin_networks[0]: 10.101.0.128/25 overlaps "
+            "site nj's site_management 10.101.0.0/24"
+        ],
+    ),
+    (
+        "admin-networks-cover-every-management-range",
+        set_platform("admin_networks", ["10.0.0.0/8"]),
+        [
+            "platform.admin_networks[0]: 10.0.0.0/8 overlaps site nj's site_management "
+            "10.101.0.0/24, site sea's site_management 10.102.0.0/24"
+        ],
+    ),
+    (
+        "admin-networks-overlap-each-other",
+        set_platform("admin_networks", ["203.0.113.0/28", "203.0.113.0/24"]),
+        ["platform.admin_networks[1]: 203.0.113.0/24 overlaps admin_networks[0] 203.0.113.0/28"],
+    ),
+    (
+        "apt-proxy-with-user-and-password",
+        set_platform("apt_proxy", "http://cache:hunter2@10.1.0.5:3142"),
+        [APT_PROXY_CREDENTIALS],
+    ),
+    (
         "vault-file-not-a-path",
         set_platform("vault_file", 5),
         ["platform.vault_file: expected a path, got 5"],
@@ -338,6 +377,11 @@ BAD_INVENTORIES = [
         "account-user-upper-case",
         set_accounts({"user": "Alice", "app_passwords": ["laptop"]}),
         ["accounts[0].user: 'Alice' is not a lower-case local part like 'alice'"],
+    ),
+    (
+        "account-user-with-double-dot",
+        set_accounts({"user": "al..ice", "app_passwords": ["laptop"]}),
+        ["accounts[0].user: 'al..ice' is not a lower-case local part like 'alice'"],
     ),
     (
         "account-user-missing",
@@ -521,6 +565,22 @@ def test_apt_proxy_that_would_break_apt_config_is_a_problem(two_site_inventory, 
     assert problems_of(two_site_inventory.write()) == [
         f"platform.apt_proxy: expected a URL like 'http://10.1.0.5:3142', got {apt_proxy!r}"
     ]
+
+
+@pytest.mark.parametrize(
+    "apt_proxy",
+    [
+        "https://cache:s3cr3t-pw@proxy.example.com:3142",
+        "http://cache@10.1.0.5:3142",
+        "http://:s3cr3t-pw@10.1.0.5:3142",
+    ],
+)
+def test_apt_proxy_credentials_are_refused_and_never_shown(two_site_inventory, apt_proxy):
+    set_platform("apt_proxy", apt_proxy)(two_site_inventory)
+    with pytest.raises(TopologyError) as caught:
+        load_topology(two_site_inventory.write())
+    assert "s3cr3t-pw" not in str(caught.value) and "cache" not in str(caught.value)
+    assert [str(problem) for problem in caught.value.problems] == [APT_PROXY_CREDENTIALS]
 
 
 def test_malformed_site_name_says_what_a_site_name_is(two_site_inventory):
