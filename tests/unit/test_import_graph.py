@@ -59,8 +59,10 @@ def test_the_module_import_graph_has_no_cycle():
         order = list(TopologicalSorter(graph).static_order())
     except CycleError as error:
         raise AssertionError(f"import cycle: {' -> '.join(error.args[1])}") from None
-    assert order.index("bulwark.secret") < order.index("bulwark.vault") < order.index(
-        "bulwark.platform_secrets"
+    assert (
+        order.index("bulwark.secret")
+        < order.index("bulwark.vault")
+        < order.index("bulwark.platform_secrets")
     )
     assert order.index("bulwark.topology") < order.index("bulwark.validation")
     assert order.index("bulwark.validation") < order.index("bulwark.inventory")
