@@ -35,10 +35,11 @@ import uuid
 from pathlib import Path
 
 from bulwark import catalogue, pki
+from bulwark.inventory import load_topology
 from bulwark.lab import lifecycle, paths
 from bulwark.lab.accounts import LabAccount, lab_accounts
 from bulwark.lab.plan import INTERNET_NETNS
-from bulwark.topology import Topology, load_topology
+from bulwark.topology import Topology
 from bulwark.vault import Vault, load_key
 
 REPO = Path(__file__).resolve().parents[1]

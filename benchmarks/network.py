@@ -14,9 +14,9 @@ from __future__ import annotations
 from lab import BIN, DEPLOY_ENV, INVENTORY, changed_operations, timed
 
 from bulwark import catalogue, plan
+from bulwark.inventory import load_topology
 from bulwark.lab import lifecycle
 from bulwark.lab.containers import init_pid
-from bulwark.topology import load_topology
 
 NETWORK_ROLES = ("vpn", "firewall")
 # A port the mail stores open to the site LANs: the recovery probe's target.

@@ -5,7 +5,7 @@ ranges, one gateway per site, every peered role in both sites, roles spread like
 inventory/production.py) into a temporary directory, then times:
 
   end to end   `bulwark render INVENTORY --out DIR` as a subprocess (what an auditor runs)
-  load         bulwark.topology.load_topology (pyinfra's make_inventory + validation)
+  load         bulwark.inventory.load_topology (pyinfra's make_inventory + validation)
   render       every role's files for every host, sealed
   write        write_audit_tree: the tree and manifest.json
   checks       check_files: each daemon's checker over the distinct contents
@@ -95,13 +95,11 @@ def write_inventory(directory: Path, hosts: int) -> Path:
     lines = [
         f'"""Synthetic {hosts}-host inventory written by benchmarks/render_scale.py."""',
         "",
-        "from bulwark.topology import check_inventory",
-        "",
     ]
     for (name, primary, lan, public, management), count in zip(SITES, per_site, strict=True):
         group = _site_group(name, primary, lan, public, management, count)
         lines.append(f"{name} = {group!r}")
-    lines += ["", "check_inventory(__file__)", ""]
+    lines.append("")
     path = directory / "inventory.py"
     path.write_text("\n".join(lines))
     return path
@@ -137,8 +135,8 @@ def phases(inventory: Path, out: Path) -> dict[str, float]:
     """The in-process phases, each timed on its own."""
     from bulwark.audit import SealedSecrets
     from bulwark.checks import check_files
+    from bulwark.inventory import load_topology
     from bulwark.render import render_topology, write_audit_tree
-    from bulwark.topology import load_topology
 
     results: dict[str, float] = {}
     topology = _timed("load", results, lambda: load_topology(inventory))
@@ -168,8 +166,8 @@ def checker_diagnosis(inventory: Path) -> None:
     comment lines (the rendered files name their host in a comment), with the time those take."""
     from bulwark.audit import SealedSecrets
     from bulwark.checks import check_files
+    from bulwark.inventory import load_topology
     from bulwark.render import render_topology
-    from bulwark.topology import load_topology
 
     files = [
         rendered

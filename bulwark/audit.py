@@ -15,10 +15,10 @@ import click
 
 from bulwark import catalogue
 from bulwark.exposure import host_openings, port_span
-from bulwark.plan import SecretStore
 from bulwark.render import PORTS_REPORT, REPORT
-from bulwark.secret import Secret
+from bulwark.secret import Secret, SecretStore
 from bulwark.topology import Topology
+from bulwark.vault import KEY_ENV, open_vault
 
 
 class SealedSecret(Secret):
@@ -49,10 +49,8 @@ class SealedSecrets:
 
 def audit_secrets(topology: Topology) -> SecretStore:
     """The vault when BULWARK_VAULT_KEY and the vault file are both there, else sealed names."""
-    from bulwark.vault import open_vault
-
     vault_file = topology.vault_file
-    if os.environ.get("BULWARK_VAULT_KEY") and vault_file and Path(vault_file).is_file():
+    if os.environ.get(KEY_ENV) and vault_file and Path(vault_file).is_file():
         return open_vault(Path(vault_file))
     click.echo(
         "note: vault not opened (no BULWARK_VAULT_KEY or no vault file): "

@@ -19,8 +19,10 @@ from pyinfra.operations import files, server, systemd
 from pyinfra.operations.util import files as file_utils
 
 from bulwark import plan
+from bulwark.inventory import check_vault, topology_from_inventory
 from bulwark.render import RenderedFile, render_role_files
-from bulwark.topology import Host, Topology, topology_from_inventory
+from bulwark.secret import SecretStore
+from bulwark.topology import Host, Topology
 
 _TOPOLOGIES: dict[int, Topology] = {}
 
@@ -39,7 +41,7 @@ def deploy_host() -> Host:
     return deploy_topology().host(current_host.name)
 
 
-def render_for_deploy(role: str, secrets: plan.SecretStore) -> list[RenderedFile]:
+def render_for_deploy(role: str, secrets: SecretStore) -> list[RenderedFile]:
     """The role's files for the current host, secrets revealed."""
     module = plan.role_module(role)
     return render_role_files(module, deploy_topology(), deploy_host(), secrets, reveal=True)
@@ -120,27 +122,16 @@ def converge_unit(role: str, unit: str, *changed: OperationMeta) -> None:
         )
 
 
-_SECRETS: dict[int, plan.SecretStore] = {}
+_SECRETS: dict[int, SecretStore] = {}
 
 
-def deploy_secrets() -> plan.SecretStore:
+def deploy_secrets() -> SecretStore:
     """The inventory's vault, opened once per run; every secret the topology needs must be in it.
 
-    Fails before any operation runs, naming each missing secret.
+    The run's check (bulwark.inventory) has already refused a bad vault before connecting.
     """
-    from bulwark.errors import BulwarkError
-    from bulwark.secret import missing_secrets
-    from bulwark.topology import TopologyError
-    from bulwark.vault import open_vault
-
     topology = deploy_topology()
     key = id(topology)
     if key not in _SECRETS:
-        if topology.vault_file is None:
-            raise BulwarkError("the inventory sets no vault_file")
-        vault = open_vault(topology.vault_file)
-        problems = missing_secrets(topology, vault)
-        if problems:
-            raise TopologyError(topology.vault_file, problems)
-        _SECRETS[key] = vault
+        _SECRETS[key] = check_vault(topology)
     return _SECRETS[key]

@@ -21,8 +21,9 @@ from pyinfra.operations import server, systemd
 from pyinfra.operations.util import any_changed
 
 from bulwark import pki, tls
-from bulwark.plan import ManagedFile, SecretStore
-from bulwark.secret import app_password_name
+from bulwark.plan import ManagedFile
+from bulwark.secret import SecretStore
+from bulwark.secret_names import app_password_name
 from bulwark.topology import Host, Topology
 
 DOVECOT_CONFIG = "/etc/dovecot/dovecot.conf"

@@ -6,9 +6,9 @@ clientAuth (replication and LMTP peers authenticate each other), carrying every 
 use to reach it (`certificate_names`). An operator may supply a host's certificate instead
 (`import_certificate`); bulwark then never replaces it, and only warns when it falls short.
 
-Vault entries, all PEM: `pki/ca/key`, `pki/ca/cert`, and per host `pki/<host>/key`,
-`pki/<host>/cert` (issued: the leaf alone; supplied: the leaf and its issuers) and
-`pki/<host>/supplied` ("yes" for an operator's certificate). Keys are unencrypted PKCS#8: the
+Vault entries (`bulwark.secret_names`), all PEM: the CA's key and certificate, and per host its
+key, its certificate (issued: the leaf alone; supplied: the leaf and its issuers) and a mark
+("yes") for an operator's certificate. Keys are unencrypted PKCS#8: the
 vault encrypts them. `ensure_pki` rewrites an entry only when it must, so the rendered
 configuration stays byte-identical from one run to the next.
 """
@@ -19,7 +19,6 @@ import logging
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from itertools import pairwise
-from typing import Protocol
 
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
@@ -30,7 +29,14 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from bulwark import catalogue
 from bulwark.errors import BulwarkError
-from bulwark.secret import Secret
+from bulwark.secret import MutableSecretStore, Secret, SecretStore
+from bulwark.secret_names import (
+    CA_CERT,
+    CA_KEY,
+    host_certificate_name,
+    host_key_name,
+    host_supplied_name,
+)
 from bulwark.topology import Host, Topology
 
 # Where hosts keep their certificate material (written by the pki role, read by every TLS
@@ -41,8 +47,6 @@ HOST_KEY_PATH = "/etc/ssl/bulwark/host.key"
 # Daemons that read the key (slapd, postfix ...) do so through this group.
 KEY_GROUP = "ssl-cert"
 
-CA_KEY = "pki/ca/key"
-CA_CERT = "pki/ca/cert"
 CA_LIFETIME = timedelta(days=3653)
 HOST_LIFETIME = timedelta(days=397)
 # A certificate with less than this left is renewed (issued) or reported (supplied).
@@ -62,16 +66,6 @@ _KEY_USAGES = (
     "encipher_only",
     "decipher_only",
 )
-
-
-class SecretStore(Protocol):
-    """What the PKI needs of the vault; `bulwark.vault.Vault` provides it."""
-
-    def get(self, name: str) -> Secret: ...
-
-    def set(self, name: str, value: str) -> None: ...
-
-    def __contains__(self, name: object) -> bool: ...
 
 
 @dataclass(frozen=True)
@@ -112,7 +106,9 @@ def certificate_names(topology: Topology, host: Host) -> tuple[str, ...]:
     return tuple(sorted(names))
 
 
-def ensure_pki(topology: Topology, vault: SecretStore, now: datetime | None = None) -> list[str]:
+def ensure_pki(
+    topology: Topology, vault: MutableSecretStore, now: datetime | None = None
+) -> list[str]:
     """Create the CA if missing and (re)issue each host certificate that needs it.
 
     A host certificate is issued when it is missing or unreadable, its names differ from
@@ -141,13 +137,16 @@ def ensure_pki(topology: Topology, vault: SecretStore, now: datetime | None = No
         key, cert = _new_host_certificate(topology, host, ca_key, ca_cert, now)
         written += _store(
             vault,
-            {_entry(host.name, "key"): _key_pem(key), _entry(host.name, "cert"): _cert_pem(cert)},
+            {
+                host_key_name(host.name): _key_pem(key),
+                host_certificate_name(host.name): _cert_pem(cert),
+            },
         )
     return written
 
 
 def import_certificate(
-    vault: SecretStore,
+    vault: MutableSecretStore,
     host_name: str,
     cert_pem_chain: str,
     key_pem: str,
@@ -188,9 +187,9 @@ def import_certificate(
     _store(
         vault,
         {
-            _entry(host_name, "cert"): "".join(_cert_pem(cert) for cert in chain),
-            _entry(host_name, "key"): _key_pem(key),
-            _entry(host_name, "supplied"): _SUPPLIED,
+            host_certificate_name(host_name): "".join(_cert_pem(cert) for cert in chain),
+            host_key_name(host_name): _key_pem(key),
+            host_supplied_name(host_name): _SUPPLIED,
         },
     )
 
@@ -211,13 +210,13 @@ def ca_certificate(vault: SecretStore) -> str:
 
 def host_certificate_chain(vault: SecretStore, host_name: str) -> str:
     """The host's certificate and its issuers, PEM, as daemons serve it."""
-    chain = _require(vault, _entry(host_name, "cert")).reveal()
+    chain = _require(vault, host_certificate_name(host_name)).reveal()
     return chain if _is_supplied(vault, host_name) else chain + ca_certificate(vault)
 
 
 def host_private_key(vault: SecretStore, host_name: str) -> Secret:
     """The host certificate's private key (PKCS#8 PEM), as a `Secret`."""
-    return _require(vault, _entry(host_name, "key"))
+    return _require(vault, host_key_name(host_name))
 
 
 def _status(
@@ -228,7 +227,7 @@ def _status(
     now: datetime,
 ) -> CertificateStatus:
     supplied = _is_supplied(vault, host.name)
-    cert_entry, key_entry = _entry(host.name, "cert"), _entry(host.name, "key")
+    cert_entry, key_entry = host_certificate_name(host.name), host_key_name(host.name)
     if cert_entry not in vault or key_entry not in vault:
         return CertificateStatus(host.name, (), None, None, supplied, ("no certificate",))
     try:
@@ -381,7 +380,7 @@ def _covers(names: tuple[str, ...], name: str) -> bool:
 
 
 def _is_supplied(vault: SecretStore, host_name: str) -> bool:
-    entry = _entry(host_name, "supplied")
+    entry = host_supplied_name(host_name)
     return entry in vault and vault.get(entry).reveal() == _SUPPLIED
 
 
@@ -391,14 +390,10 @@ def _require(vault: SecretStore, entry: str) -> Secret:
     return vault.get(entry)
 
 
-def _store(vault: SecretStore, entries: dict[str, str]) -> list[str]:
+def _store(vault: MutableSecretStore, entries: dict[str, str]) -> list[str]:
     for entry, value in entries.items():
         vault.set(entry, value)
     return list(entries)
-
-
-def _entry(host_name: str, item: str) -> str:
-    return f"pki/{host_name}/{item}"
 
 
 def _name(common_name: str) -> x509.Name:

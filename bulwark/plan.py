@@ -12,11 +12,11 @@ import importlib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from types import ModuleType
-from typing import Any, Protocol
+from typing import Any
 
 from bulwark import catalogue
 from bulwark.errors import BulwarkError
-from bulwark.secret import Secret
+from bulwark.secret import SecretStore
 from bulwark.topology import Host, Topology
 
 # Base, pki, storage, vpn, firewall, then the services (DESIGN.md): each step relies on the
@@ -39,12 +39,6 @@ ROLE_ORDER: tuple[str, ...] = (
 # its route to the other sites' LANs through its gateway.
 _EVERY_HOST = ("base", "pki", "storage", "vpn", "firewall")
 assert set(ROLE_ORDER) == {*catalogue.INFRASTRUCTURE_ROLES, *catalogue.SERVICE_ROLES}
-
-
-class SecretStore(Protocol):
-    """Where template contexts get secrets from: the vault, or a sealed stand-in for audits."""
-
-    def get(self, name: str) -> Secret: ...
 
 
 @dataclass(frozen=True)

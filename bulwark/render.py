@@ -17,6 +17,7 @@ from types import ModuleType
 
 from bulwark import plan
 from bulwark.errors import BulwarkError
+from bulwark.secret import SecretStore
 from bulwark.templating import render_template
 from bulwark.topology import Host, Topology
 
@@ -46,7 +47,7 @@ class RenderedFile:
 
 
 def render_role_files(
-    role: ModuleType, topology: Topology, host: Host, secrets: plan.SecretStore, reveal: bool
+    role: ModuleType, topology: Topology, host: Host, secrets: SecretStore, reveal: bool
 ) -> list[RenderedFile]:
     """Render the files `role` manages on `host`.
 
@@ -78,7 +79,7 @@ def render_role_files(
 
 
 def render_host_configs(
-    topology: Topology, host: Host, secrets: plan.SecretStore, reveal: bool = False
+    topology: Topology, host: Host, secrets: SecretStore, reveal: bool = False
 ) -> list[RenderedFile]:
     """Every file of every implemented role on `host`, in deploy order."""
     files = [
@@ -130,8 +131,15 @@ def write_audit_tree(
     return manifest
 
 
-def _prepare_output_dir(out: Path) -> None:
-    """Replace a previous render in `out`; refuse to clobber a directory that is not one."""
+def check_output_dir(out: Path) -> None:
+    """Refuse an `--out` the render cannot use, before any work is done.
+
+    It may be missing (it is created), empty, or a previous render (it is replaced). A symbolic
+    link is refused rather than followed: the render would land, and the previous one be
+    deleted, wherever it points.
+    """
+    if out.is_symlink():
+        raise BulwarkError(f"--out {out}: is a symbolic link; give a real directory")
     if out.exists():
         if not out.is_dir():
             raise BulwarkError(f"--out {out}: exists and is not a directory")
@@ -140,8 +148,21 @@ def _prepare_output_dir(out: Path) -> None:
                 f"--out {out}: not empty and not a previous bulwark render; "
                 "refusing to overwrite it"
             )
-        shutil.rmtree(out)
-    out.mkdir(parents=True)
+        return
+    existing = next(parent for parent in out.absolute().parents if parent.exists())
+    if not existing.is_dir():
+        raise BulwarkError(f"--out {out}: cannot create it: {existing} is not a directory")
+
+
+def _prepare_output_dir(out: Path) -> None:
+    """Replace a previous render in `out` (see `check_output_dir`)."""
+    check_output_dir(out)
+    try:
+        if out.exists():
+            shutil.rmtree(out)
+        out.mkdir(parents=True)
+    except OSError as error:
+        raise BulwarkError(f"--out {out}: cannot create it: {error.strerror}") from None
 
 
 def _is_previous_render(out: Path) -> bool:
@@ -159,7 +180,7 @@ def _is_previous_render(out: Path) -> bool:
     return all(entry.name in ours for entry in out.iterdir())
 
 
-def render_topology(topology: Topology, secrets: plan.SecretStore) -> list[RenderedFile]:
+def render_topology(topology: Topology, secrets: SecretStore) -> list[RenderedFile]:
     """All files of all hosts, sealed (placeholders instead of secrets)."""
     return [
         rendered

@@ -1,41 +1,24 @@
-"""Secret values and the secrets the platform needs.
+"""Secret values, the stores that hand them out, and the one way files holding them are written.
+
+The bottom of bulwark's secrets: the vault, the PKI, the renderer and the roles all build on it,
+and it builds on nothing of bulwark's but its errors.
 
 `Secret` is a string that never shows itself by accident: `str()`, `repr()`, f-strings, logging
 and exceptions all see the placeholder `<secret:NAME sha256:XXXXXXXX>`; only `reveal()` returns the
 value. Templates use the `reveal` filter, which the deploy environment honours and the audit
 renderer does not.
-
-`required_secrets` names every secret a topology needs, `missing_secrets` reports the ones the
-vault lacks, and `generate_secrets` creates them: it only ever adds, so running it again is safe.
-Users' passwords are stored as Argon2id hashes only; their plaintext goes to a credentials file
-for the operator to hand out, never to the terminal.
 """
 
 from __future__ import annotations
 
-import base64
 import contextlib
 import hashlib
-import itertools
-import json
 import os
-import secrets
-import string
 import tempfile
-from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
-
-from argon2 import PasswordHasher, Type
-from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
+from typing import Protocol
 
 from bulwark.errors import BulwarkError
-from bulwark.topology import Host, Problem, Topology
-from bulwark.volumes import volumes_for
-
-if TYPE_CHECKING:
-    from bulwark.vault import Vault
 
 
 class Secret:
@@ -77,6 +60,20 @@ class Secret:
         raise TypeError(f"{self.placeholder} cannot be pickled")
 
 
+class SecretStore(Protocol):
+    """Where secrets are read from: the vault, or the audit's sealed stand-in."""
+
+    def get(self, name: str) -> Secret: ...
+
+    def __contains__(self, name: object) -> bool: ...
+
+
+class MutableSecretStore(SecretStore, Protocol):
+    """A store that also takes new secrets: what generation and the PKI write to."""
+
+    def set(self, name: str, value: str) -> None: ...
+
+
 def write_private_file(path: Path, data: bytes, *, replace: bool = True) -> None:
     """Write `data` to `path`, mode 0600, atomically: readers see the old file or the new one.
 
@@ -105,207 +102,3 @@ def write_private_file(path: Path, data: bytes, *, replace: bool = True) -> None
         raise BulwarkError(f"{path} already exists: refusing to replace it") from None
     except OSError as error:
         raise BulwarkError(f"cannot write {path}: {error.strerror}") from None
-
-
-# Users' passwords: 4 groups of 4 lower-case letters and digits (82 bits), easy to type on a phone.
-_PASSWORD_ALPHABET = string.ascii_lowercase + string.digits
-# argon2-cffi's defaults are RFC 9106's low-memory profile (64 MiB, t=3, p=4); Dovecot verifies
-# these PHC strings through libsodium (reference/hardening.md §2).
-_HASHER = PasswordHasher(type=Type.ID)
-
-
-def _random_base64(size: int) -> str:
-    return base64.b64encode(secrets.token_bytes(size)).decode()
-
-
-def new_wireguard_private_key() -> str:
-    """A WireGuard private key: X25519 raw private bytes, base64, exactly as `wg genkey` prints."""
-    raw = X25519PrivateKey.generate().private_bytes_raw()
-    return base64.b64encode(raw).decode()
-
-
-def wireguard_public_key(private_b64: str) -> str:
-    """The public key for a base64 WireGuard private key, exactly as `wg pubkey` prints it."""
-    try:
-        raw = base64.b64decode(private_b64, validate=True)
-        key = X25519PrivateKey.from_private_bytes(raw)
-    except ValueError:  # bad base64 (binascii.Error) or not 32 bytes
-        raise BulwarkError("not a WireGuard private key: expected base64 of 32 bytes") from None
-    return base64.b64encode(key.public_key().public_bytes_raw()).decode()
-
-
-def _user_password() -> str:
-    return "-".join("".join(secrets.choice(_PASSWORD_ALPHABET) for _ in range(4)) for _ in range(4))
-
-
-# How each kind of secret is made. "account" entries are Argon2id hashes of a new user password,
-# made in `generate_secrets` because their plaintext must also reach the credentials file.
-_GENERATORS: dict[str, Callable[[], str]] = {
-    "wireguard": new_wireguard_private_key,
-    "psk": lambda: _random_base64(32),  # WireGuard pre-shared key: a post-quantum hedge
-    "luks": lambda: _random_base64(64),  # the storage role writes the decoded 64 bytes
-    "password": lambda: secrets.token_urlsafe(24),  # 32 URL-safe characters
-}
-
-
-def wireguard_key_name(host: Host) -> str:
-    """The vault entry of a gateway's WireGuard private key."""
-    return f"wireguard/{host.name}/private"
-
-
-def psk_name(site_a: str, site_b: str) -> str:
-    """The vault entry of the pre-shared key between two sites, whichever side asks."""
-    first, second = sorted((site_a, site_b))
-    return f"wireguard/psk/{first}-{second}"
-
-
-def luks_key_name(host: Host, volume: str) -> str:
-    """The vault entry of a host's LUKS key for one of its `volumes_for` volumes."""
-    return f"luks/{host.name}/{volume}"
-
-
-def app_password_name(user: str, label: str) -> str:
-    """The vault entry of the Argon2id hash of one of `user`'s app passwords."""
-    return f"account/{user}/app/{label}"
-
-
-def _required(topology: Topology) -> dict[str, tuple[str, str]]:
-    """Every secret `topology` needs, sorted by name: name -> (kind, description)."""
-    required: dict[str, tuple[str, str]] = {}
-    for host in topology.hosts_with_role("vpn"):
-        required[wireguard_key_name(host)] = (
-            "wireguard",
-            f"WireGuard private key of {host.name}, site {host.site}'s gateway",
-        )
-    for site_a, site_b in itertools.combinations(sorted(s.name for s in topology.sites), 2):
-        required[psk_name(site_a, site_b)] = (
-            "psk",
-            f"WireGuard pre-shared key of the tunnel between sites {site_a} and {site_b}",
-        )
-    for host in topology.hosts:
-        for volume in volumes_for(host):
-            required[luks_key_name(host, volume)] = (
-                "luks",
-                f"LUKS key file of {host.name}'s {volume} volume",
-            )
-    if topology.hosts_with_role("mailstore"):
-        required["mail/doveadm-password"] = (
-            "password",
-            "doveadm password the mail stores replicate with",
-        )
-    if topology.hosts_with_role("directory"):
-        required["directory/admin-password"] = ("password", "slapd administrator password")
-    for account in topology.accounts:
-        user = account.user
-        required[f"account/{user}/main"] = (
-            "account",
-            f"Argon2id hash of {user}'s main (web) password, which mail protocols refuse",
-        )
-        for label in account.app_passwords:
-            required[app_password_name(user, label)] = (
-                "account",
-                f"Argon2id hash of {user}'s app password {label!r}",
-            )
-    return dict(sorted(required.items()))
-
-
-def required_secrets(topology: Topology) -> dict[str, str]:
-    """Every vault entry `topology` needs besides the PKI's, sorted: name -> what it is."""
-    return {name: description for name, (_, description) in _required(topology).items()}
-
-
-def missing_secrets(topology: Topology, vault: Vault) -> list[Problem]:
-    """One problem per required secret the vault lacks, so validation can report them all."""
-    return [
-        Problem("vault", name, f"missing {description}: run `bulwark secrets generate INVENTORY`")
-        for name, description in required_secrets(topology).items()
-        if name not in vault
-    ]
-
-
-@dataclass(frozen=True)
-class GenerateReport:
-    """What `generate_secrets` did, by name: nothing in it is a secret value."""
-
-    created: tuple[str, ...]
-    kept: tuple[str, ...]  # already in the vault, left untouched
-    pki: tuple[str, ...]  # created or renewed by `bulwark.pki.ensure_pki`
-    credentials: Path | None  # the file that received new passwords, if any
-
-
-# Called after each secret is made with (done, total, name): Argon2id hashing takes a while.
-Progress = Callable[[int, int, str], None]
-
-
-def generate_secrets(
-    topology: Topology,
-    vault: Vault,
-    credentials_out: Path | None,
-    progress: Progress | None = None,
-) -> GenerateReport:
-    """Create every missing secret, never touching an existing one, then save the vault.
-
-    New users' passwords are written to `credentials_out` (merged into it if it exists) before
-    the vault is saved, so a hash is never stored for a password nobody received. Without
-    `credentials_out`, refuses to make any: nobody could ever use them.
-    """
-    required = _required(topology)
-    missing = [name for name in required if name not in vault]
-    accounts = [name for name in missing if required[name][0] == "account"]
-    if accounts and credentials_out is None:
-        raise BulwarkError(
-            f"{len(accounts)} user passwords to generate ({', '.join(accounts)}) and no "
-            "credentials file to hand them out with: pass --credentials-out FILE"
-        )
-    credentials = _read_credentials(credentials_out) if accounts else {}
-    for done, name in enumerate(missing, 1):
-        kind = required[name][0]
-        if kind == "account":
-            password = _user_password()
-            vault.set(name, _HASHER.hash(password))
-            _record_credential(credentials, name, password)
-        else:
-            vault.set(name, _GENERATORS[kind]())
-        if progress is not None:
-            progress(done, len(missing), name)
-    if accounts:
-        text = json.dumps(credentials, indent=2, sort_keys=True) + "\n"
-        write_private_file(credentials_out, text.encode())
-    if missing:
-        vault.save()
-    from bulwark.pki import ensure_pki  # written in parallel; imported late to keep this usable
-
-    pki = ensure_pki(topology, vault)
-    if pki:
-        vault.save()
-    return GenerateReport(
-        created=tuple(missing),
-        kept=tuple(name for name in required if name not in missing),
-        pki=tuple(pki),
-        credentials=credentials_out if accounts else None,
-    )
-
-
-def _read_credentials(path: Path) -> dict[str, dict]:
-    """The credentials file's users, or nothing if it does not exist yet."""
-    if not path.exists():
-        return {}
-    try:
-        credentials = json.loads(path.read_text())
-    except (OSError, ValueError):
-        credentials = None
-    if not isinstance(credentials, dict) or not all(
-        isinstance(entry, dict) for entry in credentials.values()
-    ):
-        raise BulwarkError(f"{path} is not a credentials file written by `bulwark secrets`")
-    return credentials
-
-
-def _record_credential(credentials: dict[str, dict], name: str, password: str) -> None:
-    """File `password` under its user: {user: {"main": ..., "app": {label: ...}}}."""
-    _, user, *rest = name.split("/")  # account/USER/main or account/USER/app/LABEL
-    entry = credentials.setdefault(user, {})
-    if rest == ["main"]:
-        entry["main"] = password
-    else:
-        entry.setdefault("app", {})[rest[1]] = password

@@ -19,6 +19,7 @@ import json
 import os
 import re
 import secrets
+import stat
 from pathlib import Path
 
 from cryptography.exceptions import InvalidTag
@@ -70,13 +71,23 @@ def key_path_from_env() -> Path:
 
 
 def load_key(path: Path) -> bytes:
-    """Read a key file: one line of base64 encoding 32 random bytes."""
+    """Read a key file: one line of base64 encoding 32 random bytes, readable by its owner only.
+
+    Like ssh with a private key, a key file that grants group or others any access is refused.
+    """
     try:
-        text = Path(path).read_bytes()
+        with open(path, "rb") as file:
+            mode = stat.S_IMODE(os.fstat(file.fileno()).st_mode)
+            text = file.read()
     except FileNotFoundError:
         raise KeyFileError(f"vault key file not found: {path}") from None
     except OSError as error:
         raise KeyFileError(f"cannot read vault key file {path}: {error.strerror}") from None
+    if mode & 0o077:
+        raise KeyFileError(
+            f"vault key file {path} is open to group or others (mode {mode:04o}): "
+            f"run `chmod 600 {path}`"
+        )
     try:
         key = base64.b64decode(text.strip(), validate=True)
     except ValueError:

@@ -8,10 +8,8 @@ says which exist, so that the vault, the storage role and the audit agree.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
-if TYPE_CHECKING:
-    from bulwark.topology import Host
+from bulwark.topology import Host
 
 
 @dataclass(frozen=True)

@@ -7,8 +7,8 @@ the lab exists, every range below has a blackhole route in the controller's name
 
 from pathlib import Path
 
+from bulwark.inventory import check_before_connecting
 from bulwark.lab.lifecycle import require_up
-from bulwark.topology import check_inventory
 
 _LAB_STATE = "/var/lib/bulwark-lab"
 
@@ -83,5 +83,6 @@ sea = (
 )
 
 # Hosts are reached by name through the lab's ssh_config: without a running lab, pyinfra would
-# look the names up elsewhere. Refuse before connecting unless the lab is whole.
-check_inventory(__file__, before_connecting=require_up)
+# look the names up elsewhere. Besides the check every inventory gets (group_data/all.py),
+# refuse before connecting unless the lab is whole.
+check_before_connecting(require_up)

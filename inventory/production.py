@@ -3,11 +3,10 @@
 Every address of the platform is here and nowhere else. Addresses are from the documentation
 ranges (RFC 5737) and RFC 1918; replace them with the real ones. Each site group carries the
 site's networks; `_PLATFORM` carries what all sites share. Run `bulwark render` after editing.
+bulwark checks the whole inventory before pyinfra connects (group_data/all.py).
 """
 
 from pathlib import Path
-
-from bulwark.topology import check_inventory
 
 _PLATFORM = {
     "domain": "example.com",
@@ -69,5 +68,3 @@ sea = (
         "site_management": "10.102.0.0/24",
     },
 )
-
-check_inventory(__file__)

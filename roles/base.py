@@ -17,7 +17,8 @@ from pyinfra.operations import apt, server, systemd
 
 from bulwark import catalogue
 from bulwark.deploying import apply_sysctl, put_file, render_for_deploy
-from bulwark.plan import ManagedFile, SecretStore
+from bulwark.plan import ManagedFile
+from bulwark.secret import SecretStore
 from bulwark.topology import Host, Topology
 
 ROLE = "base"

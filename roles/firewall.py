@@ -28,7 +28,8 @@ from bulwark.exposure import (
     port_span,
     site_lans,
 )
-from bulwark.plan import ManagedFile, SecretStore
+from bulwark.plan import ManagedFile
+from bulwark.secret import SecretStore
 from bulwark.topology import Host, Topology
 
 ROLE = "firewall"

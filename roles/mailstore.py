@@ -19,7 +19,9 @@ from pyinfra.operations import apt, files, server
 from bulwark import catalogue, mail
 from bulwark.deploying import deploy_host, deploy_topology, put_file, render_for_deploy
 from bulwark.errors import BulwarkError
-from bulwark.plan import ManagedFile, SecretStore
+from bulwark.plan import ManagedFile
+from bulwark.secret import SecretStore
+from bulwark.secret_names import DOVEADM_PASSWORD
 from bulwark.topology import Account, Host, Topology
 
 ROLE = "mailstore"
@@ -33,7 +35,6 @@ PACKAGES: tuple[str, ...] = (
 # Created for every account, subscribed, with their RFC 6154 special-use flag.
 MAILBOXES: tuple[str, ...] = ("Drafts", "Sent", "Junk", "Trash", "Archive")
 SERVICES: tuple[str, ...] = ("imaps", "pop3s", "lmtp", "mail-replication")
-DOVEADM_PASSWORD = "mail/doveadm-password"  # noqa: S105 - the vault entry's name
 HOSTS_FILE = "/etc/hosts"
 
 

@@ -19,7 +19,8 @@ from pyinfra.operations.util import any_changed
 
 from bulwark import catalogue, mail
 from bulwark.deploying import deploy_host, put_file, render_for_deploy
-from bulwark.plan import ManagedFile, SecretStore
+from bulwark.plan import ManagedFile
+from bulwark.secret import SecretStore
 from bulwark.topology import Host, Topology
 
 ROLE = "mx"

@@ -15,7 +15,8 @@ from pyinfra.operations import apt, server
 
 from bulwark import pki
 from bulwark.deploying import put_file, render_for_deploy
-from bulwark.plan import ManagedFile, SecretStore
+from bulwark.plan import ManagedFile
+from bulwark.secret import SecretStore
 from bulwark.topology import Host, Topology
 
 ROLE = "pki"

@@ -19,8 +19,10 @@ from pyinfra.operations import apt
 from bulwark import catalogue
 from bulwark.deploying import apply_sysctl, converge_unit, deploy_host, put_file, render_for_deploy
 from bulwark.exposure import VPN_INTERFACE
-from bulwark.plan import ManagedFile, SecretStore
-from bulwark.secret import Secret, psk_name, wireguard_key_name, wireguard_public_key
+from bulwark.plan import ManagedFile
+from bulwark.platform_secrets import wireguard_public_key
+from bulwark.secret import Secret, SecretStore
+from bulwark.secret_names import psk_name, wireguard_key_name
 from bulwark.topology import Host, Topology
 
 ROLE = "vpn"

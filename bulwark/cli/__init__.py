@@ -6,8 +6,9 @@ import sys
 
 import click
 
+from bulwark.cli import lab, pki, render, secrets, vault
 from bulwark.errors import BulwarkError
-from bulwark.topology import TopologyError
+from bulwark.validation import TopologyError
 
 
 class _Main(click.Group):
@@ -30,11 +31,5 @@ def main() -> None:
     """Provision and audit the two-site bulwark platform."""
 
 
-def _register() -> None:
-    from bulwark.cli import lab, pki, render, secrets, vault
-
-    for command in (vault.vault, secrets.secrets, pki.pki, render.render, lab.lab):
-        main.add_command(command)
-
-
-_register()
+for _command in (vault.vault, secrets.secrets, pki.pki, render.render, lab.lab):
+    main.add_command(_command)

@@ -14,7 +14,9 @@ import click
 
 from bulwark import pki as certificates
 from bulwark.errors import BulwarkError
-from bulwark.topology import Topology, load_topology
+from bulwark.inventory import load_topology
+from bulwark.topology import Topology
+from bulwark.vault import Vault, open_vault
 
 _INVENTORY = click.Path(exists=True, dir_okay=False, path_type=Path)
 _PEM_FILE = click.Path(exists=True, dir_okay=False, path_type=Path)
@@ -89,10 +91,8 @@ def import_(inventory: Path, host: str, cert_file: Path, key_file: Path) -> None
         click.echo(f"warning: {host}: {problem}", err=True)
 
 
-def _open_vault(topology: Topology, inventory: Path):
-    """The inventory's vault (imported here: the vault module loads the key from the env)."""
-    from bulwark.vault import open_vault
-
+def _open_vault(topology: Topology, inventory: Path) -> Vault:
+    """The inventory's vault, opened with the key file BULWARK_VAULT_KEY names."""
     if topology.vault_file is None:
         raise BulwarkError(f"{inventory}: the inventory sets no vault_file")
     return open_vault(topology.vault_file)

@@ -8,9 +8,10 @@ from pathlib import Path
 
 import click
 
+from bulwark.audit import audit_secrets, write_report
 from bulwark.checks import check_files
-from bulwark.render import render_host_configs, write_audit_tree
-from bulwark.topology import load_topology
+from bulwark.inventory import load_topology
+from bulwark.render import check_output_dir, render_host_configs, write_audit_tree
 
 
 @click.command("render")
@@ -36,9 +37,8 @@ def render(inventory: str, out: Path, check: bool) -> None:
     Secrets appear only as <secret:NAME sha256:XXXXXXXX>. The output is byte-identical from
     run to run for the same inventory and vault. Exit code 1 if a checker rejects a file.
     """
-    from bulwark.audit import audit_secrets, write_report
-
     topology = load_topology(inventory)
+    check_output_dir(out)
     secrets = audit_secrets(topology)
     files = []
     with click.progressbar(topology.hosts, label="rendering", file=sys.stderr) as hosts:

@@ -14,8 +14,9 @@ import click
 
 from bulwark.cli.vault import create_vault
 from bulwark.errors import BulwarkError
-from bulwark.secret import generate_secrets, missing_secrets
-from bulwark.topology import Topology, load_topology
+from bulwark.inventory import load_topology
+from bulwark.platform_secrets import generate_secrets, missing_secrets
+from bulwark.topology import Topology
 from bulwark.vault import open_vault
 
 _inventory_argument = click.argument(

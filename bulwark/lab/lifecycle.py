@@ -17,7 +17,10 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+from pyinfra.api import Inventory
+
 from bulwark.errors import BulwarkError
+from bulwark.inventory import load_inventory, topology_from_inventory
 from bulwark.lab import (
     access,
     aptcache,
@@ -34,7 +37,7 @@ from bulwark.lab import (
 from bulwark.lab.hostsfile import render_hosts_file
 from bulwark.lab.plan import MANAGEMENT_BRIDGE, NETNS_PREFIX, LabPlan, build_plan
 from bulwark.lab.system import require_root, run, say, step
-from bulwark.topology import Topology, load_inventory, load_topology
+from bulwark.topology import Topology
 
 
 @dataclass(frozen=True)
@@ -46,11 +49,14 @@ class Lab:
     plan: LabPlan
 
 
-def load(inventory: str | Path) -> Lab:
+def load(inventory: str | Path, loaded: Inventory | None = None) -> Lab:
+    """The lab of the inventory file at `inventory`; `loaded` is that file already loaded by
+    pyinfra (it is executed once, never again)."""
     path = Path(inventory).resolve()
-    topology = load_topology(path)
-    data = next(iter(load_inventory(path))).data.dict()
-    return Lab(path, topology, build_plan(topology, data))
+    if loaded is None:
+        loaded = load_inventory(path)
+    topology = topology_from_inventory(loaded, str(path))
+    return Lab(path, topology, build_plan(topology, next(iter(loaded)).data.dict()))
 
 
 def problems(lab: Lab) -> list[str]:
@@ -81,9 +87,12 @@ def problems(lab: Lab) -> list[str]:
     return found
 
 
-def require_up(inventory: str | Path) -> Lab:
-    """What every harness calls first: refuse to connect anywhere unless the lab is whole."""
-    lab = load(inventory)
+def require_up(inventory: str | Path, loaded: Inventory | None = None) -> Lab:
+    """What every harness calls first: refuse to connect anywhere unless the lab is whole.
+
+    Also the lab inventory's check before pyinfra connects (`loaded`: see `load`).
+    """
+    lab = load(inventory, loaded)
     missing = problems(lab)
     if missing:
         raise BulwarkError(f"the lab is not up ({'; '.join(missing)}): run `bulwark lab up`")

@@ -15,9 +15,10 @@ from pathlib import Path
 
 import pytest
 
+from bulwark.inventory import load_inventory, load_topology
 from bulwark.lab import paths
 from bulwark.lab.plan import INTERNET_NETNS
-from bulwark.topology import Topology, load_inventory, load_topology
+from bulwark.topology import Topology
 
 LAB_INVENTORY = Path(__file__).resolve().parents[2] / "inventory" / "lab.py"
 _HOW = "run `bulwark lab internet -- .venv/bin/pytest tests/e2e`"

@@ -13,8 +13,9 @@ import pytest
 import testinfra
 
 from bulwark import catalogue, mail
+from bulwark.inventory import load_topology
 from bulwark.plan import ManagedFile
-from bulwark.topology import Host, load_topology
+from bulwark.topology import Host
 from roles import mailstore, mx
 
 LAB = load_topology(Path(__file__).resolve().parents[2] / "inventory" / "lab.py")

@@ -17,10 +17,10 @@ import testinfra
 
 from bulwark import catalogue
 from bulwark.audit import SealedSecrets
+from bulwark.inventory import load_topology
 from bulwark.lab.access import ssh_argv
 from bulwark.lab.plan import SWITCH_BRIDGE, WAN_NETNS
 from bulwark.render import render_host_configs
-from bulwark.topology import load_topology
 from roles import firewall, vpn
 
 REPO = Path(__file__).resolve().parents[2]

@@ -123,12 +123,13 @@ class InventoryFile:
             hosts[:] = [entry for entry in hosts if entry[0] != name]
 
     def source(self, check: bool = False) -> str:
+        """The inventory's source; `check`: it arms bulwark's check itself, as the lab does."""
         lines = ['"""A test inventory written by tests/unit/conftest.py."""', ""]
         if check:
-            lines += ["from bulwark.topology import check_inventory", ""]
+            lines += ["from bulwark.inventory import check_before_connecting", ""]
         lines += [f"{group} = {value!r}" for group, value in self.groups.items()]
         if check:
-            lines += ["", "check_inventory(__file__)"]
+            lines += ["", "check_before_connecting()"]
         return "\n".join(lines) + "\n"
 
     def write(self, name: str = "inventory.py", check: bool = False) -> Path:
@@ -159,8 +160,8 @@ def rendered_inventories() -> dict[str, list]:
     """Every file of every host of inventory/production.py and inventory/lab.py, sealed:
     {"production": [RenderedFile, ...], "lab": [...]}. Shared: do not mutate."""
     from bulwark.audit import SealedSecrets
+    from bulwark.inventory import load_topology
     from bulwark.render import render_topology
-    from bulwark.topology import load_topology
 
     return {
         name: render_topology(load_topology(path), SealedSecrets())

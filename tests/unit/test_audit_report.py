@@ -8,7 +8,7 @@ from click.testing import CliRunner
 
 from bulwark.audit import port_matrix, tls_table
 from bulwark.cli import main
-from bulwark.topology import load_topology
+from bulwark.inventory import load_topology
 
 REPO = Path(__file__).resolve().parents[2]
 LAB = load_topology(REPO / "inventory/lab.py")

@@ -8,10 +8,10 @@ import paramiko
 import pytest
 
 from bulwark import catalogue
+from bulwark.inventory import load_inventory, load_topology
 from bulwark.lab.hostsfile import host_names, render_hosts_file
 from bulwark.lab.plan import build_plan
 from bulwark.lab.sshconfig import render_known_hosts, render_ssh_config
-from bulwark.topology import load_inventory, load_topology
 
 LAB = Path(__file__).resolve().parents[2] / "inventory" / "lab.py"
 

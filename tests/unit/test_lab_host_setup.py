@@ -8,10 +8,10 @@ from pathlib import Path
 
 import pytest
 
+from bulwark.inventory import load_inventory, load_topology
 from bulwark.lab.cgroups import systemd_hierarchies
 from bulwark.lab.guard import render_ruleset
 from bulwark.lab.plan import LINK_PREFIX, build_plan
-from bulwark.topology import load_inventory, load_topology
 
 LAB = Path(__file__).resolve().parents[2] / "inventory" / "lab.py"
 

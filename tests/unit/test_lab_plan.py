@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 
 from bulwark.errors import BulwarkError
+from bulwark.inventory import load_inventory, load_topology
 from bulwark.lab.plan import LabPlan, build_plan, link_name
-from bulwark.topology import load_inventory, load_topology
 
 LAB = Path(__file__).resolve().parents[2] / "inventory" / "lab.py"
 

@@ -8,10 +8,10 @@ from pathlib import Path
 import pytest
 
 from bulwark.errors import BulwarkError
+from bulwark.inventory import load_inventory, load_topology
 from bulwark.lab import aptcache, aptsources
 from bulwark.lab.network import ControllerRoute, foreign_overlaps
 from bulwark.lab.plan import build_plan
-from bulwark.topology import load_inventory, load_topology
 
 LAB = Path(__file__).resolve().parents[2] / "inventory" / "lab.py"
 

@@ -23,10 +23,10 @@ import pytest
 from bulwark import catalogue, mail, pki, tls
 from bulwark.audit import SealedSecrets
 from bulwark.checks import check_files
+from bulwark.inventory import load_topology
+from bulwark.platform_secrets import generate_secrets
 from bulwark.render import RenderedFile, render_host_configs
-from bulwark.secret import generate_secrets
 from bulwark.templating import render_template
-from bulwark.topology import load_topology
 from bulwark.vault import Vault
 from roles import mailstore, mx
 

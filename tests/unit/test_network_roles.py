@@ -16,9 +16,9 @@ import pytest
 from bulwark import catalogue
 from bulwark.audit import SealedSecrets
 from bulwark.exposure import host_openings, public_ports
+from bulwark.inventory import load_topology
+from bulwark.platform_secrets import generate_secrets, wireguard_public_key
 from bulwark.render import render_host_configs
-from bulwark.secret import generate_secrets, wireguard_public_key
-from bulwark.topology import load_topology
 from bulwark.vault import Vault
 from roles import firewall, vpn
 

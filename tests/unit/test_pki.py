@@ -6,8 +6,6 @@ import dataclasses
 import logging
 import shutil
 import subprocess
-import sys
-import types
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -20,9 +18,11 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from bulwark import pki
 from bulwark.cli import main
+from bulwark.cli import pki as cli_pki
 from bulwark.errors import BulwarkError
+from bulwark.inventory import load_topology
 from bulwark.secret import Secret
-from bulwark.topology import Topology, load_topology
+from bulwark.topology import Topology
 
 INVENTORY = Path(__file__).resolve().parents[2] / "inventory"
 NOW = datetime(2026, 6, 1, 12, 0, tzinfo=UTC)
@@ -422,14 +422,14 @@ class SavingVault(FakeVault):
 
 @pytest.fixture
 def cli_vault(monkeypatch) -> SavingVault:
-    """Stands in for `bulwark.vault.open_vault`, which reads the key from BULWARK_VAULT_KEY."""
+    """Stands in for `open_vault` in `bulwark pki`, which reads the key from BULWARK_VAULT_KEY."""
     vault = SavingVault()
 
     def open_vault(path: str) -> SavingVault:
         vault.path = path
         return vault
 
-    monkeypatch.setitem(sys.modules, "bulwark.vault", types.SimpleNamespace(open_vault=open_vault))
+    monkeypatch.setattr(cli_pki, "open_vault", open_vault)
     return vault
 
 

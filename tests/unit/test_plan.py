@@ -8,7 +8,7 @@ import pytest
 
 from bulwark import plan
 from bulwark.errors import BulwarkError
-from bulwark.topology import load_topology
+from bulwark.inventory import load_topology
 
 REPO = Path(__file__).resolve().parents[2]
 LAB = load_topology(REPO / "inventory/lab.py")

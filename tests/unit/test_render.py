@@ -23,6 +23,7 @@ from bulwark.audit import SealedSecret, SealedSecrets
 from bulwark.checks import CHECKERS, CheckResult, check_files
 from bulwark.cli import main
 from bulwark.errors import BulwarkError
+from bulwark.inventory import load_topology
 from bulwark.render import (
     MANIFEST,
     PORTS_REPORT,
@@ -33,7 +34,6 @@ from bulwark.render import (
 )
 from bulwark.secret import Secret
 from bulwark.templating import environment
-from bulwark.topology import load_topology
 
 REPO = Path(__file__).resolve().parents[2]
 REPORTS = (PORTS_REPORT, REPORT)
@@ -372,7 +372,7 @@ def vaulted_inventory(two_site_inventory, vault_key_env, tmp_path) -> tuple[Path
     secret it needs, made by `generate_secrets` as an operator would, plus one extra. Returns
     the inventory and every non-public value in the vault."""
     vault_module = pytest.importorskip("bulwark.vault")
-    from bulwark.secret import generate_secrets
+    from bulwark.platform_secrets import generate_secrets
 
     vault_path = tmp_path / "inventory.vault"
     two_site_inventory.set_platform("vault_file", str(vault_path))

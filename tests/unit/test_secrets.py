@@ -18,17 +18,16 @@ from click.testing import CliRunner
 import bulwark.pki
 from bulwark.cli import main
 from bulwark.errors import BulwarkError
-from bulwark.secret import (
+from bulwark.inventory import load_topology
+from bulwark.platform_secrets import (
     generate_secrets,
-    luks_key_name,
     missing_secrets,
     new_wireguard_private_key,
-    psk_name,
     required_secrets,
-    wireguard_key_name,
     wireguard_public_key,
 )
-from bulwark.topology import Topology, load_topology
+from bulwark.secret_names import luks_key_name, psk_name, wireguard_key_name
+from bulwark.topology import Topology
 from bulwark.vault import Vault, open_vault
 from bulwark.volumes import volumes_for
 

@@ -211,6 +211,7 @@ def test_unreadable_key_file(tmp_path) -> None:
 def test_malformed_key_file(tmp_path, content) -> None:
     path = tmp_path / "bad.key"
     path.write_bytes(content)
+    path.chmod(0o600)
     with pytest.raises(KeyFileError, match="malformed vault key file") as caught:
         load_key(path)
     _one_line(caught.value)
@@ -220,6 +221,7 @@ def test_key_file_with_and_without_trailing_newline(tmp_path, key) -> None:
     for ending in (b"", b"\n"):
         path = tmp_path / f"key{len(ending)}"
         path.write_bytes(base64.b64encode(key) + ending)
+        path.chmod(0o600)
         assert load_key(path) == key
 
 

@@ -1,0 +1,220 @@
+"""The secrets the platform needs, and how each is made.
+
+Above the vault and the PKI: `required_secrets` names every secret a topology needs (besides the
+PKI's), `missing_secrets` reports the ones the vault lacks, and `generate_secrets` creates them,
+then lets the PKI issue what it lacks: it only ever adds, so running it again is safe. Users'
+passwords are stored as Argon2id hashes only; their plaintext goes to a credentials file for the
+operator to hand out, never to the terminal.
+"""
+
+from __future__ import annotations
+
+import base64
+import itertools
+import json
+import secrets
+import string
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from argon2 import PasswordHasher, Type
+from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
+
+from bulwark.errors import BulwarkError
+from bulwark.pki import ensure_pki
+from bulwark.secret import write_private_file
+from bulwark.secret_names import (
+    DIRECTORY_ADMIN_PASSWORD,
+    DOVEADM_PASSWORD,
+    account_password,
+    app_password_name,
+    luks_key_name,
+    main_password_name,
+    psk_name,
+    wireguard_key_name,
+)
+from bulwark.topology import Topology
+from bulwark.validation import Problem
+from bulwark.vault import Vault
+from bulwark.volumes import volumes_for
+
+# Users' passwords: 4 groups of 4 lower-case letters and digits (82 bits), easy to type on a phone.
+_PASSWORD_ALPHABET = string.ascii_lowercase + string.digits
+# argon2-cffi's defaults are RFC 9106's low-memory profile (64 MiB, t=3, p=4); Dovecot verifies
+# these PHC strings through libsodium (reference/hardening.md §2).
+_HASHER = PasswordHasher(type=Type.ID)
+
+
+def _random_base64(size: int) -> str:
+    return base64.b64encode(secrets.token_bytes(size)).decode()
+
+
+def new_wireguard_private_key() -> str:
+    """A WireGuard private key: X25519 raw private bytes, base64, exactly as `wg genkey` prints."""
+    raw = X25519PrivateKey.generate().private_bytes_raw()
+    return base64.b64encode(raw).decode()
+
+
+def wireguard_public_key(private_b64: str) -> str:
+    """The public key for a base64 WireGuard private key, exactly as `wg pubkey` prints it."""
+    try:
+        raw = base64.b64decode(private_b64, validate=True)
+        key = X25519PrivateKey.from_private_bytes(raw)
+    except ValueError:  # bad base64 (binascii.Error) or not 32 bytes
+        raise BulwarkError("not a WireGuard private key: expected base64 of 32 bytes") from None
+    return base64.b64encode(key.public_key().public_bytes_raw()).decode()
+
+
+def _user_password() -> str:
+    return "-".join("".join(secrets.choice(_PASSWORD_ALPHABET) for _ in range(4)) for _ in range(4))
+
+
+# How each kind of secret is made. "account" entries are Argon2id hashes of a new user password,
+# made in `generate_secrets` because their plaintext must also reach the credentials file.
+_GENERATORS: dict[str, Callable[[], str]] = {
+    "wireguard": new_wireguard_private_key,
+    "psk": lambda: _random_base64(32),  # WireGuard pre-shared key: a post-quantum hedge
+    "luks": lambda: _random_base64(64),  # the storage role writes the decoded 64 bytes
+    "password": lambda: secrets.token_urlsafe(24),  # 32 URL-safe characters
+}
+
+
+def _required(topology: Topology) -> dict[str, tuple[str, str]]:
+    """Every secret `topology` needs, sorted by name: name -> (kind, description)."""
+    required: dict[str, tuple[str, str]] = {}
+    for host in topology.hosts_with_role("vpn"):
+        required[wireguard_key_name(host)] = (
+            "wireguard",
+            f"WireGuard private key of {host.name}, site {host.site}'s gateway",
+        )
+    for site_a, site_b in itertools.combinations(sorted(s.name for s in topology.sites), 2):
+        required[psk_name(site_a, site_b)] = (
+            "psk",
+            f"WireGuard pre-shared key of the tunnel between sites {site_a} and {site_b}",
+        )
+    for host in topology.hosts:
+        for volume in volumes_for(host):
+            required[luks_key_name(host, volume)] = (
+                "luks",
+                f"LUKS key file of {host.name}'s {volume} volume",
+            )
+    if topology.hosts_with_role("mailstore"):
+        required[DOVEADM_PASSWORD] = (
+            "password",
+            "doveadm password the mail stores replicate with",
+        )
+    if topology.hosts_with_role("directory"):
+        required[DIRECTORY_ADMIN_PASSWORD] = ("password", "slapd administrator password")
+    for account in topology.accounts:
+        user = account.user
+        required[main_password_name(user)] = (
+            "account",
+            f"Argon2id hash of {user}'s main (web) password, which mail protocols refuse",
+        )
+        for label in account.app_passwords:
+            required[app_password_name(user, label)] = (
+                "account",
+                f"Argon2id hash of {user}'s app password {label!r}",
+            )
+    return dict(sorted(required.items()))
+
+
+def required_secrets(topology: Topology) -> dict[str, str]:
+    """Every vault entry `topology` needs besides the PKI's, sorted: name -> what it is."""
+    return {name: description for name, (_, description) in _required(topology).items()}
+
+
+def missing_secrets(topology: Topology, vault: Vault) -> list[Problem]:
+    """One problem per required secret the vault lacks, so validation can report them all."""
+    return [
+        Problem("vault", name, f"missing {description}: run `bulwark secrets generate INVENTORY`")
+        for name, description in required_secrets(topology).items()
+        if name not in vault
+    ]
+
+
+@dataclass(frozen=True)
+class GenerateReport:
+    """What `generate_secrets` did, by name: nothing in it is a secret value."""
+
+    created: tuple[str, ...]
+    kept: tuple[str, ...]  # already in the vault, left untouched
+    pki: tuple[str, ...]  # created or renewed by `bulwark.pki.ensure_pki`
+    credentials: Path | None  # the file that received new passwords, if any
+
+
+# Called after each secret is made with (done, total, name): Argon2id hashing takes a while.
+Progress = Callable[[int, int, str], None]
+
+
+def generate_secrets(
+    topology: Topology,
+    vault: Vault,
+    credentials_out: Path | None,
+    progress: Progress | None = None,
+) -> GenerateReport:
+    """Create every missing secret, never touching an existing one, then save the vault.
+
+    New users' passwords are written to `credentials_out` (merged into it if it exists) before
+    the vault is saved, so a hash is never stored for a password nobody received. Without
+    `credentials_out`, refuses to make any: nobody could ever use them.
+    """
+    required = _required(topology)
+    missing = [name for name in required if name not in vault]
+    accounts = [name for name in missing if required[name][0] == "account"]
+    if accounts and credentials_out is None:
+        raise BulwarkError(
+            f"{len(accounts)} user passwords to generate ({', '.join(accounts)}) and no "
+            "credentials file to hand them out with: pass --credentials-out FILE"
+        )
+    credentials = _read_credentials(credentials_out) if accounts else {}
+    for done, name in enumerate(missing, 1):
+        kind = required[name][0]
+        if kind == "account":
+            password = _user_password()
+            vault.set(name, _HASHER.hash(password))
+            _record_credential(credentials, name, password)
+        else:
+            vault.set(name, _GENERATORS[kind]())
+        if progress is not None:
+            progress(done, len(missing), name)
+    if accounts:
+        text = json.dumps(credentials, indent=2, sort_keys=True) + "\n"
+        write_private_file(credentials_out, text.encode())
+    if missing:
+        vault.save()
+    pki = ensure_pki(topology, vault)
+    if pki:
+        vault.save()
+    return GenerateReport(
+        created=tuple(missing),
+        kept=tuple(name for name in required if name not in missing),
+        pki=tuple(pki),
+        credentials=credentials_out if accounts else None,
+    )
+
+
+def _read_credentials(path: Path) -> dict[str, dict]:
+    """The credentials file's users, or nothing if it does not exist yet."""
+    if not path.exists():
+        return {}
+    try:
+        credentials = json.loads(path.read_text())
+    except (OSError, ValueError):
+        credentials = None
+    if not isinstance(credentials, dict) or not all(
+        isinstance(entry, dict) for entry in credentials.values()
+    ):
+        raise BulwarkError(f"{path} is not a credentials file written by `bulwark secrets`")
+    return credentials
+
+
+def _record_credential(credentials: dict[str, dict], name: str, password: str) -> None:
+    """File `password` under its user: {user: {"main": ..., "app": {label: ...}}}."""
+    user, label = account_password(name)
+    entry = credentials.setdefault(user, {})
+    if label is None:
+        entry["main"] = password
+    else:
+        entry.setdefault("app", {})[label] = password
