@@ -37,8 +37,11 @@ def render(inventory: str, out: Path, check: bool) -> None:
     run to run for the same inventory and vault. Exit code 1 if a checker rejects a file.
     """
     from bulwark.audit import audit_secrets, write_report
+    from bulwark.registry import describe_not_deployed
 
     topology = load_topology(inventory)
+    if waiting := describe_not_deployed(topology):
+        click.echo(f"note: {waiting}", err=True)
     secrets = audit_secrets(topology)
     files = []
     with click.progressbar(topology.hosts, label="rendering", file=sys.stderr) as hosts:

@@ -15,12 +15,12 @@ from pathlib import Path
 
 import pytest
 
-from bulwark import catalogue
+from bulwark import registry
 from bulwark.topology import Problem, TopologyError, check_inventory, load_topology
 
 REPO = Path(__file__).resolve().parents[2]
 PYINFRA = Path(sys.executable).with_name("pyinfra")
-KNOWN_ROLES = ", ".join(catalogue.SERVICE_ROLES)
+KNOWN_ROLES = ", ".join(registry.INVENTORY_ROLES)
 
 
 def problems_of(path: Path) -> list[str]:
@@ -280,12 +280,12 @@ BAD_INVENTORIES = [
     (
         "site-without-gateway",
         set_host("sea-gw", "roles", ["proxy"]),
-        ["site sea.roles: no gateway: give one host of the site the 'vpn' role"],
+        ["site sea.roles: no gateway: give one host of the site the 'gateway' role"],
     ),
     (
         "site-with-two-gateways",
-        set_host("nj-web", "roles", ["vpn"]),
-        ["site nj.roles: 2 gateways (nj-gw, nj-web): a site has exactly one 'vpn' host"],
+        set_host("nj-web", "roles", ["gateway"]),
+        ["site nj.roles: 2 gateways (nj-gw, nj-web): a site has exactly one 'gateway' host"],
     ),
     (
         "mailstore-without-peer",
@@ -326,7 +326,7 @@ BAD_INVENTORIES = [
     ),
     (
         "roles-port-conflict-proxy-mx",
-        set_host("nj-gw", "roles", ["vpn", "proxy", "mx"]),
+        set_host("nj-gw", "roles", ["gateway", "proxy", "mx"]),
         ["nj-gw.roles: roles mx and proxy both listen on tcp 25: put them on different hosts"],
     ),
     (
@@ -611,7 +611,7 @@ def test_site_that_is_not_a_string_is_a_problem_not_a_crash(two_site_inventory):
         ),
         pytest.param(
             drop_host_field("nj-gw", "public_address"),
-            ["nj-gw.public_address: missing: role vpn serves the public"],
+            ["nj-gw.public_address: missing: role gateway serves the public"],
             id="gateway-without-public-address",
         ),
         pytest.param(
@@ -689,7 +689,7 @@ MANY_MISTAKES = combine(
     set_host("nj-web", "lan_address", "10.1.0.400"),
     set_host("nj-web", "public_address", "192.0.2.200"),
     set_host("sea-mail", "management_address", "10.102.0.10"),
-    set_host("nj-gw", "roles", ["vpn", "proxy", "firewall", "dns"]),
+    set_host("nj-gw", "roles", ["gateway", "proxy", "firewall", "dns"]),
     set_host("sea-mail", "roles", ["mx", "mailstore", "mx"]),
     set_site("sea", "site_primary", True),
     set_site("sea", "site_location", ""),
@@ -769,7 +769,7 @@ def test_production_inventory_loads():
     assert topology.apt_proxy is None
     for site in ("nj", "sea"):
         assert topology.gateway(site).name == f"{site}-gw"
-        assert topology.host(f"{site}-gw").roles == ("vpn", "proxy")
+        assert topology.host(f"{site}-gw").roles == ("gateway", "proxy")
         assert topology.host(f"{site}-web").roles == ("dav", "files")
         assert topology.host(f"{site}-backup").public_address is None
         for role in ("mx", "mailstore", "directory", "backup"):
@@ -783,7 +783,7 @@ def test_lab_inventory_loads():
     assert topology.primary_site.name == "nj"
     assert topology.apt_proxy == "http://10.89.0.1:3142"
     for site in ("nj", "sea"):
-        assert topology.host(f"{site}-gw").roles == ("vpn", "proxy")
+        assert topology.host(f"{site}-gw").roles == ("gateway", "proxy")
         assert topology.host(f"{site}-mail").roles == ("mx", "mailstore")
         assert topology.host(f"{site}-web").roles == ("dav", "files", "directory")
 
