@@ -8,10 +8,12 @@ exactly what `bulwark render` sees. deploy.py reads it here and hands it to each
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import Iterable
 
 from pyinfra import host as current_host
 from pyinfra import logger
+from pyinfra.api import State
 from pyinfra.api.operation import OperationMeta
 from pyinfra.context import ctx_inventory, ctx_state
 from pyinfra.operations import apt, systemd
@@ -96,16 +98,18 @@ def packages(role: str, names: Iterable[str]) -> OperationMeta:
     )
 
 
-# Pending actions found on each host when this run planned it: (state, host) -> names.
-_PENDING: dict[tuple[int, str], frozenset[str]] = {}
+# Pending actions found on each host when this run planned it: state -> host name -> names.
+_PENDING: weakref.WeakKeyDictionary[State, dict[str, frozenset[str]]] = (
+    weakref.WeakKeyDictionary()
+)
 
 
 def pending_actions() -> frozenset[str]:
     """The actions an earlier, interrupted run left pending on this host (one fact per run)."""
-    key = (id(ctx_state.get()), current_host.name)
-    if key not in _PENDING:
-        _PENDING[key] = frozenset(current_host.get_fact(PendingActions))
-    return _PENDING[key]
+    found = _PENDING.setdefault(ctx_state.get(), {})
+    if current_host.name not in found:
+        found[current_host.name] = frozenset(current_host.get_fact(PendingActions))
+    return found[current_host.name]
 
 
 def install(

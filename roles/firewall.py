@@ -61,11 +61,11 @@ SSH_METER_SET = "ssh_new_v4"
 # kernel adds to dynamic sets (the SSH meter's addresses) change by the minute and are left
 # out too. Everything else, static set elements included, counts.
 _NORMALISE = (
-    "/^\tset / { dynamic = 0 } "
-    "/^\t\tflags .*dynamic/ { dynamic = 1 } "
-    "dynamic && /^\t\telements = / { skip = 1 } "
-    "!skip { print } "
-    "skip && /[}]$/ { skip = 0 }"
+    r"/^\tset / { dynamic = 0 } "
+    r"/^\t\tflags .*dynamic/ { dynamic = 1 } "
+    r"dynamic && /^\t\telements = / { skip = 1 } "
+    r"!skip { print } "
+    r"skip && /[}]$/ { skip = 0 }"
 )
 LIVE_DIGEST = StringCommand(
     "nft", "-s", "list", "ruleset", "2>/dev/null",
