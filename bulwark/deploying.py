@@ -99,9 +99,7 @@ def packages(role: str, names: Iterable[str]) -> OperationMeta:
 
 
 # Pending actions found on each host when this run planned it: state -> host name -> names.
-_PENDING: weakref.WeakKeyDictionary[State, dict[str, frozenset[str]]] = (
-    weakref.WeakKeyDictionary()
-)
+_PENDING: weakref.WeakKeyDictionary[State, dict[str, frozenset[str]]] = weakref.WeakKeyDictionary()
 
 
 def pending_actions() -> frozenset[str]:
