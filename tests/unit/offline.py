@@ -20,7 +20,7 @@ from pyinfra.connectors.util import CommandOutput
 from pyinfra.context import ctx_host, ctx_state
 
 # Fact class name -> its value, or a function of the fact's arguments returning it. Facts not
-# in the table answer with their class's default.
+# in the table answer with their class's default (a fact without one must be in the table).
 Facts = Mapping[str, Any]
 
 
