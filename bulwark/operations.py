@@ -170,6 +170,9 @@ def install_files(
             pending="ssh-reload",
         )
     """
+    if not files:
+        host.noop("no files")
+        return
     found = dict(
         zip(
             (item.path for item in files),

@@ -132,6 +132,11 @@ def test_install_files_sends_exactly_these_commands(arguments, facts, commands):
     assert bool(offline.noops) == (commands == [])
 
 
+def test_no_files_is_nothing_to_do_and_asks_nothing():
+    offline = run_operation(install_files, {}, files=())
+    assert (offline.commands, offline.asked, offline.noops) == ([], [], ["no files"])
+
+
 def test_the_pending_marker_is_written_after_the_check_and_before_any_file_goes_live():
     offline = run_operation(install_files, states(None, None), **INSTALL_FILES[
         "one-file-of-a-checked-group-changed-stages-the-whole-group"][0])  # fmt: skip
