@@ -206,8 +206,8 @@ def install_files(
         yield StringCommand("touch", QuoteString(marker_path(pending)))
     for item in staged:
         yield StringCommand("mv", "-f", QuoteString(staged_path(item.path)), QuoteString(item.path))
-    for directory in staging_dirs:
-        yield StringCommand("rmdir", QuoteString(directory))
+    for directory in staging_dirs:  # another group's copies, left by an interrupted run, stay
+        yield StringCommand("rmdir", "--ignore-fail-on-non-empty", QuoteString(directory))
 
 
 @operation(is_idempotent=False)

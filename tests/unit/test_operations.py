@@ -52,7 +52,7 @@ SSHD_STAGED = [
 SSHD_LIVE = [
     "mv -f /etc/ssh/sshd_config.d/.bulwark-staged/10-bulwark.conf "
     "/etc/ssh/sshd_config.d/10-bulwark.conf",
-    "rmdir /etc/ssh/sshd_config.d/.bulwark-staged",
+    "rmdir --ignore-fail-on-non-empty /etc/ssh/sshd_config.d/.bulwark-staged",
 ]
 POSTFIX_STAGED = [
     "install -d -m 0700 /etc/postfix/.bulwark-staged",
@@ -104,7 +104,7 @@ INSTALL_FILES = {
             "touch /var/lib/bulwark/pending/postfix.service-restart",
             "mv -f /etc/postfix/.bulwark-staged/main.cf /etc/postfix/main.cf",
             "mv -f /etc/postfix/.bulwark-staged/master.cf /etc/postfix/master.cf",
-            "rmdir /etc/postfix/.bulwark-staged",
+            "rmdir --ignore-fail-on-non-empty /etc/postfix/.bulwark-staged",
         ],
     ),
     "unchecked-group-stages-only-what-changed": (
@@ -116,7 +116,7 @@ INSTALL_FILES = {
             "chown root:root /etc/postfix/.bulwark-staged/master.cf",
             "chmod 0644 /etc/postfix/.bulwark-staged/master.cf",
             "mv -f /etc/postfix/.bulwark-staged/master.cf /etc/postfix/master.cf",
-            "rmdir /etc/postfix/.bulwark-staged",
+            "rmdir --ignore-fail-on-non-empty /etc/postfix/.bulwark-staged",
         ],
     ),
 }
