@@ -52,13 +52,13 @@ SUBJECT_PREFIX = f"bulwark-bench-{uuid.uuid4().hex[:8]}-"
 TIMEOUT = 30
 # deploy.py without the mail roles: the baseline the mail roles' cost is measured against.
 WITHOUT_MAIL = f"""
-from bulwark import plan
-from bulwark.deploying import deploy_host, deploy_secrets
+from bulwark import registry
+from bulwark.deploying import deploy_host, deploy_secrets, deploy_topology
 
-for role in plan.host_roles(deploy_host()):
-    module = plan.role_module(role)
-    if module is not None and role not in {MAIL_ROLES!r}:
-        module.converge(deploy_secrets())
+_topology, _host, _secrets = deploy_topology(), deploy_host(), deploy_secrets()
+_others = [role.name for role in registry.ROLES if role.name not in {MAIL_ROLES!r}]
+for module in registry.host_modules(_host, only=_others):
+    module.converge(_topology, _host, _secrets)
 """
 
 

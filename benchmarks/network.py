@@ -13,12 +13,12 @@ from __future__ import annotations
 
 from lab import BIN, DEPLOY_ENV, INVENTORY, changed_operations, timed
 
-from bulwark import catalogue, plan
+from bulwark import catalogue, registry
 from bulwark.inventory import load_topology
 from bulwark.lab import lifecycle
 from bulwark.lab.containers import init_pid
 
-NETWORK_ROLES = ("vpn", "firewall")
+NETWORK_ROLES = ("vpn", "gateway", "firewall")
 # A port the mail stores open to the site LANs: the recovery probe's target.
 SITE_PORT = catalogue.service("mail-replication").port
 
@@ -58,7 +58,9 @@ def recovery_after_gateway_restart() -> None:
 
 
 def main() -> None:
-    others = tuple(role for role in plan.ROLE_ORDER if role not in (*NETWORK_ROLES, "base", "pki"))
+    others = tuple(
+        role.name for role in registry.ROLES if role.name not in (*NETWORK_ROLES, "base", "pki")
+    )
     timed("lab down", [str(BIN / "bulwark"), "lab", "down"])
     timed("lab up (fresh hosts)", [str(BIN / "bulwark"), "lab", "up", "-i", INVENTORY])
     timed("lab apt-update", [str(BIN / "bulwark"), "lab", "apt-update", "-i", INVENTORY])

@@ -68,7 +68,7 @@ def _site_group(name: str, primary: bool, lan: str, public: str, management: str
     hosts = []
     for index in range(count):
         if index == 0:
-            host_name, roles, has_public = f"{name}-gw", ("vpn", "proxy"), True
+            host_name, roles, has_public = f"{name}-gw", ("gateway", "proxy"), True
         else:
             prefix, roles, has_public = HOST_KINDS[(index - 1) % len(HOST_KINDS)]
             host_name = f"{name}-{prefix}{index:04d}"

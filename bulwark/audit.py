@@ -13,7 +13,7 @@ from pathlib import Path
 
 import click
 
-from bulwark import catalogue
+from bulwark import catalogue, registry
 from bulwark.exposure import host_openings, port_span
 from bulwark.render import PORTS_REPORT, REPORT
 from bulwark.secret import Secret, SecretStore
@@ -84,8 +84,8 @@ def port_matrix(topology: Topology) -> list[dict]:
 
 
 def tls_table(topology: Topology) -> list[dict]:
-    """Every catalogue service the topology runs, with its TLS mode and client host names."""
-    present = {role for host in topology.hosts for role in ("base", *host.roles)}
+    """Every catalogue service the topology deploys, with its TLS mode and client host names."""
+    present = registry.deployed_role_names(topology)
     return [
         {
             "service": service.name,
@@ -106,11 +106,20 @@ def _port_text(ports: tuple[int, ...]) -> str:
     return ", ".join(str(port) for port in ports)
 
 
+def not_deployed_table(topology: Topology) -> list[dict]:
+    """Roles the inventory gives to hosts that have no module yet: nothing of them runs."""
+    return [
+        {"role": name, "what": registry.role(name).summary, "hosts": ", ".join(hosts)}
+        for name, hosts in registry.not_deployed(topology).items()
+    ]
+
+
 def write_report(topology: Topology, out: Path) -> None:
-    """`ports.json` (the port matrix) and `report.md` (port matrix and TLS table), sorted and
-    byte-identical from run to run."""
+    """`ports.json` (the port matrix) and `report.md` (port matrix, TLS table and the roles not
+    deployed yet), sorted and byte-identical from run to run."""
     matrix = port_matrix(topology)
     tls = tls_table(topology)
+    waiting = not_deployed_table(topology)
     (out / PORTS_REPORT).write_text(json.dumps(matrix, indent=2, sort_keys=True) + "\n")
     lines = [
         f"# bulwark audit report: {topology.domain}",
@@ -125,6 +134,15 @@ def write_report(topology: Topology, out: Path) -> None:
         "",
         f"Plaintext ports never open: {', '.join(map(str, catalogue.FORBIDDEN_PORTS))}.",
     ]
+    if waiting:
+        lines += [
+            "",
+            "## Not deployed yet",
+            "",
+            "These roles have no module yet: no port is open, no file written, nothing promised.",
+            "",
+            *_markdown(waiting, ("role", "what", "hosts")),
+        ]
     (out / REPORT).write_text("\n".join(lines) + "\n")
 
 

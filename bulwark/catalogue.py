@@ -37,20 +37,6 @@ class Transport(StrEnum):
     UDP = "udp"
 
 
-# Roles a host may carry in the inventory. Every host also gets the infrastructure roles
-# (base, pki, storage, firewall), which listen on nothing but SSH.
-SERVICE_ROLES: tuple[str, ...] = (
-    "vpn",  # WireGuard gateway between the sites
-    "proxy",  # firewall-friendly TLS pass-through for IMAP, POP and SMTP
-    "mx",  # Postfix: inbound MX and authenticated submission
-    "mailstore",  # Dovecot: IMAP, POP, LMTP delivery and replication to the other site
-    "dav",  # Radicale behind nginx: CalDAV and CardDAV
-    "files",  # WebDAV and FTPS file access
-    "directory",  # slapd: the read-only LDAPS address book
-    "backup",  # receives the other site's encrypted backups
-)
-INFRASTRUCTURE_ROLES: tuple[str, ...] = ("base", "pki", "storage", "firewall")
-
 # The firewall-friendly proxies answer on these ports (seed: "any port; commonly open ports
 # include 80, 21, 25 and 443"). They route by SNI, so they need an address of their own: the
 # gateway's, which carries no other public service on these ports.
@@ -63,7 +49,7 @@ FTP_PASSIVE_PORTS: tuple[int, int] = (50000, 50100)
 
 @dataclass(frozen=True, order=True)
 class Service:
-    """One listening service of one role.
+    """One listening service of one role (a name in bulwark.registry).
 
     `names` are the client host-name labels, qualified with the platform domain by `fqdns`.
     `ports` is a tuple because FTP's passive range and the proxies listen on several.
@@ -103,7 +89,7 @@ SERVICES: tuple[Service, ...] = (
     ),
     Service(
         "wireguard",
-        "vpn",
+        "gateway",
         (51820,),
         Transport.UDP,
         Tls.NATIVE,

@@ -1,25 +1,26 @@
-"""What roles need at deploy time: the validated topology, this host, secrets, file uploads.
+"""What roles need at deploy time: the validated topology, this host, secrets, and the shared
+steps every role is made of (packages, checked files and the actions they need, units).
 
 The topology is built once per pyinfra run from pyinfra's own inventory, so the deploy sees
-exactly what `bulwark render` sees.
+exactly what `bulwark render` sees. deploy.py reads it here and hands it to each role's
+`converge(topology, host, secrets)`: roles read nothing from globals.
 """
 
 from __future__ import annotations
 
-import hashlib
-import posixpath
-from io import StringIO
+import weakref
+from collections.abc import Iterable
 
 from pyinfra import host as current_host
-from pyinfra.api import FileUploadCommand, QuoteString, StringCommand, operation
+from pyinfra import logger
+from pyinfra.api import State
 from pyinfra.api.operation import OperationMeta
-from pyinfra.context import ctx_inventory
-from pyinfra.facts.files import File, Sha1File
-from pyinfra.operations import files, server, systemd
-from pyinfra.operations.util import files as file_utils
+from pyinfra.context import ctx_inventory, ctx_state
+from pyinfra.operations import apt, systemd
 
-from bulwark import plan
+from bulwark import registry
 from bulwark.inventory import check_vault, topology_from_inventory
+from bulwark.operations import Activation, Check, PendingActions, install_files, run_pending
 from bulwark.render import RenderedFile, render_role_files
 from bulwark.secret import SecretStore
 from bulwark.topology import Host, Topology
@@ -41,87 +42,6 @@ def deploy_host() -> Host:
     return deploy_topology().host(current_host.name)
 
 
-def render_for_deploy(role: str, secrets: SecretStore) -> list[RenderedFile]:
-    """The role's files for the current host, secrets revealed."""
-    module = plan.role_module(role)
-    return render_role_files(module, deploy_topology(), deploy_host(), secrets, reveal=True)
-
-
-# Root-only staging directory: secret-bearing files never pass through /tmp or exist with loose
-# permissions, not even for the instant between upload and chmod.
-PRIVATE_STAGING = "/var/lib/bulwark/staging"
-
-
-@operation()
-def private_file(content: str, dest: str, user: str, group: str, mode: str):
-    """`files.put` for a file that holds secrets: never prints its contents (not even under
-    `--diff`, which would show the remote file too), and stages it in a root-only directory
-    where it gets its owner and mode before it is moved into place.
-    """
-    wanted = hashlib.sha1(content.encode()).hexdigest()  # noqa: S324 - pyinfra's Sha1File fact
-    remote = current_host.get_fact(File, path=dest)
-    if remote and current_host.get_fact(Sha1File, path=dest) == wanted:
-        if (remote["user"], remote["group"], remote["mode"]) == (user, group, int(mode[-3:])):
-            current_host.noop(f"{dest} is up to date")
-            return
-        yield file_utils.chown(dest, user, group)
-        yield file_utils.chmod(dest, mode)
-        return
-    current_host.log(f"{dest}: contents hidden, the file holds secrets")
-    staged = f"{PRIVATE_STAGING}/{wanted}"
-    yield StringCommand("install", "-d", "-m", "0700", PRIVATE_STAGING)
-    yield StringCommand("install", "-d", "-m", "0755", QuoteString(posixpath.dirname(dest)))
-    yield FileUploadCommand(
-        StringIO(content),
-        staged,
-        remote_temp_filename=current_host.get_temp_filename(staged, temp_directory=PRIVATE_STAGING),
-    )
-    yield file_utils.chown(staged, user, group)
-    yield file_utils.chmod(staged, mode)
-    yield StringCommand("mv", "-f", QuoteString(staged), QuoteString(dest))
-
-
-def put_file(rendered: RenderedFile) -> OperationMeta:
-    """Upload one rendered file with its owner and mode (no change when identical)."""
-    if rendered.holds_secrets:
-        return private_file(
-            name=f"{rendered.role}: {rendered.path}",
-            content=rendered.content,
-            dest=rendered.path,
-            user=rendered.user,
-            group=rendered.group,
-            mode=rendered.mode,
-        )
-    return files.put(
-        name=f"{rendered.role}: {rendered.path}",
-        src=StringIO(rendered.content),
-        dest=rendered.path,
-        user=rendered.user,
-        group=rendered.group,
-        mode=rendered.mode,
-    )
-
-
-def apply_sysctl(role: str, path: str, upload: OperationMeta) -> None:
-    """Load a sysctl file right after it changed (boot loads it through systemd-sysctl)."""
-    server.shell(
-        name=f"{role}: apply {path}",
-        commands=[StringCommand("sysctl", "-q", "-p", QuoteString(path))],
-        _if=upload.did_change,
-    )
-
-
-def converge_unit(role: str, unit: str, *changed: OperationMeta) -> None:
-    """Keep `unit` enabled and running; reload systemd and restart it when its files changed."""
-    for upload in changed:
-        systemd.daemon_reload(name=f"{role}: reload systemd units", _if=upload.did_change)
-    systemd.service(name=f"{role}: {unit} running", service=unit, running=True, enabled=True)
-    for upload in changed:
-        systemd.service(
-            name=f"{role}: restart {unit}", service=unit, restarted=True, _if=upload.did_change
-        )
-
-
 _SECRETS: dict[int, SecretStore] = {}
 
 
@@ -135,3 +55,94 @@ def deploy_secrets() -> SecretStore:
     if key not in _SECRETS:
         _SECRETS[key] = check_vault(topology)
     return _SECRETS[key]
+
+
+_ANNOUNCED: set[int] = set()
+
+
+def announce_not_deployed(topology: Topology) -> None:
+    """Name the roles the inventory asks for that have no module yet, once per run."""
+    if id(topology) in _ANNOUNCED:
+        return
+    _ANNOUNCED.add(id(topology))
+    if waiting := registry.describe_not_deployed(topology):
+        logger.warning(waiting)
+
+
+def render_for_deploy(
+    role: str, topology: Topology, host: Host, secrets: SecretStore
+) -> dict[str, RenderedFile]:
+    """The role's files for `host`, secrets revealed, by destination path."""
+    module = registry.role_module(role)
+    rendered = render_role_files(module, topology, host, secrets, reveal=True)
+    return {item.path: item for item in rendered}
+
+
+def packages(role: str, names: Iterable[str]) -> OperationMeta:
+    """Install Debian packages, the same way for every role: no recommends, retried, bounded."""
+    return apt.packages(
+        name=f"{role}: packages",
+        packages=list(names),
+        no_recommends=True,
+        _retries=2,
+        _timeout=600,
+    )
+
+
+# Pending actions found on each host when this run planned it: state -> host name -> names.
+_PENDING: weakref.WeakKeyDictionary[State, dict[str, frozenset[str]]] = weakref.WeakKeyDictionary()
+
+
+def pending_actions() -> frozenset[str]:
+    """The actions an earlier, interrupted run left pending on this host (one fact per run)."""
+    found = _PENDING.setdefault(ctx_state.get(), {})
+    if current_host.name not in found:
+        found[current_host.name] = frozenset(current_host.get_fact(PendingActions))
+    return found[current_host.name]
+
+
+def install(
+    role: str,
+    files: Iterable[RenderedFile],
+    check: Check | None = None,
+    then: Activation | None = None,
+) -> OperationMeta:
+    """Upload `files`, checked by `check` before they replace the live ones, then run `then`
+    once: in this run if they changed, or in any later run until it has succeeded."""
+    files = tuple(files)
+    upload = install_files(
+        name=f"{role}: {', '.join(item.path for item in files)}",
+        files=files,
+        check=check,
+        pending=then.name if then else None,
+    )
+    if then is not None:
+        pending = pending_actions()
+        run_pending(
+            name=f"{role}: {then.name}",
+            activation=then,
+            _if=lambda: then.name in pending or upload.did_change(),
+        )
+    return upload
+
+
+def keep_running(role: str, unit: str) -> OperationMeta:
+    """Keep `unit` enabled and running."""
+    return systemd.service(name=f"{role}: {unit} running", service=unit, running=True, enabled=True)
+
+
+def reloaded(unit: str) -> Activation:
+    """Reload `unit` (start it if it is not running)."""
+    return Activation(f"{unit}-reload", (("systemctl", "reload-or-restart", unit),))
+
+
+def restarted(unit: str, unit_files_changed: bool = False) -> Activation:
+    """Restart `unit`; first make systemd reread unit files when those are what changed."""
+    reread = (("systemctl", "daemon-reload"),) if unit_files_changed else ()
+    return Activation(f"{unit}-restart", (*reread, ("systemctl", "restart", unit)))
+
+
+def sysctl_applied(path: str) -> Activation:
+    """Load a sysctl file now (boot loads it through systemd-sysctl)."""
+    name = path.rsplit("/", 1)[-1]
+    return Activation(f"sysctl-{name}", (("sysctl", "-q", "-p", path),))

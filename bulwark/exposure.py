@@ -1,7 +1,8 @@
-"""What each host lets in: the catalogue's services turned into firewall openings.
+"""What each host lets in: the catalogue's services of its deployed roles, as firewall openings.
 
 One pure function of (topology, host) feeds the nftables ruleset, the audit's port matrix and
-the lab's scan expectations, so the three can never disagree.
+the lab's scan expectations, so the three can never disagree. Only roles with a module count
+(bulwark.registry): no port is ever open that no daemon of ours serves.
 """
 
 from __future__ import annotations
@@ -9,7 +10,7 @@ from __future__ import annotations
 import ipaddress
 from dataclasses import dataclass
 
-from bulwark import catalogue
+from bulwark import catalogue, registry
 from bulwark.catalogue import Exposure, Service
 from bulwark.topology import Host, Topology
 
@@ -54,7 +55,7 @@ def peer_gateways(topology: Topology, host: Host) -> tuple[Network, ...]:
     return tuple(
         sorted(
             Network(f"{gateway.public_address}/32")
-            for gateway in topology.hosts_with_role("vpn")
+            for gateway in topology.hosts_with_role("gateway")
             if gateway.site != host.site and gateway.public_address is not None
         )
     )
@@ -73,10 +74,12 @@ def _sources(topology: Topology, host: Host, service: Service) -> tuple[Network,
 
 
 def host_openings(topology: Topology, host: Host) -> tuple[Opening, ...]:
-    """The openings of `host`, in catalogue order; local-only services are left out."""
+    """The openings of `host`'s deployed roles, in catalogue order; local-only services are
+    left out."""
+    roles = [role.name for role in registry.deployed_roles(host)]
     return tuple(
         Opening(service, _sources(topology, host, service))
-        for service in catalogue.services_for_roles(host.roles)
+        for service in catalogue.services_for_roles(roles)
         if service.exposure is not Exposure.LOCAL
     )
 

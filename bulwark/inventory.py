@@ -38,8 +38,8 @@ from pyinfra.api.exceptions import PyinfraError
 from pyinfra.context import ctx_state
 
 from bulwark.errors import BulwarkError, did_you_mean
-from bulwark.plan import parse_only_roles
 from bulwark.platform_secrets import missing_secrets
+from bulwark.registry import parse_only_roles
 from bulwark.topology import Topology
 from bulwark.validation import InventoryHost, Problem, TopologyError, build_topology
 from bulwark.vault import Vault, open_vault

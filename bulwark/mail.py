@@ -15,20 +15,23 @@ import hashlib
 from collections.abc import Mapping
 from typing import Any
 
-from pyinfra.api import StringCommand
-from pyinfra.api.operation import OperationMeta
-from pyinfra.operations import server, systemd
-from pyinfra.operations.util import any_changed
-
 from bulwark import pki, tls
+from bulwark.deploying import install, keep_running, reloaded
+from bulwark.operations import STAGED, Check
 from bulwark.plan import ManagedFile
+from bulwark.render import RenderedFile
 from bulwark.secret import SecretStore
 from bulwark.secret_names import app_password_name
+from bulwark.templating import derived_or_sealed
 from bulwark.topology import Host, Topology
 
 DOVECOT_CONFIG = "/etc/dovecot/dovecot.conf"
 AUTH_SCRIPT = "/etc/dovecot/bulwark-auth.lua"
 DOVECOT_GROUP = "dovecot"
+DOVECOT_UNIT = "dovecot.service"
+# Dovecot's own parser over the staged configuration, before it is live.
+DOVECOT_CHECK = Check(DOVECOT_CONFIG, ("doveconf", "-n", "-c", STAGED, ">/dev/null"))
+DOVECOT_RELOAD = reloaded(DOVECOT_UNIT)
 # Every Dovecot needs these; the mailstore adds the protocols.
 AUTH_PACKAGES: tuple[str, ...] = ("dovecot-core", "dovecot-auth-lua")
 # Postfix's smtpd runs chrooted in its queue directory and finds Dovecot's auth socket here.
@@ -76,11 +79,10 @@ def fqdn(topology: Topology, host: Host) -> str:
 def certificate_sha256(secrets: SecretStore, host: Host) -> str:
     """The served chain's digest: written into each daemon's configuration so that a new
     certificate changes the configuration, and the daemon is reloaded with it."""
-    try:
-        chain = pki.host_certificate_chain(secrets, host.name)
-    except PermissionError:
-        return "sealed"
-    return hashlib.sha256(chain.encode()).hexdigest()
+    return derived_or_sealed(
+        lambda: hashlib.sha256(pki.host_certificate_chain(secrets, host.name).encode()).hexdigest(),
+        "sealed",
+    )
 
 
 def tls_context(secrets: SecretStore, host: Host) -> dict[str, Any]:
@@ -120,17 +122,10 @@ def auth_context(topology: Topology, host: Host, secrets: SecretStore) -> Mappin
     }
 
 
-def converge_dovecot(role: str, *uploads: OperationMeta) -> None:
-    """Keep Dovecot running; when its files changed, check the configuration, then reload."""
-    changed = any_changed(*uploads)
-    server.shell(
-        name=f"{role}: check the Dovecot configuration",
-        commands=[StringCommand("doveconf", "-n", ">/dev/null")],
-        _if=changed,
+def converge_dovecot(role: str, files: dict[str, RenderedFile]) -> None:
+    """Dovecot's configuration and Lua script, checked by doveconf before they are live;
+    reload once they changed; keep Dovecot running."""
+    install(
+        role, [files[DOVECOT_CONFIG], files[AUTH_SCRIPT]], check=DOVECOT_CHECK, then=DOVECOT_RELOAD
     )
-    systemd.service(
-        name=f"{role}: Dovecot running", service="dovecot.service", running=True, enabled=True
-    )
-    systemd.service(
-        name=f"{role}: reload Dovecot", service="dovecot.service", reloaded=True, _if=changed
-    )
+    keep_running(role, DOVECOT_UNIT)

@@ -21,6 +21,7 @@ from pathlib import Path
 from argon2 import PasswordHasher, Type
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
+from bulwark import registry
 from bulwark.errors import BulwarkError
 from bulwark.pki import ensure_pki
 from bulwark.secret import write_private_file
@@ -80,32 +81,32 @@ _GENERATORS: dict[str, Callable[[], str]] = {
 }
 
 
-def _required(topology: Topology) -> dict[str, tuple[str, str]]:
-    """Every secret `topology` needs, sorted by name: name -> (kind, description)."""
-    required: dict[str, tuple[str, str]] = {}
-    for host in topology.hosts_with_role("vpn"):
-        required[wireguard_key_name(host)] = (
+# What a topology needs of the vault: entry name -> (kind, description).
+_Required = dict[str, tuple[str, str]]
+
+
+def _wireguard_keys(topology: Topology) -> _Required:
+    return {
+        wireguard_key_name(host): (
             "wireguard",
             f"WireGuard private key of {host.name}, site {host.site}'s gateway",
         )
-    for site_a, site_b in itertools.combinations(sorted(s.name for s in topology.sites), 2):
-        required[psk_name(site_a, site_b)] = (
+        for host in topology.hosts_with_role("gateway")
+    }
+
+
+def _wireguard_psks(topology: Topology) -> _Required:
+    return {
+        psk_name(site_a, site_b): (
             "psk",
             f"WireGuard pre-shared key of the tunnel between sites {site_a} and {site_b}",
         )
-    for host in topology.hosts:
-        for volume in volumes_for(host):
-            required[luks_key_name(host, volume)] = (
-                "luks",
-                f"LUKS key file of {host.name}'s {volume} volume",
-            )
-    if topology.hosts_with_role("mailstore"):
-        required[DOVEADM_PASSWORD] = (
-            "password",
-            "doveadm password the mail stores replicate with",
-        )
-    if topology.hosts_with_role("directory"):
-        required[DIRECTORY_ADMIN_PASSWORD] = ("password", "slapd administrator password")
+        for site_a, site_b in itertools.combinations(sorted(s.name for s in topology.sites), 2)
+    }
+
+
+def _account_passwords(topology: Topology) -> _Required:
+    required: _Required = {}
     for account in topology.accounts:
         user = account.user
         required[main_password_name(user)] = (
@@ -116,6 +117,39 @@ def _required(topology: Topology) -> dict[str, tuple[str, str]]:
             required[app_password_name(user, label)] = (
                 "account",
                 f"Argon2id hash of {user}'s app password {label!r}",
+            )
+    return required
+
+
+# Secret kinds a role declares in bulwark.registry -> every vault entry of that kind a
+# topology needs: name -> (how it is made, see _GENERATORS; what it is).
+_KINDS: dict[str, Callable[[Topology], _Required]] = {
+    "wireguard-key": _wireguard_keys,
+    "wireguard-psk": _wireguard_psks,
+    "account-passwords": _account_passwords,
+    "doveadm-password": lambda topology: {
+        DOVEADM_PASSWORD: ("password", "doveadm password the mail stores replicate with")
+    },
+    "directory-admin-password": lambda topology: {
+        DIRECTORY_ADMIN_PASSWORD: ("password", "slapd administrator password")
+    },
+}
+
+
+def _required(topology: Topology) -> _Required:
+    """Every secret `topology` needs, sorted by name: those of the roles it deploys (see
+    bulwark.registry; a role without a module needs none yet) and its hosts' volumes' keys."""
+    required: _Required = {}
+    deployed = registry.deployed_role_names(topology)
+    for role in registry.ROLES:
+        if role.name in deployed:
+            for kind in role.secrets:
+                required.update(_KINDS[kind](topology))
+    for host in topology.hosts:
+        for volume in volumes_for(host):
+            required[luks_key_name(host, volume)] = (
+                "luks",
+                f"LUKS key file of {host.name}'s {volume} volume",
             )
     return dict(sorted(required.items()))
 

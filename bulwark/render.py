@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
 
-from bulwark import plan
+from bulwark import plan, registry
 from bulwark.errors import BulwarkError
 from bulwark.secret import SecretStore
 from bulwark.templating import render_template
@@ -47,7 +47,11 @@ class RenderedFile:
 
 
 def render_role_files(
-    role: ModuleType, topology: Topology, host: Host, secrets: SecretStore, reveal: bool
+    role: plan.RoleModule | ModuleType,
+    topology: Topology,
+    host: Host,
+    secrets: SecretStore,
+    reveal: bool,
 ) -> list[RenderedFile]:
     """Render the files `role` manages on `host`.
 
@@ -81,10 +85,10 @@ def render_role_files(
 def render_host_configs(
     topology: Topology, host: Host, secrets: SecretStore, reveal: bool = False
 ) -> list[RenderedFile]:
-    """Every file of every implemented role on `host`, in deploy order."""
+    """Every file of every deployed role on `host`, in deploy order (bulwark.registry)."""
     files = [
         rendered
-        for role in plan.implemented_roles(host)
+        for role in registry.host_modules(host)
         for rendered in render_role_files(role, topology, host, secrets, reveal)
     ]
     paths = [rendered.path for rendered in files]

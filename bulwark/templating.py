@@ -7,6 +7,7 @@ placeholder, so the safe outcome is the default.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -48,3 +49,13 @@ def environment(reveal: bool) -> jinja2.Environment:
 def render_template(role: str, template: str, context: dict[str, Any], reveal: bool) -> str:
     """Render `templates/<role>/<template>` with `context`."""
     return environment(reveal).get_template(f"{role}/{template}").render(context)
+
+
+def derived_or_sealed(derive: Callable[[], str], sealed: str) -> str:
+    """A public value derived from a secret (a certificate, a public key, a digest), or `sealed`
+    when the audit has no vault key to derive it with (SealedSecret.reveal raises
+    PermissionError)."""
+    try:
+        return derive()
+    except PermissionError:
+        return sealed

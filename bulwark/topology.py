@@ -85,7 +85,7 @@ class Topology:
         )
 
     def gateway(self, site: str) -> Host:
-        return self.hosts_with_role("vpn", site)[0]
+        return self.hosts_with_role("gateway", site)[0]
 
     def peer_sites(self, site: str) -> tuple[Site, ...]:
         return tuple(other for other in self.sites if other.name != site)

@@ -16,14 +16,14 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
 
-from bulwark import catalogue
+from bulwark import catalogue, registry
 from bulwark.errors import did_you_mean
 from bulwark.topology import Account, Host, IPv4Address, IPv4Network, Site, Topology
 
 # Roles whose services are exposed publicly need a public address.
 _PUBLIC_EXPOSURES = {catalogue.Exposure.PUBLIC, catalogue.Exposure.PEER_GATEWAY}
 # Roles that must exist in every site: each site's copy is the other's replica or peer.
-PEERED_ROLES: tuple[str, ...] = ("vpn", "mailstore", "backup")
+PEERED_ROLES: tuple[str, ...] = tuple(role.name for role in registry.ROLES if role.peered)
 # nginx serves these roles' HTTP(S) virtual hosts on one listener.
 _WEB_ROLES = {"dav", "files"}
 
@@ -344,11 +344,11 @@ def _check_roles(record: InventoryHost, out: _Collector) -> tuple[str, ...]:
         return ()
     valid = []
     for role in roles:
-        if role in catalogue.INFRASTRUCTURE_ROLES:
+        if role in registry.EVERY_HOST_ROLES:
             out.add(record.name, "roles", f"{role!r} runs on every host: do not list it")
-        elif role not in catalogue.SERVICE_ROLES:
-            hint = did_you_mean(str(role), catalogue.SERVICE_ROLES)
-            known = ", ".join(catalogue.SERVICE_ROLES)
+        elif role not in registry.INVENTORY_ROLES:
+            hint = did_you_mean(str(role), registry.INVENTORY_ROLES)
+            known = ", ".join(registry.INVENTORY_ROLES)
             out.add(record.name, "roles", f"unknown role {role!r}{hint}; known roles: {known}")
         else:
             valid.append(role)
@@ -356,7 +356,7 @@ def _check_roles(record: InventoryHost, out: _Collector) -> tuple[str, ...]:
         if count > 1:
             out.add(record.name, "roles", f"role {role!r} is listed {count} times")
     _check_port_conflicts(record.name, valid, out)
-    return tuple(sorted(set(valid), key=catalogue.SERVICE_ROLES.index))
+    return tuple(sorted(set(valid), key=registry.INVENTORY_ROLES.index))
 
 
 def _check_port_conflicts(host: str, roles: list[str], out: _Collector) -> None:
@@ -476,7 +476,7 @@ def _placements(records: list[InventoryHost], site_names: Iterable[str]) -> list
     for record in records:
         site, roles = record.data.get("site"), record.data.get("roles")
         if isinstance(site, str) and site in known and isinstance(roles, list | tuple):
-            valid = tuple(role for role in roles if role in catalogue.SERVICE_ROLES)
+            valid = tuple(role for role in roles if role in registry.INVENTORY_ROLES)
             placements.append(_Placement(record.name, site, valid))
     return placements
 
@@ -484,21 +484,23 @@ def _placements(records: list[InventoryHost], site_names: Iterable[str]) -> list
 def _check_role_placement(hosts: list[_Placement], sites: Iterable[str], out: _Collector) -> None:
     sites = sorted(sites)
     for site in sites:
-        gateways = [host.name for host in hosts if host.site == site and host.has_role("vpn")]
+        gateways = [host.name for host in hosts if host.site == site and host.has_role("gateway")]
         if not gateways:
-            out.add(f"site {site}", "roles", "no gateway: give one host of the site the 'vpn' role")
+            out.add(
+                f"site {site}", "roles", "no gateway: give one host of the site the 'gateway' role"
+            )
         elif len(gateways) > 1:
             out.add(
                 f"site {site}",
                 "roles",
                 f"{len(gateways)} gateways ({', '.join(gateways)}): "
-                "a site has exactly one 'vpn' host",
+                "a site has exactly one 'gateway' host",
             )
     if len(sites) < 2:
         return
     for role in PEERED_ROLES:
         present = {host.site for host in hosts if host.has_role(role)}
-        if not present or role == "vpn":
+        if not present or role == "gateway":
             continue
         for site in sorted(set(sites) - present):
             holders = ", ".join(sorted(present))

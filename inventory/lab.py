@@ -1,6 +1,6 @@
 """The lab: both sites on one Debian machine, as systemd-nspawn containers (`bulwark lab up`).
 
-Per site a gateway (vpn, proxy), a mail host (mx, mailstore) and a web host (dav, files,
+Per site a gateway (gateway, proxy), a mail host (mx, mailstore) and a web host (dav, files,
 directory). The lab never uses 192.0.2.0/24: the controller's own uplink may live there. While
 the lab exists, every range below has a blackhole route in the controller's namespace.
 """
@@ -48,7 +48,7 @@ def _host(name: str, roles: list[str], public: str, lan: str, management: str):
 
 nj = (
     [
-        _host("nj-gw", ["vpn", "proxy"], "198.51.100.10", "10.81.1.10", "10.89.0.10"),
+        _host("nj-gw", ["gateway", "proxy"], "198.51.100.10", "10.81.1.10", "10.89.0.10"),
         _host("nj-mail", ["mx", "mailstore"], "198.51.100.11", "10.81.1.11", "10.89.0.11"),
         _host("nj-web", ["dav", "files", "directory"], "198.51.100.12", "10.81.1.12", "10.89.0.12"),
     ],
@@ -65,7 +65,7 @@ nj = (
 
 sea = (
     [
-        _host("sea-gw", ["vpn", "proxy"], "198.51.100.74", "10.82.1.10", "10.89.0.74"),
+        _host("sea-gw", ["gateway", "proxy"], "198.51.100.74", "10.82.1.10", "10.89.0.74"),
         _host("sea-mail", ["mx", "mailstore"], "198.51.100.75", "10.82.1.11", "10.89.0.75"),
         _host(
             "sea-web", ["dav", "files", "directory"], "198.51.100.76", "10.82.1.12", "10.89.0.76"

@@ -10,13 +10,22 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from pyinfra import host
+from pyinfra import host as current_host
 from pyinfra.api import deploy
 from pyinfra.facts.server import Command
-from pyinfra.operations import apt, server, systemd
+from pyinfra.operations import apt, systemd
 
 from bulwark import catalogue
-from bulwark.deploying import apply_sysctl, put_file, render_for_deploy
+from bulwark.deploying import (
+    install,
+    keep_running,
+    packages,
+    reloaded,
+    render_for_deploy,
+    restarted,
+    sysctl_applied,
+)
+from bulwark.operations import STAGED, Check
 from bulwark.plan import ManagedFile
 from bulwark.secret import SecretStore
 from bulwark.topology import Host, Topology
@@ -107,12 +116,24 @@ SYSCTL_KERNEL: tuple[tuple[str, str], ...] = (
 )
 
 APT_PROXY = "/etc/apt/apt.conf.d/01bulwark-proxy"
+AUTO_UPGRADES_CONFIG = "/etc/apt/apt.conf.d/20auto-upgrades"
 UNATTENDED_UPGRADES_CONFIG = "/etc/apt/apt.conf.d/52bulwark-unattended-upgrades"
 SSHD_CONFIG = "/etc/ssh/sshd_config.d/10-bulwark.conf"
 SYSCTL_NET_FILE = "/etc/sysctl.d/60-bulwark-net.conf"
 SYSCTL_KERNEL_FILE = "/etc/sysctl.d/60-bulwark-kernel.conf"
 JOURNALD_CONFIG = "/etc/systemd/journald.conf.d/60-bulwark.conf"
+LOGROTATE_CONFIG = "/etc/logrotate.conf"
 TIMESYNCD_CONFIG = "/etc/systemd/timesyncd.conf.d/60-bulwark.conf"
+# apt's proxy goes in before apt reaches the network; unattended-upgrades' settings once the
+# package is there (its installation would otherwise write its own 20auto-upgrades).
+APT_BEFORE_PACKAGES: tuple[str, ...] = (APT_PROXY,)
+APT_AFTER_PACKAGES: tuple[str, ...] = (AUTO_UPGRADES_CONFIG, UNATTENDED_UPGRADES_CONFIG)
+
+SSHD_UNIT = "ssh.service"
+JOURNALD_UNIT = "systemd-journald.service"
+TIMESYNCD_UNIT = "systemd-timesyncd.service"
+# sshd's own check of the staged drop-in, with the host's keys, before it is live.
+SSHD_CHECK = Check(SSHD_CONFIG, ("sshd", "-t", "-f", STAGED))
 
 
 def managed_files(topology: Topology, host: Host) -> tuple[ManagedFile, ...]:
@@ -121,13 +142,13 @@ def managed_files(topology: Topology, host: Host) -> tuple[ManagedFile, ...]:
     )
     return (
         *proxy,
-        ManagedFile("/etc/apt/apt.conf.d/20auto-upgrades", "auto-upgrades.conf.j2", checker="apt"),
+        ManagedFile(AUTO_UPGRADES_CONFIG, "auto-upgrades.conf.j2", checker="apt"),
         ManagedFile(UNATTENDED_UPGRADES_CONFIG, "unattended-upgrades.conf.j2", checker="apt"),
         ManagedFile(SSHD_CONFIG, "sshd_config.j2", mode="0600", checker="sshd"),
         ManagedFile(SYSCTL_NET_FILE, "sysctl-net.conf.j2"),
         ManagedFile(SYSCTL_KERNEL_FILE, "sysctl-kernel.conf.j2"),
         ManagedFile(JOURNALD_CONFIG, "journald.conf.j2"),
-        ManagedFile("/etc/logrotate.conf", "logrotate.conf.j2"),
+        ManagedFile(LOGROTATE_CONFIG, "logrotate.conf.j2"),
         ManagedFile(TIMESYNCD_CONFIG, "timesyncd.conf.j2"),
     )
 
@@ -150,57 +171,32 @@ def template_context(topology: Topology, host: Host, secrets: SecretStore) -> Ma
 
 
 @deploy("base")
-def converge(secrets: SecretStore) -> None:
-    """Converge the baseline; restart or reload each daemon only when its file changed."""
-    rendered = {item.path: item for item in render_for_deploy(ROLE, secrets)}
-    if APT_PROXY in rendered:
-        put_file(rendered.pop(APT_PROXY))
-    apt.packages(
-        name="base: packages",
-        packages=list(PACKAGES),
-        update=True,
-        cache_time=3600,
-        no_recommends=True,
-        _retries=2,
-        _timeout=600,
-    )
-    uploaded = {path: put_file(item) for path, item in rendered.items()}
-    apply_sysctl(ROLE, SYSCTL_NET_FILE, uploaded[SYSCTL_NET_FILE])
-    if not _in_container():
-        apply_sysctl(ROLE, SYSCTL_KERNEL_FILE, uploaded[SYSCTL_KERNEL_FILE])
-    sshd_changed = uploaded[SSHD_CONFIG].did_change
-    server.shell(name="base: check sshd configuration", commands=["sshd -t"], _if=sshd_changed)
-    systemd.service(
-        name="base: reload sshd",
-        service="ssh.service",
-        running=True,
-        enabled=True,
-        reloaded=True,
-        _if=sshd_changed,
-    )
-    systemd.service(
-        name="base: restart journald",
-        service="systemd-journald.service",
-        restarted=True,
-        _if=uploaded[JOURNALD_CONFIG].did_change,
-    )
+def converge(topology: Topology, host: Host, secrets: SecretStore) -> None:
+    """apt's proxy, the packages, then each file; each daemon takes its file once it changed."""
+    files = render_for_deploy(ROLE, topology, host, secrets)
+    install(ROLE, [files[path] for path in APT_BEFORE_PACKAGES if path in files])
+    apt.update(name="base: package lists", cache_time=3600, _retries=2, _timeout=600)
+    packages(ROLE, PACKAGES)
+    install(ROLE, [files[path] for path in APT_AFTER_PACKAGES])
+    install(ROLE, [files[SSHD_CONFIG]], check=SSHD_CHECK, then=reloaded(SSHD_UNIT))
+    keep_running(ROLE, SSHD_UNIT)
+    install(ROLE, [files[SYSCTL_NET_FILE]], then=sysctl_applied(SYSCTL_NET_FILE))
+    kernel = None if _in_container() else sysctl_applied(SYSCTL_KERNEL_FILE)
+    install(ROLE, [files[SYSCTL_KERNEL_FILE]], then=kernel)
+    install(ROLE, [files[JOURNALD_CONFIG]], then=restarted(JOURNALD_UNIT))
+    install(ROLE, [files[LOGROTATE_CONFIG]])
+    install(ROLE, [files[TIMESYNCD_CONFIG]], then=restarted(TIMESYNCD_UNIT))
     # Enabled only: the unit skips itself in containers (ConditionVirtualization=!container),
     # so asking for it running would report a change on every run there.
     systemd.service(
         name="base: enable systemd-timesyncd",
-        service="systemd-timesyncd.service",
+        service=TIMESYNCD_UNIT,
         running=None,
         enabled=True,
-    )
-    systemd.service(
-        name="base: restart systemd-timesyncd",
-        service="systemd-timesyncd.service",
-        restarted=True,
-        _if=uploaded[TIMESYNCD_CONFIG].did_change,
     )
 
 
 def _in_container() -> bool:
     """A container shares its host's kernel: kernel sysctls are the host's business."""
-    virt = host.get_fact(Command, command="systemd-detect-virt --container || true")
+    virt = current_host.get_fact(Command, command="systemd-detect-virt --container || true")
     return bool(virt) and virt.strip() != "none"

@@ -9,18 +9,18 @@ atomically, confirmed over a fresh SSH connection, then the rollback is disarmed
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from typing import Any
 
 from pyinfra import host as current_host
 from pyinfra import logger
 from pyinfra.api import FunctionCommand, QuoteString, StringCommand, deploy, operation
+from pyinfra.api.facts import FactBase
 from pyinfra.facts.files import Sha256File
-from pyinfra.facts.server import Command
-from pyinfra.operations import apt, systemd
+from pyinfra.operations import systemd
 
-from bulwark import catalogue
-from bulwark.deploying import put_file, render_for_deploy
+from bulwark import catalogue, registry
+from bulwark.deploying import install, packages, render_for_deploy
 from bulwark.exposure import (
     VPN_INTERFACE,
     host_openings,
@@ -28,6 +28,7 @@ from bulwark.exposure import (
     port_span,
     site_lans,
 )
+from bulwark.operations import STAGED, Check
 from bulwark.plan import ManagedFile
 from bulwark.secret import SecretStore
 from bulwark.topology import Host, Topology
@@ -48,10 +49,138 @@ ROLLBACK_AFTER_SECONDS = 60
 SSH_NEW_CONNECTION_RATE = "30/minute burst 30 packets"
 # ICMP (ping, path MTU, unreachables) answered up to this rate; the rest is dropped.
 ICMP_RATE = "20/second burst 50 packets"
+PACKAGES: tuple[str, ...] = ("nftables",)
+# The candidate is checked by nft itself, against this kernel, before it may be applied.
+CANDIDATE_CHECK = Check(CANDIDATE, ("nft", "-c", "-f", STAGED))
+# The digest of the live ruleset recorded right after each successful apply: a live ruleset
+# that no longer matches it (a rule added by hand, a flush) is applied again.
+APPLIED_DIGEST_DIR = "/var/lib/bulwark/firewall"
+APPLIED_DIGEST = f"{APPLIED_DIGEST_DIR}/applied.sha256"
+# The dynamic set the SSH rate limit fills (templates/firewall/nftables.conf.j2 names it so).
+SSH_METER_SET = "ssh_new_v4"
+# The live ruleset as its digest compares: `nft -s` leaves counters out; the elements the
+# kernel adds to dynamic sets (the SSH meter's addresses) change by the minute and are left
+# out too. Everything else, static set elements included, counts.
+_NORMALISE = (
+    r"/^\tset / { dynamic = 0 } "
+    r"/^\t\tflags .*dynamic/ { dynamic = 1 } "
+    r"dynamic && /^\t\telements = / { skip = 1 } "
+    r"!skip { print } "
+    r"skip && /[}]$/ { skip = 0 }"
+)
+LIVE_DIGEST = StringCommand(
+    "nft", "-s", "list", "ruleset", "2>/dev/null",
+    "|", "awk", QuoteString(_NORMALISE),
+    "|", "sha256sum", "|", "cut", "-d' '", "-f1",
+)  # fmt: skip
+
+
+@dataclass(frozen=True)
+class RulesetState:
+    """The live ruleset's digest and the one recorded after the last apply (None: never)."""
+
+    live: str
+    applied: str | None
+
+
+class LiveRuleset(FactBase):
+    """Whether the live ruleset is still the one the last apply left (see LIVE_DIGEST)."""
+
+    def command(self) -> StringCommand:
+        return StringCommand(LIVE_DIGEST, ";", "cat", APPLIED_DIGEST, "2>/dev/null", "||", "true")
+
+    @staticmethod
+    def default() -> RulesetState:
+        return RulesetState("", None)
+
+    def process(self, output: list[str]) -> RulesetState:
+        lines = [line.strip() for line in output if line.strip()]
+        return RulesetState(lines[0] if lines else "", lines[1] if len(lines) > 1 else None)
+
+
+@operation()
+def safe_ruleset(candidate: str = CANDIDATE, target: str = RULESET):
+    """Apply `candidate` if it differs from `target` or the live ruleset is no longer the one the
+    last apply left, without ever locking the operator out: check, save, arm rollback, apply,
+    confirm over a fresh connection, disarm, install, record the live ruleset's digest.
+
+    + candidate: the checked, uploaded ruleset to apply
+    + target: the ruleset nftables.service loads at boot
+
+    **Example:**
+
+    .. code:: python
+
+        safe_ruleset(name="firewall: apply the ruleset safely")
+    """
+    wanted = current_host.get_fact(Sha256File, path=candidate)
+    installed = current_host.get_fact(Sha256File, path=target)
+    ruleset = current_host.get_fact(LiveRuleset)
+    if wanted == installed and ruleset.applied is not None and ruleset.live == ruleset.applied:
+        current_host.noop("ruleset unchanged and live as applied")
+        return
+    yield StringCommand("nft", "-c", "-f", QuoteString(candidate))
+    yield StringCommand(
+        "mkdir", "-p", "/run/bulwark", "&&",
+        "{", "echo", "'flush ruleset';", "nft", "list", "ruleset;", "}", ">", ROLLBACK,
+    )  # fmt: skip
+    yield StringCommand(
+        "systemctl",
+        "stop",
+        ROLLBACK_TIMER,
+        ROLLBACK_SERVICE,
+        "2>/dev/null",
+        "||",
+        "true",
+    )
+    yield StringCommand(
+        "systemd-run",
+        "--quiet",
+        "--unit",
+        ROLLBACK_UNIT,
+        "--on-active",
+        str(ROLLBACK_AFTER_SECONDS),
+        "nft",
+        "-f",
+        ROLLBACK,
+    )
+    yield StringCommand("nft", "-f", QuoteString(candidate))
+    yield FunctionCommand(_confirm_fresh_connection, (), {})
+    yield FunctionCommand(_disarm_rollback, (), {})
+    yield StringCommand("install", "-m", "0600", QuoteString(candidate), QuoteString(target))
+    yield StringCommand("install", "-d", "-m", "0700", APPLIED_DIGEST_DIR)
+    yield StringCommand(LIVE_DIGEST, ">", APPLIED_DIGEST)
 
 
 def managed_files(topology: Topology, host: Host) -> tuple[ManagedFile, ...]:
     return (ManagedFile(RULESET, "nftables.conf.j2", mode="0600", checker="nft"),)
+
+
+def template_context(topology: Topology, host: Host, secrets: SecretStore) -> Mapping[str, Any]:
+    return {
+        "host": host.name,
+        "site": host.site,
+        "roles": [role.name for role in registry.deployed_roles(host) if not role.every_host],
+        "ssh_meter_set": SSH_METER_SET,
+        "management": [str(network) for network in management_sources(topology)],
+        "site_lans": [str(network) for network in site_lans(topology)],
+        "ssh_port": catalogue.service("ssh").port,
+        "ssh_rate": SSH_NEW_CONNECTION_RATE,
+        "icmp_rate": ICMP_RATE,
+        "input_rules": input_rules(topology, host),
+        "forward_rules": forward_rules(topology, host),
+    }
+
+
+@deploy("firewall")
+def converge(topology: Topology, host: Host, secrets: SecretStore) -> None:
+    """Stage and check the ruleset, apply it safely, and load it at boot (never `restart`: stop
+    flushes)."""
+    (rendered,) = render_for_deploy(ROLE, topology, host, secrets).values()
+    packages(ROLE, PACKAGES)
+    install(ROLE, [replace(rendered, path=CANDIDATE)], check=CANDIDATE_CHECK)
+    safe_ruleset(name="firewall: apply the ruleset safely")
+    systemd.service(name="firewall: load at boot", service="nftables.service", enabled=True)
 
 
 def nft_ports(ports: Iterable[int]) -> str:
@@ -92,7 +221,7 @@ def input_rules(topology: Topology, host: Host) -> list[str]:
 
 def forward_rules(topology: Topology, host: Host) -> list[str]:
     """Gateways only: their LAN to the other sites' LANs through the tunnel, and back."""
-    if not host.has_role("vpn"):
+    if not host.has_role("gateway"):
         return []
     own = topology.site(host.site).lan
     peers = ", ".join(str(site.lan) for site in topology.peer_sites(host.site))
@@ -100,21 +229,6 @@ def forward_rules(topology: Topology, host: Host) -> list[str]:
         f'ip saddr {own} ip daddr {{ {peers} }} oifname "{VPN_INTERFACE}" accept',
         f'iifname "{VPN_INTERFACE}" ip saddr {{ {peers} }} ip daddr {own} accept',
     ]
-
-
-def template_context(topology: Topology, host: Host, secrets: SecretStore) -> Mapping[str, Any]:
-    return {
-        "host": host.name,
-        "site": host.site,
-        "roles": host.roles,
-        "management": [str(network) for network in management_sources(topology)],
-        "site_lans": [str(network) for network in site_lans(topology)],
-        "ssh_port": catalogue.service("ssh").port,
-        "ssh_rate": SSH_NEW_CONNECTION_RATE,
-        "icmp_rate": ICMP_RATE,
-        "input_rules": input_rules(topology, host),
-        "forward_rules": forward_rules(topology, host),
-    }
 
 
 def _confirm_fresh_connection(state, host) -> bool:
@@ -171,57 +285,3 @@ def _disarm_rollback(state, host) -> bool:
 def _fail(host, message: str) -> bool:
     host.log_styled(message, fg="red", log_func=logger.error)
     return False
-
-
-@operation()
-def safe_ruleset(candidate: str = CANDIDATE, target: str = RULESET):
-    """Apply `candidate` if it differs from `target` or the live table is gone, without ever
-    leaving the operator locked out: check, save, arm rollback, apply, confirm, disarm, install.
-    """
-    wanted = current_host.get_fact(Sha256File, path=candidate)
-    installed = current_host.get_fact(Sha256File, path=target)
-    live = current_host.get_fact(
-        Command, command="nft list table inet bulwark >/dev/null 2>&1 && echo live || echo gone"
-    )
-    if wanted == installed and live == "live":
-        current_host.noop("ruleset unchanged and live")
-        return
-    yield StringCommand("nft", "-c", "-f", QuoteString(candidate))
-    yield StringCommand(
-        "mkdir", "-p", "/run/bulwark", "&&",
-        "{", "echo", "'flush ruleset';", "nft", "list", "ruleset;", "}", ">", ROLLBACK,
-    )  # fmt: skip
-    yield StringCommand(
-        "systemctl",
-        "stop",
-        ROLLBACK_TIMER,
-        ROLLBACK_SERVICE,
-        "2>/dev/null",
-        "||",
-        "true",
-    )
-    yield StringCommand(
-        "systemd-run",
-        "--quiet",
-        "--unit",
-        ROLLBACK_UNIT,
-        "--on-active",
-        str(ROLLBACK_AFTER_SECONDS),
-        "nft",
-        "-f",
-        ROLLBACK,
-    )
-    yield StringCommand("nft", "-f", QuoteString(candidate))
-    yield FunctionCommand(_confirm_fresh_connection, (), {})
-    yield FunctionCommand(_disarm_rollback, (), {})
-    yield StringCommand("install", "-m", "0600", QuoteString(candidate), QuoteString(target))
-
-
-@deploy("firewall")
-def converge(secrets: SecretStore) -> None:
-    """Stage the ruleset, apply it safely, and load it at boot (never `restart`: stop flushes)."""
-    (rendered,) = render_for_deploy(ROLE, secrets)
-    put_file(replace(rendered, path=CANDIDATE))
-    apt.packages(name="firewall: nftables", packages=["nftables"], _retries=2)
-    safe_ruleset()
-    systemd.service(name="firewall: load at boot", service="nftables.service", enabled=True)

@@ -14,10 +14,10 @@ from typing import Any
 from pyinfra import host as current_host
 from pyinfra.api import QuoteString, StringCommand, deploy
 from pyinfra.api.facts import FactBase
-from pyinfra.operations import apt, files, server
+from pyinfra.operations import files, server
 
 from bulwark import catalogue, mail
-from bulwark.deploying import deploy_host, deploy_topology, put_file, render_for_deploy
+from bulwark.deploying import packages, render_for_deploy
 from bulwark.errors import BulwarkError
 from bulwark.plan import ManagedFile
 from bulwark.secret import SecretStore
@@ -59,23 +59,6 @@ def managed_files(topology: Topology, host: Host) -> tuple[ManagedFile, ...]:
     return mail.dovecot_files(ROLE, host)
 
 
-def mailbox_paths(topology: Topology, account: Account) -> dict[str, str]:
-    """Mailbox name -> what exists on disk once Dovecot has created it (Maildir++ layout)."""
-    maildir = f"{mail.VMAIL_HOME}/{topology.domain}/{account.user}/{mail.MAILDIR}"
-    return {
-        "INBOX": f"{maildir}/dovecot-uidlist",
-        **{mailbox: f"{maildir}/.{mailbox}" for mailbox in MAILBOXES},
-    }
-
-
-def replica(topology: Topology, host: Host) -> Host:
-    """The mail store `host` replicates with: the other site's (Dovecot 2.3 keeps one replica)."""
-    peers = [mail.site_mailstore(topology, site.name) for site in topology.peer_sites(host.site)]
-    if len(peers) != 1:
-        raise BulwarkError(f"{host.name}: Dovecot 2.3 replicates with one peer, not {len(peers)}")
-    return peers[0]
-
-
 def template_context(topology: Topology, host: Host, secrets: SecretStore) -> Mapping[str, Any]:
     peer = replica(topology, host)
     return {
@@ -98,15 +81,10 @@ def template_context(topology: Topology, host: Host, secrets: SecretStore) -> Ma
 
 
 @deploy("mailstore")
-def converge(secrets: SecretStore) -> None:
-    """The vmail user and its home, the replica's name, Dovecot's files; reload on change."""
-    apt.packages(
-        name="mailstore: packages",
-        packages=list(PACKAGES),
-        no_recommends=True,
-        _retries=2,
-        _timeout=600,
-    )
+def converge(topology: Topology, host: Host, secrets: SecretStore) -> None:
+    """The vmail user and its home, the replica's name, Dovecot's files (reloaded once they
+    changed), and on the primary site the accounts' mailboxes."""
+    packages(ROLE, PACKAGES)
     server.group(name="mailstore: vmail group", group=mail.VMAIL_USER, system=True)
     server.user(  # noqa: S604 - `shell` is the account's login shell, not a subprocess's
         name="mailstore: vmail user",
@@ -123,17 +101,15 @@ def converge(secrets: SecretStore) -> None:
         group=mail.VMAIL_USER,
         mode="0700",
     )
-    _pin_replica_address()
-    uploads = [put_file(item) for item in render_for_deploy(ROLE, secrets)]
-    mail.converge_dovecot(ROLE, *uploads)
-    _create_mailboxes_on_the_primary()
+    _pin_replica_address(topology, host)
+    mail.converge_dovecot(ROLE, render_for_deploy(ROLE, topology, host, secrets))
+    _create_mailboxes_on_the_primary(topology, host)
 
 
-def _pin_replica_address() -> None:
+def _pin_replica_address(topology: Topology, host: Host) -> None:
     """The replica's name (its certificate's) resolves to its LAN address: replication goes
     through the VPN whatever public DNS says, and doveadm can verify the name."""
-    topology = deploy_topology()
-    peer = replica(topology, deploy_host())
+    peer = replica(topology, host)
     name = mail.fqdn(topology, peer)
     files.line(
         name="mailstore: the replica's name at its LAN address",
@@ -144,12 +120,11 @@ def _pin_replica_address() -> None:
     )
 
 
-def _create_mailboxes_on_the_primary() -> None:
+def _create_mailboxes_on_the_primary(topology: Topology, host: Host) -> None:
     """Every account's mailboxes are created once, in the primary site, and reach the other
     store by replication. Created in both stores, a mailbox gets two GUIDs, and dsync 2.3 then
     swaps them at every sync (each side adopts the other's): replication never settles.
     """
-    topology, host = deploy_topology(), deploy_host()
     if host.site != topology.primary_site.name:
         return
     wanted = {
@@ -178,3 +153,20 @@ def _create_mailboxes_on_the_primary() -> None:
         server.shell(
             name="mailstore: the accounts' mailboxes, replicated from here", commands=commands
         )
+
+
+def mailbox_paths(topology: Topology, account: Account) -> dict[str, str]:
+    """Mailbox name -> what exists on disk once Dovecot has created it (Maildir++ layout)."""
+    maildir = f"{mail.VMAIL_HOME}/{topology.domain}/{account.user}/{mail.MAILDIR}"
+    return {
+        "INBOX": f"{maildir}/dovecot-uidlist",
+        **{mailbox: f"{maildir}/.{mailbox}" for mailbox in MAILBOXES},
+    }
+
+
+def replica(topology: Topology, host: Host) -> Host:
+    """The mail store `host` replicates with: the other site's (Dovecot 2.3 keeps one replica)."""
+    peers = [mail.site_mailstore(topology, site.name) for site in topology.peer_sites(host.site)]
+    if len(peers) != 1:
+        raise BulwarkError(f"{host.name}: Dovecot 2.3 replicates with one peer, not {len(peers)}")
+    return peers[0]

@@ -13,12 +13,12 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from pyinfra.api import StringCommand, deploy
-from pyinfra.operations import apt, server, systemd
-from pyinfra.operations.util import any_changed
+from pyinfra.api import deploy
+from pyinfra.operations import systemd
 
 from bulwark import catalogue, mail
-from bulwark.deploying import deploy_host, put_file, render_for_deploy
+from bulwark.deploying import install, packages, render_for_deploy, restarted
+from bulwark.operations import STAGED_DIR, Check
 from bulwark.plan import ManagedFile
 from bulwark.secret import SecretStore
 from bulwark.topology import Host, Topology
@@ -32,6 +32,11 @@ POSTFIX_UNIT = "postfix.service"
 POSTFIX_INSTANCE = "postfix@-.service"
 MAIN_CF = "/etc/postfix/main.cf"
 MASTER_CF = "/etc/postfix/master.cf"
+# `postfix check` over the staged main.cf and master.cf, as a configuration directory.
+POSTFIX_CHECK = Check(MAIN_CF, ("postfix", "-c", STAGED_DIR, "check"))
+# Restarted, not reloaded: a reload misses what the master daemon started with (inet_protocols,
+# after the package's own configuration), and it happens only when the configuration changed.
+POSTFIX_RESTART = restarted(POSTFIX_UNIT)
 # Submission services and their own options on top of the common ones (master.cf).
 SUBMISSION_SERVICES: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("submissions", ("smtpd_tls_wrappermode=yes",)),
@@ -68,40 +73,14 @@ def template_context(topology: Topology, host: Host, secrets: SecretStore) -> Ma
 
 
 @deploy("mx")
-def converge(secrets: SecretStore) -> None:
-    """Postfix (and, alone on its host, Dovecot's auth): check, then reload on any change."""
-    host = deploy_host()
+def converge(topology: Topology, host: Host, secrets: SecretStore) -> None:
+    """Postfix (and, alone on its host, Dovecot's auth): checked before it is live, restarted
+    once it changed."""
     own_dovecot = mail.writes_dovecot(ROLE, host)
-    installed = apt.packages(
-        name="mx: packages",
-        packages=[*PACKAGES, *(mail.AUTH_PACKAGES if own_dovecot else ())],
-        no_recommends=True,
-        _retries=2,
-        _timeout=600,
-    )
-    rendered = {item.path: item for item in render_for_deploy(ROLE, secrets)}
-    postfix = [put_file(rendered.pop(path)) for path in (MAIN_CF, MASTER_CF)]
+    packages(ROLE, (*PACKAGES, *(mail.AUTH_PACKAGES if own_dovecot else ())))
+    files = render_for_deploy(ROLE, topology, host, secrets)
     if own_dovecot:
-        mail.converge_dovecot(ROLE, *[put_file(item) for item in rendered.values()])
-    changed = any_changed(*postfix)
-    server.shell(
-        name="mx: check the Postfix configuration",
-        commands=[StringCommand("postfix", "check")],
-        _if=changed,
-    )
+        mail.converge_dovecot(ROLE, files)
+    install(ROLE, [files[MAIN_CF], files[MASTER_CF]], check=POSTFIX_CHECK, then=POSTFIX_RESTART)
     systemd.service(name="mx: Postfix at boot", service=POSTFIX_UNIT, enabled=True)
     systemd.service(name="mx: Postfix running", service=POSTFIX_INSTANCE, running=True)
-    # A reload takes new maps, services and certificates, but not what the packaged
-    # configuration started the master with (inet_protocols): after installing, restart.
-    systemd.service(
-        name="mx: restart Postfix after installing it",
-        service=POSTFIX_UNIT,
-        restarted=True,
-        _if=installed.did_change,
-    )
-    systemd.service(
-        name="mx: reload Postfix",
-        service=POSTFIX_UNIT,
-        reloaded=True,
-        _if=lambda: changed() and not installed.did_change(),
-    )

@@ -11,17 +11,20 @@ from collections.abc import Mapping
 from typing import Any
 
 from pyinfra.api import deploy
-from pyinfra.operations import apt, server
 
 from bulwark import pki
-from bulwark.deploying import put_file, render_for_deploy
+from bulwark.deploying import install, packages, render_for_deploy
+from bulwark.operations import Activation
 from bulwark.plan import ManagedFile
 from bulwark.secret import SecretStore
+from bulwark.templating import derived_or_sealed
 from bulwark.topology import Host, Topology
 
 ROLE = "pki"
 
 PACKAGES: tuple[str, ...] = ("ca-certificates", "ssl-cert")
+# Rebuilds /etc/ssl/certs from scratch, so a replaced CA leaves nothing of the old one behind.
+TRUST_STORE_REFRESH = Activation("trust-store", (("update-ca-certificates", "--fresh"),))
 
 
 def managed_files(topology: Topology, host: Host) -> tuple[ManagedFile, ...]:
@@ -32,31 +35,23 @@ def managed_files(topology: Topology, host: Host) -> tuple[ManagedFile, ...]:
     )
 
 
-def _public(read, what: str) -> str:
-    """Certificates are public, but a sealed audit (no vault key) cannot read them."""
-    try:
-        return read().strip()
-    except PermissionError:
-        return f"<{what}: sealed>"
-
-
 def template_context(topology: Topology, host: Host, secrets: SecretStore) -> Mapping[str, Any]:
     return {
-        "ca_certificate": _public(lambda: pki.ca_certificate(secrets), "CA certificate"),
-        "certificate_chain": _public(
-            lambda: pki.host_certificate_chain(secrets, host.name), f"{host.name} certificate"
+        "ca_certificate": derived_or_sealed(
+            lambda: pki.ca_certificate(secrets).strip(), "<CA certificate: sealed>"
+        ),
+        "certificate_chain": derived_or_sealed(
+            lambda: pki.host_certificate_chain(secrets, host.name).strip(),
+            f"<{host.name} certificate: sealed>",
         ),
         "private_key": pki.host_private_key(secrets, host.name),
     }
 
 
 @deploy("pki")
-def converge(secrets: SecretStore) -> None:
-    """Install the chain, key and CA; refresh the trust store when the CA changes."""
-    apt.packages(name="pki: packages", packages=list(PACKAGES), no_recommends=True, _retries=2)
-    uploaded = {item.path: put_file(item) for item in render_for_deploy(ROLE, secrets)}
-    server.shell(
-        name="pki: refresh the trust store",
-        commands=["update-ca-certificates --fresh"],
-        _if=uploaded[pki.CA_CERT_PATH].did_change,
-    )
+def converge(topology: Topology, host: Host, secrets: SecretStore) -> None:
+    """Install the chain, key and CA; refresh the trust store once the CA changed."""
+    packages(ROLE, PACKAGES)
+    files = render_for_deploy(ROLE, topology, host, secrets)
+    install(ROLE, [files[pki.CA_CERT_PATH]], then=TRUST_STORE_REFRESH)
+    install(ROLE, [files[pki.HOST_CERT_PATH], files[pki.HOST_KEY_PATH]])

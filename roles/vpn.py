@@ -1,9 +1,10 @@
 """vpn: WireGuard between the sites' gateways, and every other host's route through its gateway.
 
-Site-to-site: each gateway peers with every other site's gateway, AllowedIPs = that site's LAN,
-so a third site is a data change. The kernel module is used where present, wireguard-go
-otherwise, decided by a fact about the host. Runs on every host: gateways get the tunnel,
-the others a route to the other sites' LANs via their gateway.
+Runs on every host. The inventory names one gateway per site (role `gateway`): it peers with
+every other site's gateway, AllowedIPs = that site's LAN, so a third site is a data change, and
+forwards between its LAN and the tunnel. The kernel module is used where present, wireguard-go
+otherwise, decided by a fact about the host. Every other host gets a route to the other sites'
+LANs via its site's gateway.
 """
 
 from __future__ import annotations
@@ -14,25 +15,37 @@ from typing import Any
 from pyinfra import host as current_host
 from pyinfra.api import deploy
 from pyinfra.api.facts import FactBase
-from pyinfra.operations import apt
 
 from bulwark import catalogue
-from bulwark.deploying import apply_sysctl, converge_unit, deploy_host, put_file, render_for_deploy
+from bulwark.deploying import (
+    install,
+    keep_running,
+    packages,
+    render_for_deploy,
+    restarted,
+    sysctl_applied,
+)
 from bulwark.exposure import VPN_INTERFACE
 from bulwark.plan import ManagedFile
 from bulwark.platform_secrets import wireguard_public_key
-from bulwark.secret import Secret, SecretStore
+from bulwark.secret import SecretStore
 from bulwark.secret_names import psk_name, wireguard_key_name
+from bulwark.templating import derived_or_sealed
 from bulwark.topology import Host, Topology
 
 ROLE = "vpn"
 
+# The inventory role that makes a host its site's end of the tunnel.
+GATEWAY = "gateway"
 WG_CONFIG = f"/etc/wireguard/{VPN_INTERFACE}.conf"
 WG_UNIT = f"wg-quick@{VPN_INTERFACE}.service"
 USERSPACE_DROPIN = "/etc/systemd/system/wg-quick@.service.d/userspace.conf"
 FORWARDING_SYSCTL = "/etc/sysctl.d/61-bulwark-forwarding.conf"
 ROUTES_UNIT_NAME = "bulwark-site-routes.service"
 ROUTES_UNIT = f"/etc/systemd/system/{ROUTES_UNIT_NAME}"
+# Gateways: the tools always, wireguard-go where the kernel has no WireGuard module.
+PACKAGES: tuple[str, ...] = ("wireguard-tools",)
+USERSPACE_PACKAGES: tuple[str, ...] = ("wireguard-go",)
 
 
 class WireGuardImplementation(FactBase):
@@ -49,7 +62,7 @@ class WireGuardImplementation(FactBase):
 
 
 def managed_files(topology: Topology, host: Host) -> tuple[ManagedFile, ...]:
-    if not host.has_role("vpn"):
+    if not host.has_role(GATEWAY):
         return (ManagedFile(ROUTES_UNIT, "site-routes.service.j2"),)
     return (
         ManagedFile(WG_CONFIG, "wg0.conf.j2", mode="0600"),
@@ -58,29 +71,20 @@ def managed_files(topology: Topology, host: Host) -> tuple[ManagedFile, ...]:
     )
 
 
-def _public_key(private: Secret) -> str:
-    """Public keys are not secret, but a sealed audit cannot derive them."""
-    try:
-        return wireguard_public_key(private.reveal())
-    except PermissionError:
-        return f"<public key of {private.name}: sealed>"
-
-
 def template_context(topology: Topology, host: Host, secrets: SecretStore) -> Mapping[str, Any]:
-    site_gateway = topology.gateway(host.site)
-    peer_lans = [str(site.lan) for site in topology.peer_sites(host.site)]
-    if not host.has_role("vpn"):
+    if not host.has_role(GATEWAY):
+        site_gateway = topology.gateway(host.site)
         return {
             "gateway": site_gateway.name,
             "gateway_address": str(site_gateway.lan_address),
-            "peer_lans": peer_lans,
+            "peer_lans": [str(site.lan) for site in topology.peer_sites(host.site)],
         }
     port = catalogue.service("wireguard").port
     peers = [
         {
             "site": site.name,
             "host": peer.name,
-            "public_key": _public_key(secrets.get(wireguard_key_name(peer))),
+            "public_key": _public_key(secrets, peer),
             "preshared_key": secrets.get(psk_name(host.site, site.name)),
             "endpoint": f"{peer.public_address}:{port}",
             "allowed_ips": [str(site.lan)],
@@ -98,15 +102,23 @@ def template_context(topology: Topology, host: Host, secrets: SecretStore) -> Ma
 
 
 @deploy("vpn")
-def converge(secrets: SecretStore) -> None:
+def converge(topology: Topology, host: Host, secrets: SecretStore) -> None:
     """Gateways: tunnel up, forwarding on. Other hosts: the route to the other sites' LANs."""
-    uploaded = {item.path: put_file(item) for item in render_for_deploy(ROLE, secrets)}
-    if not deploy_host().has_role("vpn"):
-        converge_unit(ROLE, ROUTES_UNIT_NAME, uploaded[ROUTES_UNIT])
+    files = render_for_deploy(ROLE, topology, host, secrets)
+    if not host.has_role(GATEWAY):
+        install(ROLE, [files[ROUTES_UNIT]], then=restarted(ROUTES_UNIT_NAME, True))
+        keep_running(ROLE, ROUTES_UNIT_NAME)
         return
-    packages = ["wireguard-tools"]
-    if current_host.get_fact(WireGuardImplementation) == "userspace":
-        packages.append("wireguard-go")
-    apt.packages(name="vpn: WireGuard", packages=packages, no_recommends=True, _retries=2)
-    apply_sysctl(ROLE, FORWARDING_SYSCTL, uploaded[FORWARDING_SYSCTL])
-    converge_unit(ROLE, WG_UNIT, uploaded[USERSPACE_DROPIN], uploaded[WG_CONFIG])
+    userspace = current_host.get_fact(WireGuardImplementation) == "userspace"
+    packages(ROLE, (*PACKAGES, *(USERSPACE_PACKAGES if userspace else ())))
+    install(ROLE, [files[FORWARDING_SYSCTL]], then=sysctl_applied(FORWARDING_SYSCTL))
+    install(ROLE, [files[USERSPACE_DROPIN], files[WG_CONFIG]], then=restarted(WG_UNIT, True))
+    keep_running(ROLE, WG_UNIT)
+
+
+def _public_key(secrets: SecretStore, gateway: Host) -> str:
+    """A gateway's public key: not secret, but a sealed audit cannot derive it."""
+    private = secrets.get(wireguard_key_name(gateway))
+    return derived_or_sealed(
+        lambda: wireguard_public_key(private.reveal()), f"<public key of {private.name}: sealed>"
+    )

@@ -11,6 +11,7 @@ import click
 from bulwark.audit import audit_secrets, write_report
 from bulwark.checks import check_files
 from bulwark.inventory import load_topology
+from bulwark.registry import describe_not_deployed
 from bulwark.render import check_output_dir, render_host_configs, write_audit_tree
 
 
@@ -39,6 +40,8 @@ def render(inventory: str, out: Path, check: bool) -> None:
     """
     topology = load_topology(inventory)
     check_output_dir(out)
+    if waiting := describe_not_deployed(topology):
+        click.echo(f"note: {waiting}", err=True)
     secrets = audit_secrets(topology)
     files = []
     with click.progressbar(topology.hosts, label="rendering", file=sys.stderr) as hosts:

@@ -12,7 +12,7 @@ import socket
 
 import pytest
 
-from bulwark import catalogue, plan
+from bulwark import catalogue, registry
 from bulwark.exposure import public_ports
 
 _CONCURRENCY = 400
@@ -44,7 +44,7 @@ def _expected_open(topology, host) -> set[int]:
         for service in catalogue.services_for_roles(host.roles)
         if service.exposure is catalogue.Exposure.PUBLIC
         and service.transport is catalogue.Transport.TCP
-        and plan.role_module(service.role) is not None
+        and registry.role(service.role).implemented
         for port in service.ports
     }
 

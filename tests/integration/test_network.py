@@ -105,7 +105,7 @@ def test_gateways_complete_a_handshake(lab_host):
 
 
 def test_gateways_run_wireguard_go_where_the_kernel_has_no_module(lab_host):
-    for gateway in TOPOLOGY.hosts_with_role("vpn"):
+    for gateway in TOPOLOGY.hosts_with_role("gateway"):
         gw = lab_host(gateway.name)
         kernel = gw.file("/sys/module/wireguard").is_directory
         running = gw.run("cat /proc/[0-9]*/comm").stdout.split()
@@ -115,7 +115,7 @@ def test_gateways_run_wireguard_go_where_the_kernel_has_no_module(lab_host):
 
 def test_other_hosts_route_the_other_site_through_their_gateway(lab_host):
     for host in TOPOLOGY.hosts:
-        if host.has_role("vpn"):
+        if host.has_role("gateway"):
             continue
         peer_site = TOPOLOGY.peer_sites(host.site)[0]
         target = next(iter(TOPOLOGY.hosts_with_role("mailstore", peer_site.name))).lan_address
@@ -194,7 +194,7 @@ def test_lan_to_lan_crosses_the_wan_only_inside_the_tunnel(lab_host, tmp_path):
     connected = _lan_connect(lab_host(nj.name), nj.lan_address, sea.lan_address)
     packets = capture.packets()
     assert connected, f"{nj.name} could not reach {sea.name}'s LAN address through the VPN"
-    gateways = {str(gw.public_address) for gw in TOPOLOGY.hosts_with_role("vpn")}
+    gateways = {str(gw.public_address) for gw in TOPOLOGY.hosts_with_role("gateway")}
     between_sites = [line for line in packets if _endpoints(line) <= _SITE_PUBLIC_ADDRESSES]
     tunnel = [
         line

@@ -6,9 +6,9 @@ from __future__ import annotations
 import ipaddress
 from collections.abc import Callable
 
-from bulwark import catalogue
+from bulwark import registry
 
-KNOWN_ROLES = ", ".join(catalogue.SERVICE_ROLES)
+KNOWN_ROLES = ", ".join(registry.INVENTORY_ROLES)
 
 Mutation = Callable[..., None]
 
@@ -85,7 +85,7 @@ MANY_MISTAKES = combine(
     set_host("nj-web", "lan_address", "10.1.0.400"),
     set_host("nj-web", "public_address", "192.0.2.200"),
     set_host("sea-mail", "management_address", "10.102.0.10"),
-    set_host("nj-gw", "roles", ["vpn", "proxy", "firewall", "dns"]),
+    set_host("nj-gw", "roles", ["gateway", "proxy", "firewall", "dns"]),
     set_host("sea-mail", "roles", ["mx", "mailstore", "mx"]),
     set_site("sea", "site_primary", True),
     set_site("sea", "site_location", ""),

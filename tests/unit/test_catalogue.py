@@ -7,21 +7,21 @@ from collections import defaultdict
 
 import pytest
 
-from bulwark import catalogue
+from bulwark import catalogue, registry
 from bulwark.catalogue import SERVICES, Exposure, Tls, Transport
 
 ALL_ROLE_SETS = [
     roles
-    for size in range(len(catalogue.SERVICE_ROLES) + 1)
-    for roles in itertools.combinations(catalogue.SERVICE_ROLES, size)
+    for size in range(len(registry.INVENTORY_ROLES) + 1)
+    for roles in itertools.combinations(registry.INVENTORY_ROLES, size)
 ]
 
 
 def test_every_service_belongs_to_a_known_role():
-    known = {*catalogue.SERVICE_ROLES, *catalogue.INFRASTRUCTURE_ROLES}
+    known = {*registry.INVENTORY_ROLES, *registry.EVERY_HOST_ROLES}
     assert {service.role for service in SERVICES} <= known
     # Every role a host may carry listens on something (else it could not be placed or checked).
-    assert {service.role for service in SERVICES} >= set(catalogue.SERVICE_ROLES)
+    assert {service.role for service in SERVICES} >= set(registry.INVENTORY_ROLES)
 
 
 def test_service_names_are_unique():
@@ -133,7 +133,7 @@ def test_wireguard_is_udp_51820_for_the_peer_gateway_only():
     wireguard = catalogue.service("wireguard")
     assert (wireguard.ports, wireguard.transport) == ((51820,), Transport.UDP)
     assert wireguard.exposure is Exposure.PEER_GATEWAY
-    assert wireguard.role == "vpn"
+    assert wireguard.role == "gateway"
     udp = [service.name for service in SERVICES if service.transport is Transport.UDP]
     assert udp == ["wireguard"]
 
@@ -184,7 +184,7 @@ def test_fqdns_qualify_each_label():
 
 
 def test_services_for_roles_always_include_ssh_in_catalogue_order():
-    assert len(ALL_ROLE_SETS) == 2 ** len(catalogue.SERVICE_ROLES)
+    assert len(ALL_ROLE_SETS) == 2 ** len(registry.INVENTORY_ROLES)
     for roles in ALL_ROLE_SETS:
         services = catalogue.services_for_roles(roles)
         assert services[0] == catalogue.service("ssh"), roles
@@ -213,4 +213,4 @@ def test_host_names_of_a_web_host():
         "myfiles.example.org",
         "webdav.example.org",
     )
-    assert catalogue.host_names(["vpn", "backup"], "example.org") == ()
+    assert catalogue.host_names(["gateway", "backup"], "example.org") == ()

@@ -99,7 +99,7 @@ def test_production_inventory_loads():
     assert topology.apt_proxy is None
     for site in ("nj", "sea"):
         assert topology.gateway(site).name == f"{site}-gw"
-        assert topology.host(f"{site}-gw").roles == ("vpn", "proxy")
+        assert topology.host(f"{site}-gw").roles == ("gateway", "proxy")
         assert topology.host(f"{site}-web").roles == ("dav", "files")
         assert topology.host(f"{site}-backup").public_address is None
         for role in ("mx", "mailstore", "directory", "backup"):
@@ -113,7 +113,7 @@ def test_lab_inventory_loads():
     assert topology.primary_site.name == "nj"
     assert topology.apt_proxy == "http://10.89.0.1:3142"
     for site in ("nj", "sea"):
-        assert topology.host(f"{site}-gw").roles == ("vpn", "proxy")
+        assert topology.host(f"{site}-gw").roles == ("gateway", "proxy")
         assert topology.host(f"{site}-mail").roles == ("mx", "mailstore")
         assert topology.host(f"{site}-web").roles == ("dav", "files", "directory")
 

@@ -13,12 +13,12 @@ from pathlib import Path
 
 import pytest
 
-from bulwark import catalogue
+from bulwark import catalogue, registry
 from bulwark.audit import SealedSecrets
 from bulwark.exposure import host_openings, public_ports
 from bulwark.inventory import load_topology
 from bulwark.platform_secrets import generate_secrets, wireguard_public_key
-from bulwark.render import render_host_configs
+from bulwark.render import render_host_configs, render_role_files
 from bulwark.vault import Vault
 from roles import firewall, vpn
 
@@ -40,6 +40,13 @@ def _file(topology, host_name: str, path: str, secrets=None) -> str:
     host = topology.host(host_name)
     files = render_host_configs(topology, host, secrets or SealedSecrets(), reveal=False)
     return next(item.content for item in files if item.path == path)
+
+
+def _ruleset(topology, host_name: str) -> str:
+    """The firewall role's ruleset alone (renders under `every_role_deployed` too)."""
+    host = topology.host(host_name)
+    (ruleset,) = render_role_files(firewall, topology, host, SealedSecrets(), reveal=False)
+    return ruleset.content
 
 
 @pytest.mark.skipif(shutil.which("nft") is None, reason="nftables not installed (make checkers)")
@@ -100,13 +107,15 @@ def test_only_gateways_forward_and_only_between_lan_and_tunnel() -> None:
     assert "accept" not in forward
 
 
+@pytest.mark.usefixtures("every_role_deployed")
 def test_ftp_passive_range_is_one_rule() -> None:
     assert firewall.nft_ports(range(50000, 50101)) == "50000-50100"
     assert firewall.nft_ports([993]) == "993"
     assert firewall.nft_ports([80, 21, 25]) == "{ 21, 25, 80 }"
-    assert "tcp dport 50000-50100 ct state new accept" in _file(LAB, "nj-web", firewall.RULESET)
+    assert "tcp dport 50000-50100 ct state new accept" in _ruleset(LAB, "nj-web")
 
 
+@pytest.mark.usefixtures("every_role_deployed")
 def test_public_ports_match_the_catalogue_per_role() -> None:
     assert public_ports(LAB, LAB.host("nj-gw")) == {"tcp": catalogue.PROXY_PORTS}
     assert public_ports(LAB, LAB.host("nj-web")) == {
@@ -166,7 +175,7 @@ def test_a_third_site_is_a_data_change() -> None:
     chi_gw = Host(
         "chi-gw",
         "chi",
-        ("vpn",),
+        ("gateway",),
         address("10.83.1.10"),
         address("10.89.0.138"),
         address("198.51.100.138"),
@@ -176,3 +185,27 @@ def test_a_third_site_is_a_data_change() -> None:
     assert "ip daddr { 10.82.1.0/24, 10.83.1.0/24 }" in ruleset
     config = _file(three, "nj-gw", vpn.WG_CONFIG)
     assert config.count("[Peer]") == 2 and "AllowedIPs = 10.83.1.0/24" in config
+
+
+@pytest.mark.parametrize(
+    ("topology", "host_name"),
+    [(LAB, host.name) for host in LAB.hosts]
+    + [(PRODUCTION, host.name) for host in PRODUCTION.hosts],
+)
+def test_no_port_is_open_for_a_role_without_a_module(topology, host_name) -> None:
+    """The ruleset opens only services of deployed roles, and SSH; nothing of proxy, dav, files,
+    directory or backup, which have no module yet."""
+    host = topology.host(host_name)
+    deployed = {role.name for role in registry.deployed_roles(host)}
+    openings = host_openings(topology, host)
+    assert {opening.service.role for opening in openings} <= deployed
+    ruleset = _file(topology, host_name, firewall.RULESET)
+    opened = {
+        name
+        for line in ruleset.splitlines()
+        if " accept comment " in line
+        for name in line.split(' comment "')[1].rstrip('"').split(", ")
+    }
+    assert opened == {opening.service.name for opening in openings}
+    for port in (21, 80, 443, 636, 8443, 50000):
+        assert f"dport {port} " not in ruleset, (host_name, port)

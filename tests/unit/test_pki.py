@@ -178,7 +178,7 @@ def test_split_production_hosts_carry_only_the_proxy_names_of_their_own_services
 
 
 def test_no_proxy_names_without_a_proxy_host(lab):
-    topology = with_roles(with_roles(lab, "nj-gw", ("vpn",)), "sea-gw", ("vpn",))
+    topology = with_roles(with_roles(lab, "nj-gw", ("gateway",)), "sea-gw", ("gateway",))
     names = pki.certificate_names(topology, topology.host("nj-mail"))
     assert "imap.nj.example.net" in names
     assert not [name for name in names if "-proxy" in name]

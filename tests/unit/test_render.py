@@ -18,7 +18,7 @@ import jinja2
 import pytest
 from click.testing import CliRunner, Result
 
-from bulwark import plan
+from bulwark import registry
 from bulwark.audit import SealedSecret, SealedSecrets
 from bulwark.checks import CHECKERS, CheckResult, check_files
 from bulwark.cli import main
@@ -161,8 +161,8 @@ def test_a_foreign_manifest_json_does_not_make_a_directory_a_render(tmp_path):
 
 def test_two_roles_writing_one_path_is_an_error(monkeypatch):
     topology = load_topology(PRODUCTION)
-    base = plan.role_module("base")
-    monkeypatch.setattr(plan, "implemented_roles", lambda host: (base, base))
+    base = registry.role_module("base")
+    monkeypatch.setattr(registry, "host_modules", lambda host: (base, base))
     with pytest.raises(BulwarkError, match=r"nj-gw: more than one role writes .*10-bulwark.conf"):
         render_host_configs(topology, topology.host("nj-gw"), SealedSecrets())
 

@@ -56,6 +56,7 @@ def _values(vault: Vault) -> dict[str, str]:
 # --- what is required ----------------------------------------------------------------------------
 
 
+@pytest.mark.usefixtures("every_role_deployed")
 def test_required_names_cover_the_topology(topology: Topology) -> None:
     names = required_secrets(topology)
     wireguard = sorted(name for name in names if name.startswith("wireguard/"))
@@ -84,11 +85,12 @@ def test_entry_names_are_the_ones_roles_look_up(production: Topology) -> None:
     assert wireguard_key_name(production.host("sea-gw")) == "wireguard/sea-gw/private"
     assert psk_name("sea", "nj") == psk_name("nj", "sea") == "wireguard/psk/nj-sea"
     assert luks_key_name(production.host("nj-store"), "mail") == "luks/nj-store/mail"
-    gateways = production.hosts_with_role("vpn")
+    gateways = production.hosts_with_role("gateway")
     assert {wireguard_key_name(host) for host in gateways} <= set(names)
     assert psk_name(*(host.site for host in gateways)) in names
 
 
+@pytest.mark.usefixtures("every_role_deployed")
 def test_luks_volumes_follow_the_roles(production: Topology) -> None:
     names = required_secrets(production)
     luks = sorted(name for name in names if name.startswith("luks/"))
@@ -97,6 +99,16 @@ def test_luks_volumes_follow_the_roles(production: Topology) -> None:
     assert "luks/nj-gw/mail" not in names and "luks/nj-mx/logs" in names
     assert volumes_for(production.host("nj-web")) == ("dav", "files", "logs")
     assert volumes_for(production.host("nj-gw")) == ("logs",)
+
+
+def test_roles_without_a_module_get_no_secret_and_no_volume(topology: Topology) -> None:
+    """Nothing mounts a volume before the storage role exists, nothing reads the directory's
+    password before the directory role does: `secrets generate` makes neither."""
+    names = required_secrets(topology)
+    assert not [name for name in names if name.startswith("luks/")]
+    assert "directory/admin-password" not in names
+    assert all(volumes_for(host) == () for host in topology.hosts)
+    assert {"mail/doveadm-password", "wireguard/psk/nj-sea", "account/alice/main"} <= set(names)
 
 
 def test_missing_secrets_names_each_one(production: Topology, empty_vault: Vault) -> None:
@@ -143,7 +155,9 @@ def generated(production, empty_vault, tmp_path):
     return report, Vault.open(empty_vault.path, bytes(range(32))), credentials
 
 
-def test_generate_creates_every_secret_in_its_format(production, generated) -> None:
+def test_generate_creates_every_secret_in_its_format(
+    production, every_role_deployed, generated
+) -> None:
     report, vault, _ = generated
     assert report.created == tuple(required_secrets(production)) and report.kept == ()
     assert {"pki/ca/key", "pki/ca/cert"} <= set(report.pki)
@@ -278,7 +292,7 @@ def _error_line(result) -> str:
     return result.stderr
 
 
-def test_cli_generate_then_check(inventory, vault_key_env, tmp_path) -> None:
+def test_cli_generate_then_check(inventory, vault_key_env, every_role_deployed, tmp_path) -> None:
     credentials = tmp_path / "credentials.json"
     assert "--credentials-out" in _error_line(_run("secrets", "generate", str(inventory), code=2))
 

@@ -221,12 +221,12 @@ BAD_INVENTORIES = [
     (
         "site-without-gateway",
         set_host("sea-gw", "roles", ["proxy"]),
-        ["site sea.roles: no gateway: give one host of the site the 'vpn' role"],
+        ["site sea.roles: no gateway: give one host of the site the 'gateway' role"],
     ),
     (
         "site-with-two-gateways",
-        set_host("nj-web", "roles", ["vpn"]),
-        ["site nj.roles: 2 gateways (nj-gw, nj-web): a site has exactly one 'vpn' host"],
+        set_host("nj-web", "roles", ["gateway"]),
+        ["site nj.roles: 2 gateways (nj-gw, nj-web): a site has exactly one 'gateway' host"],
     ),
     (
         "mailstore-without-peer",
@@ -267,7 +267,7 @@ BAD_INVENTORIES = [
     ),
     (
         "roles-port-conflict-proxy-mx",
-        set_host("nj-gw", "roles", ["vpn", "proxy", "mx"]),
+        set_host("nj-gw", "roles", ["gateway", "proxy", "mx"]),
         ["nj-gw.roles: roles mx and proxy both listen on tcp 25: put them on different hosts"],
     ),
     (
@@ -607,7 +607,7 @@ def test_site_that_is_not_a_string_is_a_problem_not_a_crash(two_site_inventory):
         ),
         pytest.param(
             drop_host_field("nj-gw", "public_address"),
-            ["nj-gw.public_address: missing: role vpn serves the public"],
+            ["nj-gw.public_address: missing: role gateway serves the public"],
             id="gateway-without-public-address",
         ),
         pytest.param(

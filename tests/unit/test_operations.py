@@ -1,0 +1,201 @@
+"""bulwark/operations.py offline, as pyinfra tests its own operations: facts in, commands out.
+
+The tables spell every command; a change in what an operation sends to a host fails here.
+"""
+
+from __future__ import annotations
+
+import pytest
+from offline import run_operation
+
+from bulwark.operations import (
+    STAGED,
+    STAGED_DIR,
+    Activation,
+    Check,
+    FileState,
+    FileStates,
+    PendingActions,
+    install_files,
+    run_pending,
+)
+from bulwark.render import RenderedFile
+
+
+def rendered(path: str, content: str, mode: str = "0644", secret: bool = False) -> RenderedFile:
+    return RenderedFile("h", "r", path, content, mode, "root", "root", None, holds_secrets=secret)
+
+
+SSHD = rendered("/etc/ssh/sshd_config.d/10-bulwark.conf", "PasswordAuthentication no\n", "0600")
+SSHD_CHECK = Check(SSHD.path, ("sshd", "-t", "-f", STAGED))
+MAIN = rendered("/etc/postfix/main.cf", "compatibility_level = 3.6\n")
+MASTER = rendered("/etc/postfix/master.cf", "smtp inet n - y - - smtpd\n")
+POSTFIX_CHECK = Check(MAIN.path, ("postfix", "-c", STAGED_DIR, "check"))
+SECRET = rendered("/etc/wireguard/wg0.conf", "[Interface]\nPrivateKey = k\n", "0600", True)
+
+
+def state(item: RenderedFile, sha256: str | None = None, mode: str | None = None) -> FileState:
+    """What the host has: `item` as rendered, unless told another digest or mode."""
+    return FileState("root", "root", mode or item.mode.lstrip("0"), sha256 or item.sha256)
+
+
+def states(*found: FileState | None):
+    return {"FileStates": lambda paths: list(found)}
+
+
+SSHD_STAGED = [
+    "install -d -m 0700 /etc/ssh/sshd_config.d/.bulwark-staged",
+    "upload /etc/ssh/sshd_config.d/.bulwark-staged/10-bulwark.conf",
+    "chown root:root /etc/ssh/sshd_config.d/.bulwark-staged/10-bulwark.conf",
+    "chmod 0600 /etc/ssh/sshd_config.d/.bulwark-staged/10-bulwark.conf",
+]
+SSHD_LIVE = [
+    "mv -f /etc/ssh/sshd_config.d/.bulwark-staged/10-bulwark.conf "
+    "/etc/ssh/sshd_config.d/10-bulwark.conf",
+    "rmdir --ignore-fail-on-non-empty /etc/ssh/sshd_config.d/.bulwark-staged",
+]
+POSTFIX_STAGED = [
+    "install -d -m 0700 /etc/postfix/.bulwark-staged",
+    "upload /etc/postfix/.bulwark-staged/main.cf",
+    "chown root:root /etc/postfix/.bulwark-staged/main.cf",
+    "chmod 0644 /etc/postfix/.bulwark-staged/main.cf",
+    "upload /etc/postfix/.bulwark-staged/master.cf",
+    "chown root:root /etc/postfix/.bulwark-staged/master.cf",
+    "chmod 0644 /etc/postfix/.bulwark-staged/master.cf",
+]
+
+INSTALL_FILES = {
+    "up-to-date": (
+        {"files": (SSHD,), "check": SSHD_CHECK, "pending": "ssh.service-reload"},
+        states(state(SSHD)),
+        [],
+    ),
+    "new-file-checked-marked-then-moved": (
+        {"files": (SSHD,), "check": SSHD_CHECK, "pending": "ssh.service-reload"},
+        states(None),
+        [
+            *SSHD_STAGED,
+            "sshd -t -f /etc/ssh/sshd_config.d/.bulwark-staged/10-bulwark.conf",
+            "install -d -m 0700 /var/lib/bulwark/pending",
+            "touch /var/lib/bulwark/pending/ssh.service-reload",
+            *SSHD_LIVE,
+        ],
+    ),
+    "changed-without-check-or-action": (
+        {"files": (SSHD,)},
+        states(state(SSHD, sha256="0" * 64)),
+        [*SSHD_STAGED, *SSHD_LIVE],
+    ),
+    "only-the-mode-differs": (
+        {"files": (SSHD,), "check": SSHD_CHECK, "pending": "ssh.service-reload"},
+        states(state(SSHD, mode="644")),
+        [
+            "chown root:root /etc/ssh/sshd_config.d/10-bulwark.conf",
+            "chmod 0600 /etc/ssh/sshd_config.d/10-bulwark.conf",
+        ],
+    ),
+    "one-file-of-a-checked-group-changed-stages-the-whole-group": (
+        {"files": (MAIN, MASTER), "check": POSTFIX_CHECK, "pending": "postfix.service-restart"},
+        states(state(MAIN, sha256="0" * 64), state(MASTER)),
+        [
+            *POSTFIX_STAGED,
+            "postfix -c /etc/postfix/.bulwark-staged check",
+            "install -d -m 0700 /var/lib/bulwark/pending",
+            "touch /var/lib/bulwark/pending/postfix.service-restart",
+            "mv -f /etc/postfix/.bulwark-staged/main.cf /etc/postfix/main.cf",
+            "mv -f /etc/postfix/.bulwark-staged/master.cf /etc/postfix/master.cf",
+            "rmdir --ignore-fail-on-non-empty /etc/postfix/.bulwark-staged",
+        ],
+    ),
+    "unchecked-group-stages-only-what-changed": (
+        {"files": (MAIN, MASTER)},
+        states(state(MAIN), None),
+        [
+            "install -d -m 0700 /etc/postfix/.bulwark-staged",
+            "upload /etc/postfix/.bulwark-staged/master.cf",
+            "chown root:root /etc/postfix/.bulwark-staged/master.cf",
+            "chmod 0644 /etc/postfix/.bulwark-staged/master.cf",
+            "mv -f /etc/postfix/.bulwark-staged/master.cf /etc/postfix/master.cf",
+            "rmdir --ignore-fail-on-non-empty /etc/postfix/.bulwark-staged",
+        ],
+    ),
+}
+
+
+@pytest.mark.parametrize(
+    ("arguments", "facts", "commands"), INSTALL_FILES.values(), ids=INSTALL_FILES.keys()
+)
+def test_install_files_sends_exactly_these_commands(arguments, facts, commands):
+    offline = run_operation(install_files, facts, **arguments)
+    assert offline.commands == commands
+    assert offline.asked == ["FileStates"]  # one round trip, whatever the number of files
+    assert bool(offline.noops) == (commands == [])
+
+
+def test_no_files_is_nothing_to_do_and_asks_nothing():
+    offline = run_operation(install_files, {}, files=())
+    assert (offline.commands, offline.asked, offline.noops) == ([], [], ["no files"])
+
+
+def test_the_pending_marker_is_written_after_the_check_and_before_any_file_goes_live():
+    offline = run_operation(install_files, states(None, None), **INSTALL_FILES[
+        "one-file-of-a-checked-group-changed-stages-the-whole-group"][0])  # fmt: skip
+    commands = offline.commands
+    check = commands.index("postfix -c /etc/postfix/.bulwark-staged check")
+    marker = commands.index("touch /var/lib/bulwark/pending/postfix.service-restart")
+    first_live = min(i for i, command in enumerate(commands) if command.startswith("mv "))
+    assert check < marker < first_live
+
+
+def test_a_file_holding_secrets_is_never_read_back_nor_diffed():
+    offline = run_operation(
+        install_files, states(state(SECRET, sha256="0" * 64)), diff=True, files=(SECRET,)
+    )
+    assert offline.asked == ["FileStates"]  # no FileContents: pyinfra would print it
+    assert "upload /etc/wireguard/.bulwark-staged/wg0.conf" in offline.commands
+    plain = rendered("/etc/motd", "hello\n")
+    offline = run_operation(
+        install_files, {**states(state(plain, sha256="0" * 64)), "FileContents": ["hi"]},
+        diff=True, files=(plain,),
+    )  # fmt: skip
+    assert offline.asked == ["FileStates", "FileContents"]
+
+
+def test_run_pending_acts_then_clears_its_marker():
+    restart = Activation(
+        "wg-quick@wg0.service-restart",
+        (("systemctl", "daemon-reload"), ("systemctl", "restart", "wg-quick@wg0.service")),
+    )
+    offline = run_operation(run_pending, {}, activation=restart)
+    assert offline.commands == [
+        "systemctl daemon-reload",
+        "systemctl restart wg-quick@wg0.service",
+        "rm -f /var/lib/bulwark/pending/wg-quick@wg0.service-restart",
+    ]
+
+
+@pytest.mark.parametrize(
+    ("fact", "arguments", "command", "output", "value"),
+    [
+        (
+            PendingActions,
+            {},
+            "ls -1 /var/lib/bulwark/pending 2>/dev/null || true",
+            ["ssh.service-reload", "", "dovecot.service-reload "],
+            ["dovecot.service-reload", "ssh.service-reload"],
+        ),
+        (
+            FileStates,
+            {"paths": ("/etc/a b", "/etc/c")},
+            "for path in '/etc/a b' /etc/c ; do if [ -f \"$path\" ]; then printf '%s %s\\n' "
+            '"$(stat -c \'%U %G %a\' "$path")" "$(sha256sum "$path" | cut -d\' \' -f1)"; '
+            "else echo missing; fi; done",
+            ["root dovecot 640 " + "a" * 64, "missing"],
+            [FileState("root", "dovecot", "640", "a" * 64), None],
+        ),
+    ],
+    ids=["PendingActions", "FileStates"],
+)
+def test_facts_send_one_command_and_read_its_output(fact, arguments, command, output, value):
+    assert fact().command(**arguments).get_raw_value() == command
+    assert fact().process(output) == value

@@ -1,0 +1,125 @@
+"""bulwark.registry: which roles exist, in which order, where they run, what they own, and what a
+role without a module may never get (ports, secrets, promises)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from bulwark import catalogue, registry
+from bulwark.audit import port_matrix, tls_table
+from bulwark.errors import BulwarkError
+from bulwark.inventory import load_topology
+from bulwark.platform_secrets import _KINDS, required_secrets
+from bulwark.volumes import VOLUMES
+
+REPO = Path(__file__).resolve().parents[2]
+LAB = load_topology(REPO / "inventory/lab.py")
+PRODUCTION = load_topology(REPO / "inventory/production.py")
+
+
+def test_roles_are_in_the_designed_order():
+    assert [role.name for role in registry.ROLES] == [
+        "base", "pki", "storage", "vpn", "gateway", "firewall",
+        "proxy", "mx", "mailstore", "dav", "files", "directory", "backup",
+    ]  # fmt: skip
+    assert registry.EVERY_HOST_ROLES == ("base", "pki", "storage", "vpn", "firewall")
+
+
+def test_role_names_are_unique_and_every_module_is_a_file_in_roles():
+    names = [role.name for role in registry.ROLES]
+    assert len(names) == len(set(names))
+    modules = {role.module for role in registry.ROLES if role.implemented}
+    files = {path.stem for path in (REPO / "roles").glob("*.py") if path.stem != "__init__"}
+    assert modules == files
+    for module in modules:
+        assert module == registry.role_module(module).ROLE
+
+
+def test_what_roles_own_exists_where_it_is_defined():
+    kinds = {kind for role in registry.ROLES for kind in role.secrets}
+    assert kinds == set(_KINDS)
+    volumes = [name for role in registry.ROLES for name in role.volumes]
+    assert sorted(volumes) == sorted(volume.name for volume in VOLUMES)
+    assert {service.role for service in catalogue.SERVICES} <= {r.name for r in registry.ROLES}
+    assert [service.name for service in registry.role("mx").services] == [
+        "smtp", "submissions", "submission",
+    ]  # fmt: skip
+
+
+def test_a_gateway_runs_the_vpn_module_once_in_order():
+    modules = registry.host_modules(LAB.host("nj-gw"))
+    assert [module.ROLE for module in modules] == ["base", "pki", "vpn", "firewall"]
+    modules = registry.host_modules(LAB.host("nj-mail"))
+    assert [module.ROLE for module in modules] == [
+        "base",
+        "pki",
+        "vpn",
+        "firewall",
+        "mx",
+        "mailstore",
+    ]
+
+
+def test_roles_without_a_module_are_reported_with_their_hosts():
+    waiting = registry.not_deployed(PRODUCTION)
+    assert list(waiting) == ["storage", "proxy", "dav", "files", "directory", "backup"]
+    assert waiting["dav"] == ("nj-web", "sea-web")
+    assert len(waiting["storage"]) == len(PRODUCTION.hosts)
+    line = registry.describe_not_deployed(PRODUCTION)
+    assert line.startswith("not deployed yet (no module; no port, secret or promise): ")
+    assert "storage (every host); proxy (nj-gw, sea-gw); dav (nj-web, sea-web)" in line
+
+
+@pytest.mark.parametrize("topology", [LAB, PRODUCTION], ids=["lab", "production"])
+def test_the_audit_never_reports_a_service_of_a_role_without_a_module(topology):
+    undeployed = {role.name for role in registry.ROLES if not role.implemented}
+    assert not {row["service"] for row in port_matrix(topology)} & {
+        service.name for service in catalogue.SERVICES if service.role in undeployed
+    }
+    assert not {row["role"] for row in tls_table(topology)} & undeployed
+
+
+def test_a_role_without_a_module_needs_no_secret():
+    names = required_secrets(PRODUCTION)
+    assert "directory/admin-password" not in names
+    assert not any(name.startswith("luks/") for name in names)
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        (None, None),
+        ("firewall", {"firewall"}),
+        (" vpn , firewall ", {"vpn", "firewall"}),
+        ("gateway", {"gateway"}),
+    ],
+)
+def test_only_roles_narrows_a_run(value, expected):
+    parsed = registry.parse_only_roles(value)
+    assert parsed == (None if expected is None else frozenset(expected))
+
+
+@pytest.mark.parametrize("value", ["fierwall", "", ",", "base,dns"])
+def test_only_roles_rejects_unknown_names_naming_the_field(value):
+    with pytest.raises(BulwarkError, match=r"^only_roles: unknown role"):
+        registry.parse_only_roles(value)
+
+
+def test_only_roles_keeps_the_order_and_skips_the_rest():
+    host = LAB.host("nj-mail")
+    modules = registry.host_modules(host, frozenset({"mailstore", "base"}))
+    assert [module.ROLE for module in modules] == ["base", "mailstore"]
+
+
+def test_every_host_gets_the_infrastructure_roles_first_in_order():
+    roles = [role.name for role in registry.host_roles(LAB.host("nj-mail"))]
+    assert roles == ["base", "pki", "storage", "vpn", "firewall", "mx", "mailstore"]
+    gateway = [role.name for role in registry.host_roles(LAB.host("nj-gw"))]
+    assert gateway[:6] == ["base", "pki", "storage", "vpn", "gateway", "firewall"]
+
+
+def test_an_unknown_role_name_is_a_programming_error():
+    with pytest.raises(KeyError, match="no role 'mailstor' in the registry"):
+        registry.role("mailstor")

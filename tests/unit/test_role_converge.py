@@ -1,0 +1,172 @@
+"""Each role's `converge`, prepared and executed offline on lab hosts: facts in, commands out.
+
+- A converged host (every file, package, unit and ruleset as wanted) gets no command at all:
+  a run reporting 0 changes is one that had nothing to do.
+- A host whose files are right but whose daemon never took them (a run killed after the upload)
+  gets exactly the pending action, and its marker removed.
+- A fresh host gets exactly the steps and commands in tests/unit/fixtures/converge/ (regenerate
+  them with BULWARK_REGENERATE=1 after a deliberate change, and read the diff).
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+import os
+from pathlib import Path
+
+import pytest
+from offline import Step, run_deploy
+
+from bulwark import registry
+from bulwark.inventory import load_topology
+from bulwark.operations import FileState
+from bulwark.platform_secrets import generate_secrets
+from bulwark.render import render_host_configs
+from bulwark.vault import Vault
+from roles import firewall, mailstore
+from roles.firewall import RulesetState
+
+REPO = Path(__file__).resolve().parents[2]
+LAB = load_topology(REPO / "inventory/lab.py")
+FIXTURES = Path(__file__).resolve().parent / "fixtures" / "converge"
+# Every role module on every kind of lab host: gateway, shared mail host (primary and not), web.
+RUNS = [
+    (module.ROLE, host)
+    for host in ("nj-gw", "nj-mail", "sea-mail", "nj-web")
+    for module in registry.host_modules(LAB.host(host))
+]
+
+
+@pytest.fixture(scope="module")
+def vault(tmp_path_factory: pytest.TempPathFactory) -> Vault:
+    directory = tmp_path_factory.mktemp("vault")
+    vault = Vault.create(directory / "lab.vault", bytes(range(32)))
+    generate_secrets(LAB, vault, directory / "credentials.json")
+    return vault
+
+
+class Everything(dict):
+    """A fact mapping that holds every key, with one value (every package, every unit)."""
+
+    def __init__(self, value):
+        super().__init__()
+        self.value = value
+
+    def __contains__(self, key) -> bool:
+        return True
+
+    def __getitem__(self, key):
+        return self.value
+
+    def get(self, key, default=None):
+        return self.value
+
+
+def converged(host_name: str, vault: Vault) -> dict:
+    """The facts of a host where everything is as the roles want it."""
+    host = LAB.host(host_name)
+    files = {item.path: item for item in render_host_configs(LAB, host, vault, reveal=True)}
+    files[firewall.CANDIDATE] = files[firewall.RULESET]
+    now = datetime.datetime.now()
+    peer = mailstore.replica(LAB, host) if host.has_role("mailstore") else None
+    return {
+        "FileStates": lambda paths: [
+            FileState(item.user, item.group, item.mode.lstrip("0"), item.sha256)
+            for item in (files[path] for path in paths)
+        ],
+        "DebPackages": Everything({"1.0"}),
+        "SystemdStatus": Everything(True),
+        "SystemdEnabled": Everything(True),
+        "Date": now,
+        "File": {"mtime": now, "user": "root", "group": "root", "mode": 644, "size": 1},
+        "Command": "none",
+        "WireGuardImplementation": "kernel",
+        "Sha256File": "0" * 64,
+        "LiveRuleset": RulesetState("1" * 64, "1" * 64),
+        "Groups": ["vmail"],
+        "Users": {
+            "vmail": {
+                "home": "/var/vmail",
+                "shell": "/usr/sbin/nologin",
+                "group": "vmail",
+                "groups": [],
+                "comment": None,
+            }
+        },
+        "Directory": {"mode": 700, "user": "vmail", "group": "vmail"},
+        "FindInFile": lambda **_: [f"{peer.lan_address} {peer.name}.{LAB.domain}"] if peer else [],
+        "MissingPaths": [],
+    }
+
+
+def fresh() -> dict:
+    """The facts of a host nothing has been deployed to (a container, WireGuard in the kernel)."""
+    return {
+        "FileStates": lambda paths: [None] * len(paths),
+        "Command": "systemd-nspawn",
+        "WireGuardImplementation": "kernel",
+        "MissingPaths": lambda paths: list(paths),
+        "Users": {},
+        "Groups": [],
+        "Os": "Linux",
+        "LinuxName": "Debian",
+        "Which": lambda command: f"/usr/sbin/{command}",
+    }
+
+
+def converge(role: str, host_name: str, facts: dict, vault: Vault) -> list[Step]:
+    module = registry.role_module(role)
+    return run_deploy(module.converge, facts, LAB, LAB.host(host_name), vault, host_name=host_name)
+
+
+@pytest.mark.parametrize(("role", "host_name"), RUNS)
+def test_a_converged_host_gets_no_command(role, host_name, vault):
+    steps = converge(role, host_name, converged(host_name, vault), vault)
+    assert [step for step in steps if step.commands] == []
+
+
+@pytest.mark.parametrize(
+    ("role", "host_name", "action", "commands"),
+    [
+        (
+            "base",
+            "nj-mail",
+            "sysctl-60-bulwark-net.conf",
+            ("sysctl -q -p /etc/sysctl.d/60-bulwark-net.conf",),
+        ),
+        ("base", "nj-mail", "ssh.service-reload", ("systemctl reload-or-restart ssh.service",)),
+        (
+            "mailstore",
+            "nj-mail",
+            "dovecot.service-reload",
+            ("systemctl reload-or-restart dovecot.service",),
+        ),
+        ("mx", "nj-mail", "postfix.service-restart", ("systemctl restart postfix.service",)),
+        (
+            "vpn",
+            "nj-gw",
+            "wg-quick@wg0.service-restart",
+            ("systemctl daemon-reload", "systemctl restart wg-quick@wg0.service"),
+        ),
+        ("pki", "nj-web", "trust-store", ("update-ca-certificates --fresh",)),
+    ],
+)
+def test_an_action_an_interrupted_run_left_pending_is_completed(
+    role, host_name, action, commands, vault
+):
+    facts = {**converged(host_name, vault), "PendingActions": [action]}
+    steps = [step for step in converge(role, host_name, facts, vault) if step.commands]
+    assert steps == [
+        Step(f"{role}: {action}", (*commands, f"rm -f /var/lib/bulwark/pending/{action}"))
+    ]
+
+
+@pytest.mark.parametrize(("role", "host_name"), RUNS)
+def test_a_fresh_host_gets_exactly_the_recorded_steps(role, host_name, vault):
+    steps = [[step.name, list(step.commands)] for step in converge(role, host_name, fresh(), vault)]
+    path = FIXTURES / f"{role}@{host_name}.json"
+    if os.environ.get("BULWARK_REGENERATE"):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(steps, indent=2) + "\n")
+    assert steps == json.loads(path.read_text())

@@ -1,0 +1,127 @@
+"""The roles' own facts and operations offline: the firewall's safe apply and its live-ruleset
+check, the WireGuard implementation fact, the mail store's MissingPaths. Facts in, commands out.
+"""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+
+import pytest
+from offline import run_operation
+
+from roles import firewall, mailstore, vpn
+from roles.firewall import RulesetState
+
+CANDIDATE_SHA, INSTALLED_SHA = "c" * 64, "i" * 64
+LIVE, APPLIED = "l" * 64, "a" * 64
+
+
+def ruleset_facts(installed: str, ruleset: RulesetState) -> dict:
+    digests = {firewall.CANDIDATE: CANDIDATE_SHA, firewall.RULESET: installed}
+    return {"Sha256File": lambda path: digests[path], "LiveRuleset": ruleset}
+
+
+APPLY = [
+    "nft -c -f /etc/bulwark/nftables.candidate",
+    "mkdir -p /run/bulwark && { echo 'flush ruleset'; nft list ruleset; } > "
+    "/run/bulwark/nftables.rollback",
+    "systemctl stop bulwark-nft-rollback.timer bulwark-nft-rollback.service 2>/dev/null || true",
+    "systemd-run --quiet --unit bulwark-nft-rollback --on-active 60 nft -f "
+    "/run/bulwark/nftables.rollback",
+    "nft -f /etc/bulwark/nftables.candidate",
+    "call _confirm_fresh_connection",
+    "call _disarm_rollback",
+    "install -m 0600 /etc/bulwark/nftables.candidate /etc/nftables.conf",
+    "install -d -m 0700 /var/lib/bulwark/firewall",
+    f"{firewall.LIVE_DIGEST.get_raw_value()} > /var/lib/bulwark/firewall/applied.sha256",
+]
+SAFE_RULESET = {
+    "installed-and-live-as-applied": (CANDIDATE_SHA, RulesetState(LIVE, LIVE), []),
+    "a-rule-added-by-hand": (CANDIDATE_SHA, RulesetState(LIVE, APPLIED), APPLY),
+    "table-flushed-by-hand": (CANDIDATE_SHA, RulesetState("e" * 64, APPLIED), APPLY),
+    "never-applied-by-this-version": (CANDIDATE_SHA, RulesetState(LIVE, None), APPLY),
+    "new-candidate": (INSTALLED_SHA, RulesetState(LIVE, LIVE), APPLY),
+}
+
+
+@pytest.mark.parametrize(
+    ("installed", "ruleset", "commands"), SAFE_RULESET.values(), ids=SAFE_RULESET.keys()
+)
+def test_safe_ruleset_applies_on_any_difference_and_only_then(installed, ruleset, commands):
+    offline = run_operation(firewall.safe_ruleset, ruleset_facts(installed, ruleset))
+    assert offline.commands == commands
+    assert offline.asked == ["Sha256File", "Sha256File", "LiveRuleset"]
+
+
+def test_the_live_ruleset_fact_reads_the_digest_and_the_recorded_one():
+    command = firewall.LiveRuleset().command().get_raw_value()
+    assert command == (
+        "nft -s list ruleset 2>/dev/null | awk "
+        "'/^\\tset / { dynamic = 0 } /^\\t\\tflags .*dynamic/ { dynamic = 1 } "
+        "dynamic && /^\\t\\telements = / { skip = 1 } !skip { print } skip && /[}]$/ { skip = 0 }'"
+        " | sha256sum | cut -d' ' -f1 ; cat /var/lib/bulwark/firewall/applied.sha256 2>/dev/null"
+        " || true"
+    )
+    assert firewall.LiveRuleset().process([LIVE, APPLIED]) == RulesetState(LIVE, APPLIED)
+    assert firewall.LiveRuleset().process([LIVE]) == RulesetState(LIVE, None)
+
+
+LISTING = """table inet bulwark {
+\tset management_v4 {
+\t\ttype ipv4_addr
+\t\tflags interval
+\t\telements = { 10.1.0.0/24,
+\t\t\t     10.2.0.0/24 }
+\t}
+
+\tset ssh_new_v4 {
+\t\ttype ipv4_addr
+\t\tsize 65535
+\t\tflags dynamic,timeout
+\t\ttimeout 1m
+%s\t}
+
+\tchain input {
+\t\ttcp dport 22 accept
+%s\t}
+}
+"""
+METER = "\t\telements = { 10.101.0.5 timeout 1m expires 40s,\n\t\t\t     10.101.0.6 expires 9s }\n"
+
+
+@pytest.mark.skipif(shutil.which("awk") is None, reason="no awk")
+def test_the_digest_ignores_the_ssh_meter_but_not_a_rule_or_element_added_by_hand():
+    def normalised(listing: str) -> str:
+        result = subprocess.run(
+            ["awk", firewall._NORMALISE], input=listing, capture_output=True, text=True, check=True
+        )
+        return result.stdout
+
+    applied = normalised(LISTING % ("", ""))
+    assert normalised(LISTING % (METER, "")) == applied
+    assert "10.2.0.0/24" in applied
+    assert normalised(LISTING % ("", "\t\ttcp dport 2222 accept\n")) != applied
+    widened = LISTING.replace("10.2.0.0/24 }", "10.2.0.0/24, 0.0.0.0/0 }")
+    assert normalised(widened % ("", "")) != applied
+
+
+@pytest.mark.parametrize(
+    ("output", "value"), [(["kernel"], "kernel"), (["userspace\n"], "userspace")]
+)
+def test_the_wireguard_implementation_fact(output, value):
+    fact = vpn.WireGuardImplementation()
+    assert fact.command() == (
+        "if [ -d /sys/module/wireguard ] || modprobe -q wireguard 2>/dev/null; "
+        "then echo kernel; else echo userspace; fi"
+    )
+    assert fact.process(output) == value
+
+
+def test_the_missing_paths_fact_asks_once_for_all_paths():
+    fact = mailstore.MissingPaths()
+    assert fact.command(paths=("/var/vmail/a", "/var/vmail/b c")).get_raw_value() == (
+        'for path in /var/vmail/a \'/var/vmail/b c\' ; do [ -e "$path" ] || echo "$path"; done'
+    )
+    assert fact.process(["/var/vmail/b c", ""]) == ["/var/vmail/b c"]
+    assert fact.default() == []
