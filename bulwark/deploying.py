@@ -142,6 +142,11 @@ def restarted(unit: str, unit_files_changed: bool = False) -> Activation:
     return Activation(f"{unit}-restart", (*reread, ("systemctl", "restart", unit)))
 
 
+def units_reread() -> Activation:
+    """Make systemd reread unit files (a drop-in that changes no running process)."""
+    return Activation("systemd-daemon-reload", (("systemctl", "daemon-reload"),))
+
+
 def sysctl_applied(path: str) -> Activation:
     """Load a sysctl file now (boot loads it through systemd-sysctl)."""
     name = path.rsplit("/", 1)[-1]

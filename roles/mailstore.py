@@ -17,7 +17,14 @@ from pyinfra.api.facts import FactBase
 from pyinfra.operations import files, server
 
 from bulwark import catalogue, mail
-from bulwark.deploying import packages, render_for_deploy
+from bulwark.deploying import (
+    install,
+    keep_running,
+    packages,
+    render_for_deploy,
+    restarted,
+    units_reread,
+)
 from bulwark.errors import BulwarkError
 from bulwark.plan import ManagedFile
 from bulwark.secret import SecretStore
@@ -36,6 +43,22 @@ PACKAGES: tuple[str, ...] = (
 MAILBOXES: tuple[str, ...] = ("Drafts", "Sent", "Junk", "Trash", "Archive")
 SERVICES: tuple[str, ...] = ("imaps", "pop3s", "lmtp", "mail-replication")
 HOSTS_FILE = "/etc/hosts"
+
+# Replication is bounded wherever it could wait on a peer that went away: a session started
+# while the other store restarted used to hang for Dovecot's default 10 minutes, holding that
+# user's replication and then Dovecot's own stop.
+# dsync's I/O timeout in seconds on the replicating side (its -T; Dovecot's default is 600).
+REPLICATION_IO_TIMEOUT = 30
+# Seconds between two retries of the users whose last sync failed (Dovecot 2.3 itself waits a
+# fixed 5 minutes, so replication caught up minutes after the tunnel returned).
+REPLICATION_RETRY_INTERVAL = 10
+# Seconds systemd waits for Dovecot to stop before it kills what is left.
+DOVECOT_STOP_TIMEOUT = 20
+RETRY_SCRIPT = "/usr/local/sbin/bulwark-replication-retry"
+RETRY_TIMER = "bulwark-replication-retry.timer"
+RETRY_SERVICE_FILE = "/etc/systemd/system/bulwark-replication-retry.service"
+RETRY_TIMER_FILE = f"/etc/systemd/system/{RETRY_TIMER}"
+DOVECOT_DROPIN = f"/etc/systemd/system/{mail.DOVECOT_UNIT}.d/bulwark.conf"
 
 
 class MissingPaths(FactBase):
@@ -56,7 +79,13 @@ class MissingPaths(FactBase):
 
 
 def managed_files(topology: Topology, host: Host) -> tuple[ManagedFile, ...]:
-    return mail.dovecot_files(ROLE, host)
+    return (
+        *mail.dovecot_files(ROLE, host),
+        ManagedFile(DOVECOT_DROPIN, "dovecot-service.conf.j2"),
+        ManagedFile(RETRY_SCRIPT, "replication-retry.sh.j2", mode="0755"),
+        ManagedFile(RETRY_SERVICE_FILE, "replication-retry.service.j2"),
+        ManagedFile(RETRY_TIMER_FILE, "replication-retry.timer.j2"),
+    )
 
 
 def template_context(topology: Topology, host: Host, secrets: SecretStore) -> Mapping[str, Any]:
@@ -77,13 +106,19 @@ def template_context(topology: Topology, host: Host, secrets: SecretStore) -> Ma
             "address": str(peer.lan_address),
         },
         "doveadm_password": secrets.get(DOVEADM_PASSWORD),
+        "replication_io_timeout": REPLICATION_IO_TIMEOUT,
+        "retry_interval": REPLICATION_RETRY_INTERVAL,
+        "retry_script": RETRY_SCRIPT,
+        "retry_timer": RETRY_TIMER,
+        "stop_timeout": DOVECOT_STOP_TIMEOUT,
     }
 
 
 @deploy("mailstore")
 def converge(topology: Topology, host: Host, secrets: SecretStore) -> None:
     """The vmail user and its home, the replica's name, Dovecot's files (reloaded once they
-    changed), and on the primary site the accounts' mailboxes."""
+    changed) and bounded stop, the retry of failed replication, and on the primary site the
+    accounts' mailboxes."""
     packages(ROLE, PACKAGES)
     server.group(name="mailstore: vmail group", group=mail.VMAIL_USER, system=True)
     server.user(  # noqa: S604 - `shell` is the account's login shell, not a subprocess's
@@ -102,7 +137,12 @@ def converge(topology: Topology, host: Host, secrets: SecretStore) -> None:
         mode="0700",
     )
     _pin_replica_address(topology, host)
-    mail.converge_dovecot(ROLE, render_for_deploy(ROLE, topology, host, secrets))
+    rendered = render_for_deploy(ROLE, topology, host, secrets)
+    install(ROLE, [rendered[DOVECOT_DROPIN]], then=units_reread())
+    mail.converge_dovecot(ROLE, rendered)
+    retry = (rendered[RETRY_SCRIPT], rendered[RETRY_SERVICE_FILE], rendered[RETRY_TIMER_FILE])
+    install(ROLE, retry, then=restarted(RETRY_TIMER, unit_files_changed=True))
+    keep_running(ROLE, RETRY_TIMER)
     _create_mailboxes_on_the_primary(topology, host)
 
 

@@ -37,6 +37,10 @@ POSTFIX_CHECK = Check(MAIN_CF, ("postfix", "-c", STAGED_DIR, "check"))
 # Restarted, not reloaded: a reload misses what the master daemon started with (inet_protocols,
 # after the package's own configuration), and it happens only when the configuration changed.
 POSTFIX_RESTART = restarted(POSTFIX_UNIT)
+# Deferred mail is first retried after this (Postfix's default is 300 s): delivery to a mail
+# store that was restarting waited 5-7 minutes. Later retries back off as usual, doubling up
+# to Postfix's maximal_backoff_time (4000 s), so a remote server that stays down is not pressed.
+DEFERRED_RETRY = "10s"
 # Submission services and their own options on top of the common ones (master.cf).
 SUBMISSION_SERVICES: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("submissions", ("smtpd_tls_wrappermode=yes",)),
@@ -63,6 +67,7 @@ def template_context(topology: Topology, host: Host, secrets: SecretStore) -> Ma
         "addresses": [account.address(topology.domain) for account in topology.accounts],
         "ports": {name: catalogue.service(name).port for name in names},
         "submission_services": SUBMISSION_SERVICES,
+        "deferred_retry": DEFERRED_RETRY,
         "sasl_socket": mail.SASL_SOCKET,
         "lmtp": {
             "host": store.name,

@@ -34,6 +34,16 @@ REPO = Path(__file__).resolve().parents[2]
 LAB = load_topology(REPO / "inventory/lab.py")
 PRODUCTION = load_topology(REPO / "inventory/production.py")
 MAIL_ROLES = {"mx", "mailstore"}
+# What the mail store writes besides Dovecot's files: its stop bound and the replication retry.
+_MAILSTORE_ONLY = dict.fromkeys(
+    (
+        mailstore.DOVECOT_DROPIN,
+        mailstore.RETRY_SCRIPT,
+        mailstore.RETRY_SERVICE_FILE,
+        mailstore.RETRY_TIMER_FILE,
+    ),
+    "mailstore",
+)
 
 
 @pytest.fixture(scope="module")
@@ -93,6 +103,7 @@ def master_cf(content: str) -> dict[str, list[str]]:
                 mx.MASTER_CF: "mx",
                 mail.DOVECOT_CONFIG: "mailstore",
                 mail.AUTH_SCRIPT: "mailstore",
+                **_MAILSTORE_ONLY,
             },
         ),
         (
@@ -105,7 +116,11 @@ def master_cf(content: str) -> dict[str, list[str]]:
                 mail.AUTH_SCRIPT: "mx",
             },
         ),
-        (PRODUCTION, "nj-store", {mail.DOVECOT_CONFIG: "mailstore", mail.AUTH_SCRIPT: "mailstore"}),
+        (
+            PRODUCTION,
+            "nj-store",
+            {mail.DOVECOT_CONFIG: "mailstore", mail.AUTH_SCRIPT: "mailstore", **_MAILSTORE_ONLY},
+        ),
         (PRODUCTION, "nj-web", {}),
     ],
     ids=["lab-shared-host", "production-mx", "production-store", "production-web"],
@@ -475,3 +490,43 @@ def test_mailboxes_are_precreated_where_dovecot_puts_them():
 
 def test_the_userdb_lists_every_account(dovecot):
     assert dovecot.users() == sorted(account.address(LAB.domain) for account in LAB.accounts)
+
+
+# --- bounded replication and delivery: nothing waits minutes on a peer that went away -----------
+
+
+def test_replication_sessions_time_out_instead_of_hanging_ten_minutes():
+    config = _dovecot(LAB, "nj-mail")
+    (parameters,) = re.findall(r"\nreplication_dsync_parameters = (.*)\n", config)
+    assert parameters.split() == ["-d", "-N", "-l", "30", "-U", "-T", "30"]
+    assert mailstore.REPLICATION_IO_TIMEOUT == 30
+
+
+def test_failed_replication_is_retried_by_a_timer_every_few_seconds():
+    files = mail_files(LAB, "sea-mail")
+    timer = files[mailstore.RETRY_TIMER_FILE].content
+    service = files[mailstore.RETRY_SERVICE_FILE].content
+    script = files[mailstore.RETRY_SCRIPT]
+    interval = mailstore.REPLICATION_RETRY_INTERVAL
+    assert interval <= 15
+    assert f"\nOnUnitActiveSec={interval}\n" in timer
+    assert f"\nExecStart={mailstore.RETRY_SCRIPT}\n" in service
+    assert "\nRequisite=dovecot.service\n" in service
+    assert script.mode == "0755"
+    # Only the users whose last sync failed ("y" in doveadm's last column) are queued again.
+    assert '$6 == "y"' in script.content
+    assert 'doveadm replicator replicate -p low "$user"' in script.content
+    subprocess.run(["sh", "-n"], input=script.content, text=True, check=True)
+
+
+def test_dovecot_stops_within_a_bounded_time():
+    dropin = mail_files(LAB, "nj-mail")[mailstore.DOVECOT_DROPIN].content
+    assert f"\nTimeoutStopSec={mailstore.DOVECOT_STOP_TIMEOUT}\n" in dropin
+    assert mailstore.DOVECOT_STOP_TIMEOUT < 90  # systemd's default, which a hung child reached
+
+
+@pytest.mark.parametrize("host_name", ["nj-mx", "sea-mx"])
+def test_deferred_mail_is_retried_after_seconds_not_minutes(host_name):
+    settings = main_cf(mail_files(PRODUCTION, host_name)[mx.MAIN_CF].content)
+    assert settings["queue_run_delay"] == settings["minimal_backoff_time"] == mx.DEFERRED_RETRY
+    assert "maximal_backoff_time" not in settings  # later retries back off as Postfix's default

@@ -136,6 +136,8 @@ def test_wireguard_config_peers_the_gateways(lab_vault: Vault) -> None:
     assert "AllowedIPs = 10.82.1.0/24" in config
     assert f"Endpoint = {LAB.gateway('sea').public_address}:51820" in config
     assert "Address = 10.81.1.10/32" in config
+    # A restarted gateway handshakes at once instead of waiting for its peer to notice.
+    assert f"PersistentKeepalive = {vpn.KEEPALIVE_SECONDS}" in config
     for name in ("wireguard/nj-gw/private", "wireguard/psk/nj-sea"):
         assert lab_vault.get(name).reveal() not in config
         assert f"<secret:{name} sha256:{lab_vault.get(name).digest}>" in config
