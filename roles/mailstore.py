@@ -23,6 +23,7 @@ from bulwark.deploying import (
     packages,
     render_for_deploy,
     restarted,
+    sysctl_applied,
     units_reread,
 )
 from bulwark.errors import BulwarkError
@@ -54,6 +55,11 @@ REPLICATION_IO_TIMEOUT = 30
 REPLICATION_RETRY_INTERVAL = 10
 # Seconds systemd waits for Dovecot to stop before it kills what is left.
 DOVECOT_STOP_TIMEOUT = 20
+# SYNs a new connection sends before it fails (Linux's default 6 fails after 127 s): a sync
+# started while the tunnel was cut fails after 15 s, and the retry timer starts one that gets
+# through soon after the tunnel returns, instead of a SYN backed off by up to a minute.
+TCP_SYN_RETRIES = 3
+SYSCTL_FILE = "/etc/sysctl.d/62-bulwark-mailstore.conf"
 RETRY_SCRIPT = "/usr/local/sbin/bulwark-replication-retry"
 RETRY_TIMER = "bulwark-replication-retry.timer"
 RETRY_SERVICE_FILE = "/etc/systemd/system/bulwark-replication-retry.service"
@@ -81,6 +87,7 @@ class MissingPaths(FactBase):
 def managed_files(topology: Topology, host: Host) -> tuple[ManagedFile, ...]:
     return (
         *mail.dovecot_files(ROLE, host),
+        ManagedFile(SYSCTL_FILE, "sysctl.conf.j2"),
         ManagedFile(DOVECOT_DROPIN, "dovecot-service.conf.j2"),
         ManagedFile(RETRY_SCRIPT, "replication-retry.sh.j2", mode="0755"),
         ManagedFile(RETRY_SERVICE_FILE, "replication-retry.service.j2"),
@@ -111,6 +118,7 @@ def template_context(topology: Topology, host: Host, secrets: SecretStore) -> Ma
         "retry_script": RETRY_SCRIPT,
         "retry_timer": RETRY_TIMER,
         "stop_timeout": DOVECOT_STOP_TIMEOUT,
+        "tcp_syn_retries": TCP_SYN_RETRIES,
     }
 
 
@@ -138,6 +146,7 @@ def converge(topology: Topology, host: Host, secrets: SecretStore) -> None:
     )
     _pin_replica_address(topology, host)
     rendered = render_for_deploy(ROLE, topology, host, secrets)
+    install(ROLE, [rendered[SYSCTL_FILE]], then=sysctl_applied(SYSCTL_FILE))
     install(ROLE, [rendered[DOVECOT_DROPIN]], then=units_reread())
     mail.converge_dovecot(ROLE, rendered)
     retry = (rendered[RETRY_SCRIPT], rendered[RETRY_SERVICE_FILE], rendered[RETRY_TIMER_FILE])

@@ -9,6 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+import testinfra
 
 from bulwark.errors import BulwarkError
 from bulwark.lab import lifecycle
@@ -29,3 +30,14 @@ def pytest_configure(config: pytest.Config) -> None:
 @pytest.fixture(scope="session")
 def lab_plan() -> LabPlan:
     return lifecycle.load(LAB_INVENTORY).plan
+
+
+@pytest.fixture(scope="session")
+def lab_host(lab_plan):
+    """testinfra host by inventory name, over the lab's ssh_config (pinned keys), for tests
+    that involve several hosts at once (they run once, not once per host)."""
+
+    def get(name: str):
+        return testinfra.get_host(f"ssh://{name}", ssh_config=lab_plan.ssh.config_file)
+
+    return get

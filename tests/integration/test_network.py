@@ -13,7 +13,6 @@ import time
 from pathlib import Path
 
 import pytest
-import testinfra
 
 from bulwark import catalogue
 from bulwark.audit import SealedSecrets
@@ -29,16 +28,6 @@ TOPOLOGY = load_topology(LAB_INVENTORY)
 WIREGUARD_PORT = catalogue.service("wireguard").port
 # A port every mail store opens to the site LANs: the LAN-to-LAN probe's target.
 SITE_PORT = catalogue.service("mail-replication").port
-
-
-@pytest.fixture(scope="session")
-def lab_host(lab_plan):
-    """testinfra host by inventory name, over the lab's ssh_config (pinned keys)."""
-
-    def get(name: str):
-        return testinfra.get_host(f"ssh://{name}", ssh_config=lab_plan.ssh.config_file)
-
-    return get
 
 
 def _fresh_ssh_works(lab_plan, name: str) -> bool:

@@ -37,6 +37,7 @@ MAIL_ROLES = {"mx", "mailstore"}
 # What the mail store writes besides Dovecot's files: its stop bound and the replication retry.
 _MAILSTORE_ONLY = dict.fromkeys(
     (
+        mailstore.SYSCTL_FILE,
         mailstore.DOVECOT_DROPIN,
         mailstore.RETRY_SCRIPT,
         mailstore.RETRY_SERVICE_FILE,
@@ -517,6 +518,14 @@ def test_failed_replication_is_retried_by_a_timer_every_few_seconds():
     assert '$6 == "y"' in script.content
     assert 'doveadm replicator replicate -p low "$user"' in script.content
     subprocess.run(["sh", "-n"], input=script.content, text=True, check=True)
+
+
+def test_a_connection_to_a_peer_behind_a_cut_tunnel_fails_in_seconds():
+    sysctl = mail_files(LAB, "nj-mail")[mailstore.SYSCTL_FILE].content
+    assert f"\nnet.ipv4.tcp_syn_retries = {mailstore.TCP_SYN_RETRIES}\n" in sysctl
+    # SYNs at 0, 1, 3, 7 s (and a last wait of 8 s): under the retry timer's 10 s interval
+    # plus its period, where Linux's default of 6 retries waits 127 s.
+    assert sum(2**attempt for attempt in range(mailstore.TCP_SYN_RETRIES + 1)) <= 15
 
 
 def test_dovecot_stops_within_a_bounded_time():
