@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import subprocess
 import time
 from pathlib import Path
@@ -17,9 +18,11 @@ import pytest
 from bulwark import catalogue
 from bulwark.audit import SealedSecrets
 from bulwark.inventory import load_topology
+from bulwark.lab import paths
 from bulwark.lab.access import ssh_argv
 from bulwark.lab.plan import SWITCH_BRIDGE, WAN_NETNS
 from bulwark.render import render_host_configs
+from bulwark.vault import KEY_ENV
 from roles import firewall, vpn
 
 REPO = Path(__file__).resolve().parents[2]
@@ -245,6 +248,8 @@ def _push_through_the_role(tmp_path: Path, host_name: str, candidate: str):
             host_name,
         ],
         cwd=REPO,
+        # Every deploy checks the vault before it connects, as an operator's would.
+        env={**os.environ, KEY_ENV: str(paths.STATE_DIR / "vault.key")},
         capture_output=True,
         text=True,
         timeout=firewall.ROLLBACK_AFTER_SECONDS * 4,
