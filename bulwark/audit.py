@@ -73,7 +73,7 @@ def port_matrix(topology: Topology) -> list[dict]:
                     "service": service.name,
                     "transport": str(service.transport),
                     "ports": _port_text(service.ports),
-                    "exposure": str(service.exposure),
+                    "exposure": exposure_text(service),
                     "sources": "any"
                     if opening.sources is None
                     else ", ".join(str(network) for network in opening.sources),
@@ -81,6 +81,14 @@ def port_matrix(topology: Topology) -> list[dict]:
                 }
             )
     return rows
+
+
+def exposure_text(service: catalogue.Service) -> str:
+    """`public`, `management` ...; for a service open to some roles' hosts, which roles:
+    `from mx (same site)`."""
+    if service.exposure is catalogue.Exposure.ROLE:
+        return "from " + ", ".join(str(clients) for clients in service.clients)
+    return str(service.exposure)
 
 
 def tls_table(topology: Topology) -> list[dict]:

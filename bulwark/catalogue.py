@@ -26,10 +26,29 @@ class Exposure(StrEnum):
     """Who may connect: the firewall's source filter for the service."""
 
     PUBLIC = "public"  # anyone
-    SITE = "site"  # the site LANs of every site (the other site's LAN arrives through the VPN)
+    ROLE = "role"  # only the hosts of the roles in `Service.clients` (their LAN addresses)
     PEER_GATEWAY = "peer-gateway"  # the other sites' gateways' public addresses only
     MANAGEMENT = "management"  # the management networks and the inventory's admin networks
     LOCAL = "local"  # loopback only, never in the firewall
+
+
+class Scope(StrEnum):
+    """Where a client role's hosts are, seen from the host running the service."""
+
+    SAME_SITE = "same site"  # on the site LAN
+    PEER_SITE = "peer site"  # in the other sites, through the VPN
+
+
+@dataclass(frozen=True, order=True)
+class Clients:
+    """The hosts of one role allowed to reach a service of Exposure.ROLE (bulwark.exposure
+    resolves them to addresses from the topology). `role` is a name in bulwark.registry."""
+
+    role: str
+    scope: Scope
+
+    def __str__(self) -> str:
+        return f"{self.role} ({self.scope})"
 
 
 class Transport(StrEnum):
@@ -53,6 +72,9 @@ class Service:
 
     `names` are the client host-name labels, qualified with the platform domain by `fqdns`.
     `ports` is a tuple because FTP's passive range and the proxies listen on several.
+    `clients`: who may connect to a service of Exposure.ROLE (and only to those).
+    `logins`: the service checks passwords from the internet, so its failures are counted and
+    an address that keeps failing is banned (bulwark.bruteforce).
     """
 
     name: str
@@ -63,6 +85,8 @@ class Service:
     exposure: Exposure
     names: tuple[str, ...] = ()
     description: str = ""
+    clients: tuple[Clients, ...] = ()
+    logins: bool = False
 
     @property
     def port(self) -> int:
@@ -125,6 +149,7 @@ SERVICES: tuple[Service, ...] = (
         Exposure.PUBLIC,
         names=("smtp",),
         description="authenticated submission, implicit TLS",
+        logins=True,
     ),
     Service(
         "submission",
@@ -135,6 +160,7 @@ SERVICES: tuple[Service, ...] = (
         Exposure.PUBLIC,
         names=("smtp",),
         description="authenticated submission, STARTTLS before AUTH",
+        logins=True,
     ),
     Service(
         "imaps",
@@ -145,6 +171,7 @@ SERVICES: tuple[Service, ...] = (
         Exposure.PUBLIC,
         names=("imap",),
         description="IMAP, implicit TLS only; 143 never listens",
+        logins=True,
     ),
     Service(
         "pop3s",
@@ -155,15 +182,17 @@ SERVICES: tuple[Service, ...] = (
         Exposure.PUBLIC,
         names=("pop",),
         description="POP3, implicit TLS only; 110 never listens",
+        logins=True,
     ),
     Service(
         "lmtp",
         "mailstore",
         (24,),
         Transport.TCP,
-        Tls.STARTTLS,
-        Exposure.SITE,
-        description="delivery from the MX hosts to the mail store",
+        Tls.IMPLICIT,
+        Exposure.ROLE,
+        description="delivery from the site's MX hosts to its mail store; TLS from the first byte",
+        clients=(Clients("mx", Scope.SAME_SITE),),
     ),
     Service(
         "mail-replication",
@@ -171,8 +200,9 @@ SERVICES: tuple[Service, ...] = (
         (12345,),
         Transport.TCP,
         Tls.IMPLICIT,
-        Exposure.SITE,
+        Exposure.ROLE,
         description="dsync replication between the sites' mail stores, over the VPN",
+        clients=(Clients("mailstore", Scope.PEER_SITE),),
     ),
     Service(
         "https-dav",
@@ -183,6 +213,7 @@ SERVICES: tuple[Service, ...] = (
         Exposure.PUBLIC,
         names=("caldav", "carddav"),
         description="CalDAV and CardDAV with .well-known discovery; HSTS and CSP",
+        logins=True,
     ),
     Service(
         "http-dav",
@@ -203,6 +234,7 @@ SERVICES: tuple[Service, ...] = (
         Exposure.PUBLIC,
         names=("webdav", "myfiles"),
         description="WebDAV files; myfiles is rooted in the user's files; HSTS and CSP",
+        logins=True,
     ),
     Service(
         "http-files",
@@ -223,6 +255,7 @@ SERVICES: tuple[Service, ...] = (
         Exposure.PUBLIC,
         names=("ftp",),
         description="FTP with explicit TLS required for login and data",
+        logins=True,
     ),
     Service(
         "ftp-passive",
@@ -243,6 +276,7 @@ SERVICES: tuple[Service, ...] = (
         Exposure.PUBLIC,
         names=("ldap",),
         description="read-only address book; 389 never listens",
+        logins=True,
     ),
     Service(
         "backup",
@@ -250,8 +284,10 @@ SERVICES: tuple[Service, ...] = (
         (8443,),
         Transport.TCP,
         Tls.IMPLICIT,
-        Exposure.SITE,
+        Exposure.ROLE,
         description="receives the other site's encrypted backups over the VPN",
+        # Every host keeps logs on a volume (base), so every host of the other site sends.
+        clients=(Clients("base", Scope.PEER_SITE),),
     ),
 )
 

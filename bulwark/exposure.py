@@ -2,7 +2,9 @@
 
 One pure function of (topology, host) feeds the nftables ruleset, the audit's port matrix and
 the lab's scan expectations, so the three can never disagree. Only roles with a module count
-(bulwark.registry): no port is ever open that no daemon of ours serves.
+(bulwark.registry): no port is ever open that no daemon of ours serves, and an internal service
+(Exposure.ROLE) opens only to the LAN addresses of the hosts whose deployed roles use it; when
+no such host exists it is not opened at all.
 """
 
 from __future__ import annotations
@@ -11,7 +13,7 @@ import ipaddress
 from dataclasses import dataclass
 
 from bulwark import catalogue, registry
-from bulwark.catalogue import Exposure, Service
+from bulwark.catalogue import Clients, Exposure, Scope, Service
 from bulwark.topology import Host, Topology
 
 Network = ipaddress.IPv4Network
@@ -22,7 +24,7 @@ VPN_INTERFACE = "wg0"
 
 @dataclass(frozen=True)
 class Opening:
-    """One service's ports opened on a host, to `sources` (None: from anywhere)."""
+    """One service's ports opened on a host, to `sources` (None: from anywhere; never empty)."""
 
     service: Service
     sources: tuple[Network, ...] | None
@@ -61,27 +63,56 @@ def peer_gateways(topology: Topology, host: Host) -> tuple[Network, ...]:
     )
 
 
+def client_hosts(topology: Topology, host: Host, clients: Clients) -> tuple[Host, ...]:
+    """The hosts deploying `clients.role` in `host`'s own site (SAME_SITE, `host` included) or
+    in the other sites (PEER_SITE), in inventory order."""
+    same_site = clients.scope is Scope.SAME_SITE
+    return tuple(
+        candidate
+        for candidate in topology.hosts
+        if (candidate.site == host.site) == same_site
+        and clients.role in {role.name for role in registry.deployed_roles(candidate)}
+    )
+
+
+def role_sources(topology: Topology, host: Host, service: Service) -> tuple[Network, ...]:
+    """The LAN addresses (as /32) of every host of `service.clients`; empty when none exists.
+    LAN addresses: the same site's hosts reach `host` on the LAN, the other sites' through the
+    VPN, which routes their LANs without translating addresses."""
+    return tuple(
+        sorted(
+            {
+                Network(f"{client.lan_address}/32")
+                for clients in service.clients
+                for client in client_hosts(topology, host, clients)
+            }
+        )
+    )
+
+
 def _sources(topology: Topology, host: Host, service: Service) -> tuple[Network, ...] | None:
     if service.exposure is Exposure.PUBLIC:
         return None
     if service.exposure is Exposure.MANAGEMENT:
         return management_sources(topology)
-    if service.exposure is Exposure.SITE:
-        return site_lans(topology)
+    if service.exposure is Exposure.ROLE:
+        return role_sources(topology, host, service)
     if service.exposure is Exposure.PEER_GATEWAY:
         return peer_gateways(topology, host)
     raise ValueError(f"{service.name}: exposure {service.exposure} is never opened")
 
 
 def host_openings(topology: Topology, host: Host) -> tuple[Opening, ...]:
-    """The openings of `host`'s deployed roles, in catalogue order; local-only services are
-    left out."""
+    """The openings of `host`'s deployed roles, in catalogue order; local-only services, and
+    services whose allowed sources resolve to nobody (a client role without a host), are left
+    out: no source, no rule."""
     roles = [role.name for role in registry.deployed_roles(host)]
-    return tuple(
+    openings = (
         Opening(service, _sources(topology, host, service))
         for service in catalogue.services_for_roles(roles)
         if service.exposure is not Exposure.LOCAL
     )
+    return tuple(opening for opening in openings if opening.sources != ())
 
 
 def public_ports(topology: Topology, host: Host) -> dict[str, tuple[int, ...]]:

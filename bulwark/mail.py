@@ -29,6 +29,9 @@ DOVECOT_CONFIG = "/etc/dovecot/dovecot.conf"
 AUTH_SCRIPT = "/etc/dovecot/bulwark-auth.lua"
 DOVECOT_GROUP = "dovecot"
 DOVECOT_UNIT = "dovecot.service"
+# Debian's postfix.service only starts, restarts and reloads the instance unit, which runs the
+# master daemon (and whose journal holds smtpd's lines): whether Postfix runs is its state.
+POSTFIX_INSTANCE = "postfix@-.service"
 # Dovecot's own parser over the staged configuration, before it is live.
 DOVECOT_CHECK = Check(DOVECOT_CONFIG, ("doveconf", "-n", "-c", STAGED, ">/dev/null"))
 DOVECOT_RELOAD = reloaded(DOVECOT_UNIT)

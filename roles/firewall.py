@@ -1,9 +1,11 @@
 """firewall: one nftables ruleset per host, generated from the service catalogue.
 
 Input and forward drop by default; each catalogue service of the host's roles opened to its
-exposure (public, site LANs, management, peer gateway); gateways forward only between their
-site's LAN and the tunnel. Applied safely: checked, old ruleset saved, rollback armed, applied
-atomically, confirmed over a fresh SSH connection, then the rollback is disarmed.
+exposure (public, management, peer gateway, or the hosts of its client roles, as a named set of
+addresses); addresses that keep failing to log in dropped (bulwark.bruteforce); gateways forward
+only between their site's LAN and the tunnel. Applied safely: checked, old ruleset saved,
+rollback armed, applied atomically, confirmed over a fresh SSH connection, then the rollback is
+disarmed.
 """
 
 from __future__ import annotations
@@ -19,13 +21,16 @@ from pyinfra.api.facts import FactBase
 from pyinfra.facts.files import Sha256File
 from pyinfra.operations import systemd
 
-from bulwark import catalogue, registry
+from bulwark import bruteforce, catalogue, registry
+from bulwark.catalogue import Exposure
 from bulwark.deploying import install, packages, render_for_deploy
 from bulwark.exposure import (
     VPN_INTERFACE,
+    Opening,
     host_openings,
     management_sources,
     port_span,
+    public_ports,
     site_lans,
 )
 from bulwark.operations import STAGED, Check
@@ -167,6 +172,8 @@ def template_context(topology: Topology, host: Host, secrets: SecretStore) -> Ma
         "ssh_port": catalogue.service("ssh").port,
         "ssh_rate": SSH_NEW_CONNECTION_RATE,
         "icmp_rate": ICMP_RATE,
+        "client_sets": client_sets(topology, host),
+        "ban": ban(topology, host),
         "input_rules": input_rules(topology, host),
         "forward_rules": forward_rules(topology, host),
     }
@@ -193,14 +200,48 @@ def nft_ports(ports: Iterable[int]) -> str:
     return "{ " + ", ".join(str(port) for port in ports) + " }"
 
 
-def _source_match(topology: Topology, sources) -> str:
-    if sources is None:
+def client_set_name(opening: Opening) -> str:
+    """The named set holding the addresses allowed to reach an Exposure.ROLE service."""
+    return f"{opening.service.name.replace('-', '_')}_clients_v4"
+
+
+def client_sets(topology: Topology, host: Host) -> list[dict[str, Any]]:
+    """One set of host addresses per internal service `host` opens: its name, the service, the
+    client roles it stands for (a comment) and the addresses (never none: bulwark.exposure
+    opens nothing for a role without a host)."""
+    return [
+        {
+            "name": client_set_name(opening),
+            "service": opening.service.name,
+            "clients": ", ".join(str(clients) for clients in opening.service.clients),
+            "elements": [str(network.network_address) for network in opening.sources or ()],
+        }
+        for opening in host_openings(topology, host)
+        if opening.service.exposure is Exposure.ROLE
+    ]
+
+
+def ban(topology: Topology, host: Host) -> dict[str, str] | None:
+    """The set of banned addresses and the public ports they are dropped on, on a host whose
+    logins are watched (bulwark.bruteforce); None elsewhere."""
+    ports = public_ports(topology, host).get("tcp")
+    if not bruteforce.protects(host) or not ports:
+        return None
+    return {
+        "set": bruteforce.BAN_SET,
+        "timeout": f"{bruteforce.BAN_MINUTES}m",
+        "ports": nft_ports(ports),
+    }
+
+
+def _source_match(opening: Opening) -> str:
+    if opening.sources is None:
         return ""
-    if tuple(sources) == management_sources(topology):
+    if opening.service.exposure is Exposure.MANAGEMENT:
         return "ip saddr @management_v4 "
-    if tuple(sources) == site_lans(topology):
-        return "ip saddr @site_lans_v4 "
-    return "ip saddr { " + ", ".join(str(network) for network in sources) + " } "
+    if opening.service.exposure is Exposure.ROLE:
+        return f"ip saddr @{client_set_name(opening)} "
+    return "ip saddr { " + ", ".join(str(network) for network in opening.sources) + " } "
 
 
 def input_rules(topology: Topology, host: Host) -> list[str]:
@@ -208,7 +249,7 @@ def input_rules(topology: Topology, host: Host) -> list[str]:
     merged: dict[tuple[str, str, str], list[str]] = {}
     for opening in host_openings(topology, host):
         key = (
-            _source_match(topology, opening.sources),
+            _source_match(opening),
             str(opening.service.transport),
             nft_ports(opening.ports),
         )

@@ -2,7 +2,7 @@
 
 IMAP (993) and POP3 (995) over implicit TLS only, the plaintext listeners off; app passwords
 only, through the Lua passdb shared with the mx role; LMTP from the site's MX hosts on the LAN
-address; dsync replication with the other site's mail store over the VPN, doveadm over TLS
+address, TLS only; dsync replication with the other site's mail store over the VPN, doveadm over TLS
 checked against the internal CA, so mail delivered in one site is readable in the other.
 """
 
@@ -16,7 +16,7 @@ from pyinfra.api import QuoteString, StringCommand, deploy
 from pyinfra.api.facts import FactBase
 from pyinfra.operations import files, server
 
-from bulwark import catalogue, mail
+from bulwark import bruteforce, catalogue, mail
 from bulwark.deploying import (
     install,
     keep_running,
@@ -92,6 +92,7 @@ def managed_files(topology: Topology, host: Host) -> tuple[ManagedFile, ...]:
         ManagedFile(RETRY_SCRIPT, "replication-retry.sh.j2", mode="0755"),
         ManagedFile(RETRY_SERVICE_FILE, "replication-retry.service.j2"),
         ManagedFile(RETRY_TIMER_FILE, "replication-retry.timer.j2"),
+        *bruteforce.watcher_files(ROLE, host),
     )
 
 
@@ -100,6 +101,7 @@ def template_context(topology: Topology, host: Host, secrets: SecretStore) -> Ma
     return {
         **mail.auth_context(topology, host, secrets),
         **mail.tls_context(secrets, host),
+        **bruteforce.watcher_context(topology, host),
         "host": host.name,
         "lan_address": str(host.lan_address),
         "ports": {name: catalogue.service(name).port for name in SERVICES},
@@ -152,6 +154,7 @@ def converge(topology: Topology, host: Host, secrets: SecretStore) -> None:
     retry = (rendered[RETRY_SCRIPT], rendered[RETRY_SERVICE_FILE], rendered[RETRY_TIMER_FILE])
     install(ROLE, retry, then=restarted(RETRY_TIMER, unit_files_changed=True))
     keep_running(ROLE, RETRY_TIMER)
+    bruteforce.converge_watcher(ROLE, rendered)
     _create_mailboxes_on_the_primary(topology, host)
 
 

@@ -3,9 +3,11 @@
 Port 25 takes mail for the platform's accounts from anyone, STARTTLS offered but never required
 (RFC 3207: a public MX cannot insist); 465 (implicit TLS) and 587 (STARTTLS) take mail from
 authenticated users only, AUTH offered only inside TLS. Accepted mail goes to the site's mail
-store over LMTP, STARTTLS required and its certificate checked against the internal CA; mail
-for other domains leaves with opportunistic TLS. SASL goes through Dovecot's auth on this host:
-the mailstore role's Dovecot where it runs here, else an auth-only Dovecot this role installs.
+store over LMTP with implicit TLS, its certificate checked against the internal CA and this
+host's presented as the client's; mail for other domains leaves with opportunistic TLS. SASL
+goes through Dovecot's auth on this host: the mailstore role's Dovecot where it runs here, else
+an auth-only Dovecot this role installs. An address that keeps failing SMTP AUTH is banned
+(bulwark.bruteforce).
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ from typing import Any
 from pyinfra.api import deploy
 from pyinfra.operations import systemd
 
-from bulwark import catalogue, mail
+from bulwark import bruteforce, catalogue, mail
 from bulwark.deploying import install, packages, render_for_deploy, restarted
 from bulwark.operations import STAGED_DIR, Check
 from bulwark.plan import ManagedFile
@@ -26,10 +28,9 @@ from bulwark.topology import Host, Topology
 ROLE = "mx"
 
 PACKAGES: tuple[str, ...] = ("postfix",)
-# Debian's postfix.service only starts, restarts and reloads the instance unit, which runs the
-# master daemon: whether Postfix runs is the instance's state.
+# Debian's postfix.service only starts, restarts and reloads the instance unit
+# (mail.POSTFIX_INSTANCE).
 POSTFIX_UNIT = "postfix.service"
-POSTFIX_INSTANCE = "postfix@-.service"
 MAIN_CF = "/etc/postfix/main.cf"
 MASTER_CF = "/etc/postfix/master.cf"
 # `postfix check` over the staged main.cf and master.cf, as a configuration directory.
@@ -53,6 +54,7 @@ def managed_files(topology: Topology, host: Host) -> tuple[ManagedFile, ...]:
         ManagedFile(MAIN_CF, "main.cf.j2", checker="postfix"),
         ManagedFile(MASTER_CF, "master.cf.j2"),
         *mail.dovecot_files(ROLE, host),
+        *bruteforce.watcher_files(ROLE, host),
     )
 
 
@@ -62,6 +64,7 @@ def template_context(topology: Topology, host: Host, secrets: SecretStore) -> Ma
     return {
         **mail.auth_context(topology, host, secrets),
         **mail.tls_context(secrets, host),
+        **bruteforce.watcher_context(topology, host),
         "host": host.name,
         "myhostname": mail.fqdn(topology, host),
         "addresses": [account.address(topology.domain) for account in topology.accounts],
@@ -88,4 +91,5 @@ def converge(topology: Topology, host: Host, secrets: SecretStore) -> None:
         mail.converge_dovecot(ROLE, files)
     install(ROLE, [files[MAIN_CF], files[MASTER_CF]], check=POSTFIX_CHECK, then=POSTFIX_RESTART)
     systemd.service(name="mx: Postfix at boot", service=POSTFIX_UNIT, enabled=True)
-    systemd.service(name="mx: Postfix running", service=POSTFIX_INSTANCE, running=True)
+    systemd.service(name="mx: Postfix running", service=mail.POSTFIX_INSTANCE, running=True)
+    bruteforce.converge_watcher(ROLE, files)

@@ -10,15 +10,19 @@ from __future__ import annotations
 import ipaddress
 import json
 import os
+import ssl
 import subprocess
 from pathlib import Path
 
 import pytest
 
+from bulwark import pki
 from bulwark.inventory import load_inventory, load_topology
 from bulwark.lab import paths
+from bulwark.lab.accounts import LabAccount, lab_accounts
 from bulwark.lab.plan import INTERNET_NETNS
 from bulwark.topology import Topology
+from bulwark.vault import Vault, load_key
 
 LAB_INVENTORY = Path(__file__).resolve().parents[2] / "inventory" / "lab.py"
 _HOW = "run `bulwark lab internet -- .venv/bin/pytest tests/e2e`"
@@ -38,6 +42,9 @@ def _own_addresses() -> set[ipaddress.IPv4Address]:
 
 
 def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers", f"{BANS_THE_CLIENT}: gets the internet address banned; runs after the rest"
+    )
     if not _same_file("/proc/self/ns/net", paths.NETNS_DIR / INTERNET_NETNS):
         raise pytest.UsageError(f"e2e tests run only in the lab's internet namespace: {_HOW}")
     expected = ipaddress.IPv4Address(
@@ -50,6 +57,31 @@ def pytest_configure(config: pytest.Config) -> None:
 @pytest.fixture(scope="session")
 def topology() -> Topology:
     return load_topology(LAB_INVENTORY)
+
+
+@pytest.fixture(scope="session")
+def tls_context(topology: Topology, tmp_path_factory: pytest.TempPathFactory) -> ssl.SSLContext:
+    """Verifies certificates and host names against the lab vault's internal CA, nothing else."""
+    vault = Vault.open(Path(topology.vault_file), load_key(paths.STATE_DIR / "vault.key"))
+    ca = tmp_path_factory.mktemp("ca") / "ca.pem"
+    ca.write_text(pki.ca_certificate(vault))
+    return ssl.create_default_context(cafile=str(ca))
+
+
+@pytest.fixture(scope="session")
+def alice(topology: Topology) -> LabAccount:
+    """The first account: two app passwords, and a main password that must be refused."""
+    return lab_accounts(topology)[0]
+
+
+# Tests that get the clients' own address banned run after every other test.
+BANS_THE_CLIENT = "bans_the_client"
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Tests marked `bans_the_client` last, in their own order: the ban they provoke (and
+    Dovecot's slowing of a failing address) must not touch any other test."""
+    items.sort(key=lambda item: item.get_closest_marker(BANS_THE_CLIENT) is not None)
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:

@@ -21,7 +21,6 @@ import ssl
 import time
 import uuid
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 from sslyze import (
@@ -35,34 +34,16 @@ from sslyze import (
     ServerScanStatusEnum,
 )
 
-from bulwark import catalogue, pki, tls
-from bulwark.lab import paths
+from bulwark import catalogue, tls
 from bulwark.lab.accounts import LabAccount, lab_accounts
 from bulwark.topology import Topology
-from bulwark.vault import Vault, load_key
 
-VAULT_KEY = paths.STATE_DIR / "vault.key"
 TIMEOUT = 30  # seconds per client operation; a refused login may wait out Dovecot's penalty
 DELIVERY_DEADLINE = 60  # seconds a message may take to show up before the test gives up
 FOREIGN_DOMAIN = "example.org"  # nobody's domain on this platform (RFC 2606)
 
 
 # --- fixtures -----------------------------------------------------------------------------------
-
-
-@pytest.fixture(scope="module")
-def tls_context(topology: Topology, tmp_path_factory: pytest.TempPathFactory) -> ssl.SSLContext:
-    """Verifies certificates and host names against the lab vault's internal CA, nothing else."""
-    vault = Vault.open(Path(topology.vault_file), load_key(VAULT_KEY))
-    ca = tmp_path_factory.mktemp("ca") / "ca.pem"
-    ca.write_text(pki.ca_certificate(vault))
-    return ssl.create_default_context(cafile=str(ca))
-
-
-@pytest.fixture(scope="module")
-def alice(topology: Topology) -> LabAccount:
-    """The first account: two app passwords, and a main password that must be refused."""
-    return lab_accounts(topology)[0]
 
 
 @pytest.fixture(scope="module")

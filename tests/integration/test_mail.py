@@ -73,7 +73,7 @@ def test_every_managed_file_has_its_owner_and_mode(host):
 
 def test_postfix_runs_and_listens_on_the_mx_ports(host):
     with_role(host, "mx")
-    assert host.service(mx.POSTFIX_INSTANCE).is_running
+    assert host.service(mail.POSTFIX_INSTANCE).is_running
     assert host.service(mx.POSTFIX_UNIT).is_enabled
     for name in ("smtp", "submissions", "submission"):
         assert host.socket(f"tcp://0.0.0.0:{catalogue.service(name).port}").is_listening, name

@@ -24,13 +24,23 @@ def test_port_matrix_lists_each_hosts_openings_with_their_sources():
     (lmtp,) = _rows(matrix, host="nj-mail", service="lmtp")
     assert (lmtp["ports"], lmtp["exposure"], lmtp["sources"]) == (
         "24",
-        "site",
-        "10.81.1.0/24, 10.82.1.0/24",
+        "from mx (same site)",
+        f"{LAB.host('nj-mail').lan_address}/32",
     )
     (wireguard,) = _rows(matrix, host="sea-gw", service="wireguard")
     assert wireguard["sources"] == f"{LAB.gateway('nj').public_address}/32"
     assert not _rows(matrix, host="nj-web", service="imaps")
     assert {row["host"] for row in _rows(matrix, service="ssh")} == {h.name for h in LAB.hosts}
+
+
+def test_port_matrix_shows_the_real_sources_of_internal_services_in_production():
+    matrix = port_matrix(PRODUCTION)
+    (lmtp,) = _rows(matrix, host="sea-store", service="lmtp")
+    assert lmtp["sources"] == f"{PRODUCTION.host('sea-mx').lan_address}/32"
+    (replication,) = _rows(matrix, host="sea-store", service="mail-replication")
+    assert replication["exposure"] == "from mailstore (peer site)"
+    assert replication["sources"] == f"{PRODUCTION.host('nj-store').lan_address}/32"
+    assert not _rows(matrix, service="lmtp", host="nj-mx")
 
 
 def test_tls_table_gives_every_mail_port_its_mode():
@@ -40,6 +50,7 @@ def test_tls_table_gives_every_mail_port_its_mode():
     assert (table["submissions"]["ports"], table["submissions"]["tls"]) == ("465", "implicit")
     assert (table["submission"]["ports"], table["submission"]["tls"]) == ("587", "starttls")
     assert (table["smtp"]["ports"], table["smtp"]["tls"]) == ("25", "opportunistic")
+    assert (table["lmtp"]["ports"], table["lmtp"]["tls"]) == ("24", "implicit")
     assert "imap.example.com" in table["imaps"]["names"]
 
 
@@ -56,4 +67,5 @@ def test_render_writes_the_report_identically_and_can_render_over_itself(tmp_pat
         reports.append(((out / "report.md").read_text(), (out / "ports.json").read_text()))
     assert reports[0] == reports[1]
     assert "| nj-store | imaps | tcp | 993 | public | any |" in reports[0][0]
+    assert "| nj-store | lmtp | tcp | 24 | from mx (same site) | 10.1.0.25/32 |" in reports[0][0]
     assert "Plaintext ports never open: 110, 143, 389." in reports[0][0]

@@ -8,7 +8,7 @@ from collections import defaultdict
 import pytest
 
 from bulwark import catalogue, registry
-from bulwark.catalogue import SERVICES, Exposure, Tls, Transport
+from bulwark.catalogue import SERVICES, Clients, Exposure, Scope, Tls, Transport
 
 ALL_ROLE_SETS = [
     roles
@@ -90,12 +90,42 @@ def test_only_inbound_smtp_is_opportunistic():
 
 
 def test_internal_services_use_tls_inside_the_vpn():
-    """Replication, LMTP and backups stay on the site LANs and still use TLS (DESIGN.md)."""
-    internal = {service.name: service for service in SERVICES if service.exposure is Exposure.SITE}
+    """Replication, LMTP and backups stay on the site LANs and still use TLS (DESIGN.md); LMTP
+    from the first byte, so no plaintext session can deliver."""
+    internal = {service.name: service for service in SERVICES if service.exposure is Exposure.ROLE}
     assert set(internal) == {"lmtp", "mail-replication", "backup"}
     for service in internal.values():
         assert service.tls in {Tls.IMPLICIT, Tls.STARTTLS}, service.name
         assert service.names == (), service.name
+    assert internal["lmtp"].tls is Tls.IMPLICIT
+
+
+def test_internal_services_name_the_roles_that_use_them():
+    assert catalogue.service("lmtp").clients == (Clients("mx", Scope.SAME_SITE),)
+    assert catalogue.service("mail-replication").clients == (Clients("mailstore", Scope.PEER_SITE),)
+    assert catalogue.service("backup").clients == (Clients("base", Scope.PEER_SITE),)
+
+
+def test_only_role_exposures_have_clients_and_they_are_known_roles():
+    known = {role.name for role in registry.ROLES}
+    for service in SERVICES:
+        assert bool(service.clients) == (service.exposure is Exposure.ROLE), service.name
+        assert {clients.role for clients in service.clients} <= known, service.name
+
+
+def test_logins_are_the_public_services_that_check_passwords():
+    logins = {service.name for service in SERVICES if service.logins}
+    assert logins == {
+        "submissions",
+        "submission",
+        "imaps",
+        "pop3s",
+        "https-dav",
+        "https-files",
+        "ftp",
+        "ldaps",
+    }
+    assert all(catalogue.service(name).exposure is Exposure.PUBLIC for name in logins)
 
 
 # The seeds' table (DESIGN.md): client host name label, port, transport, TLS mode.

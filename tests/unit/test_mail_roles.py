@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from bulwark import catalogue, mail, pki, tls
+from bulwark import bruteforce, catalogue, mail, pki, tls
 from bulwark.audit import SealedSecrets
 from bulwark.checks import check_files
 from bulwark.inventory import load_topology
@@ -45,6 +45,9 @@ _MAILSTORE_ONLY = dict.fromkeys(
     ),
     "mailstore",
 )
+# The brute-force watcher: installed by the first role of the host with logins (mx, then
+# mailstore).
+_WATCHER = (bruteforce.SCRIPT, bruteforce.UNIT_FILE)
 
 
 @pytest.fixture(scope="module")
@@ -105,6 +108,7 @@ def master_cf(content: str) -> dict[str, list[str]]:
                 mail.DOVECOT_CONFIG: "mailstore",
                 mail.AUTH_SCRIPT: "mailstore",
                 **_MAILSTORE_ONLY,
+                **dict.fromkeys(_WATCHER, "mx"),
             },
         ),
         (
@@ -115,12 +119,18 @@ def master_cf(content: str) -> dict[str, list[str]]:
                 mx.MASTER_CF: "mx",
                 mail.DOVECOT_CONFIG: "mx",
                 mail.AUTH_SCRIPT: "mx",
+                **dict.fromkeys(_WATCHER, "mx"),
             },
         ),
         (
             PRODUCTION,
             "nj-store",
-            {mail.DOVECOT_CONFIG: "mailstore", mail.AUTH_SCRIPT: "mailstore", **_MAILSTORE_ONLY},
+            {
+                mail.DOVECOT_CONFIG: "mailstore",
+                mail.AUTH_SCRIPT: "mailstore",
+                **_MAILSTORE_ONLY,
+                **dict.fromkeys(_WATCHER, "mailstore"),
+            },
         ),
         (PRODUCTION, "nj-web", {}),
     ],
@@ -242,6 +252,47 @@ def test_lmtp_delivers_to_the_sites_store_over_verified_tls(topology, host_name,
     assert settings["lmtp_tls_secure_cert_match"] == f"{store_name}.{topology.domain}"
     assert f"{store_name}.{topology.domain}" in pki.certificate_names(topology, store)
     assert settings["lmtp_tls_CAfile"] == pki.CA_CERT_PATH
+
+
+@pytest.mark.parametrize(("topology", "host_name"), [(PRODUCTION, "nj-mx"), (LAB, "nj-mail")])
+def test_postfix_speaks_lmtp_in_tls_from_the_first_byte_and_presents_its_certificate(
+    topology, host_name
+):
+    settings = main_cf(mail_files(topology, host_name)[mx.MAIN_CF].content)
+    assert catalogue.service("lmtp").tls is catalogue.Tls.IMPLICIT
+    assert settings["lmtp_tls_wrappermode"] == "yes"
+    assert settings["lmtp_tls_security_level"] == "secure"
+    assert settings["lmtp_tls_chain_files"] == f"{pki.HOST_KEY_PATH}, {pki.HOST_CERT_PATH}"
+
+
+def _block(config: str, opening: str) -> str:
+    """The body of the first `opening {` block of a Dovecot configuration (nested blocks kept)."""
+    body = config.split(opening + " {\n", 1)[1]
+    depth, lines = 1, []
+    for line in body.splitlines():
+        depth += line.count("{") - line.count("}")
+        if depth == 0:
+            return "\n".join(lines)
+        lines.append(line.strip())
+    raise AssertionError(f"unterminated block {opening}")
+
+
+@pytest.mark.parametrize(("topology", "host_name"), [(PRODUCTION, "nj-store"), (LAB, "sea-mail")])
+def test_dovecot_lmtp_listens_only_in_tls_and_checks_client_certificates(topology, host_name):
+    config = mail_files(topology, host_name)[mail.DOVECOT_CONFIG].content
+    service = _block(config, "service lmtp")
+    assert _block(service, "inet_listener lmtp").splitlines() == [
+        f"address = {topology.host(host_name).lan_address}",
+        f"port = {catalogue.service('lmtp').port}",
+        "ssl = yes",
+    ]
+    # The packaged local socket (0666) would let any local process deliver.
+    assert _block(service, "unix_listener lmtp").splitlines() == ["mode = 0600"]
+    assert _block(config, "protocol lmtp").splitlines() == [
+        f"ssl_ca = <{pki.CA_CERT_PATH}",
+        "ssl_verify_client_cert = yes",
+        "ssl_require_crl = no",
+    ]
 
 
 def test_postfix_tls_is_mozilla_intermediate_and_forward_secret():

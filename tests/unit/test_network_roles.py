@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from bulwark import catalogue, registry
+from bulwark import bruteforce, catalogue, registry
 from bulwark.audit import SealedSecrets
 from bulwark.exposure import host_openings, public_ports
 from bulwark.inventory import load_topology
@@ -77,10 +77,77 @@ def test_ruleset_defaults_drop_and_opens_exactly_the_hosts_services() -> None:
         assert f"dport {forbidden} " not in ruleset
 
 
-def test_site_only_services_are_limited_to_the_site_lans() -> None:
-    ruleset = _file(LAB, "nj-mail", firewall.RULESET)
-    assert 'ip saddr @site_lans_v4 tcp dport 24 ct state new accept comment "lmtp"' in ruleset
-    assert "elements = { 10.81.1.0/24, 10.82.1.0/24 }" in ruleset
+def _set_elements(ruleset: str, name: str) -> str:
+    return ruleset.split(f"\tset {name} {{\n", 1)[1].split("elements = { ", 1)[1].split(" }")[0]
+
+
+@pytest.mark.parametrize(
+    ("topology", "store", "mx", "peer"),
+    [(LAB, "nj-mail", "nj-mail", "sea-mail"), (PRODUCTION, "sea-store", "sea-mx", "nj-store")],
+)
+def test_lmtp_opens_to_the_sites_mx_hosts_and_replication_to_the_peer_store(
+    topology, store, mx, peer
+) -> None:
+    ruleset = _file(topology, store, firewall.RULESET)
+    lmtp, replication = (catalogue.service(name).port for name in ("lmtp", "mail-replication"))
+    lmtp_rule = f'ip saddr @lmtp_clients_v4 tcp dport {lmtp} ct state new accept comment "lmtp"'
+    assert [line.strip() for line in ruleset.splitlines() if f"dport {lmtp} " in line] == [
+        lmtp_rule
+    ]
+    assert (
+        f"ip saddr @mail_replication_clients_v4 tcp dport {replication} ct state new accept "
+        'comment "mail-replication"' in ruleset
+    )
+    assert _set_elements(ruleset, "lmtp_clients_v4") == str(topology.host(mx).lan_address)
+    assert _set_elements(ruleset, "mail_replication_clients_v4") == str(
+        topology.host(peer).lan_address
+    )
+
+
+def test_a_client_role_without_a_host_gets_no_rule_and_no_set() -> None:
+    from dataclasses import replace
+
+    without_mx = replace(
+        PRODUCTION,
+        hosts=tuple(
+            replace(host, roles=()) if host.name == "nj-mx" else host for host in PRODUCTION.hosts
+        ),
+    )
+    ruleset = _file(without_mx, "nj-store", firewall.RULESET)
+    assert "dport 24 " not in ruleset
+    assert "lmtp_clients_v4" not in ruleset
+    assert "mail_replication_clients_v4" in ruleset
+
+
+@pytest.mark.parametrize(
+    ("topology", "host_name", "ports"),
+    [
+        (LAB, "nj-mail", "{ 25, 465, 587, 993, 995 }"),
+        (PRODUCTION, "nj-mx", "{ 25, 465, 587 }"),
+        (PRODUCTION, "sea-store", "{ 993, 995 }"),
+    ],
+)
+def test_banned_addresses_are_dropped_on_the_public_ports_never_from_operators_or_sites(
+    topology, host_name, ports
+) -> None:
+    ruleset = _file(topology, host_name, firewall.RULESET)
+    lines = [line.strip() for line in ruleset.splitlines()]
+    ban = (
+        f"ip saddr @{bruteforce.BAN_SET} ip saddr != @management_v4 ip saddr != @site_lans_v4 "
+        f"tcp dport {ports} drop"
+    )
+    # Before established connections are accepted: a banned address's open ones stop too.
+    assert lines.index(ban) < lines.index("ct state { established, related } accept")
+    ban_set = ruleset.split(f"\tset {bruteforce.BAN_SET} {{\n", 1)[1].split("}", 1)[0]
+    assert "flags dynamic,timeout" in ban_set  # its elements stay out of the live digest
+    assert f"timeout {bruteforce.BAN_MINUTES}m" in ban_set
+    sites = ", ".join(str(site.lan) for site in sorted(topology.sites, key=lambda s: s.lan))
+    assert _set_elements(ruleset, "site_lans_v4") == sites
+
+
+@pytest.mark.parametrize("host_name", ["nj-gw", "nj-web"])
+def test_hosts_without_logins_have_no_ban(host_name) -> None:
+    assert bruteforce.BAN_SET not in _file(LAB, host_name, firewall.RULESET)
 
 
 def test_ssh_only_from_management_and_admin_networks_rate_limited() -> None:

@@ -6,13 +6,19 @@ from __future__ import annotations
 
 import shutil
 import subprocess
+from pathlib import Path
 
 import pytest
 from offline import run_operation
 
+from bulwark import bruteforce
+from bulwark.audit import SealedSecrets
+from bulwark.inventory import load_topology
+from bulwark.render import render_role_files
 from roles import firewall, mailstore, vpn
 from roles.firewall import RulesetState
 
+LAB = load_topology(Path(__file__).resolve().parents[2] / "inventory/lab.py")
 CANDIDATE_SHA, INSTALLED_SHA = "c" * 64, "i" * 64
 LIVE, APPLIED = "l" * 64, "a" * 64
 
@@ -104,6 +110,28 @@ def test_the_digest_ignores_the_ssh_meter_but_not_a_rule_or_element_added_by_han
     assert normalised(LISTING % ("", "\t\ttcp dport 2222 accept\n")) != applied
     widened = LISTING.replace("10.2.0.0/24 }", "10.2.0.0/24, 0.0.0.0/0 }")
     assert normalised(widened % ("", "")) != applied
+
+
+@pytest.mark.skipif(shutil.which("awk") is None, reason="no awk")
+def test_the_digest_ignores_banned_addresses_so_a_ban_never_reapplies_the_ruleset():
+    """The ban set as the firewall role renders it, with and without addresses the watcher
+    added (bulwark.bruteforce): same digest."""
+    (rendered,) = render_role_files(firewall, LAB, LAB.host("nj-mail"), SealedSecrets(), False)
+    declared = rendered.content.split(f"\tset {bruteforce.BAN_SET} {{\n", 1)[1]
+    declared = declared.split("\t}", 1)[0]
+    listing = f"table inet bulwark {{\n\tset {bruteforce.BAN_SET} {{\n{declared}%s\t}}\n}}\n"
+    banned = (
+        "\t\telements = { 198.51.100.200 timeout 30m expires 29m58s,\n"
+        "\t\t\t     203.0.113.9 timeout 30m expires 3m }\n"
+    )
+    result = [
+        subprocess.run(
+            ["awk", firewall._NORMALISE], input=text, capture_output=True, text=True, check=True
+        ).stdout
+        for text in (listing % "", listing % banned)
+    ]
+    assert result[0] == result[1]
+    assert "flags dynamic,timeout" in result[0]
 
 
 @pytest.mark.parametrize(

@@ -1,0 +1,174 @@
+"""bulwark-banwatch: ban an address that keeps failing to log in (Python 3 standard library only).
+
+Installed on each host with public login services (bulwark.bruteforce says where and with which
+values) and run by systemd. It follows the journal of the daemons that check passwords, counts
+each address's failed logins over a sliding window, and once an address reaches the threshold
+adds it to an nftables set with a timeout; the firewall's ruleset (roles/firewall.py) drops that
+set's members on the host's public ports. Exempt networks (management, admin, site LANs) are
+never added, whatever the logs say; the ruleset excepts them as well.
+
+Only the daemons' own lines count (journal matches on the trusted `_SYSTEMD_UNIT` field), and
+the address is read where the user cannot write: Dovecot puts the attacker-chosen user name
+before `rip=`, so the last `rip=..., lip=` of the line is taken; Postfix's line is anchored
+at its start.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ipaddress
+import json
+import re
+import subprocess
+import sys
+import time
+from collections import deque
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
+
+Address = ipaddress.IPv4Address
+Network = ipaddress.IPv4Network
+
+_IPV4 = r"\d{1,3}(?:\.\d{1,3}){3}"
+# Dovecot 2.3 login processes, one line per connection when it ends, e.g.
+# "imap-login: Disconnected: Aborted login by logging out (auth failed, 1 attempts in 2 secs):
+#  user=<alice@example.net>, method=PLAIN, rip=198.51.100.200, lip=198.51.100.11, TLS, ..."
+# (src/login-common/client-common.c: client_get_extra_disconnect_reason; login_log_format
+# "%$: %s" and the default login_log_format_elements). The reason comes first and holds no
+# "<" (a user name is always in user=<...>); the greedy `.*` takes the last rip=.
+DOVECOT_FAILURE = re.compile(
+    r"^[a-z0-9]+-login: [^(<]*\(auth failed, (?P<count>\d+) attempts in \d+ secs\): "
+    rf"user=<.*rip=(?P<address>{_IPV4}), lip="
+)
+# Postfix smtpd, one line per failed AUTH, e.g.
+# "warning: unknown[198.51.100.200]: SASL PLAIN authentication failed: UGFzc3dvcmQ6"
+POSTFIX_FAILURE = re.compile(
+    rf"^warning: [A-Za-z0-9._-]+\[(?P<address>{_IPV4})\]: "
+    r"SASL [A-Za-z0-9_-]+ authentication failed"
+)
+# A watcher under attack from many addresses keeps at most this many addresses' failures.
+MAX_TRACKED = 100_000
+
+
+@dataclass(frozen=True)
+class Failure:
+    """`count` failed logins from `address`, reported by one log line."""
+
+    address: Address
+    count: int
+
+
+def parse(message: str) -> Failure | None:
+    """The failed logins one log message reports, or None if it reports none."""
+    if match := DOVECOT_FAILURE.match(message):
+        count = int(match["count"])
+    elif match := POSTFIX_FAILURE.match(message):
+        count = 1
+    else:
+        return None
+    try:
+        return Failure(Address(match["address"]), count)
+    except ValueError:  # 999.1.2.3 matched the pattern; no such address
+        return None
+
+
+class Window:
+    """Failed logins per address over the last `seconds`: `record` says when an address has
+    reached `failures` and must be banned; its count then starts again from nothing, so a
+    ban lifted early is not renewed by failures it already paid for. Exempt addresses are never
+    counted."""
+
+    def __init__(self, failures: int, seconds: float, exempt: Iterable[Network]):
+        self.failures = failures
+        self.seconds = seconds
+        self.exempt = tuple(exempt)
+        self._seen: dict[Address, deque[float]] = {}
+
+    def is_exempt(self, address: Address) -> bool:
+        return address.is_loopback or any(address in network for network in self.exempt)
+
+    def record(self, failure: Failure, now: float) -> bool:
+        """Count `failure` at `now` (seconds); True when its address must be banned now."""
+        if self.is_exempt(failure.address):
+            return False
+        if failure.address not in self._seen and len(self._seen) >= MAX_TRACKED:
+            self._forget_before(now - self.seconds)
+        times = self._seen.setdefault(failure.address, deque())
+        times.extend([now] * failure.count)
+        while times and times[0] <= now - self.seconds:
+            times.popleft()
+        if len(times) < self.failures:
+            return False
+        del self._seen[failure.address]
+        return True
+
+    def _forget_before(self, oldest: float) -> None:
+        for address in [a for a, times in self._seen.items() if times[-1] <= oldest]:
+            del self._seen[address]
+
+
+def ban_command(table: str, set_name: str, address: Address, minutes: int) -> list[str]:
+    """`nft add element inet TABLE SET { ADDRESS timeout Nm }` as argv (no shell)."""
+    return ["nft", "add", "element", "inet", table, set_name, "{", str(address), "timeout",
+            f"{minutes}m", "}"]  # fmt: skip
+
+
+def journal_command(units: Sequence[str]) -> list[str]:
+    """Follow the units' new journal entries, one JSON object per line, from now on."""
+    return ["journalctl", "--follow", "--lines=0", "--output=json",
+            *(f"_SYSTEMD_UNIT={unit}" for unit in units)]  # fmt: skip
+
+
+def messages(lines: Iterable[str]) -> Iterator[str]:
+    """The MESSAGE of each journal JSON line (journald sends bytes that are not UTF-8 as a list
+    of numbers); lines that are not journal entries are skipped."""
+    for line in lines:
+        try:
+            entry = json.loads(line)
+        except ValueError:
+            continue
+        message = entry.get("MESSAGE") if isinstance(entry, dict) else None
+        if isinstance(message, list):
+            message = bytes(value & 0xFF for value in message).decode("utf-8", "replace")
+        if isinstance(message, str):
+            yield message
+
+
+def _arguments(argv: Sequence[str]) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="bulwark-banwatch", description=__doc__.split("\n")[0])
+    parser.add_argument("--failures", type=int, required=True, help="failed logins that ban")
+    parser.add_argument("--window", type=int, required=True, help="counted over these seconds")
+    parser.add_argument("--ban-minutes", type=int, required=True, help="how long a ban lasts")
+    parser.add_argument("--table", required=True, help="the nftables inet table")
+    parser.add_argument("--set", dest="set_name", required=True, help="the set of banned addresses")
+    parser.add_argument("--unit", action="append", required=True, help="a unit to watch")
+    parser.add_argument("--exempt", action="append", default=[], type=Network, help="never banned")
+    return parser.parse_args(argv)
+
+
+def main(argv: Sequence[str] = sys.argv[1:]) -> int:
+    """Watch until journalctl ends (systemd restarts the service then)."""
+    options = _arguments(argv)
+    window = Window(options.failures, options.window, options.exempt)
+    with subprocess.Popen(
+        journal_command(options.unit), stdout=subprocess.PIPE, text=True, errors="replace"
+    ) as journal:
+        for message in messages(journal.stdout or ()):
+            failure = parse(message)
+            if failure is None or not window.record(failure, time.monotonic()):
+                continue
+            command = ban_command(
+                options.table, options.set_name, failure.address, options.ban_minutes
+            )
+            result = subprocess.run(command, capture_output=True, text=True, check=False)
+            outcome = "banned" if result.returncode == 0 else f"not banned: {result.stderr.strip()}"
+            print(
+                f"{failure.address}: {options.failures} failed logins within {options.window} s, "
+                f"{outcome} for {options.ban_minutes} min",
+                flush=True,
+            )
+    return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

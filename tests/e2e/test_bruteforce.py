@@ -1,0 +1,167 @@
+"""Brute force, as an attacker on the internet meets it: after MAX_FAILURES failed IMAP logins
+within the window the address is dropped, while another address still logs in; the ban is lifted
+at the end so no later run is affected. Runs after every other e2e test (marker, conftest).
+
+Commands on lab hosts (restarting the watcher, lifting the ban, a login from another address)
+run through the container's own systemd, as `bulwark lab exec` does: the internet namespace has
+no route to the hosts' SSH.
+"""
+
+from __future__ import annotations
+
+import base64
+import imaplib
+import ipaddress
+import socket
+import ssl
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+from bulwark import bruteforce, catalogue, pki
+from bulwark.lab import containers, lifecycle
+from bulwark.lab.accounts import LabAccount
+from bulwark.topology import Host, Topology
+
+pytestmark = pytest.mark.bans_the_client  # conftest.BANS_THE_CLIENT: run after every other test
+
+LAB_INVENTORY = Path(__file__).resolve().parents[2] / "inventory" / "lab.py"
+IMAPS = catalogue.service("imaps")
+TIMEOUT = 30  # seconds per IMAP exchange: a refused login may wait out Dovecot's penalty
+BAN_DEADLINE = 30  # seconds the watcher may take to ban once the last failure is logged
+CONNECT_TIMEOUT = 3  # a dropped SYN gets no answer; an open port answers at once
+HOST_COMMAND_TIMEOUT = 60
+
+
+def _on_host(topology: Topology, host: Host, argv: list[str], stdin: str = "") -> str:
+    """Run `argv` in the lab container `host` (its systemd, its capabilities); its stdout."""
+    plan = lifecycle.load(LAB_INVENTORY).plan
+    pid = containers.init_pid(plan.host(host.name))
+    result = subprocess.run(
+        ["nsenter", f"--target={pid}", "--all", "systemd-run", "--quiet", "--wait", "--collect",
+         "--pipe", "--", *argv],
+        input=stdin, capture_output=True, text=True, timeout=HOST_COMMAND_TIMEOUT, check=False,
+    )  # fmt: skip
+    if result.returncode != 0:
+        raise AssertionError(f"{host.name}: {argv[:3]} failed: {result.stderr.strip()}")
+    return result.stdout
+
+
+def _client_address(topology: Topology) -> ipaddress.IPv4Address:
+    """This namespace's address on the lab's WAN: the one the watcher sees and bans."""
+    with socket.create_connection((_imap_name(topology), IMAPS.port), timeout=TIMEOUT) as probe:
+        return ipaddress.IPv4Address(probe.getsockname()[0])
+
+
+def _imap_name(topology: Topology) -> str:
+    return f"{IMAPS.names[0]}.{topology.domain}"
+
+
+def _store(topology: Topology) -> Host:
+    """The host serving imap.DOMAIN, whose watcher counts this namespace's failures."""
+    address = ipaddress.IPv4Address(socket.gethostbyname(_imap_name(topology)))
+    (store,) = (host for host in topology.hosts if host.public_address == address)
+    return store
+
+
+def _fail_once(topology: Topology, context: ssl.SSLContext, alice: LabAccount) -> None:
+    """One connection, one wrong password (always the same: Dovecot then does not raise its
+    penalty), logged out: Dovecot logs the failure as the connection ends."""
+    with (
+        imaplib.IMAP4_SSL(
+            _imap_name(topology), IMAPS.port, ssl_context=context, timeout=TIMEOUT
+        ) as mailbox,
+        pytest.raises(imaplib.IMAP4.error),
+    ):
+        mailbox.login(alice.address, "bulwark-e2e-wrong-password")
+
+
+def _connects(address: str, port: int) -> bool:
+    try:
+        with socket.create_connection((address, port), timeout=CONNECT_TIMEOUT):
+            return True
+    except OSError:
+        return False
+
+
+def _unban(topology: Topology, store: Host, address: ipaddress.IPv4Address) -> None:
+    """Delete the element if it is there (a set lookup first: deleting a missing one fails)."""
+    listing = _on_host(topology, store, ["nft", "list", "set", "inet", bruteforce.TABLE,
+                                         bruteforce.BAN_SET])  # fmt: skip
+    if str(address) in listing:
+        _on_host(topology, store, ["nft", "delete", "element", "inet", bruteforce.TABLE,
+                                   bruteforce.BAN_SET, "{", str(address), "}"])  # fmt: skip
+
+
+# Logs in over IMAP from a lab host's own public address (stdin carries the script and the
+# password: neither appears on a command line or in a log). Prints the tagged reply's status.
+_LOGIN_FROM_ELSEWHERE = """
+import base64, socket, ssl
+context = ssl.create_default_context(cafile={ca!r})
+raw = socket.create_connection(({address!r}, {port}), timeout={timeout})
+imap = context.wrap_socket(raw, server_hostname={name!r})
+reader = imap.makefile("rb")
+reader.readline()
+imap.sendall(b"a AUTHENTICATE PLAIN " + {plain!r}.encode() + b"\\r\\n")
+line = reader.readline()
+while not line.startswith(b"a "):
+    line = reader.readline()
+imap.sendall(b"b LOGOUT\\r\\n")
+print(line.split()[1].decode())
+"""
+
+
+def _logs_in_from(topology: Topology, host: Host, store: Host, alice: LabAccount) -> bool:
+    plain = base64.b64encode(f"\0{alice.address}\0{alice.password.reveal()}".encode()).decode()
+    script = _LOGIN_FROM_ELSEWHERE.format(
+        ca=pki.CA_CERT_PATH,
+        address=str(store.public_address),
+        port=IMAPS.port,
+        timeout=TIMEOUT,
+        name=_imap_name(topology),
+        plain=plain,
+    )
+    return _on_host(topology, host, ["python3", "-"], stdin=script).strip() == "OK"
+
+
+def test_an_address_failing_too_often_is_dropped_while_others_still_log_in(
+    topology, tls_context, alice
+):
+    store = _store(topology)
+    client = _client_address(topology)
+    exempt = [ipaddress.IPv4Network(network) for network in bruteforce.exempt_networks(topology)]
+    assert not any(client in network for network in exempt), "the client would never be banned"
+    # Another outsider: a web host's public address on the WAN (not a site LAN, not exempt).
+    (elsewhere,) = (
+        host
+        for host in topology.hosts
+        if host.site == store.site
+        and host.public_address
+        and not bruteforce.protects(host)
+        and not host.has_role("gateway")
+    )
+    assert not any(elsewhere.public_address in network for network in exempt)
+    _unban(topology, store, client)
+    # A fresh count: the failures earlier e2e tests made must not decide when the ban comes.
+    _on_host(topology, store, ["systemctl", "restart", bruteforce.UNIT])
+    time.sleep(2)  # journalctl follows from the moment it starts
+    try:
+        for attempt in range(bruteforce.MAX_FAILURES - 1):
+            _fail_once(topology, tls_context, alice)
+            assert _connects(str(store.public_address), IMAPS.port), f"banned after {attempt + 1}"
+        _fail_once(topology, tls_context, alice)
+        deadline = time.monotonic() + BAN_DEADLINE
+        while _connects(str(store.public_address), IMAPS.port):
+            assert time.monotonic() < deadline, (
+                f"still reachable {BAN_DEADLINE} s after {bruteforce.MAX_FAILURES} failures"
+            )
+            time.sleep(1)
+        listing = _on_host(topology, store, ["nft", "list", "set", "inet", bruteforce.TABLE,
+                                             bruteforce.BAN_SET])  # fmt: skip
+        assert str(client) in listing
+        assert _logs_in_from(topology, elsewhere, store, alice), "another address was refused"
+    finally:
+        _unban(topology, store, client)
+    assert _connects(str(store.public_address), IMAPS.port), "still dropped after the unban"
