@@ -3,10 +3,18 @@
 from __future__ import annotations
 
 import base64
+import dataclasses
 import secrets
+import shutil
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
+
+if TYPE_CHECKING:
+    from bulwark.platform_secrets import GenerateReport
+    from bulwark.topology import Topology
+    from bulwark.vault import Vault
 
 
 @pytest.fixture
@@ -167,6 +175,76 @@ def rendered_inventories() -> dict[str, list]:
         name: render_topology(load_topology(path), SealedSecrets())
         for name, path in REPO_INVENTORIES.items()
     }
+
+
+# --- Vaults filled by generate_secrets (secrets, render and role tests) --------------------------
+
+# The key the tests' generated vaults are made with (`GeneratedVaults.copy` can re-key a copy).
+VAULT_KEY = bytes(range(32))
+
+
+@dataclasses.dataclass(frozen=True)
+class GeneratedVault:
+    """One caller's own copy of a vault `generate_secrets` filled, and what that run reported."""
+
+    report: GenerateReport  # its `credentials` is the copy's credentials file
+    vault: Vault
+    credentials: Path
+
+
+class GeneratedVaults:
+    """`generate_secrets` run once per session for each topology and set of required secrets.
+
+    It hashes every user password with Argon2id (64 MiB, t=3: a few tenths of a second each, far
+    more when the two cores are busy), and a dozen fixtures want the same result. Each caller
+    gets a copy of the vault and credentials files, free to change and save.
+    """
+
+    def __init__(self, directory: Path):
+        self._directory = directory
+        self._runs: dict[tuple, tuple[GenerateReport, Path, Path]] = {}
+
+    def _run(self, topology: Topology) -> tuple[GenerateReport, Path, Path]:
+        """The session's run for `topology` as the registry stands now (`every_role_deployed`
+        changes what is required); its vault_file is only where a vault lives, not what is in
+        it."""
+        from bulwark.platform_secrets import generate_secrets, required_secrets
+        from bulwark.vault import Vault
+
+        key = (dataclasses.replace(topology, vault_file=None), tuple(required_secrets(topology)))
+        if key not in self._runs:
+            directory = self._directory / str(len(self._runs))
+            directory.mkdir()
+            vault = Vault.create(directory / "generated.vault", VAULT_KEY)
+            credentials = directory / "credentials.json"
+            report = generate_secrets(topology, vault, credentials)
+            self._runs[key] = (report, vault.path, credentials)
+        return self._runs[key]
+
+    def copy(
+        self, topology: Topology, directory: Path, name: str = "test.vault", key: bytes = VAULT_KEY
+    ) -> GeneratedVault:
+        """`directory/name` and `directory/credentials.json`, as `generate_secrets` left them
+        for `topology` in an empty vault; the vault re-encrypted under `key` if it is not
+        VAULT_KEY."""
+        from bulwark.vault import Vault
+
+        report, vault_path, credentials_path = self._run(topology)
+        credentials = directory / "credentials.json"
+        shutil.copy2(credentials_path, credentials)  # keeps the 0600 generate_secrets gave it
+        shutil.copy2(vault_path, directory / name)
+        vault = Vault.open(directory / name, VAULT_KEY)
+        if key != VAULT_KEY:
+            vault.rotate_key(key)
+        return GeneratedVault(
+            dataclasses.replace(report, credentials=credentials), vault, credentials
+        )
+
+
+@pytest.fixture(scope="session")
+def generated_vaults(tmp_path_factory: pytest.TempPathFactory) -> GeneratedVaults:
+    """Copies of vaults filled by `generate_secrets`, each generated once (see GeneratedVaults)."""
+    return GeneratedVaults(tmp_path_factory.mktemp("generated-vaults"))
 
 
 # --- Daemon checkers that may be missing (the Makefile installs them) -------------------------

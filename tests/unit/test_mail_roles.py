@@ -24,7 +24,6 @@ from bulwark import bruteforce, catalogue, mail, pki, tls
 from bulwark.audit import SealedSecrets
 from bulwark.checks import check_files
 from bulwark.inventory import load_topology
-from bulwark.platform_secrets import generate_secrets
 from bulwark.render import RenderedFile, render_host_configs
 from bulwark.templating import render_template
 from bulwark.vault import Vault
@@ -51,12 +50,11 @@ _WATCHER = (bruteforce.SCRIPT, bruteforce.UNIT_FILE)
 
 
 @pytest.fixture(scope="module")
-def lab_vault(tmp_path_factory: pytest.TempPathFactory) -> tuple[Vault, dict]:
-    """A vault with every secret the lab needs, and the plaintext passwords it handed out."""
-    directory = tmp_path_factory.mktemp("vault")
-    vault = Vault.create(directory / "lab.vault", bytes(range(32)))
-    generate_secrets(LAB, vault, directory / "credentials.json")
-    return vault, json.loads((directory / "credentials.json").read_text())
+def lab_vault(tmp_path_factory: pytest.TempPathFactory, generated_vaults) -> tuple[Vault, dict]:
+    """A vault with every secret the lab needs, and the plaintext passwords it handed out (this
+    module's copy of the session's `generate_secrets` run, see conftest.py)."""
+    copy = generated_vaults.copy(LAB, tmp_path_factory.mktemp("vault"), "lab.vault")
+    return copy.vault, json.loads(copy.credentials.read_text())
 
 
 def mail_files(topology, host_name: str, secrets=None, reveal=False) -> dict[str, RenderedFile]:

@@ -17,7 +17,7 @@ from bulwark import bruteforce, catalogue, registry
 from bulwark.audit import SealedSecrets
 from bulwark.exposure import host_openings, public_ports
 from bulwark.inventory import load_topology
-from bulwark.platform_secrets import generate_secrets, wireguard_public_key
+from bulwark.platform_secrets import wireguard_public_key
 from bulwark.render import render_host_configs, render_role_files
 from bulwark.vault import Vault
 from roles import firewall, vpn
@@ -28,12 +28,10 @@ PRODUCTION = load_topology(REPO / "inventory/production.py")
 
 
 @pytest.fixture(scope="module")
-def lab_vault(tmp_path_factory: pytest.TempPathFactory) -> Vault:
-    """A vault holding every secret the lab needs, generated as `bulwark secrets generate` does."""
-    directory = tmp_path_factory.mktemp("vault")
-    vault = Vault.create(directory / "lab.vault", bytes(range(32)))
-    generate_secrets(LAB, vault, directory / "credentials.json")
-    return vault
+def lab_vault(tmp_path_factory: pytest.TempPathFactory, generated_vaults) -> Vault:
+    """A vault holding every secret the lab needs, generated as `bulwark secrets generate` does
+    (this module's copy of the session's run, see conftest.py)."""
+    return generated_vaults.copy(LAB, tmp_path_factory.mktemp("vault"), "lab.vault").vault
 
 
 def _file(topology, host_name: str, path: str, secrets=None) -> str:

@@ -367,19 +367,21 @@ PLACEHOLDER = re.compile(r"<secret:([^ >]+) sha256:([0-9a-f]{8}|sealed)>")
 
 
 @pytest.fixture
-def vaulted_inventory(two_site_inventory, vault_key_env, tmp_path) -> tuple[Path, list[str]]:
-    """An inventory whose vault (created in tmp_path, key in BULWARK_VAULT_KEY) holds every
-    secret it needs, made by `generate_secrets` as an operator would, plus one extra. Returns
-    the inventory and every non-public value in the vault."""
+def vaulted_inventory(
+    two_site_inventory, vault_key_env, generated_vaults, tmp_path
+) -> tuple[Path, list[str]]:
+    """An inventory whose vault (in tmp_path, key in BULWARK_VAULT_KEY) holds every secret it
+    needs, made by `generate_secrets` as an operator would (a copy of the session's run, see
+    conftest.py), plus one extra. Returns the inventory and every non-public value in the
+    vault."""
     vault_module = pytest.importorskip("bulwark.vault")
-    from bulwark.platform_secrets import generate_secrets
 
     vault_path = tmp_path / "inventory.vault"
     two_site_inventory.set_platform("vault_file", str(vault_path))
     inventory = two_site_inventory.write()
-    vault = vault_module.Vault.create(vault_path, vault_module.load_key(vault_key_env))
+    key = vault_module.load_key(vault_key_env)
+    vault = generated_vaults.copy(load_topology(inventory), tmp_path, vault_path.name, key).vault
     vault.set("extra/unused-token", "SECRET-unused-token-value")
-    generate_secrets(load_topology(inventory), vault, tmp_path / "credentials.json")
     vault.save()
     values = [vault.get(name).reveal() for name in vault.names() if not PUBLIC_ENTRY.match(name)]
     return inventory, values

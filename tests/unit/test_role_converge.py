@@ -21,7 +21,6 @@ from offline import Step, run_deploy
 from bulwark import registry
 from bulwark.inventory import load_topology
 from bulwark.operations import FileState
-from bulwark.platform_secrets import generate_secrets
 from bulwark.render import render_host_configs
 from bulwark.vault import Vault
 from roles import firewall, mailstore
@@ -39,11 +38,9 @@ RUNS = [
 
 
 @pytest.fixture(scope="module")
-def vault(tmp_path_factory: pytest.TempPathFactory) -> Vault:
-    directory = tmp_path_factory.mktemp("vault")
-    vault = Vault.create(directory / "lab.vault", bytes(range(32)))
-    generate_secrets(LAB, vault, directory / "credentials.json")
-    return vault
+def vault(tmp_path_factory: pytest.TempPathFactory, generated_vaults) -> Vault:
+    """Every secret the lab needs: this module's copy of the session's run (see conftest.py)."""
+    return generated_vaults.copy(LAB, tmp_path_factory.mktemp("vault"), "lab.vault").vault
 
 
 class Everything(dict):

@@ -148,11 +148,11 @@ def test_wireguard_public_key_refuses_malformed_keys_without_echoing(bad) -> Non
 
 
 @pytest.fixture
-def generated(production, empty_vault, tmp_path):
-    """A production vault after one `generate_secrets` run, and its credentials file."""
-    credentials = tmp_path / "credentials.json"
-    report = generate_secrets(production, empty_vault, credentials)
-    return report, Vault.open(empty_vault.path, bytes(range(32))), credentials
+def generated(production, generated_vaults, tmp_path):
+    """A production vault after one `generate_secrets` run, reopened from its file, and its
+    credentials file: this test's own copy of the session's run (see conftest.py)."""
+    copy = generated_vaults.copy(production, tmp_path)
+    return copy.report, copy.vault, copy.credentials
 
 
 def test_generate_creates_every_secret_in_its_format(
