@@ -65,7 +65,9 @@ lab-status: venv  ## what of the lab is up
 
 lab-secrets: venv  ## the lab vault (key in /var/lib/bulwark-lab) with every secret it needs
 	mkdir -p $(LAB_STATE)
-	test -f $(LAB_STATE)/vault.key -a -f $(LAB_VAULT) || $(LAB_ENV) $(BIN)/bulwark vault init --vault $(LAB_VAULT)
+	@# A new vault makes new passwords: the credentials of another checkout's vault would be stale.
+	test -f $(LAB_STATE)/vault.key -a -f $(LAB_VAULT) || { rm -f $(LAB_STATE)/credentials.json; \
+		$(LAB_ENV) $(BIN)/bulwark vault init --vault $(LAB_VAULT); }
 	$(LAB_ENV) $(BIN)/bulwark secrets generate $(LAB_INVENTORY) --credentials-out $(LAB_STATE)/credentials.json
 
 deploy-lab: lab-up lab-secrets  ## the whole platform deployed into the lab
