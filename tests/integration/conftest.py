@@ -6,16 +6,21 @@ a missing lab ends the run before collection, so no test can reach an address ou
 
 from __future__ import annotations
 
+import os
+import subprocess
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 import testinfra
 
 from bulwark.errors import BulwarkError
-from bulwark.lab import lifecycle
+from bulwark.lab import lifecycle, paths
 from bulwark.lab.plan import LabPlan
+from bulwark.vault import KEY_ENV
 
-LAB_INVENTORY = Path(__file__).resolve().parents[2] / "inventory" / "lab.py"
+REPO = Path(__file__).resolve().parents[2]
+LAB_INVENTORY = REPO / "inventory" / "lab.py"
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -41,3 +46,24 @@ def lab_host(lab_plan):
         return testinfra.get_host(f"ssh://{name}", ssh_config=lab_plan.ssh.config_file)
 
     return get
+
+
+@pytest.fixture(scope="session")
+def lab_deploy() -> Callable[..., subprocess.CompletedProcess]:
+    """Run deploy.py on some lab hosts, narrowed to some roles, as an operator would (with the
+    lab's vault key); returns the finished pyinfra process."""
+
+    def run(limit: str, only_roles: str) -> subprocess.CompletedProcess:
+        return subprocess.run(
+            [
+                str(REPO / ".venv/bin/pyinfra"), "-y", str(LAB_INVENTORY), "deploy.py",
+                "--limit", limit, "--data", f"only_roles={only_roles}",
+            ],
+            cwd=REPO,
+            env={**os.environ, KEY_ENV: str(paths.STATE_DIR / "vault.key")},
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )  # fmt: skip
+
+    return run
