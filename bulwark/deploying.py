@@ -1,5 +1,7 @@
 """What roles need at deploy time: the validated topology, this host, secrets, and the shared
 steps every role is made of (packages, checked files and the actions they need, units).
+Each step declares what it will compare (bulwark.hoststate) as the run is planned, so that the
+host's first operation reads the state of all of it in one round trip.
 
 The topology is built once per pyinfra run from pyinfra's own inventory, so the deploy sees
 exactly what `bulwark render` sees. deploy.py reads it here and hands it to each role's
@@ -8,19 +10,25 @@ exactly what `bulwark render` sees. deploy.py reads it here and hands it to each
 
 from __future__ import annotations
 
-import weakref
 from collections.abc import Iterable
 
 from pyinfra import host as current_host
 from pyinfra import logger
-from pyinfra.api import State
 from pyinfra.api.operation import OperationMeta
-from pyinfra.context import ctx_inventory, ctx_state
-from pyinfra.operations import apt, systemd
+from pyinfra.context import ctx_inventory
 
 from bulwark import registry
+from bulwark.hoststate import expect, host_state
 from bulwark.inventory import check_vault, topology_from_inventory
-from bulwark.operations import Activation, Check, PendingActions, install_files, run_pending
+from bulwark.operations import (
+    Activation,
+    Check,
+    directory_present,
+    install_files,
+    packages_present,
+    run_pending,
+    unit_state,
+)
 from bulwark.render import RenderedFile, render_role_files
 from bulwark.secret import SecretStore
 from bulwark.topology import Host, Topology
@@ -72,33 +80,25 @@ def announce_not_deployed(topology: Topology) -> None:
 def render_for_deploy(
     role: str, topology: Topology, host: Host, secrets: SecretStore
 ) -> dict[str, RenderedFile]:
-    """The role's files for `host`, secrets revealed, by destination path."""
+    """The role's files for `host`, secrets revealed, by destination path (expected: their
+    state is read with the host's first operation)."""
     module = registry.role_module(role)
     rendered = render_role_files(module, topology, host, secrets, reveal=True)
+    expect(paths=[item.path for item in rendered])
     return {item.path: item for item in rendered}
 
 
 def packages(role: str, names: Iterable[str]) -> OperationMeta:
     """Install Debian packages, the same way for every role: no recommends, retried, bounded."""
-    return apt.packages(
-        name=f"{role}: packages",
-        packages=list(names),
-        no_recommends=True,
-        _retries=2,
-        _timeout=600,
-    )
-
-
-# Pending actions found on each host when this run planned it: state -> host name -> names.
-_PENDING: weakref.WeakKeyDictionary[State, dict[str, frozenset[str]]] = weakref.WeakKeyDictionary()
+    names = tuple(names)
+    expect(packages=names)
+    return packages_present(name=f"{role}: packages", packages=names, _retries=2, _timeout=600)
 
 
 def pending_actions() -> frozenset[str]:
-    """The actions an earlier, interrupted run left pending on this host (one fact per run)."""
-    found = _PENDING.setdefault(ctx_state.get(), {})
-    if current_host.name not in found:
-        found[current_host.name] = frozenset(current_host.get_fact(PendingActions))
-    return found[current_host.name]
+    """The actions an earlier, interrupted run left pending on this host. Asked when the run
+    executes: a marker is written only by the upload that needs its action."""
+    return host_state().pending
 
 
 def install(
@@ -110,6 +110,7 @@ def install(
     """Upload `files`, checked by `check` before they replace the live ones, then run `then`
     once: in this run if they changed, or in any later run until it has succeeded."""
     files = tuple(files)
+    expect(paths=[item.path for item in files])
     upload = install_files(
         name=f"{role}: {', '.join(item.path for item in files)}",
         files=files,
@@ -117,18 +118,31 @@ def install(
         pending=then.name if then else None,
     )
     if then is not None:
-        pending = pending_actions()
         run_pending(
             name=f"{role}: {then.name}",
             activation=then,
-            _if=lambda: then.name in pending or upload.did_change(),
+            _if=lambda: upload.did_change() or then.name in pending_actions(),
         )
     return upload
 
 
+def service(
+    name: str, unit: str, running: bool | None = True, enabled: bool | None = True
+) -> OperationMeta:
+    """Keep `unit` running and enabled at boot (None: leave that as it is)."""
+    expect(units=(unit,))
+    return unit_state(name=name, unit=unit, running=running, enabled=enabled)
+
+
 def keep_running(role: str, unit: str) -> OperationMeta:
     """Keep `unit` enabled and running."""
-    return systemd.service(name=f"{role}: {unit} running", service=unit, running=True, enabled=True)
+    return service(f"{role}: {unit} running", unit)
+
+
+def directory(name: str, path: str, user: str, group: str, mode: str) -> OperationMeta:
+    """Make `path` a directory with this owner and mode."""
+    expect(paths=(path,))
+    return directory_present(name=name, path=path, user=user, group=group, mode=mode)
 
 
 def reloaded(unit: str) -> Activation:

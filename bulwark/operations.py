@@ -5,8 +5,14 @@ A file is never live before its daemon's checker accepted it: `install_files` st
 root-only directory beside its destination, checks the staged copy, writes the pending marker
 of the action the file needs, and only then moves it into place. `run_pending` performs the
 action and removes the marker once it succeeded. A run cut short between the two leaves the
-marker behind; the next run sees it (`PendingActions`) and completes the action, so a run that
+marker behind; the next run sees it (bulwark.hoststate) and completes the action, so a run that
 reports no change really leaves every daemon running its files.
+
+Every state they compare (files, markers, packages, units) comes from bulwark.hoststate: one
+round trip per host, not one per file. The operations that wrap pyinfra's own
+(`packages_present`, `unit_state`, `directory_present`) leave the change work to it, and call
+it only when that state differs: pyinfra's operations ask their own facts even when nothing is
+to be done.
 """
 
 from __future__ import annotations
@@ -18,14 +24,14 @@ from io import StringIO
 
 from pyinfra import host, logger, state
 from pyinfra.api import FileUploadCommand, QuoteString, StringCommand, operation
-from pyinfra.api.facts import FactBase
 from pyinfra.facts.files import FileContents
+from pyinfra.operations import apt, systemd
+from pyinfra.operations import files as pyinfra_files
 from pyinfra.operations.util import files as file_utils
 
+from bulwark.hoststate import PENDING_DIR, FileState, host_state, marker_path
 from bulwark.render import RenderedFile
 
-# Markers of actions a file change asked for and that have not completed yet, one per action.
-PENDING_DIR = "/var/lib/bulwark/pending"
 # Beside each destination: where its new version is uploaded, owned, moded and checked. Root
 # only (0700), so a secret never sits readable even before its chmod; same filesystem as the
 # destination, so the final `mv` is an atomic rename. No daemon reads a dotted subdirectory.
@@ -66,63 +72,16 @@ def staged_path(path: str) -> str:
     return posixpath.join(directory, STAGING_DIR, name)
 
 
-def marker_path(action: str) -> str:
-    """The pending marker of `action`."""
-    return posixpath.join(PENDING_DIR, action)
-
-
-class PendingActions(FactBase):
-    """Names of the actions whose marker is on the host: changed files a daemon has not taken
-    yet (one round trip for all of them)."""
-
-    def command(self) -> StringCommand:
-        return StringCommand("ls", "-1", PENDING_DIR, "2>/dev/null", "||", "true")
-
-    @staticmethod
-    def default() -> list[str]:
-        return []
-
-    def process(self, output: list[str]) -> list[str]:
-        return sorted(line.strip() for line in output if line.strip())
-
-
-@dataclass(frozen=True)
-class FileState:
-    """What a file on the host is: owner, group, permission bits (octal digits) and sha256."""
-
-    user: str
-    group: str
-    mode: str
-    sha256: str
-
-
-class FileStates(FactBase):
-    """Owner, group, mode and sha256 of each of `paths` (None: no such file), in one round trip."""
-
-    def command(self, paths: tuple[str, ...]) -> StringCommand:
-        return StringCommand(
-            "for", "path", "in", *(QuoteString(path) for path in paths), ";", "do",
-            'if [ -f "$path" ]; then',
-            """printf '%s %s\\n' "$(stat -c '%U %G %a' "$path")" """
-            """"$(sha256sum "$path" | cut -d' ' -f1)";""",
-            "else", "echo", "missing;", "fi;", "done",
-        )  # fmt: skip
-
-    @staticmethod
-    def default() -> list[FileState | None]:
-        return []
-
-    def process(self, output: list[str]) -> list[FileState | None]:
-        return [None if line == "missing" else FileState(*line.split()) for line in output]
-
-
 def _differs(rendered: RenderedFile, found: FileState | None) -> bool:
     return found is None or found.sha256 != rendered.sha256
 
 
 def _owned(rendered: RenderedFile, found: FileState) -> bool:
-    wanted = (rendered.user, rendered.group, int(rendered.mode, 8))
-    return (found.user, found.group, int(found.mode, 8)) == wanted
+    return _owner_and_mode(found, rendered.user, rendered.group, rendered.mode)
+
+
+def _owner_and_mode(found: FileState, user: str, group: str, mode: str) -> bool:
+    return (found.user, found.group, int(found.mode, 8)) == (user, group, int(mode, 8))
 
 
 def _show(rendered: RenderedFile, found: FileState | None) -> None:
@@ -173,13 +132,7 @@ def install_files(
     if not files:
         host.noop("no files")
         return
-    found = dict(
-        zip(
-            (item.path for item in files),
-            host.get_fact(FileStates, paths=tuple(item.path for item in files)),
-            strict=True,
-        )
-    )
+    found = host_state(paths=[item.path for item in files]).files
     changed = [item for item in files if _differs(item, found[item.path])]
     if not changed:
         misowned = [item for item in files if not _owned(item, found[item.path])]
@@ -222,3 +175,67 @@ def run_pending(activation: Activation):
     for argv in activation.commands:
         yield StringCommand(*map(QuoteString, argv))
     yield StringCommand("rm", "-f", QuoteString(marker_path(activation.name)))
+
+
+@operation()
+def packages_present(packages: tuple[str, ...]):
+    """Install `packages` with apt, without recommends, unless dpkg has every one already.
+
+    + packages: Debian package names
+
+    **Example:**
+
+    .. code:: python
+
+        packages_present(name="mx: packages", packages=("postfix",))
+    """
+    found = host_state(packages=packages).packages
+    if all(found[name] for name in packages):
+        host.noop(f"{', '.join(packages)} installed")
+        return
+    yield from apt.packages._inner(packages=list(packages), no_recommends=True)
+
+
+@operation()
+def unit_state(unit: str, running: bool | None = True, enabled: bool | None = True):
+    """Keep a systemd unit running (or stopped) and enabled (or disabled) at boot.
+
+    + unit: the unit's full name (`ssh.service`, `x.timer`)
+    + running: whether it should be active; None: leave it as it is
+    + enabled: whether it should start at boot; None: leave it as it is
+
+    **Example:**
+
+    .. code:: python
+
+        unit_state(name="base: ssh running", unit="ssh.service")
+    """
+    found = host_state(units=(unit,)).units[unit]
+    if running in (None, found.running) and enabled in (None, found.enabled):
+        host.noop(f"{unit} as wanted")
+        return
+    yield from systemd.service._inner(service=unit, running=running, enabled=enabled)
+
+
+@operation()
+def directory_present(path: str, user: str, group: str, mode: str):
+    """Make `path` a directory with this owner and mode.
+
+    + path: the directory
+    + user, group: its owner
+    + mode: its permission bits, octal digits
+
+    **Example:**
+
+    .. code:: python
+
+        directory_present(
+            name="mailstore: mail home", path="/var/vmail", user="vmail", group="vmail",
+            mode="0700",
+        )
+    """
+    found = host_state(paths=(path,)).files[path]
+    if found is not None and found.directory and _owner_and_mode(found, user, group, mode):
+        host.noop(f"{path} as wanted")
+        return
+    yield from pyinfra_files.directory._inner(path=path, user=user, group=group, mode=mode)

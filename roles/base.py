@@ -13,7 +13,7 @@ from typing import Any
 from pyinfra import host as current_host
 from pyinfra.api import deploy
 from pyinfra.facts.server import Command
-from pyinfra.operations import apt, systemd
+from pyinfra.operations import apt
 
 from bulwark import catalogue
 from bulwark.deploying import (
@@ -23,6 +23,7 @@ from bulwark.deploying import (
     reloaded,
     render_for_deploy,
     restarted,
+    service,
     sysctl_applied,
 )
 from bulwark.operations import STAGED, Check
@@ -188,12 +189,7 @@ def converge(topology: Topology, host: Host, secrets: SecretStore) -> None:
     install(ROLE, [files[TIMESYNCD_CONFIG]], then=restarted(TIMESYNCD_UNIT))
     # Enabled only: the unit skips itself in containers (ConditionVirtualization=!container),
     # so asking for it running would report a change on every run there.
-    systemd.service(
-        name="base: enable systemd-timesyncd",
-        service=TIMESYNCD_UNIT,
-        running=None,
-        enabled=True,
-    )
+    service("base: enable systemd-timesyncd", TIMESYNCD_UNIT, running=None)
 
 
 def _in_container() -> bool:

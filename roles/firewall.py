@@ -18,12 +18,10 @@ from pyinfra import host as current_host
 from pyinfra import logger
 from pyinfra.api import FunctionCommand, QuoteString, StringCommand, deploy, operation
 from pyinfra.api.facts import FactBase
-from pyinfra.facts.files import Sha256File
-from pyinfra.operations import systemd
 
 from bulwark import bruteforce, catalogue, registry
 from bulwark.catalogue import Exposure
-from bulwark.deploying import install, packages, render_for_deploy
+from bulwark.deploying import install, packages, render_for_deploy, service
 from bulwark.exposure import (
     VPN_INTERFACE,
     Opening,
@@ -33,6 +31,7 @@ from bulwark.exposure import (
     public_ports,
     site_lans,
 )
+from bulwark.hoststate import host_state
 from bulwark.operations import STAGED, Check
 from bulwark.plan import ManagedFile
 from bulwark.secret import SecretStore
@@ -118,8 +117,8 @@ def safe_ruleset(candidate: str = CANDIDATE, target: str = RULESET):
 
         safe_ruleset(name="firewall: apply the ruleset safely")
     """
-    wanted = current_host.get_fact(Sha256File, path=candidate)
-    installed = current_host.get_fact(Sha256File, path=target)
+    found = host_state(paths=(candidate, target)).files
+    wanted, installed = (found[path] and found[path].sha256 for path in (candidate, target))
     ruleset = current_host.get_fact(LiveRuleset)
     if wanted == installed and ruleset.applied is not None and ruleset.live == ruleset.applied:
         current_host.noop("ruleset unchanged and live as applied")
@@ -187,7 +186,7 @@ def converge(topology: Topology, host: Host, secrets: SecretStore) -> None:
     packages(ROLE, PACKAGES)
     install(ROLE, [replace(rendered, path=CANDIDATE)], check=CANDIDATE_CHECK)
     safe_ruleset(name="firewall: apply the ruleset safely")
-    systemd.service(name="firewall: load at boot", service="nftables.service", enabled=True)
+    service("firewall: load at boot", "nftables.service")
 
 
 def nft_ports(ports: Iterable[int]) -> str:

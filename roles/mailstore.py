@@ -12,12 +12,12 @@ from collections.abc import Mapping
 from typing import Any
 
 from pyinfra import host as current_host
-from pyinfra.api import QuoteString, StringCommand, deploy
-from pyinfra.api.facts import FactBase
+from pyinfra.api import QuoteString, StringCommand, deploy, operation
 from pyinfra.operations import files, server
 
 from bulwark import bruteforce, catalogue, mail
 from bulwark.deploying import (
+    directory,
     install,
     keep_running,
     packages,
@@ -27,6 +27,7 @@ from bulwark.deploying import (
     units_reread,
 )
 from bulwark.errors import BulwarkError
+from bulwark.hoststate import expect, host_state
 from bulwark.plan import ManagedFile
 from bulwark.secret import SecretStore
 from bulwark.secret_names import DOVEADM_PASSWORD
@@ -67,21 +68,38 @@ RETRY_TIMER_FILE = f"/etc/systemd/system/{RETRY_TIMER}"
 DOVECOT_DROPIN = f"/etc/systemd/system/{mail.DOVECOT_UNIT}.d/bulwark.conf"
 
 
-class MissingPaths(FactBase):
-    """Which of `paths` do not exist (one round trip for every account's mailboxes)."""
+@operation()
+def mailboxes_created(wanted: Mapping[str, tuple[str, str]]):
+    """Create, for each account, the mailboxes of `wanted` that are not on disk yet.
 
-    def command(self, paths: tuple[str, ...]) -> StringCommand:
-        return StringCommand(
-            "for", "path", "in", *(QuoteString(path) for path in paths), ";",
-            "do", '[ -e "$path" ]', "||", 'echo "$path";', "done",
-        )  # fmt: skip
+    + wanted: what is on disk once a mailbox exists (`mailbox_paths`) -> (address, mailbox)
 
-    @staticmethod
-    def default() -> list[str]:
-        return []
+    **Example:**
 
-    def process(self, output: list[str]) -> list[str]:
-        return [line for line in output if line]
+    .. code:: python
+
+        mailboxes_created(
+            name="mailstore: mailboxes",
+            wanted={"/var/vmail/example.net/alice/Maildir/.Sent": ("alice@example.net", "Sent")},
+        )
+    """
+    found = host_state(paths=tuple(wanted)).files
+    missing: dict[str, list[str]] = {}
+    for path, (address, mailbox) in wanted.items():
+        if found[path] is None:
+            missing.setdefault(address, []).append(mailbox)
+    if not missing:
+        current_host.noop("every mailbox exists")
+    for address, mailboxes in missing.items():
+        if "INBOX" in mailboxes:
+            yield StringCommand(
+                "doveadm", "mailbox", "status", "-u", QuoteString(address), "guid", "INBOX"
+            )
+        if others := [mailbox for mailbox in mailboxes if mailbox != "INBOX"]:
+            yield StringCommand(
+                "doveadm", "mailbox", "create", "-s", "-u", QuoteString(address),
+                *map(QuoteString, others),
+            )  # fmt: skip
 
 
 def managed_files(topology: Topology, host: Host) -> tuple[ManagedFile, ...]:
@@ -139,13 +157,7 @@ def converge(topology: Topology, host: Host, secrets: SecretStore) -> None:
         shell="/usr/sbin/nologin",
         system=True,
     )
-    files.directory(
-        name="mailstore: mail home",
-        path=mail.VMAIL_HOME,
-        user=mail.VMAIL_USER,
-        group=mail.VMAIL_USER,
-        mode="0700",
-    )
+    directory("mailstore: mail home", mail.VMAIL_HOME, mail.VMAIL_USER, mail.VMAIL_USER, "0700")
     _pin_replica_address(topology, host)
     rendered = render_for_deploy(ROLE, topology, host, secrets)
     install(ROLE, [rendered[SYSCTL_FILE]], then=sysctl_applied(SYSCTL_FILE))
@@ -180,31 +192,14 @@ def _create_mailboxes_on_the_primary(topology: Topology, host: Host) -> None:
     if host.site != topology.primary_site.name:
         return
     wanted = {
-        path: (account, mailbox)
+        path: (account.address(topology.domain), mailbox)
         for account in topology.accounts
         for mailbox, path in mailbox_paths(topology, account).items()
     }
-    missing: dict[Account, list[str]] = {}
-    for path in current_host.get_fact(MissingPaths, paths=tuple(wanted)):
-        account, mailbox = wanted[path]
-        missing.setdefault(account, []).append(mailbox)
-    commands = []
-    for account, mailboxes in missing.items():
-        address = QuoteString(account.address(topology.domain))
-        if "INBOX" in mailboxes:
-            commands.append(
-                StringCommand("doveadm", "mailbox", "status", "-u", address, "guid", "INBOX")
-            )
-        if others := [mailbox for mailbox in mailboxes if mailbox != "INBOX"]:
-            commands.append(
-                StringCommand(
-                    "doveadm", "mailbox", "create", "-s", "-u", address, *map(QuoteString, others)
-                )
-            )
-    if commands:
-        server.shell(
-            name="mailstore: the accounts' mailboxes, replicated from here", commands=commands
-        )
+    expect(paths=wanted)
+    mailboxes_created(
+        name="mailstore: the accounts' mailboxes, replicated from here", wanted=wanted
+    )
 
 
 def mailbox_paths(topology: Topology, account: Account) -> dict[str, str]:

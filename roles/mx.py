@@ -16,10 +16,9 @@ from collections.abc import Mapping
 from typing import Any
 
 from pyinfra.api import deploy
-from pyinfra.operations import systemd
 
 from bulwark import bruteforce, catalogue, mail
-from bulwark.deploying import install, packages, render_for_deploy, restarted
+from bulwark.deploying import install, packages, render_for_deploy, restarted, service
 from bulwark.operations import STAGED_DIR, Check
 from bulwark.plan import ManagedFile
 from bulwark.secret import SecretStore
@@ -90,6 +89,6 @@ def converge(topology: Topology, host: Host, secrets: SecretStore) -> None:
     if own_dovecot:
         mail.converge_dovecot(ROLE, files)
     install(ROLE, [files[MAIN_CF], files[MASTER_CF]], check=POSTFIX_CHECK, then=POSTFIX_RESTART)
-    systemd.service(name="mx: Postfix at boot", service=POSTFIX_UNIT, enabled=True)
-    systemd.service(name="mx: Postfix running", service=mail.POSTFIX_INSTANCE, running=True)
+    service("mx: Postfix at boot", POSTFIX_UNIT)
+    service("mx: Postfix running", mail.POSTFIX_INSTANCE, enabled=None)
     bruteforce.converge_watcher(ROLE, files)

@@ -8,7 +8,7 @@ evaluated, its commands generated and it is marked complete, so later `_if`s see
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
@@ -26,6 +26,8 @@ Facts = Mapping[str, Any]
 
 def command_text(command: Any) -> str:
     """A command as the tables spell it: the shell line, `upload DEST` or `call FUNCTION`."""
+    if isinstance(command, str):  # pyinfra's own operations yield plain shell lines too
+        return command
     if isinstance(command, StringCommand):
         return command.get_raw_value()
     if isinstance(command, FileUploadCommand):
@@ -41,12 +43,13 @@ class OfflineHost:
 
     facts: Facts
     name: str = "offline-host"
+    yes: bool = False  # as `pyinfra -y`: operations run their facts once, when executed
     asked: list[str] = field(default_factory=list)
     noops: list[str] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         self.inventory = Inventory(([self.name], {}))
-        self.state = State(self.inventory, Config())
+        self.state = State(self.inventory, Config(), check_for_changes=not self.yes)
         self.host = self.inventory.get_host(self.name)
         self.host.get_fact = self._fact
         self.host.noop = self.noops.append
@@ -84,10 +87,15 @@ class Step:
     commands: tuple[str, ...]
 
 
-def run_deploy(deploy: Callable, facts: Facts, *arguments: Any, host_name: str) -> list[Step]:
-    """Prepare `deploy(*arguments)` for a host named `host_name`, then execute it offline."""
-    offline = OfflineHost(facts, name=host_name)
-    add_deploy(offline.state, deploy, *arguments, host=offline.host)
+def run_deploys(
+    deploys: Iterable[tuple[Callable, tuple]], facts: Facts, host_name: str, yes: bool = False
+) -> tuple[list[Step], OfflineHost]:
+    """Prepare each `(deploy, arguments)` in order for a host named `host_name`, in one run as
+    deploy.py does (as `pyinfra -y` if `yes`), then execute them offline: the steps, and the
+    host (facts asked)."""
+    offline = OfflineHost(facts, name=host_name, yes=yes)
+    for deploy, arguments in deploys:
+        add_deploy(offline.state, deploy, *arguments, host=offline.host)
     steps = []
     offline.state.is_executing = True
     with offline.context():
@@ -97,4 +105,9 @@ def run_deploy(deploy: Callable, facts: Facts, *arguments: Any, host_name: str) 
             data.operation_meta.set_complete(True, commands, CommandOutput([]))
             (name,) = offline.state.get_op_meta(op_hash).names
             steps.append(Step(name.split(" | ", 1)[-1], tuple(commands)))
-    return steps
+    return steps, offline
+
+
+def run_deploy(deploy: Callable, facts: Facts, *arguments: Any, host_name: str) -> list[Step]:
+    """Prepare `deploy(*arguments)` for a host named `host_name`, then execute it offline."""
+    return run_deploys([(deploy, arguments)], facts, host_name)[0]

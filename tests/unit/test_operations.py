@@ -8,16 +8,17 @@ from __future__ import annotations
 import pytest
 from offline import run_operation
 
+from bulwark.hoststate import FileState, Found, UnitState
 from bulwark.operations import (
     STAGED,
     STAGED_DIR,
     Activation,
     Check,
-    FileState,
-    FileStates,
-    PendingActions,
+    directory_present,
     install_files,
+    packages_present,
     run_pending,
+    unit_state,
 )
 from bulwark.render import RenderedFile
 
@@ -40,7 +41,12 @@ def state(item: RenderedFile, sha256: str | None = None, mode: str | None = None
 
 
 def states(*found: FileState | None):
-    return {"FileStates": lambda paths: list(found)}
+    """The host's answer: the `found` states, in the order of the asked paths."""
+    return {
+        "HostState": lambda paths, packages, units: Found(
+            files=dict(zip(paths, found, strict=True))
+        )
+    }
 
 
 SSHD_STAGED = [
@@ -128,7 +134,7 @@ INSTALL_FILES = {
 def test_install_files_sends_exactly_these_commands(arguments, facts, commands):
     offline = run_operation(install_files, facts, **arguments)
     assert offline.commands == commands
-    assert offline.asked == ["FileStates"]  # one round trip, whatever the number of files
+    assert offline.asked == ["HostState"]  # one round trip, whatever the number of files
     assert bool(offline.noops) == (commands == [])
 
 
@@ -151,14 +157,14 @@ def test_a_file_holding_secrets_is_never_read_back_nor_diffed():
     offline = run_operation(
         install_files, states(state(SECRET, sha256="0" * 64)), diff=True, files=(SECRET,)
     )
-    assert offline.asked == ["FileStates"]  # no FileContents: pyinfra would print it
+    assert offline.asked == ["HostState"]  # no FileContents: pyinfra would print it
     assert "upload /etc/wireguard/.bulwark-staged/wg0.conf" in offline.commands
     plain = rendered("/etc/motd", "hello\n")
     offline = run_operation(
         install_files, {**states(state(plain, sha256="0" * 64)), "FileContents": ["hi"]},
         diff=True, files=(plain,),
     )  # fmt: skip
-    assert offline.asked == ["FileStates", "FileContents"]
+    assert offline.asked == ["HostState", "FileContents"]
 
 
 def test_run_pending_acts_then_clears_its_marker():
@@ -174,28 +180,99 @@ def test_run_pending_acts_then_clears_its_marker():
     ]
 
 
-@pytest.mark.parametrize(
-    ("fact", "arguments", "command", "output", "value"),
-    [
-        (
-            PendingActions,
-            {},
-            "ls -1 /var/lib/bulwark/pending 2>/dev/null || true",
-            ["ssh.service-reload", "", "dovecot.service-reload "],
-            ["dovecot.service-reload", "ssh.service-reload"],
-        ),
-        (
-            FileStates,
-            {"paths": ("/etc/a b", "/etc/c")},
-            "for path in '/etc/a b' /etc/c ; do if [ -f \"$path\" ]; then printf '%s %s\\n' "
-            '"$(stat -c \'%U %G %a\' "$path")" "$(sha256sum "$path" | cut -d\' \' -f1)"; '
-            "else echo missing; fi; done",
-            ["root dovecot 640 " + "a" * 64, "missing"],
-            [FileState("root", "dovecot", "640", "a" * 64), None],
-        ),
-    ],
-    ids=["PendingActions", "FileStates"],
+def answer(**items) -> dict:
+    """The host's answer: `packages` and `units` as given (absent: not installed, not there)."""
+    return {"HostState": lambda paths, packages, units: Found(**items)}
+
+
+APT_INSTALL = (
+    'DEBIAN_FRONTEND=noninteractive apt-get -y -o Dpkg::Options::="--force-confdef" '
+    '-o Dpkg::Options::="--force-confold" install --no-install-recommends '
 )
-def test_facts_send_one_command_and_read_its_output(fact, arguments, command, output, value):
-    assert fact().command(**arguments).get_raw_value() == command
-    assert fact().process(output) == value
+PACKAGES_PRESENT = {
+    "all-installed": (answer(packages={"postfix": True, "nftables": True}), {}, []),
+    "one-missing": (
+        answer(packages={"postfix": True}),
+        {"DebPackages": {"postfix": {"3.7"}}},
+        [APT_INSTALL + "nftables"],
+    ),
+}
+
+
+@pytest.mark.parametrize(
+    ("state", "facts", "commands"), PACKAGES_PRESENT.values(), ids=PACKAGES_PRESENT.keys()
+)
+def test_packages_are_left_to_apt_only_when_one_is_missing(state, facts, commands):
+    offline = run_operation(packages_present, {**state, **facts}, packages=("postfix", "nftables"))
+    assert offline.commands == commands
+    assert offline.asked == ["HostState", *facts]  # pyinfra's own fact only when it acts
+
+
+RUNNING, STOPPED = UnitState(running=True, enabled=True), UnitState(running=False, enabled=True)
+UNIT_STATE = {
+    "running-and-enabled": ({"running": True, "enabled": True}, RUNNING, {}, []),
+    "stopped": (
+        {"running": True, "enabled": True},
+        STOPPED,
+        {"SystemdStatus": {}, "SystemdEnabled": {"ssh.service": True}},
+        ["systemctl start ssh.service"],
+    ),
+    "not-there-yet": (
+        {"running": True, "enabled": True},
+        None,
+        {"SystemdStatus": {}, "SystemdEnabled": {}},
+        ["systemctl start ssh.service", "systemctl enable ssh.service"],
+    ),
+    "only-enabled-asked-of-a-stopped-unit": ({"running": None, "enabled": True}, STOPPED, {}, []),
+    "only-running-asked-of-a-disabled-unit": (
+        {"running": True, "enabled": None},
+        UnitState(running=True, enabled=False),
+        {},
+        [],
+    ),
+}
+
+
+@pytest.mark.parametrize(
+    ("wanted", "unit", "facts", "commands"), UNIT_STATE.values(), ids=UNIT_STATE.keys()
+)
+def test_a_unit_is_left_to_systemd_service_only_when_it_differs(wanted, unit, facts, commands):
+    units = {"ssh.service": unit} if unit else {}
+    offline = run_operation(
+        unit_state, {**answer(units=units), **facts}, unit="ssh.service", **wanted
+    )
+    assert offline.commands == commands
+    assert offline.asked == ["HostState", *facts]
+    assert bool(offline.noops) == (commands == [])
+
+
+VMAIL = FileState("vmail", "vmail", "700", directory=True)
+DIRECTORY_PRESENT = {
+    "as-wanted": (VMAIL, {}, []),
+    "wrong-mode": (
+        FileState("vmail", "vmail", "755", directory=True),
+        {"Directory": {"mode": 755, "user": "vmail", "group": "vmail"}},
+        ["chmod 700 /var/vmail"],
+    ),
+    "missing": (
+        None,
+        {"Directory": None},
+        ["mkdir -p /var/vmail", "chmod 700 /var/vmail", "chown vmail:vmail /var/vmail"],
+    ),
+}
+
+
+@pytest.mark.parametrize(
+    ("state", "facts", "commands"), DIRECTORY_PRESENT.values(), ids=DIRECTORY_PRESENT.keys()
+)
+def test_a_directory_is_left_to_files_directory_only_when_it_differs(state, facts, commands):
+    offline = run_operation(
+        directory_present,
+        {**states(state), **facts},
+        path="/var/vmail",
+        user="vmail",
+        group="vmail",
+        mode="0700",
+    )
+    assert offline.commands == commands
+    assert offline.asked == ["HostState", *facts]

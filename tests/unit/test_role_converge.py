@@ -4,6 +4,8 @@
   a run reporting 0 changes is one that had nothing to do.
 - A host whose files are right but whose daemon never took them (a run killed after the upload)
   gets exactly the pending action, and its marker removed.
+- A no-op run of every role of a host, as `pyinfra -y` runs it, reads bulwark's state of the
+  host once (bulwark.hoststate) and only the few facts listed here besides.
 - A fresh host gets exactly the steps and commands in tests/unit/fixtures/converge/ (regenerate
   them with BULWARK_REGENERATE=1 after a deliberate change, and read the diff).
 """
@@ -16,11 +18,11 @@ import os
 from pathlib import Path
 
 import pytest
-from offline import Step, run_deploy
+from offline import Step, run_deploy, run_deploys
 
-from bulwark import registry
+from bulwark import mail, registry
+from bulwark.hoststate import FileState, Found, UnitState
 from bulwark.inventory import load_topology
-from bulwark.operations import FileState
 from bulwark.render import render_host_configs
 from bulwark.vault import Vault
 from roles import firewall, mailstore
@@ -43,43 +45,31 @@ def vault(tmp_path_factory: pytest.TempPathFactory, generated_vaults) -> Vault:
     return generated_vaults.copy(LAB, tmp_path_factory.mktemp("vault"), "lab.vault").vault
 
 
-class Everything(dict):
-    """A fact mapping that holds every key, with one value (every package, every unit)."""
-
-    def __init__(self, value):
-        super().__init__()
-        self.value = value
-
-    def __contains__(self, key) -> bool:
-        return True
-
-    def __getitem__(self, key):
-        return self.value
-
-    def get(self, key, default=None):
-        return self.value
-
-
-def converged(host_name: str, vault: Vault) -> dict:
-    """The facts of a host where everything is as the roles want it."""
+def converged(host_name: str, vault: Vault, pending: frozenset[str] = frozenset()) -> dict:
+    """The facts of a host where everything is as the roles want it (and `pending` left by an
+    interrupted run)."""
     host = LAB.host(host_name)
     files = {item.path: item for item in render_host_configs(LAB, host, vault, reveal=True)}
     files[firewall.CANDIDATE] = files[firewall.RULESET]
     now = datetime.datetime.now()
     peer = mailstore.replica(LAB, host) if host.has_role("mailstore") else None
+    directory = FileState(mail.VMAIL_USER, mail.VMAIL_USER, "700", directory=True)
     return {
-        "FileStates": lambda paths: [
-            FileState(item.user, item.group, item.mode.lstrip("0"), item.sha256)
-            for item in (files[path] for path in paths)
-        ],
-        "DebPackages": Everything({"1.0"}),
-        "SystemdStatus": Everything(True),
-        "SystemdEnabled": Everything(True),
+        "HostState": lambda paths, packages, units: Found(
+            pending=pending,
+            files={
+                path: FileState(item.user, item.group, item.mode.lstrip("0"), item.sha256)
+                if (item := files.get(path))
+                else directory  # the mail home, the mailboxes
+                for path in paths
+            },
+            packages=dict.fromkeys(packages, True),
+            units=dict.fromkeys(units, UnitState(running=True, enabled=True)),
+        ),
         "Date": now,
         "File": {"mtime": now, "user": "root", "group": "root", "mode": 644, "size": 1},
         "Command": "none",
         "WireGuardImplementation": "kernel",
-        "Sha256File": "0" * 64,
         "LiveRuleset": RulesetState("1" * 64, "1" * 64),
         "Groups": ["vmail"],
         "Users": {
@@ -91,19 +81,16 @@ def converged(host_name: str, vault: Vault) -> dict:
                 "comment": None,
             }
         },
-        "Directory": {"mode": 700, "user": "vmail", "group": "vmail"},
+        "Directory": {"mode": 700, "user": "vmail", "group": "vmail"},  # server.user's
         "FindInFile": lambda **_: [f"{peer.lan_address} {peer.name}.{LAB.domain}"] if peer else [],
-        "MissingPaths": [],
     }
 
 
 def fresh() -> dict:
     """The facts of a host nothing has been deployed to (a container, WireGuard in the kernel)."""
     return {
-        "FileStates": lambda paths: [None] * len(paths),
         "Command": "systemd-nspawn",
         "WireGuardImplementation": "kernel",
-        "MissingPaths": lambda paths: list(paths),
         "Users": {},
         "Groups": [],
         "Os": "Linux",
@@ -152,7 +139,7 @@ def test_a_converged_host_gets_no_command(role, host_name, vault):
 def test_an_action_an_interrupted_run_left_pending_is_completed(
     role, host_name, action, commands, vault
 ):
-    facts = {**converged(host_name, vault), "PendingActions": [action]}
+    facts = converged(host_name, vault, pending=frozenset({action}))
     steps = [step for step in converge(role, host_name, facts, vault) if step.commands]
     assert steps == [
         Step(f"{role}: {action}", (*commands, f"rm -f /var/lib/bulwark/pending/{action}"))
@@ -167,3 +154,26 @@ def test_a_fresh_host_gets_exactly_the_recorded_steps(role, host_name, vault):
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(json.dumps(steps, indent=2) + "\n")
     assert steps == json.loads(path.read_text())
+
+
+# What a no-op run asks besides HostState: apt.update's stamp and the host's date, whether the
+# host is a container (base), WireGuard's implementation (gateways), the live ruleset
+# (firewall); on mail stores the vmail account (server.group, server.user) and the replica's
+# line in /etc/hosts (files.line).
+OTHER_FACTS = ["File", "Date", "Command", "LiveRuleset"]
+MAIL_STORE_FACTS = ["Groups", "Os", "Users", "Groups", "Os", "Directory", "FindInFile"]
+NO_OP_FACTS = {
+    "nj-gw": ["HostState", *OTHER_FACTS, "WireGuardImplementation"],
+    "nj-mail": ["HostState", *OTHER_FACTS, *MAIL_STORE_FACTS],
+    "sea-mail": ["HostState", *OTHER_FACTS, *MAIL_STORE_FACTS],
+    "nj-web": ["HostState", *OTHER_FACTS],
+}
+
+
+@pytest.mark.parametrize(("host_name", "facts"), NO_OP_FACTS.items())
+def test_a_no_op_run_of_every_role_reads_the_host_state_once(host_name, facts, vault):
+    host = LAB.host(host_name)
+    deploys = [(module.converge, (LAB, host, vault)) for module in registry.host_modules(host)]
+    steps, offline = run_deploys(deploys, converged(host_name, vault), host_name, yes=True)
+    assert [step for step in steps if step.commands] == []
+    assert sorted(offline.asked) == sorted(facts)

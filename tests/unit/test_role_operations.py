@@ -1,5 +1,5 @@
 """The roles' own facts and operations offline: the firewall's safe apply and its live-ruleset
-check, the WireGuard implementation fact, the mail store's MissingPaths. Facts in, commands out.
+check, the WireGuard implementation fact, the mail store's mailboxes. Facts in, commands out.
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ from offline import run_operation
 
 from bulwark import bruteforce
 from bulwark.audit import SealedSecrets
+from bulwark.hoststate import FileState, Found
 from bulwark.inventory import load_topology
 from bulwark.render import render_role_files
 from roles import firewall, mailstore, vpn
@@ -25,7 +26,12 @@ LIVE, APPLIED = "l" * 64, "a" * 64
 
 def ruleset_facts(installed: str, ruleset: RulesetState) -> dict:
     digests = {firewall.CANDIDATE: CANDIDATE_SHA, firewall.RULESET: installed}
-    return {"Sha256File": lambda path: digests[path], "LiveRuleset": ruleset}
+    return {
+        "HostState": lambda paths, packages, units: Found(
+            files={path: FileState("root", "root", "600", digests[path]) for path in paths}
+        ),
+        "LiveRuleset": ruleset,
+    }
 
 
 APPLY = [
@@ -57,7 +63,7 @@ SAFE_RULESET = {
 def test_safe_ruleset_applies_on_any_difference_and_only_then(installed, ruleset, commands):
     offline = run_operation(firewall.safe_ruleset, ruleset_facts(installed, ruleset))
     assert offline.commands == commands
-    assert offline.asked == ["Sha256File", "Sha256File", "LiveRuleset"]
+    assert offline.asked == ["HostState", "LiveRuleset"]
 
 
 def test_the_live_ruleset_fact_reads_the_digest_and_the_recorded_one():
@@ -146,10 +152,43 @@ def test_the_wireguard_implementation_fact(output, value):
     assert fact.process(output) == value
 
 
-def test_the_missing_paths_fact_asks_once_for_all_paths():
-    fact = mailstore.MissingPaths()
-    assert fact.command(paths=("/var/vmail/a", "/var/vmail/b c")).get_raw_value() == (
-        'for path in /var/vmail/a \'/var/vmail/b c\' ; do [ -e "$path" ] || echo "$path"; done'
-    )
-    assert fact.process(["/var/vmail/b c", ""]) == ["/var/vmail/b c"]
-    assert fact.default() == []
+ALICE, BOB = "alice@example.net", "bob@example.net"
+MAILBOXES = {
+    "/var/vmail/example.net/alice/Maildir/dovecot-uidlist": (ALICE, "INBOX"),
+    "/var/vmail/example.net/alice/Maildir/.Sent": (ALICE, "Sent"),
+    "/var/vmail/example.net/alice/Maildir/.Trash": (ALICE, "Trash"),
+    "/var/vmail/example.net/bob/Maildir/.Sent": (BOB, "Sent"),
+}
+MAILBOXES_CREATED = {
+    "all-there": ((), []),
+    "one-account-new": (
+        tuple(path for path, (address, _) in MAILBOXES.items() if address == ALICE),
+        [
+            f"doveadm mailbox status -u {ALICE} guid INBOX",
+            f"doveadm mailbox create -s -u {ALICE} Sent Trash",
+        ],
+    ),
+    "one-mailbox-each-missing": (
+        (
+            "/var/vmail/example.net/alice/Maildir/.Trash",
+            "/var/vmail/example.net/bob/Maildir/.Sent",
+        ),
+        [f"doveadm mailbox create -s -u {ALICE} Trash", f"doveadm mailbox create -s -u {BOB} Sent"],
+    ),
+}
+
+
+@pytest.mark.parametrize(
+    ("missing", "commands"), MAILBOXES_CREATED.values(), ids=MAILBOXES_CREATED.keys()
+)
+def test_only_the_mailboxes_not_on_disk_are_created_in_one_look_at_the_disk(missing, commands):
+    there = FileState("vmail", "vmail", "700", directory=True)
+    facts = {
+        "HostState": lambda paths, packages, units: Found(
+            files={path: None if path in missing else there for path in paths}
+        )
+    }
+    offline = run_operation(mailstore.mailboxes_created, facts, wanted=MAILBOXES)
+    assert offline.commands == commands
+    assert offline.asked == ["HostState"]
+    assert bool(offline.noops) == (commands == [])
