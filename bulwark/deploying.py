@@ -27,6 +27,7 @@ from bulwark.operations import (
     install_files,
     packages_present,
     run_pending,
+    system_account,
     unit_state,
 )
 from bulwark.render import RenderedFile, render_role_files
@@ -143,6 +144,12 @@ def directory(name: str, path: str, user: str, group: str, mode: str) -> Operati
     """Make `path` a directory with this owner and mode."""
     expect(paths=(path,))
     return directory_present(name=name, path=path, user=user, group=group, mode=mode)
+
+
+def system_user(role: str, user: str, home: str, shell: str) -> OperationMeta:
+    """A system user with its own group, this home and login shell."""
+    expect(users=(user,), groups=(user,))
+    return system_account(name=f"{role}: system user {user}", user=user, home=home, shell=shell)
 
 
 def reloaded(unit: str) -> Activation:

@@ -30,7 +30,7 @@ PENDING_DIR = "/var/lib/bulwark/pending"
 # dpkg's want and status letters of an installed package (installed, or held and installed):
 # what pyinfra's DebPackages counts as installed.
 _INSTALLED = ("ii", "hi")
-_SECTIONS = ("pending", "files", "packages", "units")
+_SECTIONS = ("pending", "files", "packages", "units", "users", "groups")
 # `USER GROUP MODE` of "$path", as one word of a printf.
 _OWNER = """"$(stat -c '%U %G %a' "$path")\""""
 
@@ -62,33 +62,58 @@ class UnitState:
 
 
 @dataclass(frozen=True)
+class Account:
+    """A system user as /etc/passwd has it: primary group id, home and shell."""
+
+    gid: str
+    home: str
+    shell: str
+
+
+@dataclass(frozen=True)
 class Found:
     """What `HostState` read: each asked path (None: nothing there), package (installed or
-    not), unit, and the pending markers."""
+    not), unit, system user and group (None: no such one; a group as its id), and the pending
+    markers."""
 
     pending: frozenset[str] = frozenset()
     files: Mapping[str, FileState | None] = field(default_factory=dict)
     packages: Mapping[str, bool] = field(default_factory=dict)
     units: Mapping[str, UnitState] = field(default_factory=dict)
+    users: Mapping[str, Account | None] = field(default_factory=dict)
+    groups: Mapping[str, str | None] = field(default_factory=dict)
 
-    def covers(self, paths: Iterable[str], packages: Iterable[str], units: Iterable[str]) -> bool:
+    def covers(self, wants: Wants) -> bool:
         return (
-            all(path in self.files for path in paths)
-            and all(name in self.packages for name in packages)
-            and all(unit in self.units for unit in units)
+            all(path in self.files for path in wants.paths)
+            and all(name in self.packages for name in wants.packages)
+            and all(unit in self.units for unit in wants.units)
+            and all(user in self.users for user in wants.users)
+            and all(group in self.groups for group in wants.groups)
         )
 
-    def answering(
-        self, paths: Iterable[str], packages: Iterable[str], units: Iterable[str]
-    ) -> Found:
+    def answering(self, wants: Wants) -> Found:
         """This, with an answer for each asked item the host said nothing of: no such path,
-        package not installed, unit neither running nor enabled."""
+        package not installed, unit neither running nor enabled, no such user or group."""
         return Found(
             pending=self.pending,
-            files={path: self.files.get(path) for path in paths},
-            packages={name: self.packages.get(name, False) for name in packages},
-            units={unit: self.units.get(unit, UnitState(False, False)) for unit in units},
+            files={path: self.files.get(path) for path in wants.paths},
+            packages={name: self.packages.get(name, False) for name in wants.packages},
+            units={unit: self.units.get(unit, UnitState(False, False)) for unit in wants.units},
+            users={user: self.users.get(user) for user in wants.users},
+            groups={group: self.groups.get(group) for group in wants.groups},
         )
+
+
+@dataclass(frozen=True)
+class Wants:
+    """What the operations of one host compare, in declaration order."""
+
+    paths: tuple[str, ...] = ()
+    packages: tuple[str, ...] = ()
+    units: tuple[str, ...] = ()
+    users: tuple[str, ...] = ()
+    groups: tuple[str, ...] = ()
 
 
 def _section(name: str) -> str:
@@ -101,7 +126,12 @@ class HostState(FactBase):
     that wants it acts, or defers to pyinfra's own."""
 
     def command(
-        self, paths: tuple[str, ...], packages: tuple[str, ...], units: tuple[str, ...]
+        self,
+        paths: tuple[str, ...],
+        packages: tuple[str, ...],
+        units: tuple[str, ...],
+        users: tuple[str, ...] = (),
+        groups: tuple[str, ...] = (),
     ) -> StringCommand:
         parts: list = ["echo", QuoteString(_section("pending")), ";"]
         parts += ["ls", "-1", PENDING_DIR, "2>/dev/null", ";"]
@@ -129,6 +159,10 @@ class HostState(FactBase):
                 SystemdStatus.state_key, "--property", SystemdEnabled.state_key,
                 *(QuoteString(unit) for unit in units), "2>/dev/null", ";",
             ]  # fmt: skip
+        for section, database, names in (("users", "passwd", users), ("groups", "group", groups)):
+            if names:
+                parts += ["echo", QuoteString(_section(section)), ";"]
+                parts += ["getent", database, *(QuoteString(name) for name in names), ";"]
         parts.append("true")
         return StringCommand(*parts)
 
@@ -145,6 +179,11 @@ class HostState(FactBase):
             files=files,
             packages={name: True for name, status in packages if status.strip() in _INSTALLED},
             units=_units(sections["units"]),
+            users={
+                name: Account(gid, home, shell)
+                for name, _, _, gid, _, home, shell in _entries(sections["users"], 7)
+            },
+            groups={name: gid for name, _, gid, _ in _entries(sections["groups"], 4)},
         )
 
 
@@ -158,6 +197,11 @@ def _split(output: list[str]) -> dict[str, list[str]]:
         elif line and current is not None:
             sections[current].append(line)
     return sections
+
+
+def _entries(lines: list[str], fields: int) -> list[list[str]]:
+    """getent's `a:b:c` lines with exactly `fields` fields."""
+    return [entry for line in lines if len(entry := line.split(":")) == fields]
 
 
 def _file(line: str) -> tuple[str, FileState | None]:
@@ -198,7 +242,19 @@ class _Survey:
     paths: dict[str, None] = field(default_factory=dict)
     packages: dict[str, None] = field(default_factory=dict)
     units: dict[str, None] = field(default_factory=dict)
+    users: dict[str, None] = field(default_factory=dict)
+    groups: dict[str, None] = field(default_factory=dict)
     found: Found | None = None
+
+    def wants(self) -> Wants:
+        return Wants(
+            tuple(self.paths),
+            tuple(self.packages),
+            tuple(self.units),
+            tuple(self.users),
+            tuple(self.groups),
+        )
+
     changes: int = -1
 
 
@@ -210,7 +266,11 @@ def _survey() -> _Survey:
 
 
 def expect(
-    paths: Iterable[str] = (), packages: Iterable[str] = (), units: Iterable[str] = ()
+    paths: Iterable[str] = (),
+    packages: Iterable[str] = (),
+    units: Iterable[str] = (),
+    users: Iterable[str] = (),
+    groups: Iterable[str] = (),
 ) -> None:
     """Declare, while the run is planned, what an operation of this host will compare: the
     first `host_state` reads it with everything else."""
@@ -218,27 +278,34 @@ def expect(
     survey.paths.update(dict.fromkeys(paths))
     survey.packages.update(dict.fromkeys(packages))
     survey.units.update(dict.fromkeys(units))
+    survey.users.update(dict.fromkeys(users))
+    survey.groups.update(dict.fromkeys(groups))
 
 
 def host_state(
-    paths: Iterable[str] = (), packages: Iterable[str] = (), units: Iterable[str] = ()
+    paths: Iterable[str] = (),
+    packages: Iterable[str] = (),
+    units: Iterable[str] = (),
+    users: Iterable[str] = (),
+    groups: Iterable[str] = (),
 ) -> Found:
-    """The state of everything this host's roles expect, `paths`, `packages` and `units`
-    included: read once, and again only after an operation of this run changed the host."""
-    paths, packages, units = tuple(paths), tuple(packages), tuple(units)
-    expect(paths, packages, units)
+    """The state of everything this host's roles expect, the given items included: read once,
+    and again only after an operation of this run changed the host."""
+    asked = Wants(tuple(paths), tuple(packages), tuple(units), tuple(users), tuple(groups))
+    expect(asked.paths, asked.packages, asked.units, asked.users, asked.groups)
     survey = _survey()
     changes = _changed_operations()
-    if (
-        survey.found is None
-        or survey.changes != changes
-        or not survey.found.covers(paths, packages, units)
-    ):
-        wanted = tuple(survey.paths), tuple(survey.packages), tuple(survey.units)
+    if survey.found is None or survey.changes != changes or not survey.found.covers(asked):
+        wanted = survey.wants()
         found = current_host.get_fact(
-            HostState, paths=wanted[0], packages=wanted[1], units=wanted[2]
+            HostState,
+            paths=wanted.paths,
+            packages=wanted.packages,
+            units=wanted.units,
+            users=wanted.users,
+            groups=wanted.groups,
         )
-        survey.found = found.answering(*wanted)
+        survey.found = found.answering(wanted)
         survey.changes = changes
     return survey.found
 

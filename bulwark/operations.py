@@ -25,7 +25,7 @@ from io import StringIO
 from pyinfra import host, logger, state
 from pyinfra.api import FileUploadCommand, QuoteString, StringCommand, operation
 from pyinfra.facts.files import FileContents
-from pyinfra.operations import apt, systemd
+from pyinfra.operations import apt, server, systemd
 from pyinfra.operations import files as pyinfra_files
 from pyinfra.operations.util import files as file_utils
 
@@ -239,3 +239,36 @@ def directory_present(path: str, user: str, group: str, mode: str):
         host.noop(f"{path} as wanted")
         return
     yield from pyinfra_files.directory._inner(path=path, user=user, group=group, mode=mode)
+
+
+@operation()
+def system_account(user: str, home: str, shell: str):
+    """A system user with a group of its own name, this home and login shell.
+
+    + user: the user's and its group's name
+    + home: its home directory (not created here)
+    + shell: its login shell
+
+    **Example:**
+
+    .. code:: python
+
+        system_account(name="mailstore: vmail", user="vmail", home="/var/vmail",
+                       shell="/usr/sbin/nologin")
+    """
+    found = host_state(users=(user,), groups=(user,))
+    account, gid = found.users[user], found.groups[user]
+    if (
+        gid is not None
+        and account is not None
+        and (account.gid, account.home, account.shell)
+        == (
+            gid,
+            home,
+            shell,
+        )
+    ):
+        host.noop(f"system user {user} as wanted")
+        return
+    yield from server.group._inner(group=user, system=True)
+    yield from server.user._inner(user=user, group=user, home=home, shell=shell, system=True)

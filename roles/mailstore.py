@@ -13,7 +13,7 @@ from typing import Any
 
 from pyinfra import host as current_host
 from pyinfra.api import QuoteString, StringCommand, deploy, operation
-from pyinfra.operations import files, server
+from pyinfra.operations import files
 
 from bulwark import bruteforce, catalogue, mail
 from bulwark.deploying import (
@@ -24,6 +24,7 @@ from bulwark.deploying import (
     render_for_deploy,
     restarted,
     sysctl_applied,
+    system_user,
     units_reread,
 )
 from bulwark.errors import BulwarkError
@@ -45,6 +46,8 @@ PACKAGES: tuple[str, ...] = (
 MAILBOXES: tuple[str, ...] = ("Drafts", "Sent", "Junk", "Trash", "Archive")
 SERVICES: tuple[str, ...] = ("imaps", "pop3s", "lmtp", "mail-replication")
 HOSTS_FILE = "/etc/hosts"
+# The vmail user's login shell: nobody logs in as it.
+NO_LOGIN = "/usr/sbin/nologin"
 
 # Replication is bounded wherever it could wait on a peer that went away: a session started
 # while the other store restarted used to hang for Dovecot's default 10 minutes, holding that
@@ -148,15 +151,7 @@ def converge(topology: Topology, host: Host, secrets: SecretStore) -> None:
     changed) and bounded stop, the retry of failed replication, and on the primary site the
     accounts' mailboxes."""
     packages(ROLE, PACKAGES)
-    server.group(name="mailstore: vmail group", group=mail.VMAIL_USER, system=True)
-    server.user(  # noqa: S604 - `shell` is the account's login shell, not a subprocess's
-        name="mailstore: vmail user",
-        user=mail.VMAIL_USER,
-        group=mail.VMAIL_USER,
-        home=mail.VMAIL_HOME,
-        shell="/usr/sbin/nologin",
-        system=True,
-    )
+    system_user(ROLE, mail.VMAIL_USER, mail.VMAIL_HOME, NO_LOGIN)
     directory("mailstore: mail home", mail.VMAIL_HOME, mail.VMAIL_USER, mail.VMAIL_USER, "0700")
     _pin_replica_address(topology, host)
     rendered = render_for_deploy(ROLE, topology, host, secrets)

@@ -7,7 +7,15 @@ from offline import OfflineHost, run_deploys
 from pyinfra.api import deploy
 
 from bulwark.deploying import keep_running, packages
-from bulwark.hoststate import FileState, Found, HostState, UnitState, expect, host_state
+from bulwark.hoststate import (
+    FileState,
+    Found,
+    HostState,
+    UnitState,
+    Wants,
+    expect,
+    host_state,
+)
 
 COMMAND = (
     "echo '## pending' ; ls -1 /var/lib/bulwark/pending 2>/dev/null ; echo '## files' ; "
@@ -82,16 +90,26 @@ def test_the_fact_reads_files_directories_markers_packages_and_units():
 
 
 def test_what_the_host_did_not_mention_is_absent():
-    found = Found().answering(paths=("/etc/x",), packages=("postfix",), units=("a.service",))
+    found = Found().answering(
+        Wants(
+            paths=("/etc/x",),
+            packages=("postfix",),
+            units=("a.service",),
+            users=("vmail",),
+            groups=("vmail",),
+        )
+    )
     assert found == Found(
         files={"/etc/x": None},
         packages={"postfix": False},
         units={"a.service": UnitState(running=False, enabled=False)},
+        users={"vmail": None},
+        groups={"vmail": None},
     )
 
 
 def recorded(asked: list[tuple]) -> dict:
-    def answer(paths, packages, units) -> Found:
+    def answer(paths, packages, units, users=(), groups=()) -> Found:
         asked.append((paths, packages, units))
         return Found()
 
@@ -130,7 +148,7 @@ def test_once_an_operation_changed_the_host_the_next_one_reads_it_again():
     running = UnitState(running=True, enabled=True)
 
     def answer(installed: bool):
-        return lambda paths, packages, units: Found(
+        return lambda paths, packages, units, users=(), groups=(): Found(
             packages=dict.fromkeys(packages, installed), units=dict.fromkeys(units, running)
         )
 

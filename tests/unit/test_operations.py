@@ -8,7 +8,7 @@ from __future__ import annotations
 import pytest
 from offline import run_operation
 
-from bulwark.hoststate import FileState, Found, UnitState
+from bulwark.hoststate import Account, FileState, Found, UnitState
 from bulwark.operations import (
     STAGED,
     STAGED_DIR,
@@ -18,6 +18,7 @@ from bulwark.operations import (
     install_files,
     packages_present,
     run_pending,
+    system_account,
     unit_state,
 )
 from bulwark.render import RenderedFile
@@ -43,7 +44,7 @@ def state(item: RenderedFile, sha256: str | None = None, mode: str | None = None
 def states(*found: FileState | None):
     """The host's answer: the `found` states, in the order of the asked paths."""
     return {
-        "HostState": lambda paths, packages, units: Found(
+        "HostState": lambda paths, packages, units, users=(), groups=(): Found(
             files=dict(zip(paths, found, strict=True))
         )
     }
@@ -182,7 +183,7 @@ def test_run_pending_acts_then_clears_its_marker():
 
 def answer(**items) -> dict:
     """The host's answer: `packages` and `units` as given (absent: not installed, not there)."""
-    return {"HostState": lambda paths, packages, units: Found(**items)}
+    return {"HostState": lambda paths, packages, units, users=(), groups=(): Found(**items)}
 
 
 APT_INSTALL = (
@@ -276,3 +277,43 @@ def test_a_directory_is_left_to_files_directory_only_when_it_differs(state, fact
     )
     assert offline.commands == commands
     assert offline.asked == ["HostState", *facts]
+
+
+VMAIL = Account("999", "/var/vmail", "/usr/sbin/nologin")
+# What pyinfra's server.group and server.user ask of a Debian host.
+DEBIAN = {"Os": "Linux", "LinuxName": "Debian", "Which": lambda command: f"/usr/sbin/{command}"}
+SYSTEM_ACCOUNT = {
+    "as-wanted": (answer(users={"vmail": VMAIL}, groups={"vmail": "999"}), {}, []),
+    "another-shell": (
+        answer(users={"vmail": Account("999", "/var/vmail", "/bin/sh")}, groups={"vmail": "999"}),
+        {
+            **DEBIAN,
+            "Groups": ["vmail"],
+            "Users": {"vmail": {"group": "vmail", "home": "/var/vmail", "shell": "/bin/sh"}},
+            "Directory": {"mode": 700, "user": "vmail", "group": "vmail"},
+        },
+        ["usermod -s /usr/sbin/nologin vmail"],
+    ),
+    "missing": (
+        answer(users={"vmail": None}, groups={"vmail": None}),
+        {"Groups": [], "Users": {}, **DEBIAN},
+        [
+            "groupadd -r vmail",
+            "useradd -d /var/vmail -s /usr/sbin/nologin -g vmail -r -M vmail",
+            "mkdir -p /var/vmail",
+            "chown vmail:vmail /var/vmail",
+        ],
+    ),
+}
+
+
+@pytest.mark.parametrize(
+    ("state", "facts", "commands"), SYSTEM_ACCOUNT.values(), ids=SYSTEM_ACCOUNT.keys()
+)
+def test_a_system_user_is_left_to_pyinfra_only_when_it_differs(state, facts, commands):
+    offline = run_operation(
+        system_account, {**state, **facts}, user="vmail", home="/var/vmail", shell=VMAIL.shell
+    )
+    assert offline.commands == commands
+    assert offline.asked[0] == "HostState"
+    assert (len(offline.asked) == 1) == (not commands)  # pyinfra's own facts only when it acts

@@ -27,7 +27,7 @@ LIVE, APPLIED = "l" * 64, "a" * 64
 def ruleset_facts(installed: str, ruleset: RulesetState) -> dict:
     digests = {firewall.CANDIDATE: CANDIDATE_SHA, firewall.RULESET: installed}
     return {
-        "HostState": lambda paths, packages, units: Found(
+        "HostState": lambda paths, packages, units, users=(), groups=(): Found(
             files={path: FileState("root", "root", "600", digests[path]) for path in paths}
         ),
         "LiveRuleset": ruleset,
@@ -184,7 +184,7 @@ MAILBOXES_CREATED = {
 def test_only_the_mailboxes_not_on_disk_are_created_in_one_look_at_the_disk(missing, commands):
     there = FileState("vmail", "vmail", "700", directory=True)
     facts = {
-        "HostState": lambda paths, packages, units: Found(
+        "HostState": lambda paths, packages, units, users=(), groups=(): Found(
             files={path: None if path in missing else there for path in paths}
         )
     }
