@@ -49,21 +49,23 @@ def lab_host(lab_plan):
 
 
 @pytest.fixture(scope="session")
-def lab_deploy() -> Callable[..., subprocess.CompletedProcess]:
-    """Run deploy.py on some lab hosts, narrowed to some roles, as an operator would (with the
-    lab's vault key); returns the finished pyinfra process."""
+def lab_pyinfra() -> Callable[..., subprocess.CompletedProcess]:
+    """Run a deploy file on some lab hosts as an operator would (with the lab's vault key, which
+    every deploy checks before it connects); returns the finished pyinfra process."""
 
-    def run(limit: str, only_roles: str) -> subprocess.CompletedProcess:
+    def run(
+        deploy: str | Path, limit: str, *options: str, timeout: float = 300
+    ) -> subprocess.CompletedProcess:
         return subprocess.run(
             [
-                str(REPO / ".venv/bin/pyinfra"), "-y", str(LAB_INVENTORY), "deploy.py",
-                "--limit", limit, "--data", f"only_roles={only_roles}",
+                str(REPO / ".venv/bin/pyinfra"), "-y", str(LAB_INVENTORY), str(deploy),
+                "--limit", limit, *options,
             ],
             cwd=REPO,
             env={**os.environ, KEY_ENV: str(paths.STATE_DIR / "vault.key")},
             capture_output=True,
             text=True,
-            timeout=300,
+            timeout=timeout,
         )  # fmt: skip
 
     return run

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import subprocess
 import time
 from pathlib import Path
@@ -18,11 +17,9 @@ import pytest
 from bulwark import catalogue
 from bulwark.audit import SealedSecrets
 from bulwark.inventory import load_topology
-from bulwark.lab import paths
 from bulwark.lab.access import ssh_argv
 from bulwark.lab.plan import SWITCH_BRIDGE, WAN_NETNS
 from bulwark.render import render_host_configs
-from bulwark.vault import KEY_ENV
 from roles import firewall, vpn
 
 REPO = Path(__file__).resolve().parents[2]
@@ -235,25 +232,10 @@ safe_ruleset(candidate={candidate!r})
 """
 
 
-def _push_through_the_role(tmp_path: Path, host_name: str, candidate: str):
+def _push_through_the_role(lab_pyinfra, tmp_path: Path, host_name: str, candidate: str):
     deploy = tmp_path / "push_ruleset.py"
     deploy.write_text(_DEPLOY_ONLY_THE_RULESET.format(candidate=candidate))
-    return subprocess.run(
-        [
-            str(REPO / ".venv/bin/pyinfra"),
-            "-y",
-            str(LAB_INVENTORY),
-            str(deploy),
-            "--limit",
-            host_name,
-        ],
-        cwd=REPO,
-        # Every deploy checks the vault before it connects, as an operator's would.
-        env={**os.environ, KEY_ENV: str(paths.STATE_DIR / "vault.key")},
-        capture_output=True,
-        text=True,
-        timeout=firewall.ROLLBACK_AFTER_SECONDS * 4,
-    )
+    return lab_pyinfra(deploy, host_name, timeout=firewall.ROLLBACK_AFTER_SECONDS * 4)
 
 
 def _live_ruleset(host) -> str:
@@ -277,17 +259,19 @@ def web_host(lab_host, lab_plan):
     host.run("rm -f /etc/bulwark/nftables.test-candidate")
 
 
-def test_a_ruleset_that_cuts_ssh_is_rolled_back_at_once(web_host, tmp_path):
+def test_a_ruleset_that_cuts_ssh_is_rolled_back_at_once(web_host, lab_pyinfra, tmp_path):
     name, host = web_host
     candidate = "/etc/bulwark/nftables.test-candidate"
     host.run(f"grep -v 'comment \"ssh\"' {firewall.RULESET} > {candidate}")
-    result = _push_through_the_role(tmp_path, name, candidate)
+    result = _push_through_the_role(lab_pyinfra, tmp_path, name, candidate)
     assert result.returncode != 0
     assert "blocked a fresh SSH connection" in result.stdout + result.stderr
     assert "restored at once" in result.stdout + result.stderr
 
 
-def test_a_ruleset_that_cuts_everything_is_rolled_back_by_the_timer(web_host, tmp_path):
+def test_a_ruleset_that_cuts_everything_is_rolled_back_by_the_timer(
+    web_host, lab_pyinfra, tmp_path
+):
     """Even the deploy's own connection is cut: only the armed timer can restore access."""
     name, host = web_host
     candidate = "/etc/bulwark/nftables.test-candidate"
@@ -296,7 +280,7 @@ def test_a_ruleset_that_cuts_everything_is_rolled_back_by_the_timer(web_host, tm
         "'chain input { type filter hook input priority filter; policy drop; }' '}' > " + candidate
     )
     started = time.monotonic()
-    result = _push_through_the_role(tmp_path, name, candidate)
+    result = _push_through_the_role(lab_pyinfra, tmp_path, name, candidate)
     assert result.returncode != 0
     assert "the armed rollback restored the previous ruleset" in result.stdout + result.stderr
     assert time.monotonic() - started >= firewall.ROLLBACK_AFTER_SECONDS
