@@ -561,7 +561,10 @@ def test_failed_replication_is_retried_by_a_timer_every_few_seconds():
     assert interval <= 15
     assert f"\nOnUnitActiveSec={interval}\n" in timer
     assert f"\nExecStart={mailstore.RETRY_SCRIPT}\n" in service
-    assert "\nRequisite=dovecot.service\n" in service
+    # Ordered after Dovecot, never holding a job on it (which would cancel a stop of Dovecot).
+    assert "\nAfter=dovecot.service\n" in service
+    assert not re.search(r"^(Requisite|Requires|Wants|BindsTo)=", service, re.MULTILINE)
+    assert "\nsystemctl is-active --quiet dovecot.service || exit 0\n" in script.content
     assert script.mode == "0755"
     # Only the users whose last sync failed ("y" in doveadm's last column) are queued again.
     assert '$6 == "y"' in script.content
