@@ -9,8 +9,8 @@ never added, whatever the logs say; the ruleset excepts them as well.
 
 Only the daemons' own lines count (journal matches on the trusted `_SYSTEMD_UNIT` field), and
 the address is read where the user cannot write: Dovecot puts the attacker-chosen user name
-before `rip=`, so the last `rip=..., lip=` of the line is taken; Postfix's line is anchored
-at its start.
+before `rip=`, so the last `rip=..., lip=` of the line is taken; the lines of Postfix and of
+bulwark-webauth (the web hosts' HTTP Basic logins) are anchored at their start.
 """
 
 from __future__ import annotations
@@ -46,6 +46,10 @@ POSTFIX_FAILURE = re.compile(
     rf"^warning: [A-Za-z0-9._-]+\[(?P<address>{_IPV4})\]: "
     r"SASL [A-Za-z0-9_-]+ authentication failed"
 )
+# bulwark-webauth (bulwark/webauth.py: failure_line), one line per failed HTTP Basic login, e.g.
+# "login failed: rip=198.51.100.200 realm=caldav user='alice@example.net'"; rip is `-` when
+# nginx gave no address, and the user name, the client's text, comes last.
+WEBAUTH_FAILURE = re.compile(rf"^login failed: rip=(?P<address>{_IPV4}) realm=")
 # A watcher under attack from many addresses keeps at most this many addresses' failures.
 MAX_TRACKED = 100_000
 
@@ -62,7 +66,7 @@ def parse(message: str) -> Failure | None:
     """The failed logins one log message reports, or None if it reports none."""
     if match := DOVECOT_FAILURE.match(message):
         count = int(match["count"])
-    elif match := POSTFIX_FAILURE.match(message):
+    elif match := POSTFIX_FAILURE.match(message) or WEBAUTH_FAILURE.match(message):
         count = 1
     else:
         return None

@@ -54,6 +54,7 @@ FAILURES = [
         " authentication failure",
         1,
     ),
+    ("login failed: rip=198.51.100.200 realm=caldav user='alice@example.net'", 1),
 ]
 NOT_FAILURES = [
     "imap-login: Login: user=<alice@example.net>, method=PLAIN, rip=198.51.100.200,"
@@ -65,6 +66,8 @@ NOT_FAILURES = [
     "connect from unknown[198.51.100.200]",
     "warning: hostname example.org does not resolve to address 198.51.100.200",
     "lmtp(alice@example.net)<123><abc>: msgid=<x@example.org>: saved mail to INBOX",
+    # bulwark-webauth without the client's address (nginx sent no X-Real-IP): nobody to ban.
+    "login failed: rip=- realm=carddav user='alice@example.net'",
     "",
 ]
 
@@ -91,6 +94,14 @@ def test_a_user_name_cannot_choose_whom_to_ban():
         parse("imap-login: user=<(auth failed, 9 attempts in 1 secs): user=<, rip=1.2.3.4, lip=")
         is None
     )
+
+
+def test_a_web_login_cannot_choose_whom_to_ban():
+    """bulwark-webauth writes the client's login last: a `rip=` inside it is never read."""
+    forged = "x rip=6.6.6.6 realm=caldav\nlogin failed: rip=6.6.6.6 realm=caldav user=y"
+    line = f"login failed: rip=198.51.100.200 realm=caldav user={forged!r}"
+    assert parse(line) == Failure(ATTACKER, 1)
+    assert parse(f"login failed: rip=- realm=caldav user={forged!r}") is None
 
 
 def _window(exempt=()) -> Window:
