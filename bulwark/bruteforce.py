@@ -30,9 +30,9 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from bulwark import banwatch, catalogue, mail, registry
+from bulwark import banwatch, catalogue, mail, registry, web
 from bulwark.deploying import install, keep_running, restarted
-from bulwark.exposure import management_sources, site_lans
+from bulwark.exposure import exempt_networks
 from bulwark.plan import ManagedFile
 from bulwark.render import RenderedFile
 from bulwark.topology import Host, Topology
@@ -46,10 +46,12 @@ TABLE = "bulwark"
 BAN_SET = "banned_v4"
 # Roles owning services with `logins` -> the units whose journal reports their failed logins:
 # Dovecot's login processes (IMAP, POP3), Postfix's smtpd (SMTP AUTH, through Dovecot's auth,
-# which logs nothing itself). A new role with logins adds its row (tests/unit check it).
+# which logs nothing itself), and the web roles' credential checker. A new role with logins
+# adds its row (tests/unit check it).
 WATCHED_UNITS: Mapping[str, tuple[str, ...]] = {
     "mx": (mail.POSTFIX_INSTANCE,),
     "mailstore": (mail.DOVECOT_UNIT,),
+    "dav": (web.WEBAUTH_UNIT,),
 }
 UNIT = "bulwark-banwatch.service"
 SCRIPT = "/usr/local/sbin/bulwark-banwatch"
@@ -87,12 +89,6 @@ def watcher_files(role: str, host: Host) -> tuple[ManagedFile, ...]:
         ManagedFile(SCRIPT, "bulwark-banwatch.j2", mode="0755"),
         ManagedFile(UNIT_FILE, "bulwark-banwatch.service.j2"),
     )
-
-
-def exempt_networks(topology: Topology) -> tuple[str, ...]:
-    """Never banned: who manages the platform, and the sites' own hosts."""
-    networks = {*management_sources(topology), *site_lans(topology)}
-    return tuple(str(network) for network in sorted(networks))
 
 
 def watcher_context(topology: Topology, host: Host) -> dict[str, Any]:

@@ -226,6 +226,17 @@ SERVICES: tuple[Service, ...] = (
         description="redirects to HTTPS and nothing else",
     ),
     Service(
+        "dav-replication",
+        "dav",
+        (8730,),
+        Transport.TCP,
+        Tls.IMPLICIT,
+        Exposure.ROLE,
+        description="the secondary site pulls calendars and contacts (rsync over TLS, client "
+        "certificates from the internal CA) through the VPN",
+        clients=(Clients("dav", Scope.PEER_SITE),),
+    ),
+    Service(
         "https-files",
         "files",
         (443,),

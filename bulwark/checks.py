@@ -117,11 +117,44 @@ def _check_dovecot(content: str, workdir: Path) -> str | None:
     return _run_strict(["doveconf", "-n", "-c", str(config)])
 
 
+def _throwaway_certificate(workdir: Path) -> tuple[Path, Path]:
+    """A self-signed certificate and its key, made once per scratch directory."""
+    certificate, key = workdir / "check.crt", workdir / "check.key"
+    if not certificate.exists():
+        subprocess.run(
+            ["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256",
+             "-nodes", "-subj", "/CN=bulwark-check", "-days", "1",
+             "-keyout", str(key), "-out", str(certificate)],
+            capture_output=True, check=True, timeout=30,
+        )  # fmt: skip
+    return certificate, key
+
+
+def _check_nginx(content: str, workdir: Path) -> str | None:
+    """`nginx -t` on a scratch copy: nginx loads the certificates it names and binds its
+    listeners, so the host's certificates are replaced by a throwaway pair, its addresses by
+    loopback, and the host's own included files by their companions."""
+    certificate, key = _throwaway_certificate(workdir)
+    text = re.sub(
+        r"^(\s*ssl_(?:client_)?certificate) \S+;", rf"\1 {certificate};", content, flags=re.M
+    )
+    text = re.sub(r"^(\s*ssl_certificate_key) \S+;", rf"\1 {key};", text, flags=re.M)
+    for path, name in COMPANIONS["nginx"].items():
+        text = text.replace(f"include {path};", f"include {workdir / name};")
+    text = text.replace("pid /run/nginx.pid;", f"pid {workdir / 'nginx.pid'};")
+    # `nginx -t` binds its listeners: the host's addresses are not this machine's.
+    text = re.sub(r"^(\s*listen )[0-9.]+:", r"\g<1>127.0.0.1:", text, flags=re.M)
+    config = workdir / "nginx.conf"
+    config.write_text(text)
+    return _run(["nginx", "-t", "-q", "-c", str(config)])
+
+
 # checker name -> (tool that must be on PATH, check function)
 CHECKERS: dict[str, tuple[str, Callable[[str, Path], str | None]]] = {
     "apt": ("apt-config", _check_apt_config),
     "dovecot": ("doveconf", _check_dovecot),
     "nft": ("nft", _check_nft),
+    "nginx": ("nginx", _check_nginx),
     "postfix": ("postfix", _check_postfix),
     "sshd": ("sshd", _check_sshd),
 }
@@ -129,7 +162,11 @@ CHECKERS: dict[str, tuple[str, Callable[[str, Path], str | None]]] = {
 # checker name -> {path on the host: name in the check's own scratch directory}.
 COMPANIONS: dict[str, dict[str, str]] = {
     "postfix": {"/etc/postfix/master.cf": "master.cf"},
+    "nginx": {"/etc/nginx/bulwark-dav-writes.conf": "bulwark-dav-writes.conf"},
 }
+# Companions the checked file includes by path: needed only where it names them (a web host
+# without dav includes no DAV switch).
+_INCLUDED_COMPANIONS: frozenset[str] = frozenset({"nginx"})
 
 
 # Line-comment markers per checker (default "#"): lines starting with one cannot change what a
@@ -166,6 +203,7 @@ def check_files(files: Iterable[RenderedFile]) -> list[CheckResult]:
             companions = {
                 name: by_host.get((rendered.host, path))
                 for path, name in COMPANIONS.get(rendered.checker, {}).items()
+                if rendered.checker not in _INCLUDED_COMPANIONS or path in rendered.content
             }
             key = (
                 rendered.checker,

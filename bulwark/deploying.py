@@ -16,6 +16,7 @@ from pyinfra import host as current_host
 from pyinfra import logger
 from pyinfra.api.operation import OperationMeta
 from pyinfra.context import ctx_inventory
+from pyinfra.operations import files as pyinfra_files
 
 from bulwark import registry
 from bulwark.hoststate import expect, host_state
@@ -33,6 +34,8 @@ from bulwark.operations import (
 from bulwark.render import RenderedFile, render_role_files
 from bulwark.secret import SecretStore
 from bulwark.topology import Host, Topology
+
+HOSTS_FILE = "/etc/hosts"
 
 _TOPOLOGIES: dict[int, Topology] = {}
 
@@ -150,6 +153,18 @@ def system_user(role: str, user: str, home: str, shell: str) -> OperationMeta:
     """A system user with its own group, this home and login shell."""
     expect(users=(user,), groups=(user,))
     return system_account(name=f"{role}: system user {user}", user=user, home=home, shell=shell)
+
+
+def pinned_address(role: str, name: str, address: str) -> OperationMeta:
+    """`name` resolves to `address` in /etc/hosts: a peer reached through the VPN by the name
+    its certificate carries, whatever public DNS says."""
+    return pyinfra_files.line(
+        name=f"{role}: {name} at {address}",
+        path=HOSTS_FILE,
+        line=r"^[0-9.]+\s+" + name.replace(".", r"\.") + "$",
+        replace=f"{address} {name}",
+        extended_regex=True,
+    )
 
 
 def reloaded(unit: str) -> Activation:

@@ -122,3 +122,9 @@ def public_ports(topology: Topology, host: Host) -> dict[str, tuple[int, ...]]:
         if opening.sources is None:
             ports.setdefault(opening.service.transport, set()).update(opening.ports)
     return {transport: tuple(sorted(found)) for transport, found in sorted(ports.items())}
+
+
+def exempt_networks(topology: Topology) -> tuple[str, ...]:
+    """Never banned nor rate-limited: who manages the platform, and the sites' own hosts."""
+    networks = {*management_sources(topology), *site_lans(topology)}
+    return tuple(str(network) for network in sorted(networks))

@@ -51,6 +51,7 @@ PLATFORM_FIELDS: tuple[str, ...] = (
     "admin_networks",
     "apt_proxy",
     "vault_file",
+    "shared_addressbook",
 )
 
 # A check an inventory adds to the run's: called with the inventory's path as given to pyinfra

@@ -1,4 +1,4 @@
-"""What the mx and mailstore roles share: Dovecot's Lua auth, the TLS context, Dovecot's deploy.
+"""What the mx and mailstore roles share: Dovecot's Lua auth and Dovecot's deploy.
 
 Postfix authenticates submission through Dovecot's auth service, so every mail host runs Dovecot
 with the same Lua passdb: the mail store a full Dovecot, a separate MX host an auth-only one
@@ -11,18 +11,15 @@ password's hash is never rendered, so no mail protocol can accept it.
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Mapping
 from typing import Any
 
-from bulwark import pki, tls
 from bulwark.deploying import install, keep_running, reloaded
 from bulwark.operations import STAGED, Check
 from bulwark.plan import ManagedFile
 from bulwark.render import RenderedFile
 from bulwark.secret import SecretStore
 from bulwark.secret_names import app_password_name
-from bulwark.templating import derived_or_sealed
 from bulwark.topology import Host, Topology
 
 DOVECOT_CONFIG = "/etc/dovecot/dovecot.conf"
@@ -77,29 +74,6 @@ def site_mailstore(topology: Topology, site: str) -> Host:
 def fqdn(topology: Topology, host: Host) -> str:
     """The host's own name, which its certificate carries (bulwark.pki.certificate_names)."""
     return f"{host.name}.{topology.domain}"
-
-
-def certificate_sha256(secrets: SecretStore, host: Host) -> str:
-    """The served chain's digest: written into each daemon's configuration so that a new
-    certificate changes the configuration, and the daemon is reloaded with it."""
-    return derived_or_sealed(
-        lambda: hashlib.sha256(pki.host_certificate_chain(secrets, host.name).encode()).hexdigest(),
-        "sealed",
-    )
-
-
-def tls_context(secrets: SecretStore, host: Host) -> dict[str, Any]:
-    """The TLS policy and certificate paths, as both daemons' templates use them."""
-    return {
-        "tls_min_protocol": tls.MIN_PROTOCOL,
-        "tls12_ciphers": tls.TLS12_CIPHERS,
-        "tls13_suites": tls.TLS13_SUITES,
-        "tls_groups": tls.GROUPS,
-        "certificate": pki.HOST_CERT_PATH,
-        "private_key": pki.HOST_KEY_PATH,
-        "ca_certificate": pki.CA_CERT_PATH,
-        "certificate_sha256": certificate_sha256(secrets, host),
-    }
 
 
 def auth_context(topology: Topology, host: Host, secrets: SecretStore) -> Mapping[str, Any]:

@@ -96,7 +96,14 @@ ROLES: tuple[Role, ...] = (
         secrets=("account-passwords", "doveadm-password"),
         peered=True,
     ),
-    Role("dav", "Radicale behind nginx: CalDAV and CardDAV", volumes=("dav",)),
+    Role(
+        "dav",
+        "Radicale behind nginx: CalDAV and CardDAV, replicated read-only to the secondary site",
+        module="dav",
+        volumes=("dav",),
+        secrets=("account-passwords",),
+        peered=True,
+    ),
     Role("files", "WebDAV and FTPS file access", volumes=("files",)),
     Role(
         "directory",

@@ -50,6 +50,15 @@ class Account:
 
 
 @dataclass(frozen=True)
+class SharedAddressBook:
+    """The one address book every account reads (CardDAV and LDAP): `owner` is the account it
+    belongs to, `editors` the accounts that may change it (both account user names)."""
+
+    owner: str
+    editors: tuple[str, ...]
+
+
+@dataclass(frozen=True)
 class Topology:
     domain: str
     sites: tuple[Site, ...]
@@ -58,6 +67,7 @@ class Topology:
     admin_networks: tuple[IPv4Network, ...] = ()
     apt_proxy: str | None = None
     vault_file: str | None = None  # the encrypted vault holding this inventory's secrets
+    shared_addressbook: SharedAddressBook | None = None
 
     def site(self, name: str) -> Site:
         """The site called `name`; BulwarkError naming it (and close names) if there is none."""

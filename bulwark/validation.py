@@ -18,7 +18,15 @@ from urllib.parse import urlsplit
 
 from bulwark import catalogue, registry
 from bulwark.errors import did_you_mean
-from bulwark.topology import Account, Host, IPv4Address, IPv4Network, Site, Topology
+from bulwark.topology import (
+    Account,
+    Host,
+    IPv4Address,
+    IPv4Network,
+    SharedAddressBook,
+    Site,
+    Topology,
+)
 
 # Roles whose services are exposed publicly need a public address.
 _PUBLIC_EXPOSURES = {catalogue.Exposure.PUBLIC, catalogue.Exposure.PEER_GATEWAY}
@@ -34,6 +42,7 @@ _DNS_LABEL = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
 _ACCOUNT_USER = re.compile(r"^(?!.*\.\.)[a-z0-9]([a-z0-9._-]{0,62}[a-z0-9])?$")
 _APP_PASSWORD_LABEL = re.compile(r"^[a-z0-9][a-z0-9-]{0,31}$")
 _ACCOUNT_KEYS = {"user", "name", "app_passwords"}
+_SHARED_BOOK_KEYS = {"owner", "editors"}
 _APT_UNSAFE = re.compile(r'[\s"\\;{}]')
 _RFC1918 = tuple(
     ipaddress.IPv4Network(block) for block in ("10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16")
@@ -246,6 +255,43 @@ def _check_accounts(value: Any, out: _Collector) -> tuple[Account, ...]:
         if count > 1:
             out.add(f"account {user}", "user", f"defined {count} times")
     return tuple(sorted(accounts, key=lambda account: account.user))
+
+
+def _check_shared_addressbook(
+    value: Any, accounts: tuple[Account, ...], out: _Collector
+) -> SharedAddressBook | None:
+    """`shared_addressbook: {owner: USER, editors: [USER, ...]}`, every name an account."""
+    if value is None:
+        return None
+    where, field_name = "platform", "shared_addressbook"
+    if not isinstance(value, Mapping):
+        out.add(where, field_name, f"expected a mapping with 'owner' and 'editors', got {value!r}")
+        return None
+    for unknown in sorted(set(value) - _SHARED_BOOK_KEYS):
+        out.add(
+            where,
+            f"{field_name}.{unknown}",
+            f"unknown field{did_you_mean(unknown, _SHARED_BOOK_KEYS)}",
+        )
+    users = {account.user for account in accounts}
+    owner = value.get("owner")
+    owner = owner if isinstance(owner, str) else repr(owner)
+    if owner not in users:
+        known = ", ".join(sorted(users)) or "none"
+        out.add(where, f"{field_name}.owner", f"{owner!r} is not an account (accounts: {known})")
+    editors = value.get("editors", [])
+    if not isinstance(editors, list | tuple):
+        out.add(where, f"{field_name}.editors", f"expected a list of accounts, got {editors!r}")
+        editors = []
+    editors = [editor if isinstance(editor, str) else repr(editor) for editor in editors]
+    for editor in editors:
+        if editor not in users:
+            out.add(where, f"{field_name}.editors", f"{editor!r} is not an account")
+    if len(set(map(str, editors))) != len(editors):
+        out.add(where, f"{field_name}.editors", "an account is listed more than once")
+    if owner not in users or any(editor not in users for editor in editors):
+        return None
+    return SharedAddressBook(owner, tuple(sorted(editors)))
 
 
 def _check_sites(records: list[InventoryHost], out: _Collector) -> dict[str, Site]:
@@ -531,6 +577,9 @@ def build_topology(
     domain = _check_domain(platform.get("domain"), out)
     apt_proxy = _check_apt_proxy(platform.get("apt_proxy"), out)
     accounts = _check_accounts(platform.get("accounts"), out)
+    shared_addressbook = _check_shared_addressbook(
+        platform.get("shared_addressbook"), accounts, out
+    )
     vault_file = platform.get("vault_file")
     if vault_file is not None and not isinstance(vault_file, str):
         out.add("platform", "vault_file", f"expected a path, got {vault_file!r}")
@@ -558,4 +607,5 @@ def build_topology(
         admin_networks=admin_networks,
         apt_proxy=apt_proxy,
         vault_file=vault_file,
+        shared_addressbook=shared_addressbook,
     )

@@ -19,6 +19,8 @@ _PLATFORM = {
         {"user": "alice", "name": "Alice Archer", "app_passwords": ["laptop", "phone"]},
         {"user": "bob", "name": "Bob Baker", "app_passwords": ["desktop"]},
     ],
+    # Every account reads this address book; only its editors change it.
+    "shared_addressbook": {"owner": "alice", "editors": ["alice"]},
     # apt-cacher-ng on the controller's end of the management bridge.
     "apt_proxy": "http://10.89.0.1:3142",
     "vault_file": str(Path(__file__).resolve().with_suffix(".vault")),

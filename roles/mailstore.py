@@ -13,14 +13,14 @@ from typing import Any
 
 from pyinfra import host as current_host
 from pyinfra.api import QuoteString, StringCommand, deploy, operation
-from pyinfra.operations import files
 
-from bulwark import bruteforce, catalogue, mail
+from bulwark import bruteforce, catalogue, mail, tlsconfig
 from bulwark.deploying import (
     directory,
     install,
     keep_running,
     packages,
+    pinned_address,
     render_for_deploy,
     restarted,
     sysctl_applied,
@@ -45,7 +45,6 @@ PACKAGES: tuple[str, ...] = (
 # Created for every account, subscribed, with their RFC 6154 special-use flag.
 MAILBOXES: tuple[str, ...] = ("Drafts", "Sent", "Junk", "Trash", "Archive")
 SERVICES: tuple[str, ...] = ("imaps", "pop3s", "lmtp", "mail-replication")
-HOSTS_FILE = "/etc/hosts"
 # The vmail user's login shell: nobody logs in as it.
 NO_LOGIN = "/usr/sbin/nologin"
 
@@ -121,7 +120,7 @@ def template_context(topology: Topology, host: Host, secrets: SecretStore) -> Ma
     peer = replica(topology, host)
     return {
         **mail.auth_context(topology, host, secrets),
-        **mail.tls_context(secrets, host),
+        **tlsconfig.tls_context(secrets, host),
         **bruteforce.watcher_context(topology, host),
         "host": host.name,
         "lan_address": str(host.lan_address),
@@ -169,14 +168,7 @@ def _pin_replica_address(topology: Topology, host: Host) -> None:
     """The replica's name (its certificate's) resolves to its LAN address: replication goes
     through the VPN whatever public DNS says, and doveadm can verify the name."""
     peer = replica(topology, host)
-    name = mail.fqdn(topology, peer)
-    files.line(
-        name="mailstore: the replica's name at its LAN address",
-        path=HOSTS_FILE,
-        line=r"^[0-9.]+\s+" + name.replace(".", r"\.") + "$",
-        replace=f"{peer.lan_address} {name}",
-        extended_regex=True,
-    )
+    pinned_address(ROLE, mail.fqdn(topology, peer), str(peer.lan_address))
 
 
 def _create_mailboxes_on_the_primary(topology: Topology, host: Host) -> None:

@@ -17,7 +17,7 @@ from typing import Any
 
 from pyinfra.api import deploy
 
-from bulwark import bruteforce, catalogue, mail
+from bulwark import bruteforce, catalogue, mail, tlsconfig
 from bulwark.deploying import install, packages, render_for_deploy, restarted, service
 from bulwark.operations import STAGED_DIR, Check
 from bulwark.plan import ManagedFile
@@ -62,7 +62,7 @@ def template_context(topology: Topology, host: Host, secrets: SecretStore) -> Ma
     names = ("smtp", "submissions", "submission", "lmtp")
     return {
         **mail.auth_context(topology, host, secrets),
-        **mail.tls_context(secrets, host),
+        **tlsconfig.tls_context(secrets, host),
         **bruteforce.watcher_context(topology, host),
         "host": host.name,
         "myhostname": mail.fqdn(topology, host),

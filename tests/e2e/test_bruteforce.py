@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from bulwark import bruteforce, catalogue, pki
+from bulwark import bruteforce, catalogue, exposure, pki
 from bulwark.lab import containers, lifecycle
 from bulwark.lab.accounts import LabAccount
 from bulwark.topology import Host, Topology
@@ -131,7 +131,7 @@ def test_an_address_failing_too_often_is_dropped_while_others_still_log_in(
 ):
     store = _store(topology)
     client = _client_address(topology)
-    exempt = [ipaddress.IPv4Network(network) for network in bruteforce.exempt_networks(topology)]
+    exempt = [ipaddress.IPv4Network(network) for network in exposure.exempt_networks(topology)]
     assert not any(client in network for network in exempt), "the client would never be banned"
     # Another outsider: a web host's public address on the WAN (not a site LAN, not exempt).
     (elsewhere,) = (

@@ -89,6 +89,7 @@ def _two_site_groups() -> dict[str, tuple[list[tuple[str, dict]], dict]]:
             [
                 ("gw", ["gateway", "proxy"], 10, True),
                 ("mail", ["mx", "mailstore"], 25, True),
+                ("web", ["dav", "files"], 40, True),
                 ("backup", ["backup"], 60, False),
             ],
         ),

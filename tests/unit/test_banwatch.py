@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from bulwark import banwatch, bruteforce, mail
+from bulwark import banwatch, bruteforce, exposure, mail
 from bulwark.audit import SealedSecrets
 from bulwark.banwatch import Failure, Window, parse
 from bulwark.exposure import management_sources, site_lans
@@ -141,7 +141,7 @@ def test_addresses_are_counted_apart():
 
 @pytest.mark.parametrize("topology", [LAB, PRODUCTION], ids=["lab", "production"])
 def test_management_admin_and_site_lan_addresses_are_never_banned(topology):
-    exempt = [ipaddress.IPv4Network(network) for network in bruteforce.exempt_networks(topology)]
+    exempt = [ipaddress.IPv4Network(network) for network in exposure.exempt_networks(topology)]
     assert set(exempt) == {*management_sources(topology), *site_lans(topology)}
     assert set(topology.admin_networks) <= set(exempt)
     window = _window(exempt)
@@ -225,13 +225,11 @@ def test_each_host_with_logins_gets_one_watcher_following_its_daemons(
         bruteforce.BAN_MINUTES,
     )
     assert (options.table, options.set_name, options.unit) == ("bulwark", "banned_v4", units)
-    assert [str(network) for network in options.exempt] == list(
-        bruteforce.exempt_networks(topology)
-    )
+    assert [str(network) for network in options.exempt] == list(exposure.exempt_networks(topology))
     assert "\nRestart=always\n" in unit.content
 
 
-@pytest.mark.parametrize("host_name", ["nj-gw", "nj-web", "sea-backup"])
+@pytest.mark.parametrize("host_name", ["nj-gw", "sea-backup"])
 def test_hosts_without_logins_get_no_watcher(host_name):
     topology = PRODUCTION if host_name == "sea-backup" else LAB
     paths = {

@@ -90,10 +90,10 @@ def test_only_inbound_smtp_is_opportunistic():
 
 
 def test_internal_services_use_tls_inside_the_vpn():
-    """Replication, LMTP and backups stay on the site LANs and still use TLS (DESIGN.md); LMTP
-    from the first byte, so no plaintext session can deliver."""
+    """Replication (mail, DAV), LMTP and backups stay on the site LANs and still use TLS
+    (DESIGN.md); LMTP from the first byte, so no plaintext session can deliver."""
     internal = {service.name: service for service in SERVICES if service.exposure is Exposure.ROLE}
-    assert set(internal) == {"lmtp", "mail-replication", "backup"}
+    assert set(internal) == {"lmtp", "mail-replication", "dav-replication", "backup"}
     for service in internal.values():
         assert service.tls in {Tls.IMPLICIT, Tls.STARTTLS}, service.name
         assert service.names == (), service.name

@@ -157,8 +157,8 @@ def test_an_empty_inventory_file_is_refused(tmp_path):
 def test_a_guarded_inventory_loads_outside_pyinfra_without_checking_twice(two_site_inventory):
     path = two_site_inventory.write(check=True)
     topology = check_run(PyinfraRun(str(path)), load_inventory(path))  # returns quietly
-    assert len(topology.hosts) == 7
-    assert len(load_topology(path).hosts) == 7  # and loading it does not recurse
+    assert len(topology.hosts) == 8
+    assert len(load_topology(path).hosts) == 8  # and loading it does not recurse
 
 
 def test_load_topology_of_a_guarded_inventory_raises_not_exits(two_site_inventory):

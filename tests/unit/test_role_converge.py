@@ -15,17 +15,18 @@ from __future__ import annotations
 import datetime
 import json
 import os
+import re
 from pathlib import Path
 
 import pytest
 from offline import Step, run_deploy, run_deploys
 
-from bulwark import mail, registry
+from bulwark import mail, registry, replication
 from bulwark.hoststate import Account, FileState, Found, UnitState
 from bulwark.inventory import load_topology
 from bulwark.render import render_host_configs
 from bulwark.vault import Vault
-from roles import firewall, mailstore
+from roles import dav, firewall, mailstore
 from roles.firewall import RulesetState
 
 REPO = Path(__file__).resolve().parents[2]
@@ -33,6 +34,7 @@ LAB = load_topology(REPO / "inventory/lab.py")
 FIXTURES = Path(__file__).resolve().parent / "fixtures" / "converge"
 # The vmail group's id on a converged host (any: only its agreement with the user's counts).
 VMAIL_GID = "999"
+DAV_GID = "998"
 # Every role module on every kind of lab host: gateway, shared mail host (primary and not), web.
 RUNS = [
     (module.ROLE, host)
@@ -54,21 +56,42 @@ def converged(host_name: str, vault: Vault, pending: frozenset[str] = frozenset(
     files = {item.path: item for item in render_host_configs(LAB, host, vault, reveal=True)}
     files[firewall.CANDIDATE] = files[firewall.RULESET]
     now = datetime.datetime.now()
-    peer = mailstore.replica(LAB, host) if host.has_role("mailstore") else None
-    directory = FileState(mail.VMAIL_USER, mail.VMAIL_USER, "700", directory=True)
+    pins = []  # what /etc/hosts says of the peers
+    if host.has_role("mailstore"):
+        peer = mailstore.replica(LAB, host)
+        pins.append(f"{peer.lan_address} {peer.name}.{LAB.domain}")
+    if host.has_role("dav") and not replication.is_primary(LAB, host):
+        primary = replication.primary_host(LAB, "dav")
+        pins.append(f"{primary.lan_address} {replication.fqdn(LAB, primary)}")
+    mail_directory = FileState(mail.VMAIL_USER, mail.VMAIL_USER, "700", directory=True)
+    dav_directory = FileState(dav.USER, dav.USER, "750", directory=True)
+    # A primary does not follow; every other unit runs.
+    stopped = {dav.TREE.follow_unit} if replication.is_primary(LAB, host) else set()
     return {
         "HostState": lambda paths, packages, units, users=(), groups=(): Found(
             pending=pending,
             files={
                 path: FileState(item.user, item.group, item.mode.lstrip("0"), item.sha256)
                 if (item := files.get(path))
-                else directory  # the mail home, the mailboxes
+                else dav_directory  # the DAV data, collections and links
+                if path.startswith(dav.DATA_DIR)
+                else None  # a final pull owed by a former replica: none
+                if path.startswith(replication.STATE_DIR)
+                else mail_directory  # the mail home, the mailboxes
                 for path in paths
             },
             packages=dict.fromkeys(packages, True),
-            units=dict.fromkeys(units, UnitState(running=True, enabled=True)),
-            users=dict.fromkeys(users, Account(VMAIL_GID, mail.VMAIL_HOME, mailstore.NO_LOGIN)),
-            groups=dict.fromkeys(groups, VMAIL_GID),
+            units={unit: UnitState(*(2 * [unit not in stopped])) for unit in units},
+            users={
+                user: {
+                    mail.VMAIL_USER: Account(VMAIL_GID, mail.VMAIL_HOME, mailstore.NO_LOGIN),
+                    dav.USER: Account(DAV_GID, dav.DATA_DIR, dav.NO_LOGIN),
+                }[user]
+                for user in users
+            },
+            groups={
+                group: {mail.VMAIL_USER: VMAIL_GID, dav.USER: DAV_GID}[group] for group in groups
+            },
         ),
         "Date": now,
         "File": {"mtime": now, "user": "root", "group": "root", "mode": 644, "size": 1},
@@ -86,7 +109,9 @@ def converged(host_name: str, vault: Vault, pending: frozenset[str] = frozenset(
             }
         },
         "Directory": {"mode": 700, "user": "vmail", "group": "vmail"},  # server.user's
-        "FindInFile": lambda **_: [f"{peer.lan_address} {peer.name}.{LAB.domain}"] if peer else [],
+        "FindInFile": lambda path, pattern, **_: [
+            line for line in pins if re.search(pattern, line)
+        ],
     }
 
 

@@ -65,6 +65,11 @@ APT_PROXY_CREDENTIALS = (
     "every local user; use a proxy that admits the hosts by address"
 )
 
+# What a broken nj-web also says: the sea web host's dav role lost its peer.
+NJ_WITHOUT_DAV = (
+    "site nj.roles: no 'dav' host, but site sea has one: 'dav' needs its peer in every site"
+)
+
 BAD_INVENTORIES = [
     # addresses: malformed, out of range, network/broadcast, duplicated, missing
     (
@@ -84,8 +89,8 @@ BAD_INVENTORIES = [
     ),
     (
         "lan-address-outside-site",
-        set_host("nj-web", "lan_address", "10.2.0.40"),
-        ["nj-web.lan_address: 10.2.0.40 is outside site nj's site_lan 10.1.0.0/24"],
+        set_host("nj-web", "lan_address", "10.2.0.41"),
+        ["nj-web.lan_address: 10.2.0.41 is outside site nj's site_lan 10.1.0.0/24"],
     ),
     (
         "public-address-outside-site",
@@ -94,9 +99,9 @@ BAD_INVENTORIES = [
     ),
     (
         "management-address-outside-site",
-        set_host("nj-web", "management_address", "10.102.0.40"),
+        set_host("nj-web", "management_address", "10.102.0.41"),
         [
-            "nj-web.management_address: 10.102.0.40 is outside site nj's site_management "
+            "nj-web.management_address: 10.102.0.41 is outside site nj's site_management "
             "10.101.0.0/24"
         ],
     ),
@@ -225,7 +230,7 @@ BAD_INVENTORIES = [
     ),
     (
         "site-with-two-gateways",
-        set_host("nj-web", "roles", ["gateway"]),
+        set_host("nj-web", "roles", ["gateway", "dav", "files"]),
         ["site nj.roles: 2 gateways (nj-gw, nj-web): a site has exactly one 'gateway' host"],
     ),
     (
@@ -273,12 +278,18 @@ BAD_INVENTORIES = [
     (
         "roles-not-a-list",
         set_host("nj-web", "roles", "dav"),
-        ["nj-web.roles: expected a list of roles, got 'dav'"],
+        [
+            "nj-web.roles: expected a list of roles, got 'dav'",
+            NJ_WITHOUT_DAV,
+        ],
     ),
     (
         "roles-missing",
         drop_host_field("nj-web", "roles"),
-        ["nj-web.roles: expected a list of roles, got None"],
+        [
+            "nj-web.roles: expected a list of roles, got None",
+            NJ_WITHOUT_DAV,
+        ],
     ),
     # domain
     *(
@@ -289,6 +300,32 @@ BAD_INVENTORIES = [
         "domain-missing",
         drop_platform_field("domain"),
         ["platform.domain: missing: set the platform's mail domain, e.g. 'example.com'"],
+    ),
+    # the shared address book
+    (
+        "shared-addressbook-not-a-mapping",
+        set_platform("shared_addressbook", "alice"),
+        ["platform.shared_addressbook: expected a mapping with 'owner' and 'editors', got 'alice'"],
+    ),
+    (
+        "shared-addressbook-owner-unknown",
+        set_platform("shared_addressbook", {"owner": "carol", "editors": []}),
+        ["platform.shared_addressbook.owner: 'carol' is not an account (accounts: alice, bob)"],
+    ),
+    (
+        "shared-addressbook-editor-unknown",
+        set_platform("shared_addressbook", {"owner": "alice", "editors": ["alice", "eve"]}),
+        ["platform.shared_addressbook.editors: 'eve' is not an account"],
+    ),
+    (
+        "shared-addressbook-editor-twice",
+        set_platform("shared_addressbook", {"owner": "alice", "editors": ["bob", "bob"]}),
+        ["platform.shared_addressbook.editors: an account is listed more than once"],
+    ),
+    (
+        "shared-addressbook-unknown-field",
+        set_platform("shared_addressbook", {"owner": "alice", "editor": ["bob"]}),
+        ["platform.shared_addressbook.editor: unknown field (did you mean 'editors'?)"],
     ),
     # admin networks and apt proxy
     (
@@ -467,6 +504,7 @@ def test_the_untouched_fixture_inventory_is_valid(two_site_inventory):
         "sea-backup",
         "sea-gw",
         "sea-mail",
+        "sea-web",
     ]
 
 

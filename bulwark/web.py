@@ -1,0 +1,201 @@
+"""What the web roles (dav; files next) share: nginx in front of them, and the app-password
+check behind nginx's `auth_request`.
+
+One nginx per web host serves every web role's names on 443 (port 80 only redirects), with the
+platform's TLS policy and the same headers on every response, errors and redirects included:
+HSTS, a CSP that allows nothing, nosniff, no referrer, no version. It also carries the
+replication listeners (bulwark.replication) in its stream block. Its one configuration file is
+written by the first web role of the host (`writes_front`), like Dovecot's by the mail roles.
+
+Backends never see a password and are reachable by nginx alone: each request's Basic
+credentials go to `bulwark-webauth` (bulwark/webauth.py) over a Unix socket; it checks them
+against the accounts' app-password Argon2id hashes (the main password's is never given to it)
+and names the principal, which nginx passes on in X-Remote-User, always overwriting what a
+client sent. Successful checks are cached for CREDENTIAL_CACHE_SECONDS; the service restarts,
+forgetting them, whenever the accounts file changes, so a revoked app password stops working
+as soon as the deploy that removes it has run.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from bulwark import registry, replication, tlsconfig, webauth
+from bulwark.deploying import install, keep_running, reloaded, restarted
+from bulwark.exposure import exempt_networks
+from bulwark.mail import USERNAME_SEPARATORS
+from bulwark.operations import STAGED, Activation, Check
+from bulwark.plan import ManagedFile
+from bulwark.render import RenderedFile
+from bulwark.secret import SecretStore
+from bulwark.secret_names import app_password_name
+from bulwark.topology import Host, Topology
+
+# The roles nginx fronts, in the order their servers appear in its configuration.
+WEB_ROLES: tuple[str, ...] = ("dav", "files")
+PACKAGES: tuple[str, ...] = ("nginx-core", "libnginx-mod-stream", "python3-argon2", "rsync")
+NGINX_CONFIG = "/etc/nginx/nginx.conf"
+NGINX_UNIT = "nginx.service"
+NGINX_CHECK = Check(NGINX_CONFIG, ("nginx", "-t", "-q", "-c", STAGED))
+# Reload nginx with its new files. Debian starts nginx on its own configuration when the package
+# is installed, listening on every address; ours binds the public address alone, which a
+# reload cannot bind beside that wildcard socket (nginx would keep running the old files): a
+# nginx still listening on the wildcard is stopped first, and the reload then starts it.
+NGINX_RELOAD = Activation(
+    f"{NGINX_UNIT}-reload",
+    (
+        (
+            "sh",
+            "-c",
+            r"! ss -Hltn 'sport = :80' | grep -qE '(0\.0\.0\.0|\[::\]|\*):80\s' "
+            f"|| systemctl stop {NGINX_UNIT}",
+        ),
+        *reloaded(NGINX_UNIT).commands,
+    ),
+)
+# Whether this site's DAV takes writes (written by the dav role, in the order
+# bulwark.replication describes; included by nginx.conf).
+DAV_WRITES_CONFIG = "/etc/nginx/bulwark-dav-writes.conf"
+# HSTS for two years, subdomains included (Mozilla's value; hardening.md §1).
+HSTS_MAX_AGE = 63072000
+# Nothing the DAV and WebDAV origins serve is meant to run or be framed in a browser.
+CONTENT_SECURITY_POLICY = "default-src 'none'; frame-ancestors 'none'"
+# Per client address: a calendar or address-book sync stays far below, a flood does not. The
+# management networks, admin networks and site LANs are not limited (nor banned).
+REQUEST_RATE = "100r/s"
+REQUEST_BURST = 400
+# Largest request body nginx accepts on DAV (a vCard with a photo, an event with attachments).
+DAV_BODY_LIMIT = "20m"
+
+# The DAV host-name labels (catalogue) -> the Radicale instance serving them (roles/dav.py) and
+# the URL prefix it answers under (Fastmail's layout, which is Cyrus's).
+DAV_BACKENDS: dict[str, tuple[str, str]] = {
+    "caldav": ("calendars", "/dav/calendars/user"),
+    "carddav": ("addressbooks", "/dav/addressbooks/user"),
+}
+
+# The credential checker: socket-activated, its own dynamic user, the accounts file handed in
+# as a systemd credential (root-only on disk).
+WEBAUTH_SCRIPT = "/usr/local/sbin/bulwark-webauth"
+WEBAUTH_SOURCE = Path(webauth.__file__)
+WEBAUTH_UNIT = "bulwark-webauth.service"
+WEBAUTH_SOCKET_UNIT = "bulwark-webauth.socket"
+WEBAUTH_SOCKET = f"{replication.SOCKET_DIR}/webauth.sock"
+WEBAUTH_ACCOUNTS = "/etc/bulwark/webauth/accounts.json"
+# Seconds a successful check is reused for the same credentials before Argon2 runs again.
+CREDENTIAL_CACHE_SECONDS = 60
+# `user+Book@domain` logins see one address book (seed: +Default, +Shared), on CardDAV only.
+BOOK_LOGINS: tuple[str, ...] = ("Default", "Shared")
+BOOK_REALMS: tuple[str, ...] = ("carddav",)
+
+
+def backend_socket(instance: str) -> str:
+    """The Unix socket a backend (a Radicale instance) is served on; only nginx may connect."""
+    return f"{replication.SOCKET_DIR}/{instance}.sock"
+
+
+def web_roles(host: Host) -> tuple[str, ...]:
+    """The deployed web roles of `host`, in WEB_ROLES order."""
+    deployed = {role.name for role in registry.deployed_roles(host)}
+    return tuple(role for role in WEB_ROLES if role in deployed)
+
+
+def writes_front(role: str, host: Host) -> bool:
+    """Whether `role` writes nginx's configuration and the credential checker on `host`."""
+    roles = web_roles(host)
+    return bool(roles) and roles[0] == role
+
+
+def front_files(role: str, host: Host) -> tuple[ManagedFile, ...]:
+    """nginx's configuration and the credential checker, when `role` writes them."""
+    if not writes_front(role, host):
+        return ()
+    return (
+        ManagedFile(WEBAUTH_SCRIPT, "bulwark-webauth.j2", mode="0755"),
+        ManagedFile(f"/etc/systemd/system/{WEBAUTH_SOCKET_UNIT}", "bulwark-webauth.socket.j2"),
+        ManagedFile(f"/etc/systemd/system/{WEBAUTH_UNIT}", "bulwark-webauth.service.j2"),
+        ManagedFile(WEBAUTH_ACCOUNTS, "webauth-accounts.json.j2", mode="0600"),
+        ManagedFile(NGINX_CONFIG, "nginx.conf.j2", checker="nginx"),
+    )
+
+
+def front_context(topology: Topology, host: Host, secrets: SecretStore) -> dict[str, Any]:
+    """What nginx's and the checker's templates need; empty where `host` has no web role."""
+    roles = web_roles(host)
+    if not roles:
+        return {}
+    public = str(host.public_address)
+    return {
+        **tlsconfig.tls_context(secrets, host),
+        "web": {
+            "roles": roles,
+            "domain": topology.domain,
+            "public_address": public,
+            "names": {role: _names(topology, host, role) for role in roles},
+            "dav_backends": {
+                label: {"socket": backend_socket(instance), "prefix": prefix}
+                for label, (instance, prefix) in DAV_BACKENDS.items()
+            },
+            "hsts_max_age": HSTS_MAX_AGE,
+            "csp": CONTENT_SECURITY_POLICY,
+            "request_rate": REQUEST_RATE,
+            "request_burst": REQUEST_BURST,
+            "dav_body_limit": DAV_BODY_LIMIT,
+            "unlimited": exempt_networks(topology),
+            "webauth_socket": WEBAUTH_SOCKET,
+            "replication": [replication.listener(topology, host, role) for role in roles],
+            "refused_socket": f"{replication.SOCKET_DIR}/refused.sock",
+            "dav_writes": DAV_WRITES_CONFIG,
+        },
+        "webauth": {
+            "script": WEBAUTH_SCRIPT,
+            "source": WEBAUTH_SOURCE.read_text(),
+            "socket": WEBAUTH_SOCKET,
+            "socket_unit": WEBAUTH_SOCKET_UNIT,
+            "accounts_file": WEBAUTH_ACCOUNTS,
+            "cache_seconds": CREDENTIAL_CACHE_SECONDS,
+            "socket_group": replication.NGINX_GROUP,
+            "domain": topology.domain,
+            "separators": USERNAME_SEPARATORS,
+            "book_logins": BOOK_LOGINS,
+            "book_realms": BOOK_REALMS,
+            "accounts": [
+                {
+                    "user": account.user,
+                    "hashes": [
+                        secrets.get(app_password_name(account.user, label))
+                        for label in account.app_passwords
+                    ],
+                }
+                for account in topology.accounts
+            ],
+        },
+    }
+
+
+def _names(topology: Topology, host: Host, role: str) -> dict[str, tuple[str, ...]]:
+    """Label -> the host names a server of `role` answers to: generic and of the host's site."""
+    return {
+        label: (f"{label}.{topology.domain}", f"{label}.{host.site}.{topology.domain}")
+        for service in topology.services(host)
+        if service.role == role
+        for label in service.names
+    }
+
+
+def converge_front(role: str, files: dict[str, RenderedFile]) -> None:
+    """The credential checker (restarted when it or the accounts changed), then nginx's
+    configuration, checked by nginx before it is live and reloaded once it changed."""
+    if NGINX_CONFIG not in files:
+        return
+    checker = [
+        files[WEBAUTH_SCRIPT],
+        files[f"/etc/systemd/system/{WEBAUTH_SOCKET_UNIT}"],
+        files[f"/etc/systemd/system/{WEBAUTH_UNIT}"],
+        files[WEBAUTH_ACCOUNTS],
+    ]
+    install(role, checker, then=restarted(WEBAUTH_UNIT, unit_files_changed=True))
+    keep_running(role, WEBAUTH_SOCKET_UNIT)
+    install(role, [files[NGINX_CONFIG]], check=NGINX_CHECK, then=NGINX_RELOAD)
+    keep_running(role, NGINX_UNIT)
