@@ -60,18 +60,31 @@ def topology() -> Topology:
 
 
 @pytest.fixture(scope="session")
-def tls_context(topology: Topology, tmp_path_factory: pytest.TempPathFactory) -> ssl.SSLContext:
-    """Verifies certificates and host names against the lab vault's internal CA, nothing else."""
+def ca_file(topology: Topology, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The lab vault's internal CA certificate, written once: for clients that take a CA file
+    (`requests`, `caldav`) rather than an SSLContext."""
     vault = Vault.open(Path(topology.vault_file), load_key(paths.STATE_DIR / "vault.key"))
     ca = tmp_path_factory.mktemp("ca") / "ca.pem"
     ca.write_text(pki.ca_certificate(vault))
-    return ssl.create_default_context(cafile=str(ca))
+    return ca
+
+
+@pytest.fixture(scope="session")
+def tls_context(ca_file: Path) -> ssl.SSLContext:
+    """Verifies certificates and host names against the lab vault's internal CA, nothing else."""
+    return ssl.create_default_context(cafile=str(ca_file))
 
 
 @pytest.fixture(scope="session")
 def alice(topology: Topology) -> LabAccount:
     """The first account: two app passwords, and a main password that must be refused."""
     return lab_accounts(topology)[0]
+
+
+@pytest.fixture(scope="session")
+def bob(topology: Topology) -> LabAccount:
+    """The second account: one app password."""
+    return lab_accounts(topology)[1]
 
 
 # Tests that get the clients' own address banned run after every other test.

@@ -23,19 +23,11 @@ import uuid
 from collections.abc import Iterator
 
 import pytest
-from sslyze import (
-    ProtocolWithOpportunisticTlsEnum,
-    ScanCommand,
-    ScanCommandAttemptStatusEnum,
-    Scanner,
-    ServerNetworkConfiguration,
-    ServerNetworkLocation,
-    ServerScanRequest,
-    ServerScanStatusEnum,
-)
+from endpoints import assert_modern_tls, name, port
+from sslyze import ProtocolWithOpportunisticTlsEnum
 
-from bulwark import catalogue, tls
-from bulwark.lab.accounts import LabAccount, lab_accounts
+from bulwark import catalogue
+from bulwark.lab.accounts import LabAccount
 from bulwark.topology import Topology
 
 TIMEOUT = 30  # seconds per client operation; a refused login may wait out Dovecot's penalty
@@ -44,21 +36,6 @@ FOREIGN_DOMAIN = "example.org"  # nobody's domain on this platform (RFC 2606)
 
 
 # --- fixtures -----------------------------------------------------------------------------------
-
-
-@pytest.fixture(scope="module")
-def bob(topology: Topology) -> LabAccount:
-    return lab_accounts(topology)[1]
-
-
-def name(topology: Topology, service: str, site: str | None = None) -> str:
-    """The client host name of a catalogue service, generic or of one site."""
-    label = catalogue.service(service).names[0]
-    return f"{label}.{site}.{topology.domain}" if site else f"{label}.{topology.domain}"
-
-
-def port(service: str) -> int:
-    return catalogue.service(service).port
 
 
 def message(sender: str, recipient: str) -> email.message.EmailMessage:
@@ -257,12 +234,6 @@ def test_mail_submitted_in_nj_is_readable_in_sea(topology, tls_context, alice, b
 
 # --- TLS as a scanner sees it: nothing below 1.2, forward secrecy only --------------------------
 
-_LEGACY_PROTOCOLS = (
-    "ssl_2_0_cipher_suites",
-    "ssl_3_0_cipher_suites",
-    "tls_1_0_cipher_suites",
-    "tls_1_1_cipher_suites",
-)
 _SMTP = ProtocolWithOpportunisticTlsEnum.SMTP
 # service -> (STARTTLS protocol or None, Mozilla Intermediate exactly; port 25 is opportunistic)
 _SCANS = {
@@ -277,37 +248,7 @@ _SCANS = {
 @pytest.mark.parametrize("service", list(_SCANS))
 def test_tls_is_1_2_or_later_and_forward_secret(topology, service):
     starttls, intermediate = _SCANS[service]
-    host_name = name(topology, service)
-    request = ServerScanRequest(
-        server_location=ServerNetworkLocation(hostname=host_name, port=port(service)),
-        network_configuration=ServerNetworkConfiguration(
-            tls_server_name_indication=host_name, tls_opportunistic_encryption=starttls
-        ),
-        scan_commands={
-            *(ScanCommand(attribute) for attribute in _LEGACY_PROTOCOLS),
-            ScanCommand.TLS_1_2_CIPHER_SUITES,
-            ScanCommand.TLS_1_3_CIPHER_SUITES,
-        },
-    )
-    scanner = Scanner()
-    scanner.queue_scans([request])
-    (result,) = scanner.get_results()
-    assert result.scan_status == ServerScanStatusEnum.COMPLETED, result.connectivity_error_trace
-    scans = result.scan_result
-    for attribute in _LEGACY_PROTOCOLS:
-        attempt = getattr(scans, attribute)
-        assert attempt.status == ScanCommandAttemptStatusEnum.COMPLETED, attribute
-        assert attempt.result.accepted_cipher_suites == [], attribute
-    tls12 = scans.tls_1_2_cipher_suites.result.accepted_cipher_suites
-    assert tls12
-    for accepted in tls12:
-        suite = accepted.cipher_suite
-        assert accepted.ephemeral_key is not None, suite.name
-        assert suite.name.startswith(("TLS_ECDHE_", "TLS_DHE_")), suite.name
-        assert "anon" not in suite.name, suite.name
-    if intermediate:
-        assert {accepted.cipher_suite.openssl_name for accepted in tls12} <= set(tls.TLS12_CIPHERS)
-    assert scans.tls_1_3_cipher_suites.result.accepted_cipher_suites
+    assert_modern_tls(name(topology, service), port(service), starttls, intermediate)
 
 
 # --- refused passwords (last: each failure makes Dovecot slow this address down) ----------------
