@@ -5,12 +5,16 @@ directory). The lab never uses 192.0.2.0/24: the controller's own uplink may liv
 the lab exists, every range below has a blackhole route in the controller's namespace.
 """
 
+import os
 from pathlib import Path
 
 from bulwark.inventory import check_before_connecting
 from bulwark.lab.lifecycle import require_up
 
 _LAB_STATE = "/var/lib/bulwark-lab"
+# The primary site: nj, unless BULWARK_LAB_PRIMARY names the other. tests/integration/test_dav.py
+# switches the primary site this way, as an operator does by editing `site_primary`.
+_PRIMARY = os.environ.get("BULWARK_LAB_PRIMARY", "nj")
 
 _PLATFORM = {
     "domain": "example.net",
@@ -58,7 +62,7 @@ nj = (
         **_PLATFORM,
         "site": "nj",
         "site_location": "lab: New Jersey",
-        "site_primary": True,
+        "site_primary": _PRIMARY == "nj",
         "site_lan": "10.81.1.0/24",
         "site_public": "198.51.100.0/26",
         "site_management": "10.89.0.0/26",
@@ -77,7 +81,7 @@ sea = (
         **_PLATFORM,
         "site": "sea",
         "site_location": "lab: Seattle",
-        "site_primary": False,
+        "site_primary": _PRIMARY == "sea",
         "site_lan": "10.82.1.0/24",
         "site_public": "198.51.100.64/26",
         "site_management": "10.89.0.64/26",

@@ -51,10 +51,15 @@ def lab_host(lab_plan):
 @pytest.fixture(scope="session")
 def lab_pyinfra() -> Callable[..., subprocess.CompletedProcess]:
     """Run a deploy file on some lab hosts as an operator would (with the lab's vault key, which
-    every deploy checks before it connects); returns the finished pyinfra process."""
+    every deploy checks before it connects), with `env` added to the environment; returns the
+    finished pyinfra process."""
 
     def run(
-        deploy: str | Path, limit: str, *options: str, timeout: float = 300
+        deploy: str | Path,
+        limit: str,
+        *options: str,
+        timeout: float = 300,
+        env: dict[str, str] | None = None,
     ) -> subprocess.CompletedProcess:
         return subprocess.run(
             [
@@ -62,7 +67,7 @@ def lab_pyinfra() -> Callable[..., subprocess.CompletedProcess]:
                 "--limit", limit, *options,
             ],
             cwd=REPO,
-            env={**os.environ, KEY_ENV: str(paths.STATE_DIR / "vault.key")},
+            env={**os.environ, KEY_ENV: str(paths.STATE_DIR / "vault.key"), **(env or {})},
             capture_output=True,
             text=True,
             timeout=timeout,

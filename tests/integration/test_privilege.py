@@ -131,5 +131,7 @@ def test_the_brute_force_watcher_runs_and_the_ban_set_is_live(on, name):
     listing = host.check_output(f"nft list set inet {bruteforce.TABLE} {bruteforce.BAN_SET}")
     assert "flags dynamic,timeout" in listing or "flags timeout,dynamic" in listing
     watched = host.check_output(f"systemctl show -p ExecStart --value {bruteforce.UNIT}")
-    for unit in (mail.POSTFIX_INSTANCE, mail.DOVECOT_UNIT):
-        assert f"--unit {unit}" in watched
+    topology_host = LAB.host(name)
+    for role in bruteforce.login_roles(topology_host):
+        for unit in bruteforce.WATCHED_UNITS[role]:
+            assert f"--unit {unit}" in watched

@@ -1,0 +1,61 @@
+"""One DAV request from the lab's internet namespace, for integration tests that change the lab
+between requests (they run on the controller, which cannot reach the public addresses).
+
+    bulwark lab internet -- .venv/bin/python tests/integration/davprobe.py USER METHOD URL [BODY]
+
+USER is a lab account (its first app password, from the lab's credentials file). Prints the
+status and the replica header as one JSON object. Refuses to run outside the namespace.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import tempfile
+from pathlib import Path
+
+import requests
+
+from bulwark import pki
+from bulwark.inventory import load_topology
+from bulwark.lab import paths
+from bulwark.lab.accounts import lab_accounts
+from bulwark.lab.plan import INTERNET_NETNS
+from bulwark.vault import Vault, load_key
+
+LAB_INVENTORY = Path(__file__).resolve().parents[2] / "inventory" / "lab.py"
+TIMEOUT = 30
+
+
+def main(argv: list[str]) -> int:
+    own, internet = os.stat("/proc/self/ns/net"), os.stat(paths.NETNS_DIR / INTERNET_NETNS)
+    if (own.st_dev, own.st_ino) != (internet.st_dev, internet.st_ino):
+        print("davprobe runs only in the lab's internet namespace", file=sys.stderr)
+        return 2
+    user, method, url, *body = argv
+    topology = load_topology(LAB_INVENTORY)
+    account = next(account for account in lab_accounts(topology) if account.user == user)
+    vault = Vault.open(Path(topology.vault_file), load_key(paths.STATE_DIR / "vault.key"))
+    with tempfile.NamedTemporaryFile("w", suffix=".pem") as ca:
+        ca.write(pki.ca_certificate(vault))
+        ca.flush()
+        response = requests.request(
+            method,
+            url,
+            auth=(account.address, account.password.reveal()),
+            data=body[0].encode() if body else None,
+            headers={"Content-Type": "text/vcard; charset=utf-8"} if body else {},
+            verify=ca.name,
+            timeout=TIMEOUT,
+        )
+    print(
+        json.dumps(
+            {"status": response.status_code, "replica": response.headers.get("X-Bulwark-Replica")}
+        )
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

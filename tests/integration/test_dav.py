@@ -1,0 +1,169 @@
+"""The dav role on the web hosts: what only the hosts can show (sockets, users, modes, who may
+reach the replication port), and the switch of the primary site, which needs deploys.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+
+from bulwark import catalogue, pki, replication, web
+from bulwark.inventory import load_topology
+from roles import dav
+
+REPO = Path(__file__).resolve().parents[2]
+LAB_INVENTORY = REPO / "inventory" / "lab.py"
+TOPOLOGY = load_topology(LAB_INVENTORY)
+PRIMARY, SECONDARY = (
+    TOPOLOGY.hosts_with_role("dav", site.name)[0].name
+    for site in sorted(TOPOLOGY.sites, key=lambda site: not site.primary)
+)
+REPLICATION_DEADLINE = 60  # seconds (the issue's promise)
+PORT = str(catalogue.service("dav-replication").port)
+
+
+def _dav_hosts(host) -> None:
+    if host.backend.get_hostname() not in (PRIMARY, SECONDARY):
+        pytest.skip("not a dav host")
+
+
+def test_only_nginx_listens_on_tcp_and_the_backends_are_nginx_only_sockets(host):
+    _dav_hosts(host)
+    listeners = host.check_output("ss -Hltnp")
+    for line in listeners.splitlines():
+        if ":22 " in line:
+            continue
+        assert '"nginx"' in line, line
+    for name in (*dav.INSTANCES, "webauth", f"replica-{dav.ROLE}"):
+        socket = host.file(f"{replication.SOCKET_DIR}/{name}.sock")
+        assert socket.is_socket
+        assert (socket.user, socket.group, socket.mode) == ("root", "www-data", 0o660)
+
+
+def test_the_checker_runs_as_a_throwaway_user_and_only_root_reads_the_hashes(host):
+    _dav_hosts(host)
+    accounts = host.file(web.WEBAUTH_ACCOUNTS)
+    assert (accounts.user, accounts.group, accounts.mode) == ("root", "root", 0o600)
+    host.check_output("systemctl start %s", web.WEBAUTH_UNIT)
+    pid = host.check_output("systemctl show -P MainPID %s", web.WEBAUTH_UNIT)
+    user = host.check_output("ps -o user= -p %s", pid)
+    assert user not in ("root", "www-data", dav.USER)
+
+
+def test_radicale_runs_as_its_own_user_with_its_data_private(host):
+    _dav_hosts(host)
+    data = host.file(dav.DATA_DIR)
+    assert (data.user, data.group, data.mode) == (dav.USER, dav.USER, 0o750)
+    for name in dav.INSTANCES:
+        unit = f"bulwark-radicale@{name}.service"
+        host.check_output("systemctl start %s", unit)
+        pid = host.check_output("systemctl show -P MainPID %s", unit)
+        assert host.check_output("ps -o user= -p %s", pid) == dav.USER
+
+
+def _rsync_greeting(lab_host, client: str, certificate: bool) -> bool:
+    """Whether rsync greets `client` on the primary's replication port, with or without the
+    client's own certificate."""
+    primary = TOPOLOGY.host(PRIMARY)
+    own = f"-cert {pki.HOST_CERT_PATH} -key {pki.HOST_KEY_PATH}" if certificate else ""
+    result = lab_host(client).run(
+        f"(sleep 1; echo) | timeout 10 openssl s_client -quiet {own} "
+        f"-connect {primary.lan_address}:{PORT} 2>&1"
+    )
+    return "@RSYNCD:" in result.stdout
+
+
+def test_the_replication_port_serves_only_the_other_sites_web_host(lab_host):
+    """With its certificate the replica gets rsync's greeting; without one it gets nothing (nginx
+    wants a certificate from the internal CA); and a certificate of the internal CA naming
+    another host (the primary's own) is not let through either."""
+    assert _rsync_greeting(lab_host, SECONDARY, certificate=True)
+    assert not _rsync_greeting(lab_host, SECONDARY, certificate=False)
+    assert not _rsync_greeting(lab_host, PRIMARY, certificate=True)
+
+
+def test_the_replication_port_is_closed_to_other_hosts_of_the_site(lab_host):
+    primary = TOPOLOGY.host(PRIMARY)
+    mail = TOPOLOGY.hosts_with_role("mailstore", primary.site)[0].name
+    result = lab_host(mail).run(
+        "timeout 5 bash -c 'exec 3<>/dev/tcp/%s/%s' 2>&1", str(primary.lan_address), PORT
+    )
+    assert result.rc != 0
+
+
+# --- the primary site switches -----------------------------------------------------------------
+
+
+def _probe(user: str, method: str, url: str, body: str | None = None) -> dict:
+    """One request from the internet namespace (tests/integration/davprobe.py)."""
+    argv = [str(REPO / ".venv/bin/python"), str(Path(__file__).with_name("davprobe.py"))]
+    result = subprocess.run(
+        [str(REPO / ".venv/bin/bulwark"), "lab", "internet", "--", *argv, user, method, url,
+         *((body,) if body else ())],
+        cwd=REPO, capture_output=True, text=True, timeout=120, check=False,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-2000:]
+    return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+def _contact_url(site: str, uid: str) -> str:
+    return (
+        f"https://carddav.{site}.{TOPOLOGY.domain}/dav/addressbooks/user/"
+        f"alice@{TOPOLOGY.domain}/{dav.DEFAULT_COLLECTION}/{uid}.vcf"
+    )
+
+
+def _vcard(uid: str) -> str:
+    return f"BEGIN:VCARD\r\nVERSION:3.0\r\nUID:{uid}\r\nFN:{uid}\r\nN:{uid};;;;\r\nEND:VCARD\r\n"
+
+
+def _wait_for(site: str, uid: str, status: int) -> bool:
+    deadline = time.monotonic() + REPLICATION_DEADLINE
+    while _probe("alice", "GET", _contact_url(site, uid))["status"] != status:
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(1)
+    return True
+
+
+def _deploy_dav(lab_pyinfra, primary: str) -> None:
+    """Deploy the dav role on both web hosts with `primary` the primary site (inventory/lab.py
+    reads BULWARK_LAB_PRIMARY)."""
+    result = lab_pyinfra(
+        "deploy.py", PRIMARY, "--limit", SECONDARY, "--data", "only_roles=dav",
+        env={"BULWARK_LAB_PRIMARY": primary},
+    )  # fmt: skip
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-2000:]
+
+
+def test_switching_the_primary_site_moves_writes_and_loses_nothing(lab_host, lab_pyinfra):
+    """nj primary → sea primary → nj primary. A contact written at the primary just before each
+    switch, while the replica's follower is stopped, can reach the new primary only by the
+    switch's final pull: it must be there, and the old primary must refuse writes."""
+    first, second = TOPOLOGY.primary_site.name, TOPOLOGY.host(SECONDARY).site
+    written: list[str] = []
+    try:
+        for old, new in ((first, second), (second, first)):
+            new_host = PRIMARY if new == first else SECONDARY
+            uid = f"bulwark-switch-{uuid.uuid4().hex}"
+            lab_host(new_host).check_output("systemctl stop %s", dav.TREE.follow_unit)
+            assert _probe("alice", "PUT", _contact_url(old, uid), _vcard(uid))["status"] == 201
+            written.append(uid)
+            _deploy_dav(lab_pyinfra, new)
+            assert _probe("alice", "GET", _contact_url(new, uid))["status"] == 200
+            refused = _probe("alice", "PUT", _contact_url(old, f"{uid}-late"), _vcard(uid))
+            assert (refused["status"], refused["replica"]) == (403, "read-only")
+            back = f"{uid}-back"
+            assert _probe("alice", "PUT", _contact_url(new, back), _vcard(back))["status"] == 201
+            written.append(back)
+            assert _wait_for(old, back, 200), f"{back} did not reach {old} in time"
+    finally:
+        lab_host(SECONDARY).check_output("systemctl start %s", dav.TREE.follow_unit)
+        primary = TOPOLOGY.primary_site.name
+        for uid in written:
+            _probe("alice", "DELETE", _contact_url(primary, uid))
