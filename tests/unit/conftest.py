@@ -248,6 +248,16 @@ def generated_vaults(tmp_path_factory: pytest.TempPathFactory) -> GeneratedVault
     return GeneratedVaults(tmp_path_factory.mktemp("generated-vaults"))
 
 
+@pytest.fixture(scope="module")
+def lab_vault(tmp_path_factory: pytest.TempPathFactory, generated_vaults: GeneratedVaults) -> Vault:
+    """Every secret inventory/lab.py needs, as `bulwark secrets generate` makes them: the
+    calling module's own copy of the session's run (free to change)."""
+    from bulwark.inventory import load_topology
+
+    lab = load_topology(REPO_INVENTORIES["lab"])
+    return generated_vaults.copy(lab, tmp_path_factory.mktemp("vault"), "lab.vault").vault
+
+
 # --- Daemon checkers that may be missing (the Makefile installs them) -------------------------
 
 

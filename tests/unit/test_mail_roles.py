@@ -50,7 +50,9 @@ _WATCHER = (bruteforce.SCRIPT, bruteforce.UNIT_FILE)
 
 
 @pytest.fixture(scope="module")
-def lab_vault(tmp_path_factory: pytest.TempPathFactory, generated_vaults) -> tuple[Vault, dict]:
+def lab_credentials(
+    tmp_path_factory: pytest.TempPathFactory, generated_vaults
+) -> tuple[Vault, dict]:
     """A vault with every secret the lab needs, and the plaintext passwords it handed out (this
     module's copy of the session's `generate_secrets` run, see conftest.py)."""
     copy = generated_vaults.copy(LAB, tmp_path_factory.mktemp("vault"), "lab.vault")
@@ -369,8 +371,8 @@ def test_only_mx_hosts_get_the_postfix_auth_socket():
     assert "\nprotocols =\n" in _dovecot(PRODUCTION, "nj-mx")
 
 
-def test_a_new_certificate_changes_both_daemons_configs(lab_vault):
-    vault, _ = lab_vault
+def test_a_new_certificate_changes_both_daemons_configs(lab_credentials):
+    vault, _ = lab_credentials
     before = mail_files(LAB, "nj-mail", vault)
     chain = pki.host_certificate_chain(vault, "nj-mail")
     assert f"sha256 {hashlib.sha256(chain.encode()).hexdigest()}" in before[mx.MAIN_CF].content
@@ -387,8 +389,8 @@ def test_a_new_certificate_changes_both_daemons_configs(lab_vault):
 # --- secrets ------------------------------------------------------------------------------------
 
 
-def test_audits_hold_no_secret_and_hosts_never_get_the_main_password(lab_vault):
-    vault, _ = lab_vault
+def test_audits_hold_no_secret_and_hosts_never_get_the_main_password(lab_credentials):
+    vault, _ = lab_credentials
     app_hashes = [
         vault.get(f"account/{account.user}/app/{label}").reveal()
         for account in LAB.accounts
@@ -453,14 +455,14 @@ class ScratchDovecot:
 
 
 @pytest.fixture(scope="module")
-def dovecot(lab_vault) -> Iterator[ScratchDovecot]:
+def dovecot(lab_credentials) -> Iterator[ScratchDovecot]:
     """Runs as root (Dovecot drops to its own users); the directory is world-traversable so the
     auth process, running as `dovecot`, can load the script, as on a host."""
     if shutil.which("dovecot") is None or shutil.which("doveadm") is None:
         pytest.skip("dovecot-core not installed (make checkers)")
     if os.geteuid() != 0:
         pytest.skip("a scratch Dovecot needs root")
-    vault, _ = lab_vault
+    vault, _ = lab_credentials
     directory = Path(tempfile.mkdtemp(prefix="bulwark-dovecot-"))
     directory.chmod(0o755)
     host = LAB.host("nj-mail")
@@ -486,8 +488,8 @@ def dovecot(lab_vault) -> Iterator[ScratchDovecot]:
         shutil.rmtree(directory, ignore_errors=True)
 
 
-def test_every_app_password_logs_in_as_the_account(dovecot, lab_vault):
-    _, credentials = lab_vault
+def test_every_app_password_logs_in_as_the_account(dovecot, lab_credentials):
+    _, credentials = lab_credentials
     for account in LAB.accounts:
         address = account.address(LAB.domain)
         for password in credentials[account.user]["app"].values():
@@ -495,8 +497,8 @@ def test_every_app_password_logs_in_as_the_account(dovecot, lab_vault):
             assert fields is not None and "mail" not in fields, address
 
 
-def test_main_and_wrong_passwords_and_strangers_are_refused(dovecot, lab_vault):
-    _, credentials = lab_vault
+def test_main_and_wrong_passwords_and_strangers_are_refused(dovecot, lab_credentials):
+    _, credentials = lab_credentials
     alice = credentials["alice"]
     assert dovecot.login(f"alice@{LAB.domain}", alice["main"]) is None
     assert dovecot.login(f"alice@{LAB.domain}", alice["app"]["laptop"] + "x") is None
@@ -506,13 +508,13 @@ def test_main_and_wrong_passwords_and_strangers_are_refused(dovecot, lab_vault):
 
 
 @pytest.mark.parametrize("login", ["alice#{d}", "alice/{d}", "alice={d}", "ALICE@{d}"])
-def test_alternative_separators_log_in(dovecot, lab_vault, login):
-    _, credentials = lab_vault
+def test_alternative_separators_log_in(dovecot, lab_credentials, login):
+    _, credentials = lab_credentials
     assert dovecot.login(login.format(d=LAB.domain), credentials["alice"]["app"]["phone"]) == {}
 
 
-def test_pop3_login_with_a_folder_reads_that_folder(dovecot, lab_vault):
-    _, credentials = lab_vault
+def test_pop3_login_with_a_folder_reads_that_folder(dovecot, lab_credentials):
+    _, credentials = lab_credentials
     password = credentials["alice"]["app"]["phone"]
     for login in (f"alice+Archive@{LAB.domain}", f"alice+Archive#{LAB.domain}"):
         fields = dovecot.login(login, password, service="pop3")

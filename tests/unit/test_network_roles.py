@@ -27,13 +27,6 @@ LAB = load_topology(REPO / "inventory/lab.py")
 PRODUCTION = load_topology(REPO / "inventory/production.py")
 
 
-@pytest.fixture(scope="module")
-def lab_vault(tmp_path_factory: pytest.TempPathFactory, generated_vaults) -> Vault:
-    """A vault holding every secret the lab needs, generated as `bulwark secrets generate` does
-    (this module's copy of the session's run, see conftest.py)."""
-    return generated_vaults.copy(LAB, tmp_path_factory.mktemp("vault"), "lab.vault").vault
-
-
 def _file(topology, host_name: str, path: str, secrets=None) -> str:
     host = topology.host(host_name)
     files = render_host_configs(topology, host, secrets or SealedSecrets(), reveal=False)

@@ -43,12 +43,6 @@ RUNS = [
 ]
 
 
-@pytest.fixture(scope="module")
-def vault(tmp_path_factory: pytest.TempPathFactory, generated_vaults) -> Vault:
-    """Every secret the lab needs: this module's copy of the session's run (see conftest.py)."""
-    return generated_vaults.copy(LAB, tmp_path_factory.mktemp("vault"), "lab.vault").vault
-
-
 def converged(host_name: str, vault: Vault, pending: frozenset[str] = frozenset()) -> dict:
     """The facts of a host where everything is as the roles want it (and `pending` left by an
     interrupted run)."""
@@ -134,8 +128,8 @@ def converge(role: str, host_name: str, facts: dict, vault: Vault) -> list[Step]
 
 
 @pytest.mark.parametrize(("role", "host_name"), RUNS)
-def test_a_converged_host_gets_no_command(role, host_name, vault):
-    steps = converge(role, host_name, converged(host_name, vault), vault)
+def test_a_converged_host_gets_no_command(role, host_name, lab_vault):
+    steps = converge(role, host_name, converged(host_name, lab_vault), lab_vault)
     assert [step for step in steps if step.commands] == []
 
 
@@ -166,18 +160,20 @@ def test_a_converged_host_gets_no_command(role, host_name, vault):
     ],
 )
 def test_an_action_an_interrupted_run_left_pending_is_completed(
-    role, host_name, action, commands, vault
+    role, host_name, action, commands, lab_vault
 ):
-    facts = converged(host_name, vault, pending=frozenset({action}))
-    steps = [step for step in converge(role, host_name, facts, vault) if step.commands]
+    facts = converged(host_name, lab_vault, pending=frozenset({action}))
+    steps = [step for step in converge(role, host_name, facts, lab_vault) if step.commands]
     assert steps == [
         Step(f"{role}: {action}", (*commands, f"rm -f /var/lib/bulwark/pending/{action}"))
     ]
 
 
 @pytest.mark.parametrize(("role", "host_name"), RUNS)
-def test_a_fresh_host_gets_exactly_the_recorded_steps(role, host_name, vault):
-    steps = [[step.name, list(step.commands)] for step in converge(role, host_name, fresh(), vault)]
+def test_a_fresh_host_gets_exactly_the_recorded_steps(role, host_name, lab_vault):
+    steps = [
+        [step.name, list(step.commands)] for step in converge(role, host_name, fresh(), lab_vault)
+    ]
     path = FIXTURES / f"{role}@{host_name}.json"
     if os.environ.get("BULWARK_REGENERATE"):
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -199,9 +195,9 @@ NO_OP_FACTS = {
 
 
 @pytest.mark.parametrize(("host_name", "facts"), NO_OP_FACTS.items())
-def test_a_no_op_run_of_every_role_reads_the_host_state_once(host_name, facts, vault):
+def test_a_no_op_run_of_every_role_reads_the_host_state_once(host_name, facts, lab_vault):
     host = LAB.host(host_name)
-    deploys = [(module.converge, (LAB, host, vault)) for module in registry.host_modules(host)]
-    steps, offline = run_deploys(deploys, converged(host_name, vault), host_name, yes=True)
+    deploys = [(module.converge, (LAB, host, lab_vault)) for module in registry.host_modules(host)]
+    steps, offline = run_deploys(deploys, converged(host_name, lab_vault), host_name, yes=True)
     assert [step for step in steps if step.commands] == []
     assert sorted(offline.asked) == sorted(facts)
