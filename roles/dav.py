@@ -126,7 +126,8 @@ def collections_created(
     for path in missing:
         quoted = QuoteString(path)
         if path in links:
-            yield StringCommand("ln", "-s", QuoteString(links[path]), quoted)
+            # -f -n: a link left dangling (its book gone) is replaced, not refused.
+            yield StringCommand("ln", "-sfn", QuoteString(links[path]), quoted)
             yield StringCommand("chown", "-h", f"{owner}:{owner}", quoted)
             continue
         yield StringCommand("install", "-d", "-o", owner, "-g", owner, "-m", "0750", quoted)
@@ -197,6 +198,7 @@ def _rights_context(topology: Topology, read_only: bool) -> dict[str, Any]:
     return {
         "domain": domain,
         "default": DEFAULT_COLLECTION,
+        "shared_suffix": SHARED_SUFFIX,
         "shared": shared,
         # What owners may do with their own collections: everything at the primary site,
         # read at a replica.

@@ -135,6 +135,10 @@ ADDRESSBOOKS: list[tuple[str, str, str]] = [
     (BOB, f"{BOB}/{SHARED}", "r"),
     # ... and never through someone else's link.
     (BOB, f"{ALICE}/{SHARED}", ""),
+    # A link left by a book no longer shared (owner changed or book removed) reaches nothing,
+    # not even for its account, whose own books are otherwise `rw`.
+    (BOB, f"{BOB}/carol@example.net.Shared", ""),
+    ("bob+Shared@example.net", f"{BOB}/carol@example.net.Shared", ""),
     # +Default sees its own Default book alone.
     ("alice+Default@example.net", f"{ALICE}/Default", "rw"),
     ("alice+Default@example.net", ALICE, "R"),
@@ -206,14 +210,18 @@ def test_the_replica_grants_the_same_reads_and_no_write(
 
 def test_the_tables_cover_every_section_of_the_rights_files(tmp_path: Path) -> None:
     """A section no table entry reaches is untested: each is switched off in turn (its
-    permissions emptied) and must change what at least one entry of the table gets."""
+    permissions emptied, or opened to `rw` for a section that denies) and must change what at
+    least one entry of the table gets."""
     for instance, table in TABLES.items():
         text = dav_file(LAB, "nj-web", dav.rights_path(instance))
         sections = re.findall(r"^\[([a-z-]+)\]$", text, re.MULTILINE)
         assert sections
         for section in sections:
             disabled = re.sub(
-                rf"(^\[{section}\]\n(?:.+\n)*?permissions: )\S*$", r"\1", text, flags=re.M
+                rf"(^\[{section}\]\n(?:.+\n)*?permissions:)( \S+)?$",
+                lambda match: match[1] + ("" if match[2] else " rw"),
+                text,
+                flags=re.M,
             )
             assert disabled != text
             path = tmp_path / f"{instance}-{section}.rights"
@@ -409,11 +417,14 @@ def test_one_round_of_following_records_the_source_and_the_sync(follower: Follow
     assert follower.sleep_log.read_text() == f"{replication.FOLLOW_INTERVAL}\n"
 
 
-def test_a_failed_round_of_following_records_nothing_and_says_why(follower: Follower) -> None:
+def test_a_failed_round_of_following_still_records_whom_it_follows(follower: Follower) -> None:
+    """The source is recorded before the first pull: a replica made primary before it ever
+    synced must still owe a pull, never take writes on an empty copy. Nothing says synced."""
     result = follower.run("follow", "dav", rsync_exit=1)
     assert result.returncode == 75
-    assert f"pull from {replication.fqdn(LAB, LAB.host('nj-web'))} failed" in result.stderr
-    assert not follower.state.exists()
+    primary = replication.fqdn(LAB, LAB.host("nj-web"))
+    assert f"pull from {primary} failed" in result.stderr
+    assert follower.state.read_text().strip() == primary
     assert not (follower.state_dir / "dav.synced").exists()
 
 
