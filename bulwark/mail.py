@@ -21,6 +21,7 @@ from bulwark.render import RenderedFile
 from bulwark.secret import SecretStore
 from bulwark.secret_names import app_password_name
 from bulwark.topology import Host, Topology
+from bulwark.volumes import volume
 
 DOVECOT_CONFIG = "/etc/dovecot/dovecot.conf"
 AUTH_SCRIPT = "/etc/dovecot/bulwark-auth.lua"
@@ -43,7 +44,7 @@ USERNAME_SEPARATORS: tuple[str, ...] = ("#", "/", "=")
 FOLDER_SEPARATOR = "+"
 # Virtual users' mail lives under this system user's home: /var/vmail/DOMAIN/USER/Maildir.
 VMAIL_USER = "vmail"
-VMAIL_HOME = "/var/vmail"
+VMAIL_HOME = volume("mail").path
 MAILDIR = "Maildir"
 
 

@@ -38,6 +38,7 @@ from bulwark.operations import Activation
 from bulwark.plan import ManagedFile
 from bulwark.secret import SecretStore
 from bulwark.topology import Host, Topology
+from bulwark.volumes import volume
 
 ROLE = "dav"
 
@@ -45,7 +46,7 @@ PACKAGES: tuple[str, ...] = (*web.PACKAGES, "python3-radicale", "gunicorn")
 USER = "bulwark-dav"
 NO_LOGIN = "/usr/sbin/nologin"
 # Everything the role stores, one directory (the storage role's `dav` volume).
-DATA_DIR = "/var/lib/bulwark/dav"
+DATA_DIR = volume("dav").path
 CONFIG_DIR = "/etc/bulwark/dav"
 # Radicale instance -> what its collections are (their `tag`), and the default one's name.
 INSTANCES: dict[str, str] = {"calendars": "VCALENDAR", "addressbooks": "VADDRESSBOOK"}
