@@ -105,12 +105,15 @@ def deploy_reports_no_change(lab_pyinfra, limit: str, *options: str) -> list[str
 
 
 def test_status_of_the_converged_lab_is_all_ok_within_5_s():
-    bulwark("status", str(LAB_INVENTORY))  # the first run opens the SSH masters
+    """The first run also opens the SSH masters the lab's ssh_config keeps for 60 s (six full
+    handshakes at once: seen at 3.8-5.0 s on a loaded two-core machine); the time held to the
+    promise is the next one's."""
+    _, cold = bulwark("status", str(LAB_INVENTORY))
     result, seconds = bulwark("status", str(LAB_INVENTORY), "--json")
     report = json.loads(result.stdout)
     assert result.returncode == 0 and not_ok(report) == [], not_ok(report)
     assert sorted(report["hosts"]) == sorted(host.name for host in TOPOLOGY.hosts)
-    print(f"\nbulwark status of the lab: {seconds:.2f} s")
+    print(f"\nbulwark status of the lab: {seconds:.2f} s ({cold:.2f} s opening the connections)")
     assert seconds <= SECONDS
 
 
