@@ -17,6 +17,7 @@ from typing import Any
 from bulwark.deploying import install, keep_running, reloaded
 from bulwark.operations import STAGED, Check
 from bulwark.plan import ManagedFile
+from bulwark.probes import Unit
 from bulwark.render import RenderedFile
 from bulwark.secret import SecretStore
 from bulwark.secret_names import app_password_name
@@ -65,6 +66,11 @@ def dovecot_files(role: str, host: Host) -> tuple[ManagedFile, ...]:
         ManagedFile(DOVECOT_CONFIG, "dovecot.conf.j2", mode="0600", checker="dovecot"),
         ManagedFile(AUTH_SCRIPT, "auth.lua.j2", mode="0640", group=DOVECOT_GROUP),
     )
+
+
+def dovecot_units(role: str, host: Host) -> tuple[Unit, ...]:
+    """Dovecot running, where `role` is the one keeping it (`converge_dovecot`)."""
+    return (Unit(DOVECOT_UNIT),) if writes_dovecot(role, host) else ()
 
 
 def site_mailstore(topology: Topology, site: str) -> Host:
