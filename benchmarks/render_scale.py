@@ -8,6 +8,8 @@ inventory/production.py) into a temporary directory, then times:
   load         bulwark.inventory.load_topology (pyinfra's make_inventory + validation)
   render       every role's files for every host, sealed
   write        write_audit_tree: the tree and manifest.json
+  report       report.md and ports.json (bulwark.audit)
+  html         report.html (bulwark.htmlreport), and its size
   checks       check_files: each daemon's checker over the distinct contents
 
 Usage: .venv/bin/python benchmarks/render_scale.py [--hosts 1000] [--repeat 1] [--profile]
@@ -133,16 +135,20 @@ def end_to_end(inventory: Path, out: Path) -> float:
 
 def phases(inventory: Path, out: Path) -> dict[str, float]:
     """The in-process phases, each timed on its own."""
-    from bulwark.audit import SealedSecrets
+    from bulwark.audit import SealedSecrets, write_report
     from bulwark.checks import check_files
+    from bulwark.htmlreport import write_html_report
     from bulwark.inventory import load_topology
-    from bulwark.render import render_topology, write_audit_tree
+    from bulwark.render import REPORT_HTML, render_topology, write_audit_tree
 
     results: dict[str, float] = {}
     topology = _timed("load", results, lambda: load_topology(inventory))
     files = _timed("render", results, lambda: render_topology(topology, SealedSecrets()))
     _timed("write", results, lambda: write_audit_tree(files, out))
+    _timed("report", results, lambda: write_report(topology, out))
+    _timed("html", results, lambda: write_html_report(topology, files, out))
     checks = _timed("checks", results, lambda: check_files(files))
+    results["html_bytes"] = (out / REPORT_HTML).stat().st_size
     results["hosts"] = len(topology.hosts)
     results["files"] = len(files)
     results["checked"] = len(checks)
@@ -215,10 +221,11 @@ def measure_in_process(inventory: Path, out: Path, with_profile: bool) -> None:
         f"phases, in process ({numbers['hosts']} hosts, {numbers['files']} files, "
         f"{numbers['checked']} checked):"
     )
-    labels = ("load", "render", "write", "checks")
+    labels = ("load", "render", "write", "report", "html", "checks")
     for label in labels:
         print(f"  {label:<7} {numbers[label]:6.2f} s")
     print(f"  {'total':<7} {sum(numbers[label] for label in labels):6.2f} s")
+    print(f"  report.html: {numbers['html_bytes'] / 1024:.0f} KiB")
     checker_diagnosis(inventory)
     if with_profile:
         profile(inventory, out.with_name(out.name + "-profiled"))

@@ -10,6 +10,7 @@ import click
 
 from bulwark.audit import audit_secrets, write_report
 from bulwark.checks import check_files
+from bulwark.htmlreport import write_html_report
 from bulwark.inventory import load_topology
 from bulwark.registry import describe_not_deployed
 from bulwark.render import check_output_dir, render_host_configs, write_audit_tree
@@ -49,6 +50,7 @@ def render(inventory: str, out: Path, check: bool) -> None:
             files.extend(render_host_configs(topology, host, secrets))
     write_audit_tree(files, out)
     write_report(topology, out)
+    write_html_report(topology, files, out)
     click.echo(f"rendered {len(files)} files for {len(topology.hosts)} hosts into {out}")
     if not check:
         return
