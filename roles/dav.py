@@ -299,16 +299,23 @@ def collection_paths(
     shared_name = f"{book.owner}@{topology.domain}.{SHARED_SUFFIX}" if book else None
     if shared_name:
         collections[f"{SHARED_DIR}/{shared_name}"] = _props("VADDRESSBOOK", SHARED_SUFFIX)
+    books = collection_root("addressbooks")
     for account in topology.accounts:
         address = account.address(topology.domain)
         for name, tag in INSTANCES.items():
             principal = f"{collection_root(name)}/{address}"
             principals.append(principal)
             collections[f"{principal}/{DEFAULT_COLLECTION}"] = _props(tag, DISPLAY_NAMES[name])
+        # A `user+Book@domain` login's own principal holds just its book (a link), so that such
+        # a client finds the book from the bare host name too.
+        default_login = f"{books}/{account.user}+{DEFAULT_COLLECTION}@{topology.domain}"
+        principals.append(default_login)
+        links[f"{default_login}/{DEFAULT_COLLECTION}"] = f"../{address}/{DEFAULT_COLLECTION}"
         if shared_name:
-            links[f"{collection_root('addressbooks')}/{address}/{shared_name}"] = (
-                f"../../shared/{shared_name}"
-            )
+            links[f"{books}/{address}/{shared_name}"] = f"../../shared/{shared_name}"
+            shared_login = f"{books}/{account.user}+{SHARED_SUFFIX}@{topology.domain}"
+            principals.append(shared_login)
+            links[f"{shared_login}/{shared_name}"] = f"../../shared/{shared_name}"
     return tuple(principals), collections, links
 
 

@@ -540,6 +540,26 @@ def test_a_default_login_sees_only_the_default_book(web, topology, alice):
     assert {default_book(alice), shared_book(alice, alice)} <= everything
 
 
+@pytest.mark.parametrize("book", [DEFAULT, SHARED])
+def test_a_book_login_discovers_just_its_book_from_the_bare_host(web, topology, alice, book):
+    """Clients that handle one book per account (macOS Contacts) find the book from
+    `https://carddav.DOMAIN/` alone (which leads to the principal collections, tested above):
+    the login's principal is its own and holds that book."""
+    restricted = login(alice, f"{alice.user}+{book}@{topology.domain}")
+    response = web.request(
+        "PROPFIND", web.url(CARDDAV, ADDRESSBOOKS), restricted, depth=0,
+        body=propfind(CURRENT_USER_PRINCIPAL),
+    )  # fmt: skip
+    (entry,) = multistatus(response).values()
+    own = f"{ADDRESSBOOKS}{alice.user}+{book}@{topology.domain}/"
+    assert href_of(entry, CURRENT_USER_PRINCIPAL) == own
+    listing = web.request(
+        "PROPFIND", web.url(CARDDAV, own), restricted, depth=1, body=propfind(DISPLAYNAME)
+    )
+    name = DEFAULT if book == DEFAULT else f"{alice.address}.{SHARED}"
+    assert set(multistatus(listing)) == {own, f"{own}{name}/"}
+
+
 def test_a_shared_login_sees_only_the_shared_book(web, topology, alice):
     restricted = login(alice, f"{alice.user}+{SHARED}@{topology.domain}")
     assert status_of(web, shared_book(alice, alice), restricted) == 207

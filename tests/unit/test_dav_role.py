@@ -145,6 +145,16 @@ ADDRESSBOOKS: list[tuple[str, str, str]] = [
     ("alice+Default@example.net", f"{ALICE}/{SHARED}", ""),
     ("alice+Default@example.net", f"{BOB}/Default", ""),
     ("alice+Default@example.net", f"{ALICE}/Other", ""),
+    # ... also through its own principal, which discovery leads it to (just the book in it).
+    ("alice+Default@example.net", "alice+Default@example.net", "R"),
+    ("alice+Default@example.net", "alice+Default@example.net/Default", "rw"),
+    ("alice@example.net", "alice+Default@example.net/Default", ""),
+    ("bob+Default@example.net", "alice+Default@example.net/Default", ""),
+    ("alice+Shared@example.net", "alice+Shared@example.net", "R"),
+    ("alice+Shared@example.net", f"alice+Shared@example.net/{SHARED}", "rw"),
+    ("bob+Shared@example.net", f"bob+Shared@example.net/{SHARED}", "r"),
+    ("bob+Shared@example.net", f"alice+Shared@example.net/{SHARED}", ""),
+    ("alice+Default@example.net", f"alice+Shared@example.net/{SHARED}", ""),
     # +Shared sees the shared book alone, with its account's rights on it.
     ("alice+Shared@example.net", f"{ALICE}/{SHARED}", "rw"),
     ("alice+Shared@example.net", ALICE, "R"),
@@ -466,18 +476,25 @@ def test_collections_come_after_their_parents() -> None:
 
 def test_every_account_has_its_default_collections_and_a_link_to_the_shared_book() -> None:
     """The links are relative (they survive replication to another data directory) and must
-    land on the one shared book, outside every principal."""
+    land on the one shared book, outside every principal, or on the account's own Default book
+    (from the principal of its `+Default` login)."""
     _, collections, links = dav.collection_paths(LAB)
     shared = {path for path in collections if path.startswith(f"{dav.SHARED_DIR}/")}
     assert shared == {f"{dav.SHARED_DIR}/{SHARED}"}
+    books = dav.collection_root("addressbooks")
+
+    def target(link: str) -> str:
+        return posixpath.normpath(posixpath.join(posixpath.dirname(link), links[link]))
+
     for account in LAB.accounts:
         address = account.address(LAB.domain)
         for instance in dav.INSTANCES:
             assert f"{dav.collection_root(instance)}/{address}/Default" in collections
-        link = f"{dav.collection_root('addressbooks')}/{address}/{SHARED}"
-        target = posixpath.normpath(posixpath.join(posixpath.dirname(link), links[link]))
-        assert target in shared
-    assert len(links) == len(LAB.accounts)
+        assert target(f"{books}/{address}/{SHARED}") in shared
+        assert target(f"{books}/{account.user}+Shared@{LAB.domain}/{SHARED}") in shared
+        default = target(f"{books}/{account.user}+Default@{LAB.domain}/Default")
+        assert default == f"{books}/{address}/Default"
+    assert len(links) == 3 * len(LAB.accounts)
 
 
 def test_collection_props_name_their_kind() -> None:
@@ -493,9 +510,10 @@ def test_collection_paths_are_deterministic() -> None:
     assert dav.collection_paths(LAB) == dav.collection_paths(LAB)
 
 
-def test_without_a_shared_book_there_is_no_link() -> None:
+def test_without_a_shared_book_there_is_no_link_to_one() -> None:
     _, collections, links = dav.collection_paths(PRODUCTION)
-    assert links == {}
+    assert all(path.endswith("/Default") for path in links)  # the +Default logins' only
+    assert len(links) == len(PRODUCTION.accounts)
     assert not any(path.startswith(f"{dav.SHARED_DIR}/") for path in collections)
 
 
