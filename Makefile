@@ -6,10 +6,11 @@ BIN := $(VENV)/bin
 INVENTORY ?= inventory/production.py
 AUDIT_DIR ?= audit
 
-# Daemons whose own checkers validate rendered files in the unit tests (sshd -t, nft -c ...).
+# Daemons whose own checkers validate rendered files in the unit tests (sshd -t, nft -c ...),
+# and the headless browser that opens the audit's report.html in them (chromium).
 # Installed without starting them: a policy-rc.d that denies service starts is in place meanwhile.
 CHECKER_PACKAGES := openssh-server nftables postfix dovecot-core dovecot-imapd dovecot-pop3d \
-	dovecot-lmtpd dovecot-auth-lua nginx-core libnginx-mod-stream
+	dovecot-lmtpd dovecot-auth-lua nginx-core libnginx-mod-stream chromium
 
 .PHONY: help venv checkers test unit lint render
 .PHONY: lab-up lab-down lab-status lab-secrets deploy-lab lab-verify molecule-lab
@@ -65,10 +66,17 @@ lab-status: venv  ## what of the lab is up
 
 lab-secrets: venv  ## the lab vault (key in /var/lib/bulwark-lab) with every secret it needs
 	mkdir -p $(LAB_STATE)
+	@# The credentials file holds the passwords of one checkout's vault (credentials.vault names
+	@# it). When another checkout (a CI clone) wrote it last, this vault's passwords are unknown:
+	@# the lab starts a new vault, whose passwords are written afresh.
+	@if [ -f $(LAB_VAULT) ] && [ "$$(cat $(LAB_STATE)/credentials.vault 2>/dev/null)" != "$(abspath $(LAB_VAULT))" ]; then \
+		echo "lab vault: the lab's credentials belong to another checkout: a new lab vault"; \
+		rm -f $(LAB_VAULT); fi
 	@# A new vault makes new passwords: the credentials of another checkout's vault would be stale.
 	test -f $(LAB_STATE)/vault.key -a -f $(LAB_VAULT) || { rm -f $(LAB_STATE)/credentials.json; \
 		$(LAB_ENV) $(BIN)/bulwark vault init --vault $(LAB_VAULT); }
 	$(LAB_ENV) $(BIN)/bulwark secrets generate $(LAB_INVENTORY) --credentials-out $(LAB_STATE)/credentials.json
+	echo "$(abspath $(LAB_VAULT))" > $(LAB_STATE)/credentials.vault
 
 deploy-lab: lab-up lab-secrets  ## the whole platform deployed into the lab
 	$(BIN)/bulwark lab apt-update -i $(LAB_INVENTORY)

@@ -10,6 +10,8 @@ inventory/production.py) into a temporary directory, then times:
   load         bulwark.inventory.load_topology (pyinfra's make_inventory + validation)
   render       every role's files for every host, sealed
   write        write_audit_tree: the tree and manifest.json
+  report       report.md and ports.json (bulwark.audit)
+  html         report.html (bulwark.htmlreport), and its size
   bundle       finish_bundle (unsigned): facts.json and the manifest's list of the other files
   checks       check_files: each daemon's checker over the distinct contents
 
@@ -175,18 +177,22 @@ def signed(inventory: Path, scratch: Path, repeat: int, *extra: str) -> None:
 
 def phases(inventory: Path, out: Path) -> dict[str, float]:
     """The in-process phases, each timed on its own."""
-    from bulwark.audit import SealedSecrets
+    from bulwark.audit import SealedSecrets, write_report
     from bulwark.bundle import finish_bundle
     from bulwark.checks import check_files
+    from bulwark.htmlreport import write_html_report
     from bulwark.inventory import load_topology
-    from bulwark.render import render_topology, write_audit_tree
+    from bulwark.render import REPORT_HTML, render_topology, write_audit_tree
 
     results: dict[str, float] = {}
     topology = _timed("load", results, lambda: load_topology(inventory))
     files = _timed("render", results, lambda: render_topology(topology, SealedSecrets()))
     _timed("write", results, lambda: write_audit_tree(files, out))
+    _timed("report", results, lambda: write_report(topology, out))
+    _timed("html", results, lambda: write_html_report(topology, files, out))
     _timed("bundle", results, lambda: finish_bundle(topology, files, out))
     checks = _timed("checks", results, lambda: check_files(files))
+    results["html_bytes"] = (out / REPORT_HTML).stat().st_size
     results["hosts"] = len(topology.hosts)
     results["files"] = len(files)
     results["checked"] = len(checks)
@@ -259,10 +265,11 @@ def measure_in_process(inventory: Path, out: Path, with_profile: bool) -> None:
         f"phases, in process ({numbers['hosts']} hosts, {numbers['files']} files, "
         f"{numbers['checked']} checked):"
     )
-    labels = ("load", "render", "write", "bundle", "checks")
+    labels = ("load", "render", "write", "report", "html", "bundle", "checks")
     for label in labels:
         print(f"  {label:<7} {numbers[label]:6.2f} s")
     print(f"  {'total':<7} {sum(numbers[label] for label in labels):6.2f} s")
+    print(f"  report.html: {numbers['html_bytes'] / 1024:.0f} KiB")
     checker_diagnosis(inventory)
     if with_profile:
         profile(inventory, out.with_name(out.name + "-profiled"))

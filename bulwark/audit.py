@@ -13,12 +13,13 @@ from pathlib import Path
 
 import click
 
-from bulwark import catalogue, registry
+from bulwark import catalogue, registry, replication, web
 from bulwark.exposure import host_openings, port_span
 from bulwark.render import PORTS_REPORT, REPORT
 from bulwark.secret import Secret, SecretStore
 from bulwark.topology import Topology
 from bulwark.vault import KEY_ENV, open_vault
+from bulwark.volumes import volume
 
 
 class SealedSecret(Secret):
@@ -142,6 +143,7 @@ def write_report(topology: Topology, out: Path) -> None:
         "",
         f"Plaintext ports never open: {', '.join(map(str, catalogue.FORBIDDEN_PORTS))}.",
     ]
+    lines += _data_section(topology) + _web_section(topology)
     if waiting:
         lines += [
             "",
@@ -152,6 +154,53 @@ def write_report(topology: Topology, out: Path) -> None:
             *_markdown(waiting, ("role", "what", "hosts")),
         ]
     (out / REPORT).write_text("\n".join(lines) + "\n")
+
+
+def _data_section(topology: Topology) -> list[str]:
+    """Where each deployed role keeps its data: one directory, its volume's."""
+    deployed = registry.deployed_role_names(topology)
+    rows = [
+        {"role": role.name, "volume": name, "path": volume(name).path,
+         "holds": volume(name).description}
+        for role in registry.ROLES
+        if role.name in deployed or (role.every_host and role.implemented)
+        for name in role.volumes
+    ]  # fmt: skip
+    note = (
+        "Each directory is its own LUKS2 volume (the storage role)."
+        if registry.role("storage").implemented
+        else "Not encrypted yet: the storage role, which puts each directory on its own LUKS2 "
+        "volume, is not deployed."
+    )
+    return [
+        "",
+        "## Data (one directory per role)",
+        "",
+        *_markdown(rows, ("role", "volume", "path", "holds")),
+        "",
+        note,
+    ]
+
+
+def _web_section(topology: Topology) -> list[str]:
+    """What every HTTPS response of the web roles carries, and the limits in front of them."""
+    if not any(web.web_roles(host) for host in topology.hosts):
+        return []
+    return [
+        "",
+        "## Web front (nginx, every HTTPS response, errors and redirects included)",
+        "",
+        f"- Strict-Transport-Security: max-age={web.HSTS_MAX_AGE}; includeSubDomains",
+        f"- Content-Security-Policy: {web.CONTENT_SECURITY_POLICY}",
+        "- X-Content-Type-Options: nosniff; Referrer-Policy: no-referrer; X-Frame-Options: DENY",
+        "- no server version; port 80 answers only with a redirect to HTTPS",
+        f"- requests per client address: {web.REQUEST_RATE}, burst {web.REQUEST_BURST} "
+        "(the platform's own networks are not limited)",
+        f"- app passwords only, checked by bulwark-webauth; a successful check is reused for "
+        f"{web.CREDENTIAL_CACHE_SECONDS} s",
+        f"- the primary site ({topology.primary_site.name}) takes writes; the others pull a "
+        f"read-only copy every {replication.FOLLOW_INTERVAL} s through the VPN",
+    ]
 
 
 def _markdown(rows: list[dict], columns: tuple[str, ...]) -> list[str]:

@@ -34,6 +34,7 @@ from bulwark import banwatch, catalogue, mail, registry, web
 from bulwark.deploying import install, keep_running, restarted
 from bulwark.exposure import exempt_networks
 from bulwark.plan import ManagedFile
+from bulwark.probes import Unit
 from bulwark.render import RenderedFile
 from bulwark.topology import Host, Topology
 
@@ -89,6 +90,11 @@ def watcher_files(role: str, host: Host) -> tuple[ManagedFile, ...]:
         ManagedFile(SCRIPT, "bulwark-banwatch.j2", mode="0755"),
         ManagedFile(UNIT_FILE, "bulwark-banwatch.service.j2"),
     )
+
+
+def watcher_units(role: str, host: Host) -> tuple[Unit, ...]:
+    """The watcher running, where `role` installs it (`converge_watcher`)."""
+    return (Unit(UNIT),) if role == watcher_role(host) else ()
 
 
 def watcher_context(topology: Topology, host: Host) -> dict[str, Any]:

@@ -10,7 +10,7 @@ exactly what `bulwark render` sees. deploy.py reads it here and hands it to each
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Mapping
 
 from pyinfra import host as current_host
 from pyinfra import logger
@@ -19,7 +19,7 @@ from pyinfra.context import ctx_inventory
 from pyinfra.operations import files as pyinfra_files
 
 from bulwark import registry
-from bulwark.hoststate import expect, host_state
+from bulwark.hoststate import expect, host_state, sysctl_settings
 from bulwark.inventory import check_vault, topology_from_inventory
 from bulwark.operations import (
     Activation,
@@ -110,9 +110,11 @@ def install(
     files: Iterable[RenderedFile],
     check: Check | None = None,
     then: Activation | None = None,
+    stale: Callable[[], bool] | None = None,
 ) -> OperationMeta:
     """Upload `files`, checked by `check` before they replace the live ones, then run `then`
-    once: in this run if they changed, or in any later run until it has succeeded."""
+    once: in this run if they changed, or in any later run until it has succeeded, or whenever
+    `stale()` says the live state is not what the files say (asked when the run executes)."""
     files = tuple(files)
     expect(paths=[item.path for item in files])
     upload = install_files(
@@ -125,9 +127,36 @@ def install(
         run_pending(
             name=f"{role}: {then.name}",
             activation=then,
-            _if=lambda: upload.did_change() or then.name in pending_actions(),
+            _if=lambda: (
+                upload.did_change()
+                or then.name in pending_actions()
+                or (stale is not None and stale())
+            ),
         )
     return upload
+
+
+def install_sysctl(role: str, file: RenderedFile, apply: bool = True) -> OperationMeta:
+    """Install a sysctl.d file and load it once it changed, or whenever a value it sets is not
+    the live one (changed at runtime with `sysctl -w`, or a run cut short): the live values are
+    read with the host's state. `apply` False: boot loads it, never a run (a container's
+    kernel-wide parameters are its machine's)."""
+    if not apply:
+        return install(role, [file])
+    settings = sysctl_settings(file.content)
+    expect(sysctls=tuple(settings))
+    return install(
+        role,
+        [file],
+        then=sysctl_applied(file.path),
+        stale=lambda: live_values_differ(settings),
+    )
+
+
+def live_values_differ(settings: Mapping[str, str]) -> bool:
+    """Whether any of `settings` (sysctl key -> value) is not the host's live value."""
+    live = host_state(sysctls=tuple(settings)).sysctls
+    return any(live.get(key) != value for key, value in settings.items())
 
 
 def service(

@@ -9,6 +9,7 @@ no such host exists it is not opened at all.
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 from dataclasses import dataclass
 
@@ -67,12 +68,24 @@ def client_hosts(topology: Topology, host: Host, clients: Clients) -> tuple[Host
     """The hosts deploying `clients.role` in `host`'s own site (SAME_SITE, `host` included) or
     in the other sites (PEER_SITE), in inventory order."""
     same_site = clients.scope is Scope.SAME_SITE
+    # What registry.deployed_roles says of each candidate, asked once rather than per host:
+    # this runs for every internal service of every host (quadratic in the inventory's size).
+    role = registry.role(clients.role)
+    if not role.implemented:
+        return ()
     return tuple(
         candidate
         for candidate in topology.hosts
         if (candidate.site == host.site) == same_site
-        and clients.role in {role.name for role in registry.deployed_roles(candidate)}
+        and (role.every_host or candidate.has_role(role.name))
     )
+
+
+@functools.lru_cache(maxsize=65536)
+def host_network(address: ipaddress.IPv4Address) -> Network:
+    """`address` as a /32 network (made once per address: the rulesets of a large inventory
+    name the same hosts thousands of times)."""
+    return Network((address, 32))
 
 
 def role_sources(topology: Topology, host: Host, service: Service) -> tuple[Network, ...]:
@@ -82,7 +95,7 @@ def role_sources(topology: Topology, host: Host, service: Service) -> tuple[Netw
     return tuple(
         sorted(
             {
-                Network(f"{client.lan_address}/32")
+                host_network(client.lan_address)
                 for clients in service.clients
                 for client in client_hosts(topology, host, clients)
             }

@@ -5,7 +5,8 @@ asked one fact per file, package and unit cost five times the engine's floor. In
 deploy helpers declare what they will compare (`expect`: paths, packages, units) while the run
 is planned, and the first operation that needs any of it reads all of it with `HostState`:
 files and directories (owner, group, mode, sha256), the pending markers, the packages dpkg has
-installed and the units' states. Every later operation of the host reads that copy.
+installed, the units' states and the live values of kernel parameters. Every later operation
+of the host reads that copy.
 
 The copy describes the host as it was when read. It stays valid while no operation of this run
 has changed the host; once one has, the next reader reads it again (`host_state`), so a run
@@ -30,7 +31,7 @@ PENDING_DIR = "/var/lib/bulwark/pending"
 # dpkg's want and status letters of an installed package (installed, or held and installed):
 # what pyinfra's DebPackages counts as installed.
 _INSTALLED = ("ii", "hi")
-_SECTIONS = ("pending", "files", "packages", "units", "users", "groups")
+_SECTIONS = ("pending", "files", "packages", "units", "users", "groups", "sysctls")
 # `USER GROUP MODE` of "$path", as one word of a printf.
 _OWNER = """"$(stat -c '%U %G %a' "$path")\""""
 
@@ -73,8 +74,8 @@ class Account:
 @dataclass(frozen=True)
 class Found:
     """What `HostState` read: each asked path (None: nothing there), package (installed or
-    not), unit, system user and group (None: no such one; a group as its id), and the pending
-    markers."""
+    not), unit, system user and group (None: no such one; a group as its id), kernel parameter
+    (its live value, blanks collapsed; None: unreadable), and the pending markers."""
 
     pending: frozenset[str] = frozenset()
     files: Mapping[str, FileState | None] = field(default_factory=dict)
@@ -82,6 +83,7 @@ class Found:
     units: Mapping[str, UnitState] = field(default_factory=dict)
     users: Mapping[str, Account | None] = field(default_factory=dict)
     groups: Mapping[str, str | None] = field(default_factory=dict)
+    sysctls: Mapping[str, str | None] = field(default_factory=dict)
 
     def covers(self, wants: Wants) -> bool:
         return (
@@ -90,6 +92,7 @@ class Found:
             and all(unit in self.units for unit in wants.units)
             and all(user in self.users for user in wants.users)
             and all(group in self.groups for group in wants.groups)
+            and all(key in self.sysctls for key in wants.sysctls)
         )
 
     def answering(self, wants: Wants) -> Found:
@@ -102,6 +105,7 @@ class Found:
             units={unit: self.units.get(unit, UnitState(False, False)) for unit in wants.units},
             users={user: self.users.get(user) for user in wants.users},
             groups={group: self.groups.get(group) for group in wants.groups},
+            sysctls={key: self.sysctls.get(key) for key in wants.sysctls},
         )
 
 
@@ -114,6 +118,7 @@ class Wants:
     units: tuple[str, ...] = ()
     users: tuple[str, ...] = ()
     groups: tuple[str, ...] = ()
+    sysctls: tuple[str, ...] = ()
 
 
 def _section(name: str) -> str:
@@ -132,6 +137,7 @@ class HostState(FactBase):
         units: tuple[str, ...],
         users: tuple[str, ...] = (),
         groups: tuple[str, ...] = (),
+        sysctls: tuple[str, ...] = (),
     ) -> StringCommand:
         parts: list = ["echo", QuoteString(_section("pending")), ";"]
         parts += ["ls", "-1", PENDING_DIR, "2>/dev/null", ";"]
@@ -163,6 +169,13 @@ class HostState(FactBase):
             if names:
                 parts += ["echo", QuoteString(_section(section)), ";"]
                 parts += ["getent", database, *(QuoteString(name) for name in names), ";"]
+        if sysctls:
+            parts += ["echo", QuoteString(_section("sysctls")), ";"]
+            parts += [
+                "for", "key", "in", *(QuoteString(key) for key in sysctls), ";", "do",
+                "printf", QuoteString("%s\\t%s\\n"), '"$key"',
+                """"$(sysctl -n "$key" 2>/dev/null | tr '\\t\\n' '  ')";""", "done;",
+            ]  # fmt: skip
         parts.append("true")
         return StringCommand(*parts)
 
@@ -184,6 +197,7 @@ class HostState(FactBase):
                 for name, _, _, gid, _, home, shell in _entries(sections["users"], 7)
             },
             groups={name: gid for name, _, gid, _ in _entries(sections["groups"], 4)},
+            sysctls=dict(_sysctl(line) for line in sections["sysctls"]),
         )
 
 
@@ -215,6 +229,25 @@ def _file(line: str) -> tuple[str, FileState | None]:
     return path, FileState(*fields, directory=kind == "dir")
 
 
+def sysctl_settings(content: str) -> dict[str, str]:
+    """`key = value` lines of a sysctl.d file (comments and blank lines skipped; a leading `-`,
+    "ignore if missing", dropped)."""
+    settings = {}
+    for line in content.splitlines():
+        line = line.strip()
+        if not line or line[0] in "#;" or "=" not in line:
+            continue
+        key, value = (part.strip() for part in line.split("=", 1))
+        settings[key.lstrip("-")] = " ".join(value.split())
+    return settings
+
+
+def _sysctl(line: str) -> tuple[str, str | None]:
+    """`KEY<tab>VALUE` (VALUE empty: unreadable)."""
+    key, _, value = line.partition("\t")
+    return key.strip(), " ".join(value.split()) or None
+
+
 def _units(lines: list[str]) -> dict[str, UnitState]:
     """`systemctl show` blocks, each starting with Id=, as pyinfra's SystemdStatus reads them."""
     values: dict[str, dict[str, str]] = {}
@@ -244,6 +277,7 @@ class _Survey:
     units: dict[str, None] = field(default_factory=dict)
     users: dict[str, None] = field(default_factory=dict)
     groups: dict[str, None] = field(default_factory=dict)
+    sysctls: dict[str, None] = field(default_factory=dict)
     found: Found | None = None
 
     def wants(self) -> Wants:
@@ -253,6 +287,7 @@ class _Survey:
             tuple(self.units),
             tuple(self.users),
             tuple(self.groups),
+            tuple(self.sysctls),
         )
 
     changes: int = -1
@@ -271,6 +306,7 @@ def expect(
     units: Iterable[str] = (),
     users: Iterable[str] = (),
     groups: Iterable[str] = (),
+    sysctls: Iterable[str] = (),
 ) -> None:
     """Declare, while the run is planned, what an operation of this host will compare: the
     first `host_state` reads it with everything else."""
@@ -280,6 +316,7 @@ def expect(
     survey.units.update(dict.fromkeys(units))
     survey.users.update(dict.fromkeys(users))
     survey.groups.update(dict.fromkeys(groups))
+    survey.sysctls.update(dict.fromkeys(sysctls))
 
 
 def host_state(
@@ -288,15 +325,20 @@ def host_state(
     units: Iterable[str] = (),
     users: Iterable[str] = (),
     groups: Iterable[str] = (),
+    sysctls: Iterable[str] = (),
 ) -> Found:
     """The state of everything this host's roles expect, the given items included: read once,
     and again only after an operation of this run changed the host."""
-    asked = Wants(tuple(paths), tuple(packages), tuple(units), tuple(users), tuple(groups))
-    expect(asked.paths, asked.packages, asked.units, asked.users, asked.groups)
+    asked = Wants(
+        tuple(paths), tuple(packages), tuple(units), tuple(users), tuple(groups), tuple(sysctls)
+    )
+    expect(asked.paths, asked.packages, asked.units, asked.users, asked.groups, asked.sysctls)
     survey = _survey()
     changes = _changed_operations()
     if survey.found is None or survey.changes != changes or not survey.found.covers(asked):
         wanted = survey.wants()
+        # Kernel parameters only when some are wanted: the command stays as it was without.
+        extra = {"sysctls": wanted.sysctls} if wanted.sysctls else {}
         found = current_host.get_fact(
             HostState,
             paths=wanted.paths,
@@ -304,6 +346,7 @@ def host_state(
             units=wanted.units,
             users=wanted.users,
             groups=wanted.groups,
+            **extra,
         )
         survey.found = found.answering(wanted)
         survey.changes = changes

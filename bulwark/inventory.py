@@ -12,6 +12,10 @@ has built the inventory (file, group data, `--data`) and before it connects: it 
 topology, each `--limit` pattern and, for deploys, `only_roles` and the vault (key, file, every
 secret). A failure prints the problem report or one line naming the field or file, and exits 2.
 
+bulwark's own commands that connect (`bulwark status`, `bulwark drift`) load the inventory with
+`load_checked_run`, which collects the checks the inventory arms (the lab's) instead of wrapping
+pyinfra, and pass the same `check_run` before they connect.
+
 How it hooks in: pyinfra's CLI has no hook between loading the inventory and connecting. Its
 `State.init(inventory, config, initial_limit)` is the one call in between (and it resets the
 state's callback handlers, so a `host_before_connect` callback registered earlier is lost); the
@@ -25,7 +29,9 @@ import functools
 import sys
 import traceback
 import weakref
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass
 from fnmatch import fnmatch
 from pathlib import Path
@@ -228,14 +234,57 @@ def check_vault(topology: Topology) -> Vault:
 
 
 _RUN_CHECKS: weakref.WeakKeyDictionary[State, list[ConnectCheck]] = weakref.WeakKeyDictionary()
+# While `load_checked_run` loads an inventory: the checks it arms, in the order it arms them.
+_COLLECTED: ContextVar[list[ConnectCheck] | None] = ContextVar(
+    "bulwark_connect_checks", default=None
+)
+
+
+@contextmanager
+def _collecting_checks() -> Iterator[list[ConnectCheck]]:
+    checks: list[ConnectCheck] = []
+    token = _COLLECTED.set(checks)
+    try:
+        yield checks
+    finally:
+        _COLLECTED.reset(token)
+
+
+def load_checked_run(run: PyinfraRun) -> tuple[Inventory, Topology]:
+    """Load `run.source` as bulwark's own connecting commands do, and pass `check_run` with the
+    checks the inventory arms (the lab's: its containers are up) before anything connects."""
+    with _collecting_checks() as checks:
+        inventory = load_inventory(run.source)
+    return inventory, check_run(run, inventory, tuple(checks))
+
+
+def limited_hosts(inventory: Inventory, limit: Sequence[str]) -> tuple[str, ...]:
+    """The inventory's host names a `--limit` selects (host names, globs, group names; none:
+    every host), in inventory order. `check_run` has refused a pattern that selects nothing."""
+    names = [host.name for host in inventory]
+    if not limit:
+        return tuple(names)
+    chosen: set[str] = set()
+    for pattern in limit:
+        group = inventory.groups.get(pattern)
+        if group:
+            chosen.update(host.name for host in group)
+        chosen.update(name for name in names if fnmatch(name, pattern))
+    return tuple(name for name in names if name in chosen)
 
 
 def check_before_connecting(extra_check: ConnectCheck | None = None) -> None:
     """Have this pyinfra run checked (`check_run`) before it connects to any host.
 
     Called from `inventory/group_data/all.py` for every inventory; an inventory may call it with
-    a check of its own. Outside the pyinfra CLI it does nothing: bulwark never connects.
+    a check of its own. While `load_checked_run` loads the inventory, the check is collected for
+    bulwark's own command instead; otherwise, outside the pyinfra CLI, it does nothing.
     """
+    collected = _COLLECTED.get()
+    if collected is not None:
+        if extra_check is not None and extra_check not in collected:
+            collected.append(extra_check)
+        return
     context = click.get_current_context(silent=True)
     if not pyinfra.is_cli or context is None or not ctx_state.isset():
         return

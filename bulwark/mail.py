@@ -17,10 +17,12 @@ from typing import Any
 from bulwark.deploying import install, keep_running, reloaded
 from bulwark.operations import STAGED, Check
 from bulwark.plan import ManagedFile
+from bulwark.probes import Unit
 from bulwark.render import RenderedFile
 from bulwark.secret import SecretStore
 from bulwark.secret_names import app_password_name
 from bulwark.topology import Host, Topology
+from bulwark.volumes import volume
 
 DOVECOT_CONFIG = "/etc/dovecot/dovecot.conf"
 AUTH_SCRIPT = "/etc/dovecot/bulwark-auth.lua"
@@ -43,7 +45,7 @@ USERNAME_SEPARATORS: tuple[str, ...] = ("#", "/", "=")
 FOLDER_SEPARATOR = "+"
 # Virtual users' mail lives under this system user's home: /var/vmail/DOMAIN/USER/Maildir.
 VMAIL_USER = "vmail"
-VMAIL_HOME = "/var/vmail"
+VMAIL_HOME = volume("mail").path
 MAILDIR = "Maildir"
 
 
@@ -64,6 +66,11 @@ def dovecot_files(role: str, host: Host) -> tuple[ManagedFile, ...]:
         ManagedFile(DOVECOT_CONFIG, "dovecot.conf.j2", mode="0600", checker="dovecot"),
         ManagedFile(AUTH_SCRIPT, "auth.lua.j2", mode="0640", group=DOVECOT_GROUP),
     )
+
+
+def dovecot_units(role: str, host: Host) -> tuple[Unit, ...]:
+    """Dovecot running, where `role` is the one keeping it (`converge_dovecot`)."""
+    return (Unit(DOVECOT_UNIT),) if writes_dovecot(role, host) else ()
 
 
 def site_mailstore(topology: Topology, site: str) -> Host:

@@ -1,11 +1,12 @@
 """The shape every role module has (bulwark.registry says which roles exist and where).
 
 A role is a module `roles/<name>.py` with, in this order: `ROLE` (its name, which is also its
-templates' folder), its documented constants, any fact or operation of its own,
-`managed_files(topology, host)` and `template_context(topology, host, secrets)` (pure
-functions, so the renderer needs no connection), then one `@deploy` function
-`converge(topology, host, secrets)`, then private helpers. Every input is an argument; roles
-never import each other and share what they share through `bulwark/`.
+templates' folder), its documented constants, any fact, operation or live-check kind of its
+own, `managed_files(topology, host)` and `template_context(topology, host, secrets)` (pure
+functions, so the renderer needs no connection), `live_checks(topology, host)` (what
+`bulwark status` and `bulwark drift` check on the host: bulwark.livecheck), then one
+`@deploy` function `converge(topology, host, secrets)`, then private helpers. Every input is an
+argument; roles never import each other and share what they share through `bulwark/`.
 """
 
 from __future__ import annotations
@@ -43,5 +44,7 @@ class RoleModule(Protocol):
     def template_context(
         self, topology: Topology, host: Host, secrets: SecretStore
     ) -> Mapping[str, Any]: ...
+
+    def live_checks(self, topology: Topology, host: Host) -> tuple[Any, ...]: ...
 
     def converge(self, topology: Topology, host: Host, secrets: SecretStore) -> None: ...

@@ -25,6 +25,7 @@ MANIFEST = "manifest.json"
 # The audit report written beside the trees (bulwark.audit): the port matrix and the report.
 PORTS_REPORT = "ports.json"
 REPORT = "report.md"
+REPORT_HTML = "report.html"  # the same and more, for a browser (bulwark.htmlreport)
 # Written by bulwark.bundle once every other file is: the facts `bulwark audit diff` compares,
 # and with `render --sign` the manifest's SSH signature and the key that made it.
 FACTS = "facts.json"
@@ -185,7 +186,7 @@ def _is_previous_render(out: Path) -> bool:
     hosts = manifest.get("hosts")
     if not isinstance(hosts, dict):
         return False
-    ours = {MANIFEST, PORTS_REPORT, REPORT, *hosts}
+    ours = {MANIFEST, PORTS_REPORT, REPORT, REPORT_HTML, *hosts}
     ours |= {FACTS, SIGNATURE, ALLOWED_SIGNERS, *_listed_files(manifest)}
     return all(entry.name in ours for entry in out.iterdir())
 

@@ -42,7 +42,9 @@ from bulwark.deploying import (
     units_reread,
 )
 from bulwark.hoststate import expect, host_state
+from bulwark.livecheck import LiveCheck
 from bulwark.plan import ManagedFile
+from bulwark.probes import Replica, Unit, Units
 from bulwark.render import RenderedFile
 from bulwark.topology import Host, Topology
 
@@ -90,6 +92,11 @@ class Tree:
         """Names the host this replica last pulled from; absent on a primary that no longer
         owes a final pull."""
         return f"{STATE_DIR}/{self.role}.source"
+
+    @property
+    def synced_file(self) -> str:
+        """Touched by the follower after each successful pull (its age is the replica's lag)."""
+        return f"{STATE_DIR}/{self.role}.synced"
 
     @property
     def source_unit(self) -> str:
@@ -186,6 +193,18 @@ def template_context(topology: Topology, host: Host, tree: Tree) -> dict[str, An
             "ca_certificate": pki.CA_CERT_PATH,
         }
     }
+
+
+def live_checks(topology: Topology, host: Host, tree: Tree) -> tuple[LiveCheck, ...]:
+    """What `status` and `drift` check of `tree` on `host`: the source serving, the follower
+    running on a replica and stopped on the primary (as `serve`, `stop_following` and `follow`
+    keep them), the replica's lag or the primary's owed final pull."""
+    primary = is_primary(topology, host)
+    follower = Unit(tree.follow_unit, False, False) if primary else Unit(tree.follow_unit)
+    return (
+        Units((Unit(tree.source_unit), follower)),
+        Replica(tree.role, primary, tree.synced_file, tree.state_file),
+    )
 
 
 def serve(tree: Tree, files: dict[str, RenderedFile]) -> None:

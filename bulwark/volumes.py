@@ -16,21 +16,31 @@ from bulwark.topology import Host
 
 @dataclass(frozen=True)
 class Volume:
-    """One encrypted volume: its name and what it holds."""
+    """One encrypted volume: its name, what it holds, and where: the one directory its role
+    keeps that data under (the storage role mounts the volume there)."""
 
     name: str
     description: str
+    path: str
 
 
 VOLUMES: tuple[Volume, ...] = (
     # Logs hold addresses, user names and message ids: encrypted on every host, kept 180 days.
-    Volume("logs", "journald and /var/log"),
-    Volume("mail", "Dovecot maildirs and indexes"),
-    Volume("dav", "Radicale calendars and address books"),
-    Volume("files", "users' files served over WebDAV and FTPS"),
-    Volume("directory", "the slapd address-book database"),
-    Volume("backups", "the other site's encrypted backups"),
+    Volume("logs", "journald and /var/log", "/var/log"),
+    Volume("mail", "Dovecot maildirs and indexes", "/var/vmail"),
+    Volume("dav", "Radicale calendars and address books", "/var/lib/bulwark/dav"),
+    Volume("files", "users' files served over WebDAV and FTPS", "/var/lib/bulwark/files"),
+    Volume("directory", "the slapd address-book database", "/var/lib/bulwark/directory"),
+    Volume("backups", "the other site's encrypted backups", "/var/lib/bulwark/backups"),
 )
+
+
+def volume(name: str) -> Volume:
+    """The volume called `name`; a typo is a programming error and says so."""
+    for candidate in VOLUMES:
+        if candidate.name == name:
+            return candidate
+    raise KeyError(f"no volume {name!r}")
 
 
 def volumes_for(host: Host) -> tuple[str, ...]:

@@ -27,6 +27,7 @@ from bulwark.exposure import exempt_networks
 from bulwark.mail import USERNAME_SEPARATORS
 from bulwark.operations import STAGED, Activation, Check
 from bulwark.plan import ManagedFile
+from bulwark.probes import Unit
 from bulwark.render import RenderedFile
 from bulwark.secret import SecretStore
 from bulwark.secret_names import app_password_name
@@ -118,6 +119,14 @@ def front_files(role: str, host: Host) -> tuple[ManagedFile, ...]:
         ManagedFile(WEBAUTH_ACCOUNTS, "webauth-accounts.json.j2", mode="0600"),
         ManagedFile(NGINX_CONFIG, "nginx.conf.j2", checker="nginx"),
     )
+
+
+def front_units(role: str, host: Host) -> tuple[Unit, ...]:
+    """The credential checker's socket and nginx running, where `role` keeps them
+    (`converge_front`)."""
+    if not writes_front(role, host):
+        return ()
+    return (Unit(WEBAUTH_SOCKET_UNIT), Unit(NGINX_UNIT))
 
 
 def front_context(topology: Topology, host: Host, secrets: SecretStore) -> dict[str, Any]:

@@ -15,13 +15,25 @@ _LAB_STATE = "/var/lib/bulwark-lab"
 # The primary site: nj, unless BULWARK_LAB_PRIMARY names the other. tests/integration/test_dav.py
 # switches the primary site this way, as an operator does by editing `site_primary`.
 _PRIMARY = os.environ.get("BULWARK_LAB_PRIMARY", "nj")
+# App passwords revoked, as "user/label,...": tests/integration/test_dav.py revokes one this way,
+# as an operator does by removing its label from the account.
+_REVOKED = set(filter(None, os.environ.get("BULWARK_LAB_REVOKED", "").split(",")))
+
+
+def _account(user: str, name: str, labels: list[str]) -> dict:
+    return {
+        "user": user,
+        "name": name,
+        "app_passwords": [label for label in labels if f"{user}/{label}" not in _REVOKED],
+    }
+
 
 _PLATFORM = {
     "domain": "example.net",
     "admin_networks": [],
     "accounts": [
-        {"user": "alice", "name": "Alice Archer", "app_passwords": ["laptop", "phone"]},
-        {"user": "bob", "name": "Bob Baker", "app_passwords": ["desktop"]},
+        _account("alice", "Alice Archer", ["laptop", "phone"]),
+        _account("bob", "Bob Baker", ["desktop"]),
     ],
     # Every account reads this address book; only its editors change it.
     "shared_addressbook": {"owner": "alice", "editors": ["alice"]},

@@ -18,16 +18,18 @@ from pyinfra.operations import apt
 from bulwark import catalogue
 from bulwark.deploying import (
     install,
+    install_sysctl,
     keep_running,
     packages,
     reloaded,
     render_for_deploy,
     restarted,
     service,
-    sysctl_applied,
 )
+from bulwark.livecheck import LiveCheck
 from bulwark.operations import STAGED, Check
 from bulwark.plan import ManagedFile
+from bulwark.probes import Clock, Disk, SecurityUpdates, Sysctl, Unit, Units
 from bulwark.secret import SecretStore
 from bulwark.topology import Host, Topology
 
@@ -133,6 +135,9 @@ APT_AFTER_PACKAGES: tuple[str, ...] = (AUTO_UPGRADES_CONFIG, UNATTENDED_UPGRADES
 SSHD_UNIT = "ssh.service"
 JOURNALD_UNIT = "systemd-journald.service"
 TIMESYNCD_UNIT = "systemd-timesyncd.service"
+# Where every host keeps data of its own: the root filesystem, and the logs (journald and
+# /var/log: the `logs` volume once the storage role exists).
+DATA_PATHS: tuple[str, ...] = ("/", "/var/log")
 # sshd's own check of the staged drop-in, with the host's keys, before it is live.
 SSHD_CHECK = Check(SSHD_CONFIG, ("sshd", "-t", "-f", STAGED))
 
@@ -171,6 +176,19 @@ def template_context(topology: Topology, host: Host, secrets: SecretStore) -> Ma
     }
 
 
+def live_checks(topology: Topology, host: Host) -> tuple[LiveCheck, ...]:
+    """sshd and timesyncd as converge keeps them, the sysctls live (the kernel's own only
+    outside containers), disk and inode use, the clock, pending security updates."""
+    return (
+        Units((Unit(SSHD_UNIT), Unit(TIMESYNCD_UNIT, running=None))),
+        Sysctl(SYSCTL_NET_FILE),
+        Sysctl(SYSCTL_KERNEL_FILE, in_containers=False),
+        Disk(DATA_PATHS),
+        Clock(),
+        SecurityUpdates(UNATTENDED_UPGRADES_CONFIG),
+    )
+
+
 @deploy("base")
 def converge(topology: Topology, host: Host, secrets: SecretStore) -> None:
     """apt's proxy, the packages, then each file; each daemon takes its file once it changed."""
@@ -181,9 +199,8 @@ def converge(topology: Topology, host: Host, secrets: SecretStore) -> None:
     install(ROLE, [files[path] for path in APT_AFTER_PACKAGES])
     install(ROLE, [files[SSHD_CONFIG]], check=SSHD_CHECK, then=reloaded(SSHD_UNIT))
     keep_running(ROLE, SSHD_UNIT)
-    install(ROLE, [files[SYSCTL_NET_FILE]], then=sysctl_applied(SYSCTL_NET_FILE))
-    kernel = None if _in_container() else sysctl_applied(SYSCTL_KERNEL_FILE)
-    install(ROLE, [files[SYSCTL_KERNEL_FILE]], then=kernel)
+    install_sysctl(ROLE, files[SYSCTL_NET_FILE])
+    install_sysctl(ROLE, files[SYSCTL_KERNEL_FILE], apply=not _in_container())
     install(ROLE, [files[JOURNALD_CONFIG]], then=restarted(JOURNALD_UNIT))
     install(ROLE, [files[LOGROTATE_CONFIG]])
     install(ROLE, [files[TIMESYNCD_CONFIG]], then=restarted(TIMESYNCD_UNIT))

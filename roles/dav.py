@@ -34,10 +34,13 @@ from bulwark.deploying import (
     system_user,
 )
 from bulwark.hoststate import expect, host_state
+from bulwark.livecheck import LiveCheck
 from bulwark.operations import Activation
 from bulwark.plan import ManagedFile
+from bulwark.probes import Directories, Directory, Disk, Unit, Units, WriteSwitch
 from bulwark.secret import SecretStore
 from bulwark.topology import Host, Topology
+from bulwark.volumes import volume
 
 ROLE = "dav"
 
@@ -45,7 +48,7 @@ PACKAGES: tuple[str, ...] = (*web.PACKAGES, "python3-radicale", "gunicorn")
 USER = "bulwark-dav"
 NO_LOGIN = "/usr/sbin/nologin"
 # Everything the role stores, one directory (the storage role's `dav` volume).
-DATA_DIR = "/var/lib/bulwark/dav"
+DATA_DIR = volume("dav").path
 CONFIG_DIR = "/etc/bulwark/dav"
 # Radicale instance -> what its collections are (their `tag`), and the default one's name.
 INSTANCES: dict[str, str] = {"calendars": "VCALENDAR", "addressbooks": "VADDRESSBOOK"}
@@ -205,6 +208,35 @@ def _rights_context(topology: Topology, read_only: bool) -> dict[str, Any]:
         "principal": "R" if read_only else "RW",
         "collections": "r" if read_only else "rw",
     }
+
+
+def live_checks(topology: Topology, host: Host) -> tuple[LiveCheck, ...]:
+    """The instances' sockets, nginx and the credential checker, the ban watcher; the data
+    and its disk; replication (the replica's lag, or the primary's owed pull) and the write
+    switch agreeing with `site_primary`."""
+    return (
+        Units(
+            (
+                *(Unit(SOCKET_UNIT.format(name)) for name in INSTANCES),
+                *web.front_units(ROLE, host),
+                *bruteforce.watcher_units(ROLE, host),
+            )
+        ),
+        Directories(
+            (
+                Directory(DATA_DIR, USER, USER, "0750"),
+                *(Directory(f"{DATA_DIR}/{name}", USER, USER, "0750") for name in INSTANCES),
+            )
+        ),
+        Disk((DATA_DIR,)),
+        *replication.live_checks(topology, host, TREE),
+        WriteSwitch(
+            ROLE,
+            web.DAV_WRITES_CONFIG,
+            "$bulwark_dav_refused",
+            replication.is_primary(topology, host),
+        ),
+    )
 
 
 @deploy("dav")

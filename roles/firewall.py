@@ -32,8 +32,11 @@ from bulwark.exposure import (
     site_lans,
 )
 from bulwark.hoststate import host_state
+from bulwark.livecheck import Difference, Finding, HostContext, LiveCheck, Reading, Verdict
 from bulwark.operations import STAGED, Check
 from bulwark.plan import ManagedFile
+from bulwark.probes import Unit, Units
+from bulwark.render import RenderedFile
 from bulwark.secret import SecretStore
 from bulwark.topology import Host, Topology
 
@@ -54,6 +57,8 @@ SSH_NEW_CONNECTION_RATE = "30/minute burst 30 packets"
 # ICMP (ping, path MTU, unreachables) answered up to this rate; the rest is dropped.
 ICMP_RATE = "20/second burst 50 packets"
 PACKAGES: tuple[str, ...] = ("nftables",)
+# Loads RULESET at boot.
+NFTABLES_UNIT = "nftables.service"
 # The candidate is checked by nft itself, against this kernel, before it may be applied.
 CANDIDATE_CHECK = Check(CANDIDATE, ("nft", "-c", "-f", STAGED))
 # The digest of the live ruleset recorded right after each successful apply: a live ruleset
@@ -100,6 +105,74 @@ class LiveRuleset(FactBase):
     def process(self, output: list[str]) -> RulesetState:
         lines = [line.strip() for line in output if line.strip()]
         return RulesetState(lines[0] if lines else "", lines[1] if len(lines) > 1 else None)
+
+
+@dataclass(frozen=True)
+class LiveRulesetCheck(LiveCheck):
+    """The live ruleset, read as the deploy reads it (LiveRuleset): status says whether our
+    table is loaded and still as the last apply left it; drift reports a live ruleset that is
+    not (a rule added or removed by hand, a flush), and compares the staged candidate too (a
+    deploy compares it with the rendered ruleset)."""
+
+    table: str = f"inet {bruteforce.TABLE}"
+
+    def _script(self) -> str:
+        return (
+            f"if nft list table {self.table} >/dev/null 2>&1; then echo loaded; "
+            "else echo missing; fi\n" + LiveRuleset().command().get_raw_value()
+        )
+
+    def status_script(self) -> str:
+        return self._script()
+
+    def drift_script(self, context: HostContext) -> str:
+        return self._script()
+
+    def _read(self, reading: Reading) -> tuple[bool, RulesetState]:
+        lines = [line.strip() for line in reading.lines if line.strip()]
+        loaded = bool(lines) and lines[0] == "loaded"
+        return loaded, LiveRuleset().process(lines[1:])
+
+    def status(self, reading: Reading, context: HostContext) -> list[Finding]:
+        loaded, ruleset = self._read(reading)
+        if not loaded:
+            return [Finding("firewall", Verdict.FAIL, f"table {self.table} not loaded")]
+        if ruleset.applied is None:
+            return [
+                Finding("firewall", Verdict.WARN, f"{self.table} loaded, never applied by bulwark")
+            ]
+        if ruleset.live != ruleset.applied:
+            return [
+                Finding(
+                    "firewall",
+                    Verdict.WARN,
+                    f"{self.table} loaded, changed since the last apply (bulwark drift shows it)",
+                )
+            ]
+        return [Finding("firewall", Verdict.OK, f"{self.table} loaded, as the last apply left it")]
+
+    def drift(self, reading: Reading, context: HostContext) -> list[Difference]:
+        loaded, ruleset = self._read(reading)
+        if not loaded:
+            return [Difference("nft ruleset", f"table {self.table} not loaded")]
+        if ruleset.applied is None:
+            return [
+                Difference("nft ruleset", f"never applied by bulwark ({APPLIED_DIGEST} missing)")
+            ]
+        if ruleset.live != ruleset.applied:
+            return [
+                Difference(
+                    "nft ruleset",
+                    "the live ruleset is not the one the last apply left (a rule added or "
+                    "removed by hand, or a flush); the next deploy applies the rendered one",
+                )
+            ]
+        return []
+
+    def expected_files(self, rendered: Mapping[str, RenderedFile]) -> list[RenderedFile]:
+        if RULESET not in rendered:
+            return []
+        return [replace(rendered[RULESET], path=CANDIDATE)]
 
 
 @operation()
@@ -178,6 +251,11 @@ def template_context(topology: Topology, host: Host, secrets: SecretStore) -> Ma
     }
 
 
+def live_checks(topology: Topology, host: Host) -> tuple[LiveCheck, ...]:
+    """The ruleset loaded and as applied (LiveRulesetCheck), loaded at boot."""
+    return (Units((Unit(NFTABLES_UNIT),)), LiveRulesetCheck())
+
+
 @deploy("firewall")
 def converge(topology: Topology, host: Host, secrets: SecretStore) -> None:
     """Stage and check the ruleset, apply it safely, and load it at boot (never `restart`: stop
@@ -186,7 +264,7 @@ def converge(topology: Topology, host: Host, secrets: SecretStore) -> None:
     packages(ROLE, PACKAGES)
     install(ROLE, [replace(rendered, path=CANDIDATE)], check=CANDIDATE_CHECK)
     safe_ruleset(name="firewall: apply the ruleset safely")
-    service("firewall: load at boot", "nftables.service")
+    service("firewall: load at boot", NFTABLES_UNIT)
 
 
 def nft_ports(ports: Iterable[int]) -> str:

@@ -18,18 +18,20 @@ from bulwark import bruteforce, catalogue, mail, tlsconfig
 from bulwark.deploying import (
     directory,
     install,
+    install_sysctl,
     keep_running,
     packages,
     pinned_address,
     render_for_deploy,
     restarted,
-    sysctl_applied,
     system_user,
     units_reread,
 )
 from bulwark.errors import BulwarkError
 from bulwark.hoststate import expect, host_state
+from bulwark.livecheck import LiveCheck
 from bulwark.plan import ManagedFile
+from bulwark.probes import Directories, Directory, Disk, MailReplication, Sysctl, Unit, Units
 from bulwark.secret import SecretStore
 from bulwark.secret_names import DOVEADM_PASSWORD
 from bulwark.topology import Account, Host, Topology
@@ -144,6 +146,24 @@ def template_context(topology: Topology, host: Host, secrets: SecretStore) -> Ma
     }
 
 
+def live_checks(topology: Topology, host: Host) -> tuple[LiveCheck, ...]:
+    """Dovecot, the retry timer and the ban watcher running, the sysctl live, the mail home,
+    its disk, and replication with the other site's store as the replicator sees it."""
+    return (
+        Units(
+            (
+                *mail.dovecot_units(ROLE, host),
+                Unit(RETRY_TIMER),
+                *bruteforce.watcher_units(ROLE, host),
+            )
+        ),
+        Sysctl(SYSCTL_FILE),
+        Directories((Directory(mail.VMAIL_HOME, mail.VMAIL_USER, mail.VMAIL_USER, "0700"),)),
+        Disk((mail.VMAIL_HOME,)),
+        MailReplication(replica(topology, host).name),
+    )
+
+
 @deploy("mailstore")
 def converge(topology: Topology, host: Host, secrets: SecretStore) -> None:
     """The vmail user and its home, the replica's name, Dovecot's files (reloaded once they
@@ -154,7 +174,7 @@ def converge(topology: Topology, host: Host, secrets: SecretStore) -> None:
     directory("mailstore: mail home", mail.VMAIL_HOME, mail.VMAIL_USER, mail.VMAIL_USER, "0700")
     _pin_replica_address(topology, host)
     rendered = render_for_deploy(ROLE, topology, host, secrets)
-    install(ROLE, [rendered[SYSCTL_FILE]], then=sysctl_applied(SYSCTL_FILE))
+    install_sysctl(ROLE, rendered[SYSCTL_FILE])
     install(ROLE, [rendered[DOVECOT_DROPIN]], then=units_reread())
     mail.converge_dovecot(ROLE, rendered)
     retry = (rendered[RETRY_SCRIPT], rendered[RETRY_SERVICE_FILE], rendered[RETRY_TIMER_FILE])

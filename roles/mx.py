@@ -19,8 +19,10 @@ from pyinfra.api import deploy
 
 from bulwark import bruteforce, catalogue, mail, tlsconfig
 from bulwark.deploying import install, packages, render_for_deploy, restarted, service
+from bulwark.livecheck import LiveCheck
 from bulwark.operations import STAGED_DIR, Check
 from bulwark.plan import ManagedFile
+from bulwark.probes import Unit, Units
 from bulwark.secret import SecretStore
 from bulwark.topology import Host, Topology
 
@@ -77,6 +79,21 @@ def template_context(topology: Topology, host: Host, secrets: SecretStore) -> Ma
             "address": str(store.lan_address),
         },
     }
+
+
+def live_checks(topology: Topology, host: Host) -> tuple[LiveCheck, ...]:
+    """Postfix running and enabled (and Dovecot's auth, and the ban watcher, where this role
+    keeps them); its ports come from the catalogue."""
+    return (
+        Units(
+            (
+                Unit(POSTFIX_UNIT),
+                Unit(mail.POSTFIX_INSTANCE, enabled=None),
+                *mail.dovecot_units(ROLE, host),
+                *bruteforce.watcher_units(ROLE, host),
+            )
+        ),
+    )
 
 
 @deploy("mx")

@@ -14,8 +14,10 @@ from pyinfra.api import deploy
 
 from bulwark import pki
 from bulwark.deploying import install, packages, render_for_deploy
+from bulwark.livecheck import LiveCheck
 from bulwark.operations import Activation
 from bulwark.plan import ManagedFile
+from bulwark.probes import Certificate
 from bulwark.secret import SecretStore
 from bulwark.templating import derived_or_sealed
 from bulwark.topology import Host, Topology
@@ -46,6 +48,11 @@ def template_context(topology: Topology, host: Host, secrets: SecretStore) -> Ma
         ),
         "private_key": pki.host_private_key(secrets, host.name),
     }
+
+
+def live_checks(topology: Topology, host: Host) -> tuple[LiveCheck, ...]:
+    """Days left of the host's certificate and of the CA."""
+    return (Certificate(pki.HOST_CERT_PATH, "host"), Certificate(pki.CA_CERT_PATH, "CA"))
 
 
 @deploy("pki")

@@ -19,15 +19,17 @@ from pyinfra.api.facts import FactBase
 from bulwark import catalogue
 from bulwark.deploying import (
     install,
+    install_sysctl,
     keep_running,
     packages,
     render_for_deploy,
     restarted,
-    sysctl_applied,
 )
 from bulwark.exposure import VPN_INTERFACE
+from bulwark.livecheck import LiveCheck
 from bulwark.plan import ManagedFile
 from bulwark.platform_secrets import wireguard_public_key
+from bulwark.probes import Handshakes, Sysctl, Unit, Units
 from bulwark.secret import SecretStore
 from bulwark.secret_names import psk_name, wireguard_key_name
 from bulwark.templating import derived_or_sealed
@@ -106,6 +108,19 @@ def template_context(topology: Topology, host: Host, secrets: SecretStore) -> Ma
     }
 
 
+def live_checks(topology: Topology, host: Host) -> tuple[LiveCheck, ...]:
+    """Gateways: the tunnel up, forwarding on, a recent handshake with each other site's
+    gateway. Other hosts: the routes' unit."""
+    if not host.has_role(GATEWAY):
+        return (Units((Unit(ROUTES_UNIT_NAME),)),)
+    peers = tuple((site.name, str(site.lan)) for site in topology.peer_sites(host.site))
+    return (
+        Units((Unit(WG_UNIT),)),
+        Sysctl(FORWARDING_SYSCTL),
+        Handshakes(VPN_INTERFACE, peers),
+    )
+
+
 @deploy("vpn")
 def converge(topology: Topology, host: Host, secrets: SecretStore) -> None:
     """Gateways: tunnel up, forwarding on. Other hosts: the route to the other sites' LANs."""
@@ -116,7 +131,7 @@ def converge(topology: Topology, host: Host, secrets: SecretStore) -> None:
         return
     userspace = current_host.get_fact(WireGuardImplementation) == "userspace"
     packages(ROLE, (*PACKAGES, *(USERSPACE_PACKAGES if userspace else ())))
-    install(ROLE, [files[FORWARDING_SYSCTL]], then=sysctl_applied(FORWARDING_SYSCTL))
+    install_sysctl(ROLE, files[FORWARDING_SYSCTL])
     install(ROLE, [files[USERSPACE_DROPIN], files[WG_CONFIG]], then=restarted(WG_UNIT, True))
     keep_running(ROLE, WG_UNIT)
 

@@ -1,4 +1,4 @@
-"""The `bulwark` command: vault, secrets, render, audit and lab, each with `--help`."""
+"""The `bulwark` command: vault, secrets, render, audit, status, drift and lab (see `--help`)."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import sys
 
 import click
 
-from bulwark.cli import audit, lab, pki, render, secrets, vault
+from bulwark.cli import audit, lab, live, pki, render, secrets, vault
 from bulwark.errors import BulwarkError
 from bulwark.validation import TopologyError
 
@@ -31,5 +31,14 @@ def main() -> None:
     """Provision and audit the two-site bulwark platform."""
 
 
-for _command in (vault.vault, secrets.secrets, pki.pki, render.render, audit.audit, lab.lab):
+for _command in (
+    vault.vault,
+    secrets.secrets,
+    pki.pki,
+    render.render,
+    audit.audit,
+    live.status,
+    live.drift,
+    lab.lab,
+):
     main.add_command(_command)

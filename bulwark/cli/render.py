@@ -12,6 +12,7 @@ from bulwark.audit import audit_secrets, write_report
 from bulwark.bundle import SigningKey, finish_bundle
 from bulwark.checks import check_files
 from bulwark.cli.audit import signing_options
+from bulwark.htmlreport import write_html_report
 from bulwark.inventory import load_topology
 from bulwark.registry import describe_not_deployed
 from bulwark.render import check_output_dir, render_host_configs, write_audit_tree
@@ -53,6 +54,7 @@ def render(inventory: str, out: Path, check: bool, sign: SigningKey | None) -> N
             files.extend(render_host_configs(topology, host, secrets))
     write_audit_tree(files, out)
     write_report(topology, out)
+    write_html_report(topology, files, out)
     if signed := finish_bundle(topology, files, out, sign):  # last: hashes what is written
         click.echo(signed)
     click.echo(f"rendered {len(files)} files for {len(topology.hosts)} hosts into {out}")

@@ -1,10 +1,12 @@
 """One DAV request from the lab's internet namespace, for integration tests that change the lab
 between requests (they run on the controller, which cannot reach the public addresses).
 
-    bulwark lab internet -- .venv/bin/python tests/integration/davprobe.py USER METHOD URL [BODY]
+    bulwark lab internet -- .venv/bin/python tests/integration/davprobe.py \
+        USER[/LABEL] METHOD URL [BODY]
 
-USER is a lab account (its first app password, from the lab's credentials file). Prints the
-status and the replica header as one JSON object. Refuses to run outside the namespace.
+USER is a lab account, logging in with its app password LABEL (default: its first), from the
+lab's credentials file. Prints the status and the replica header as one JSON object. Refuses to
+run outside the namespace.
 """
 
 from __future__ import annotations
@@ -33,9 +35,12 @@ def main(argv: list[str]) -> int:
     if (own.st_dev, own.st_ino) != (internet.st_dev, internet.st_ino):
         print("davprobe runs only in the lab's internet namespace", file=sys.stderr)
         return 2
-    user, method, url, *body = argv
+    login, method, url, *body = argv
+    user, _, label = login.partition("/")
     topology = load_topology(LAB_INVENTORY)
     account = next(account for account in lab_accounts(topology) if account.user == user)
+    labels = topology.accounts[[a.user for a in topology.accounts].index(user)].app_passwords
+    password = account.app_passwords[labels.index(label)] if label else account.password
     vault = Vault.open(Path(topology.vault_file), load_key(paths.STATE_DIR / "vault.key"))
     with tempfile.NamedTemporaryFile("w", suffix=".pem") as ca:
         ca.write(pki.ca_certificate(vault))
@@ -43,7 +48,7 @@ def main(argv: list[str]) -> int:
         response = requests.request(
             method,
             url,
-            auth=(account.address, account.password.reveal()),
+            auth=(account.address, password.reveal()),
             data=body[0].encode() if body else None,
             headers={"Content-Type": "text/vcard; charset=utf-8"} if body else {},
             verify=ca.name,

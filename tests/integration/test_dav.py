@@ -131,12 +131,13 @@ def _wait_for(site: str, uid: str, status: int) -> bool:
     return True
 
 
-def _deploy_dav(lab_pyinfra, primary: str) -> None:
-    """Deploy the dav role on both web hosts with `primary` the primary site (inventory/lab.py
-    reads BULWARK_LAB_PRIMARY)."""
+def _deploy_dav(lab_pyinfra, primary: str | None = None, revoked: str = "") -> None:
+    """Deploy the dav role on both web hosts, with `primary` the primary site and the `revoked`
+    app passwords removed (inventory/lab.py reads BULWARK_LAB_PRIMARY and BULWARK_LAB_REVOKED)."""
     result = lab_pyinfra(
         "deploy.py", PRIMARY, "--limit", SECONDARY, "--data", "only_roles=dav",
-        env={"BULWARK_LAB_PRIMARY": primary},
+        env={"BULWARK_LAB_PRIMARY": primary or TOPOLOGY.primary_site.name,
+             "BULWARK_LAB_REVOKED": revoked},
     )  # fmt: skip
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-2000:]
 
@@ -167,3 +168,21 @@ def test_switching_the_primary_site_moves_writes_and_loses_nothing(lab_host, lab
         primary = TOPOLOGY.primary_site.name
         for uid in written:
             _probe("alice", "DELETE", _contact_url(primary, uid))
+
+
+def test_a_revoked_app_password_stops_working_once_the_deploy_has_run(lab_pyinfra):
+    """Revoking is removing the label from the account and deploying: the checker restarts with
+    the new accounts, so the cache cannot keep the old password alive. One failed login."""
+    primary = TOPOLOGY.primary_site.name
+    url = (
+        f"https://carddav.{primary}.{TOPOLOGY.domain}/dav/addressbooks/user/"
+        f"alice@{TOPOLOGY.domain}/{dav.DEFAULT_COLLECTION}/"
+    )
+    assert _probe("alice/phone", "PROPFIND", url)["status"] == 207  # now in the cache
+    try:
+        _deploy_dav(lab_pyinfra, revoked="alice/phone")
+        assert _probe("alice/phone", "PROPFIND", url)["status"] == 401
+        assert _probe("alice/laptop", "PROPFIND", url)["status"] == 207
+    finally:
+        _deploy_dav(lab_pyinfra)
+    assert _probe("alice/phone", "PROPFIND", url)["status"] == 207

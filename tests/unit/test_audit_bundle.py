@@ -29,6 +29,7 @@ from bulwark.render import (
     MANIFEST,
     PORTS_REPORT,
     REPORT,
+    REPORT_HTML,
     SIGNATURE,
     check_output_dir,
 )
@@ -156,7 +157,12 @@ def test_the_manifest_lists_every_file_of_the_bundle(bundle):
     listed = {f"{host}/{entry['path'].lstrip('/')}": entry["sha256"]
               for host, entries in manifest["hosts"].items() for entry in entries}  # fmt: skip
     listed |= {entry["path"]: entry["sha256"] for entry in manifest["files"]}
-    assert [entry["path"] for entry in manifest["files"]] == [FACTS, PORTS_REPORT, REPORT]
+    assert [entry["path"] for entry in manifest["files"]] == [
+        FACTS,
+        PORTS_REPORT,
+        REPORT_HTML,
+        REPORT,
+    ]
     on_disk = {path: hashlib.sha256(content).hexdigest() for path, content in tree(bundle).items()}
     for unlisted in (MANIFEST, SIGNATURE, ALLOWED_SIGNERS):
         del on_disk[unlisted]
@@ -170,7 +176,7 @@ def test_a_file_the_render_adds_is_listed_and_keeps_the_directory_a_render(bundl
     (bundle / "html" / "index.html").write_text("<h1>report</h1>\n")
     complete_manifest(bundle)
     listed = [entry["path"] for entry in json.loads((bundle / MANIFEST).read_text())["files"]]
-    assert listed == [FACTS, "html/index.html", PORTS_REPORT, REPORT]
+    assert listed == [FACTS, "html/index.html", PORTS_REPORT, REPORT_HTML, REPORT]
     check_output_dir(bundle)  # may be replaced
     assert cli("audit", "verify", str(bundle), "--unsigned-ok").exit_code == 1  # manifest changed
     (bundle / SIGNATURE).unlink()
@@ -233,7 +239,7 @@ def test_the_readme_hash_check_without_bulwark(bundle):
 
 
 @pytest.mark.parametrize(
-    "path", [NGINX, "sea-gw/etc/wireguard/wg0.conf", PORTS_REPORT, REPORT, FACTS]
+    "path", [NGINX, "sea-gw/etc/wireguard/wg0.conf", PORTS_REPORT, REPORT, REPORT_HTML, FACTS]
 )
 def test_one_flipped_byte_in_a_file_is_named(bundle, path):
     flip_byte(bundle / path)
@@ -651,7 +657,7 @@ def test_no_secret_in_a_signed_bundle_or_in_the_diff_of_a_rotated_secret(
     assert first.exit_code == 0, first.output
     assert "vault not opened" not in first.stderr
     _assert_no_secret_in(first.output, old_values)
-    for name in (SIGNATURE, ALLOWED_SIGNERS, FACTS, MANIFEST, PORTS_REPORT, REPORT):
+    for name in (SIGNATURE, ALLOWED_SIGNERS, FACTS, MANIFEST, PORTS_REPORT, REPORT, REPORT_HTML):
         _assert_no_secret_in((old / name).read_text(), old_values)
     assert "<secret:" not in (old / FACTS).read_text()  # not even a placeholder
 

@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 from click.testing import CliRunner
 
-from bulwark.audit import port_matrix, tls_table
+from bulwark import web
+from bulwark.audit import SealedSecrets, port_matrix, tls_table, write_report
 from bulwark.cli import main
 from bulwark.inventory import load_topology
+from bulwark.render import render_host_configs
+from bulwark.volumes import volume
 
 REPO = Path(__file__).resolve().parents[2]
 LAB = load_topology(REPO / "inventory/lab.py")
@@ -69,3 +73,27 @@ def test_render_writes_the_report_identically_and_can_render_over_itself(tmp_pat
     assert "| nj-store | imaps | tcp | 993 | public | any |" in reports[0][0]
     assert "| nj-store | lmtp | tcp | 24 | from mx (same site) | 10.1.0.25/32 |" in reports[0][0]
     assert "Plaintext ports never open: 110, 143, 389." in reports[0][0]
+
+
+def test_the_report_says_where_each_role_keeps_its_data_and_what_the_web_front_sends(tmp_path):
+    """The dav role's directory, its web front's headers and limits: from the same constants the
+    templates use, so the report cannot drift from what hosts get."""
+    write_report(LAB, tmp_path)
+    report = (tmp_path / "report.md").read_text()
+    data = report.split("## Data", 1)[1].split("##", 1)[0]
+    assert f"| dav | dav | {volume('dav').path} |" in data
+    assert f"| mailstore | mail | {volume('mail').path} |" in data
+    assert "Not encrypted yet" in data  # no storage role yet: the report says so
+    front = report.split("## Web front", 1)[1].split("##", 1)[0]
+    assert f"max-age={web.HSTS_MAX_AGE}; includeSubDomains" in front
+    assert web.CONTENT_SECURITY_POLICY in front
+    nginx = render_host_configs(LAB, LAB.host("nj-web"), SealedSecrets())
+    (config,) = [item for item in nginx if item.path == web.NGINX_CONFIG]
+    assert f"max-age={web.HSTS_MAX_AGE}; includeSubDomains" in config.content
+    assert f"rate={web.REQUEST_RATE}" in config.content
+
+
+def test_a_topology_without_web_roles_has_no_web_front_section(tmp_path):
+    mail_only = replace(LAB, hosts=tuple(host for host in LAB.hosts if not host.has_role("dav")))
+    write_report(mail_only, tmp_path)
+    assert "## Web front" not in (tmp_path / "report.md").read_text()

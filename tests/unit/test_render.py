@@ -29,6 +29,7 @@ from bulwark.render import (
     MANIFEST,
     PORTS_REPORT,
     REPORT,
+    REPORT_HTML,
     RenderedFile,
     render_host_configs,
     write_audit_tree,
@@ -37,7 +38,7 @@ from bulwark.secret import Secret
 from bulwark.templating import environment
 
 REPO = Path(__file__).resolve().parents[2]
-REPORTS = (PORTS_REPORT, REPORT, FACTS)
+REPORTS = (PORTS_REPORT, REPORT, REPORT_HTML, FACTS)
 PRODUCTION = REPO / "inventory" / "production.py"
 LAB = REPO / "inventory" / "lab.py"
 BULWARK = Path(sys.executable).with_name("bulwark")
@@ -404,6 +405,7 @@ def test_render_with_the_vault_shows_no_secret_value(vaulted_inventory, tmp_path
     assert result.exit_code == 0, result.output
     assert "vault not opened" not in result.stderr  # the vault really was used
     _assert_no_secret_in(result.output, values)
+    assert set(REPORTS) <= set(tree(out))  # the reports are checked too
     texts = [content.decode() for content, _ in tree(out).values()]
     for text in texts:
         _assert_no_secret_in(text, values)

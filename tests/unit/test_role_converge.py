@@ -22,7 +22,7 @@ import pytest
 from offline import Step, run_deploy, run_deploys
 
 from bulwark import mail, registry, replication
-from bulwark.hoststate import Account, FileState, Found, UnitState
+from bulwark.hoststate import Account, FileState, Found, UnitState, sysctl_settings
 from bulwark.inventory import load_topology
 from bulwark.render import render_host_configs
 from bulwark.vault import Vault
@@ -43,9 +43,14 @@ RUNS = [
 ]
 
 
-def converged(host_name: str, vault: Vault, pending: frozenset[str] = frozenset()) -> dict:
+def converged(
+    host_name: str,
+    vault: Vault,
+    pending: frozenset[str] = frozenset(),
+    live: dict[str, str] | None = None,
+) -> dict:
     """The facts of a host where everything is as the roles want it (and `pending` left by an
-    interrupted run)."""
+    interrupted run, `live` kernel parameters changed at runtime)."""
     host = LAB.host(host_name)
     files = {item.path: item for item in render_host_configs(LAB, host, vault, reveal=True)}
     files[firewall.CANDIDATE] = files[firewall.RULESET]
@@ -61,8 +66,16 @@ def converged(host_name: str, vault: Vault, pending: frozenset[str] = frozenset(
     dav_directory = FileState(dav.USER, dav.USER, "750", directory=True)
     # A primary does not follow; every other unit runs.
     stopped = {dav.TREE.follow_unit} if replication.is_primary(LAB, host) else set()
+    # The kernel runs what the sysctl files say (`live` overrides some).
+    kernel = {
+        key: value
+        for path, item in files.items()
+        if path.startswith("/etc/sysctl.d/")
+        for key, value in sysctl_settings(item.content).items()
+    }
+    kernel.update(live or {})
     return {
-        "HostState": lambda paths, packages, units, users=(), groups=(): Found(
+        "HostState": lambda paths, packages, units, users=(), groups=(), sysctls=(): Found(
             pending=pending,
             files={
                 path: FileState(item.user, item.group, item.mode.lstrip("0"), item.sha256)
@@ -86,6 +99,7 @@ def converged(host_name: str, vault: Vault, pending: frozenset[str] = frozenset(
             groups={
                 group: {mail.VMAIL_USER: VMAIL_GID, dav.USER: DAV_GID}[group] for group in groups
             },
+            sysctls={key: kernel.get(key) for key in sysctls},
         ),
         "Date": now,
         "File": {"mtime": now, "user": "root", "group": "root", "mode": 644, "size": 1},
@@ -166,6 +180,30 @@ def test_an_action_an_interrupted_run_left_pending_is_completed(
     steps = [step for step in converge(role, host_name, facts, lab_vault) if step.commands]
     assert steps == [
         Step(f"{role}: {action}", (*commands, f"rm -f /var/lib/bulwark/pending/{action}"))
+    ]
+
+
+@pytest.mark.parametrize(
+    ("role", "host_name", "key", "path"),
+    [
+        ("mailstore", "nj-mail", "net.ipv4.tcp_syn_retries", mailstore.SYSCTL_FILE),
+        ("base", "nj-web", "net.ipv4.conf.all.rp_filter", "/etc/sysctl.d/60-bulwark-net.conf"),
+        ("vpn", "nj-gw", "net.ipv4.ip_forward", "/etc/sysctl.d/61-bulwark-forwarding.conf"),
+    ],
+)
+def test_a_kernel_parameter_changed_at_runtime_is_loaded_again(
+    role, host_name, key, path, lab_vault
+):
+    """The file is right and no run was cut short: only the live value says the kernel does
+    not run it (`sysctl -w`). bulwark drift reports it; the next deploy loads the file."""
+    facts = converged(host_name, lab_vault, live={key: "7"})
+    steps = [step for step in converge(role, host_name, facts, lab_vault) if step.commands]
+    action = f"sysctl-{path.rsplit('/', 1)[-1]}"
+    assert steps == [
+        Step(
+            f"{role}: {action}",
+            (f"sysctl -q -p {path}", f"rm -f /var/lib/bulwark/pending/{action}"),
+        )
     ]
 
 

@@ -15,7 +15,7 @@ ROLES_DIR = Path(__file__).resolve().parents[2] / "roles"
 TEMPLATES_DIR = ROLES_DIR.parent / "templates"
 MODULES = sorted({role.module for role in registry.ROLES if role.implemented})
 # The parts every role has, in this order (bulwark.plan).
-PARTS = ("ROLE", "managed_files", "template_context", "converge")
+PARTS = ("ROLE", "managed_files", "template_context", "live_checks", "converge")
 
 
 def tree(module: str) -> ast.Module:
@@ -38,7 +38,7 @@ def test_every_role_has_the_same_parts_in_the_same_order(module):
     assert names[0] == "ROLE"
     positions = [names.index(part) for part in PARTS]
     assert positions == sorted(positions), module
-    own = [  # the role's own facts and operations come before managed_files
+    own = [  # the role's own facts, operations and check kinds come before managed_files
         node.name
         for node in tree(module).body
         if isinstance(node, ast.ClassDef)
@@ -57,6 +57,13 @@ def test_converge_takes_topology_host_and_secrets(module):
     converge = registry.role_module(module).converge
     assert list(inspect.signature(converge).parameters) == ["topology", "host", "secrets"]
     assert converge.__doc__
+
+
+@pytest.mark.parametrize("module", MODULES)
+def test_live_checks_take_topology_and_host(module):
+    live_checks = registry.role_module(module).live_checks
+    assert list(inspect.signature(live_checks).parameters) == ["topology", "host"]
+    assert live_checks.__doc__
 
 
 @pytest.mark.parametrize("module", MODULES)

@@ -1,0 +1,835 @@
+"""Every promise of the seeds, with what keeps it: the roles, the rendered lines, the tests.
+
+`PROMISES` is data. Each promise names the seed it comes from (`000`: the service endpoints,
+`002`: the security practices, both in `shared/seeds/`) and the seed's section, says what is
+promised in plain words, and gives:
+
+- `roles`: the roles (bulwark.registry) that deliver it. Whether each has a module decides the
+  status, so the table updates itself as roles land: a promise whose roles all have a module is
+  kept, one with some is kept in part, one with none is not implemented;
+- `evidence`: where its rendered configuration says so: the role that writes the file, a glob of
+  the file's path on the host, and a regular expression of the lines that implement it;
+- `tests`: the tests that prove it (node ids of tests/unit, tests/integration, tests/e2e);
+- `waived`: for a promise the platform deliberately does not keep, why, in plain words.
+
+tests/unit/test_promises.py checks that every test named exists, that every evidence pattern of a
+role with a module matches a rendered line of the lab or the production inventory (a mail host
+with mx alone exists in production only), and that every section of the seeds has a promise.
+`bulwark render` shows the table in report.html (bulwark.htmlreport).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass
+from enum import StrEnum
+from fnmatch import fnmatchcase
+from functools import cached_property
+
+from bulwark import registry
+from bulwark.render import RenderedFile
+
+ENDPOINTS = "000"  # shared/seeds/000_5451c505d9a79d6e.txt: server names and ports
+PRACTICES = "002"  # shared/seeds/002_67a18fa531e72bec.txt: how the service is kept secure
+SEED_FILES: dict[str, str] = {
+    ENDPOINTS: "000_5451c505d9a79d6e.txt",
+    PRACTICES: "002_67a18fa531e72bec.txt",
+}
+
+
+@dataclass(frozen=True)
+class Evidence:
+    """Lines of a rendered file that implement a promise: the file `path` (a glob of the path on
+    the host) written by `role`, the lines `pattern` (a regular expression) finds."""
+
+    role: str
+    path: str
+    pattern: str
+
+    @cached_property
+    def regex(self) -> re.Pattern[str]:
+        return re.compile(self.pattern, re.MULTILINE)
+
+
+@dataclass(frozen=True)
+class Promise:
+    key: str
+    seed: str  # ENDPOINTS or PRACTICES
+    section: str  # the seed's words heading (or, without a heading, opening) the passage
+    claim: str
+    roles: tuple[str, ...] = ()
+    evidence: tuple[Evidence, ...] = ()
+    tests: tuple[str, ...] = ()
+    waived: str = ""  # deliberately not kept: why, in plain words
+    note: str = ""  # anything else an auditor should know, in plain words
+
+    @property
+    def missing_roles(self) -> tuple[str, ...]:
+        """The roles delivering it that have no module yet (bulwark.registry)."""
+        return tuple(name for name in self.roles if not registry.role(name).implemented)
+
+
+class Status(StrEnum):
+    KEPT = "kept"
+    PARTLY = "kept in part"  # some of its roles have a module, others not yet
+    NOT_IMPLEMENTED = "not implemented"
+    NOT_KEPT = "not kept"  # deliberately; `Promise.waived` says why
+    NOT_DEPLOYED = "not deployed here"  # its roles have modules, but no host of this inventory
+
+
+def status(promise: Promise, found: Iterable[Found] = ()) -> Status:
+    """What the platform does about `promise`, given the lines `find_evidence` found for it."""
+    if promise.waived:
+        return Status.NOT_KEPT
+    missing = promise.missing_roles
+    if len(missing) == len(promise.roles):
+        return Status.NOT_IMPLEMENTED
+    if not any(True for _ in found):
+        return Status.NOT_DEPLOYED
+    return Status.PARTLY if missing else Status.KEPT
+
+
+@dataclass(frozen=True)
+class Found:
+    """One distinct rendered line implementing a promise, and the hosts whose file holds it."""
+
+    evidence: Evidence
+    path: str
+    line: str
+    hosts: tuple[str, ...]
+
+
+class RenderedIndex:
+    """The rendered files by (role, path), so that each evidence glob is matched against the
+    distinct paths once, not against every host's file."""
+
+    def __init__(self, files: Iterable[RenderedFile]):
+        self._files: dict[tuple[str, str], list[RenderedFile]] = {}
+        for rendered in files:
+            self._files.setdefault((rendered.role, rendered.path), []).append(rendered)
+
+    def find(self, evidence: Evidence) -> list[Found]:
+        """Every distinct line `evidence` finds, with the hosts holding it, sorted by path and
+        line; only roles with a module render files, so a role without one finds nothing."""
+        lines: dict[tuple[str, str], list[str]] = {}
+        for (role, path), files in sorted(self._files.items()):
+            if role != evidence.role or not fnmatchcase(path, evidence.path):
+                continue
+            seen: dict[str, list[str]] = {}  # many hosts get the very same file
+            for rendered in files:
+                if rendered.content not in seen:
+                    seen[rendered.content] = matching_lines(evidence.regex, rendered.content)
+                for line in seen[rendered.content]:
+                    holders = lines.setdefault((path, line), [])
+                    if not holders or holders[-1] != rendered.host:
+                        holders.append(rendered.host)
+        return [
+            Found(evidence, path, line, tuple(sorted(set(hosts))))
+            for (path, line), hosts in sorted(lines.items())
+        ]
+
+    def find_all(self, promise: Promise) -> list[Found]:
+        return [found for evidence in promise.evidence for found in self.find(evidence)]
+
+
+def matching_lines(regex: re.Pattern[str], content: str) -> list[str]:
+    """The whole lines (stripped) of `content` in which `regex` finds a match, each once."""
+    found: list[str] = []
+    for match in regex.finditer(content):
+        start = content.rfind("\n", 0, match.start()) + 1
+        end = content.find("\n", match.end())
+        line = content[start : end if end >= 0 else None].strip()
+        if line not in found:
+            found.append(line)
+    return found
+
+
+# Tests proving what several promises share.
+_MAIN_PASSWORD_REFUSED = (
+    "tests/unit/test_mail_roles.py::test_main_and_wrong_passwords_and_strangers_are_refused",
+    "tests/unit/test_webauth.py::test_app_passwords_log_in_and_other_passwords_do_not",
+    "tests/e2e/test_mail.py::test_the_main_password_is_refused_everywhere",
+    "tests/e2e/test_dav.py::test_the_main_password_is_refused",
+)
+_WEB_HEADERS = (
+    "tests/unit/test_dav_role.py::test_every_served_response_carries_the_security_headers",
+    "tests/e2e/test_dav.py::test_every_response_carries_the_security_headers",
+)
+_NGINX = "/etc/nginx/nginx.conf"
+_DOVECOT = "/etc/dovecot/dovecot.conf"
+_AUTH_LUA = "/etc/dovecot/bulwark-auth.lua"
+_MAIN_CF = "/etc/postfix/main.cf"
+_MASTER_CF = "/etc/postfix/master.cf"
+_NFTABLES = "/etc/nftables.conf"
+_SSHD = "/etc/ssh/sshd_config.d/10-bulwark.conf"
+_UNATTENDED = "/etc/apt/apt.conf.d/52bulwark-unattended-upgrades"
+_WEBAUTH_ACCOUNTS = "/etc/bulwark/webauth/accounts.json"
+_ADDRESSBOOK_RIGHTS = "/etc/bulwark/dav/addressbooks.rights"
+
+PROMISES: tuple[Promise, ...] = (
+    # --- 002: how the service is kept secure --------------------------------------------------
+    Promise(
+        "customer-data",
+        PRACTICES,
+        "Customer data",
+        "All personal data of customers is treated as Customer Confidential, the highest level "
+        "of protection.",
+        waived="A data-classification policy of the operator, not a configuration: the platform "
+        "treats every account's data alike (encrypted in transit, rows below; at rest once the "
+        "storage role exists).",
+    ),
+    Promise(
+        "tls-client-connections",
+        PRACTICES,
+        "Secure access to mail",
+        "Every client connection uses TLS: IMAP, POP, SMTP submission and the web endpoints; no "
+        "password crosses a plaintext connection.",
+        roles=("mx", "mailstore", "dav", "files", "directory", "proxy"),
+        evidence=(
+            Evidence("mailstore", _DOVECOT, r"^ssl = required$"),
+            Evidence("mailstore", _DOVECOT, r"^disable_plaintext_auth = yes$"),
+            Evidence("mx", _MASTER_CF, r"smtpd_tls_security_level=encrypt"),
+            Evidence("mx", _MAIN_CF, r"^smtpd_tls_auth_only = yes$"),
+            Evidence("dav", _NGINX, r"listen \S+:443 ssl"),
+        ),
+        tests=(
+            "tests/unit/test_mail_roles.py::test_the_mx_offers_tls_and_submission_requires_it",
+            "tests/unit/test_mail_roles.py::"
+            "test_dovecot_listens_on_tls_ports_only_and_lan_services_on_the_lan",
+            "tests/unit/test_catalogue.py::test_every_service_is_encrypted_except_http_redirects",
+            "tests/e2e/test_mail.py::test_submission_587_offers_auth_only_after_starttls",
+            "tests/e2e/test_mail.py::test_plaintext_imap_and_pop3_refuse_connections",
+            "tests/e2e/test_dav.py::test_https_is_tls_1_2_or_later_with_a_verified_certificate",
+        ),
+    ),
+    Promise(
+        "forward-secrecy",
+        PRACTICES,
+        "Secure access to mail",
+        "Perfect forward secrecy on every encrypted connection: TLS 1.2 or later with ECDHE "
+        "suites only (Mozilla's intermediate profile, bulwark/tls.py).",
+        roles=("mx", "mailstore", "dav", "files", "directory", "proxy"),
+        evidence=(
+            Evidence("mailstore", _DOVECOT, r"^ssl_min_protocol = TLSv1\.2$"),
+            Evidence("mailstore", _DOVECOT, r"^ssl_cipher_list = ECDHE-"),
+            Evidence("mx", _MAIN_CF, r"^smtpd_tls_mandatory_protocols = >=TLSv1\.2$"),
+            Evidence("mx", _MAIN_CF, r"^tls_high_cipherlist = ECDHE-"),
+            Evidence("dav", _NGINX, r"^\s*ssl_protocols TLSv1\.2 TLSv1\.3;$"),
+            Evidence("dav", _NGINX, r"^\s*ssl_ciphers ECDHE-"),
+        ),
+        tests=(
+            "tests/unit/test_mail_roles.py::test_postfix_tls_is_mozilla_intermediate_and_forward_secret",
+            "tests/unit/test_mail_roles.py::test_dovecot_requires_mozilla_intermediate_tls",
+            "tests/e2e/test_mail.py::test_tls_is_1_2_or_later_and_forward_secret",
+            "tests/e2e/test_dav.py::test_https_is_tls_1_2_or_later_with_a_verified_certificate",
+        ),
+    ),
+    Promise(
+        "hsts",
+        PRACTICES,
+        "Secure access to mail",
+        "A Strict-Transport-Security header with every web page, so browsers only ever connect "
+        "encrypted; plain HTTP only redirects.",
+        roles=("dav", "files"),
+        evidence=(
+            Evidence("dav", _NGINX, r"add_header Strict-Transport-Security "),
+            Evidence("dav", _NGINX, r"return 301 https://"),
+        ),
+        tests=(*_WEB_HEADERS, "tests/e2e/test_dav.py::test_port_80_only_redirects_to_https"),
+    ),
+    Promise(
+        "outbound-tls",
+        PRACTICES,
+        "Encrypted sending/receiving",
+        "Mail sent to other servers is encrypted whenever the receiving server supports it.",
+        roles=("mx",),
+        evidence=(Evidence("mx", _MAIN_CF, r"^smtp_tls_security_level = may$"),),
+        tests=(
+            "tests/unit/test_mail_roles.py::test_postfix_tls_is_mozilla_intermediate_and_forward_secret",
+        ),
+        note="Opportunistic: a server that offers no STARTTLS still gets the mail, in clear "
+        "(as the seed says; see the end-to-end row).",
+    ),
+    Promise(
+        "inbound-tls",
+        PRACTICES,
+        "Encrypted sending/receiving",
+        "Servers delivering mail to the platform can encrypt: STARTTLS is offered on port 25 "
+        "(never required, RFC 3207).",
+        roles=("mx",),
+        evidence=(Evidence("mx", _MAIN_CF, r"^smtpd_tls_security_level = may$"),),
+        tests=(
+            "tests/unit/test_mail_roles.py::test_the_mx_offers_tls_and_submission_requires_it",
+            "tests/unit/test_catalogue.py::test_only_inbound_smtp_is_opportunistic",
+            "tests/integration/test_mail.py::test_postfix_effective_tls_settings",
+            "tests/e2e/test_mail.py::test_mx_accepts_mail_for_an_account_from_anyone",
+        ),
+    ),
+    Promise(
+        "csp",
+        PRACTICES,
+        "Content security policy",
+        "A Content-Security-Policy header on web responses, so no script runs that the "
+        "platform did not write (bulwark serves none: the policy allows nothing).",
+        roles=("dav", "files"),
+        evidence=(
+            Evidence("dav", _NGINX, r"add_header Content-Security-Policy \"default-src 'none'"),
+            Evidence("dav", _NGINX, r"add_header X-Content-Type-Options nosniff"),
+        ),
+        tests=_WEB_HEADERS,
+    ),
+    Promise(
+        "isolated-domains",
+        PRACTICES,
+        "Content security policy",
+        "Untrusted content (attachments, users' websites) is served from isolated domains.",
+        waived="bulwark serves no webmail, no attachments and no user websites: nothing "
+        "untrusted is shown in a browser under the platform's names. DAV responses are sent "
+        "with nosniff and a policy that allows nothing (row above).",
+    ),
+    Promise(
+        "kernel-firewall",
+        PRACTICES,
+        "We only allow necessary communications",
+        "A kernel-level firewall on every host lets in only the services that host provides; "
+        "SSH and internal ports are not open to the internet.",
+        roles=("firewall",),
+        evidence=(
+            Evidence(
+                "firewall", _NFTABLES, r"type filter hook input priority filter; policy drop;"
+            ),
+            Evidence("firewall", _NFTABLES, r"ip saddr @management_v4 tcp dport 22 .*accept"),
+        ),
+        tests=(
+            "tests/unit/test_network_roles.py::"
+            "test_ruleset_defaults_drop_and_opens_exactly_the_hosts_services",
+            "tests/unit/test_network_roles.py::"
+            "test_ssh_only_from_management_and_admin_networks_rate_limited",
+            "tests/unit/test_network_roles.py::test_every_ruleset_passes_nft_check",
+            "tests/integration/test_network.py::test_live_ruleset_is_the_rendered_one",
+            "tests/e2e/test_scan.py::test_every_tcp_port_scanned_only_the_catalogue_answers",
+            "tests/e2e/test_exposure.py::test_ssh_is_not_reachable_from_the_internet",
+        ),
+    ),
+    Promise(
+        "internal-services",
+        PRACTICES,
+        "We only allow necessary communications",
+        "Internal services (LMTP, replication) answer only the hosts whose roles use them, and "
+        "speak TLS even inside the VPN.",
+        roles=("firewall", "mx", "mailstore", "dav"),
+        evidence=(
+            Evidence("firewall", _NFTABLES, r"ip saddr @\w+_clients_v4 tcp dport \d+ .*accept"),
+            Evidence("mailstore", _DOVECOT, r"^\s*ssl_verify_client_cert = yes$"),
+            Evidence("mx", _MAIN_CF, r"^lmtp_tls_security_level = secure$"),
+            Evidence("dav", _NGINX, r"^\s*ssl_verify_client on;$"),
+        ),
+        tests=(
+            "tests/unit/test_network_roles.py::"
+            "test_lmtp_opens_to_the_sites_mx_hosts_and_replication_to_the_peer_store",
+            "tests/unit/test_exposure.py::test_no_internal_service_opens_to_a_whole_network",
+            "tests/unit/test_catalogue.py::test_internal_services_use_tls_inside_the_vpn",
+            "tests/integration/test_privilege.py::test_web_hosts_reach_neither_lmtp_nor_replication",
+            "tests/integration/test_privilege.py::test_lmtp_from_the_mx_host_works_only_over_tls",
+            "tests/integration/test_dav.py::"
+            "test_the_replication_port_is_closed_to_other_hosts_of_the_site",
+        ),
+    ),
+    Promise(
+        "security-updates",
+        PRACTICES,
+        "We keep track of software updates",
+        "Security updates are installed as soon as they are published: every day, from the "
+        "Debian security archive alone.",
+        roles=("base",),
+        evidence=(
+            Evidence("base", _UNATTENDED, r"origin=Debian,codename=\$\{distro_codename\}-security"),
+            Evidence(
+                "base",
+                "/etc/apt/apt.conf.d/20auto-upgrades",
+                r'^APT::Periodic::Unattended-Upgrade "1";$',
+            ),
+        ),
+        tests=(
+            "tests/unit/test_base_role.py::test_effective_unattended_origins_are_the_security_archive_only",
+            "tests/integration/test_base.py::test_unattended_upgrades_take_security_updates_only",
+        ),
+        note="Hosts are never rebooted automatically: a new kernel waits for the operator.",
+    ),
+    Promise(
+        "debian",
+        PRACTICES,
+        "We use software systems that take security seriously",
+        "Debian as the operating system, for its security updates within hours.",
+        roles=("base",),
+        evidence=(Evidence("base", _UNATTENDED, r"label=Debian-Security"),),
+        tests=(
+            "tests/unit/test_base_role.py::test_effective_unattended_origins_are_the_security_archive_only",
+            "tests/unit/test_base_role.py::test_apt_files_pass_the_apt_checker",
+        ),
+    ),
+    Promise(
+        "image-proxy",
+        PRACTICES,
+        "Privacy: Image loading",
+        "Images referenced by a mail are fetched through the platform's servers, hiding the "
+        "reader's address from their owner.",
+        waived="bulwark has no webmail: no web page of the platform shows mail, so it fetches no "
+        "image on a reader's behalf; mail clients decide for themselves.",
+    ),
+    Promise(
+        "bug-bounty",
+        PRACTICES,
+        "Bug bounty",
+        "A bug bounty rewards responsible disclosure of security issues.",
+        waived="An organisational programme, outside any host's configuration.",
+    ),
+    Promise(
+        "physical-sites",
+        PRACTICES,
+        "Physical location security",
+        "Main servers in a high-security data center in New Jersey, the secondary site in "
+        "Seattle with equivalent physical security.",
+        waived="Physical security is the data centers'. The inventory places the primary and "
+        "secondary sites (the topology above shows them).",
+    ),
+    Promise(
+        "no-logins-for-remote-hands",
+        PRACTICES,
+        "Physical location security",
+        "Remote hands have no logins: no password opens a shell, and SSH accepts keys only, "
+        "from the management and admin networks only.",
+        roles=("base", "firewall"),
+        evidence=(
+            Evidence("base", _SSHD, r"^PasswordAuthentication no$"),
+            Evidence("base", _SSHD, r"^KbdInteractiveAuthentication no$"),
+            Evidence("firewall", _NFTABLES, r"ip saddr @management_v4 tcp dport 22 .*accept"),
+        ),
+        tests=(
+            "tests/unit/test_base_role.py::test_effective_sshd_is_key_only_and_verbose",
+            "tests/integration/test_base.py::test_sshd_allows_keys_only",
+            "tests/e2e/test_exposure.py::test_ssh_is_not_reachable_from_the_internet",
+        ),
+    ),
+    Promise(
+        "vpn-between-sites",
+        PRACTICES,
+        "Physical location security",
+        "All data between the data centers crosses an encrypted VPN the operator runs; the "
+        "vendors have no access to the internal network.",
+        roles=("gateway", "firewall"),
+        evidence=(
+            Evidence("vpn", "/etc/wireguard/wg0.conf", r"^ListenPort = \d+$"),
+            Evidence("vpn", "/etc/wireguard/wg0.conf", r"^AllowedIPs = "),
+            Evidence("firewall", _NFTABLES, r'oifname "wg0" accept$'),
+        ),
+        tests=(
+            "tests/unit/test_network_roles.py::test_wireguard_config_peers_the_gateways",
+            "tests/unit/test_network_roles.py::test_only_gateways_forward_and_only_between_lan_and_tunnel",
+            "tests/integration/test_network.py::test_gateways_complete_a_handshake",
+            "tests/integration/test_network.py::test_lan_to_lan_crosses_the_wan_only_inside_the_tunnel",
+            "tests/integration/test_network.py::"
+            "test_with_the_tunnel_down_lan_to_lan_fails_instead_of_going_clear",
+        ),
+    ),
+    Promise(
+        "data-encrypted-at-rest",
+        PRACTICES,
+        "On-disk encryption",
+        "All customer data is stored on encrypted disk volumes, backups included; no volume "
+        "key is kept on the host's own disks.",
+        roles=("storage", "backup"),
+    ),
+    Promise(
+        "logs-encrypted-at-rest",
+        PRACTICES,
+        "On-disk encryption",
+        "System logs, which may hold personal data, on encrypted disks too.",
+        roles=("storage",),
+        note="The seed admits that some of its own system logs are still on unencrypted disks. "
+        "bulwark means to do better (the base role's logs volume, opened by the storage role); "
+        "until the storage role exists, journald and /var/log are on each host's root disk, "
+        "unencrypted.",
+    ),
+    Promise(
+        "staff-access",
+        PRACTICES,
+        "Staff access to your data",
+        "Staff see customer data only as their roles require; support sees obfuscated data "
+        "unless the user puts mail in a 'forwebmaster' folder.",
+        waived="bulwark has no support tooling and obfuscates nothing: an operator with root on "
+        "a host can read what that host stores. Who gets root at all is limited (key-only SSH "
+        "from the management and admin networks, row above).",
+    ),
+    Promise(
+        "password-hashes",
+        PRACTICES,
+        "Password encryption",
+        "Passwords used to log in are stored non-reversibly: app passwords as Argon2id hashes "
+        "only, and the main password is never stored on a host.",
+        roles=("mx", "mailstore", "dav"),
+        evidence=(
+            Evidence("mailstore", _AUTH_LUA, r"\{ARGON2ID\}<secret:"),
+            Evidence("mx", _AUTH_LUA, r"\{ARGON2ID\}<secret:"),
+            Evidence("dav", _WEBAUTH_ACCOUNTS, r"<secret:account/[^/ ]+/app/"),
+        ),
+        tests=(
+            "tests/unit/test_secrets.py::test_hashes_verify_with_libsodium_as_dovecot_does",
+            "tests/unit/test_secrets.py::test_credentials_verify_against_the_hashes",
+            "tests/unit/test_mail_roles.py::test_audits_hold_no_secret_and_hosts_never_get_the_main_password",
+            "tests/unit/test_dav_role.py::test_the_accounts_file_holds_every_app_password_and_no_main_password",
+        ),
+    ),
+    Promise(
+        "third-party-passwords",
+        PRACTICES,
+        "Password encryption",
+        "Passwords for other systems (POP links, calendar links) are stored with reversible "
+        "encryption under a separately kept key, decryptable only by hardware security modules.",
+        waived="bulwark has no feature that logs in to other systems for a user, so it keeps no "
+        "such password. Its own service secrets are in the vault (AES-256-GCM), whose key file "
+        "lives apart from it; no hardware security module is used.",
+    ),
+    Promise(
+        "third-parties",
+        PRACTICES,
+        "Transfer of confidential data with third parties",
+        "Confidential data is never sold or monetised; only statistics and spam reports are "
+        "shared.",
+        waived="A policy of the operator, outside any host's configuration.",
+    ),
+    Promise(
+        "replicated",
+        PRACTICES,
+        "Destruction of data",
+        "Data is replicated to more than one system: mail both ways between the sites, "
+        "calendars and contacts to the secondary site.",
+        roles=("mailstore", "dav"),
+        evidence=(
+            Evidence("mailstore", _DOVECOT, r"^\s*mail_replica = tcps:"),
+            Evidence("dav", _NGINX, r"^\s*listen \S+:\d+ ssl;$"),
+        ),
+        tests=(
+            "tests/unit/test_mail_roles.py::test_each_store_replicates_with_the_other_sites_store",
+            "tests/unit/test_dav_role.py::test_replication_passes_only_the_other_sites_web_host",
+            "tests/integration/test_mail.py::test_both_sites_hold_the_same_mailboxes",
+            "tests/integration/test_faults.py::test_replication_catches_up_soon_after_a_tunnel_cut",
+            "tests/e2e/test_mail.py::test_mail_submitted_in_nj_is_readable_in_sea",
+            "tests/e2e/test_dav.py::test_a_contact_written_at_the_primary_is_readable_at_the_secondary",
+        ),
+        note="A replica copies deletions too: it is no backup (see the backup rows).",
+    ),
+    Promise(
+        "backups",
+        PRACTICES,
+        "Destruction of data",
+        "Data is backed up: encrypted, append-only backups at the other site, restored in drills.",
+        roles=("backup",),
+    ),
+    Promise(
+        "delayed-deletion",
+        PRACTICES,
+        "Destruction of data",
+        "Deleting items or closing an account removes the data with a delay, so that it can be "
+        "restored, even after an attacker deleted everything.",
+        roles=("backup",),
+    ),
+    Promise(
+        "log-retention",
+        PRACTICES,
+        "Destruction of system logs",
+        "System logs are kept 150 to 180 days, then deleted: the journal and logrotate keep "
+        "180 days.",
+        roles=("base",),
+        evidence=(
+            Evidence("base", "/etc/systemd/journald.conf.d/*.conf", r"^Storage=persistent$"),
+            Evidence("base", "/etc/systemd/journald.conf.d/*.conf", r"^MaxRetentionSec=180day$"),
+            Evidence("base", "/etc/logrotate.conf", r"^daily$|^rotate 180$"),
+        ),
+        tests=(
+            "tests/unit/test_base_role.py::test_journald_keeps_a_persistent_journal_for_180_days",
+            "tests/unit/test_base_role.py::test_journald_retention_is_a_timespan_systemd_understands",
+            "tests/unit/test_base_role.py::test_logrotate_rotates_daily_and_keeps_180",
+            "tests/integration/test_base.py::test_journal_is_persistent_and_kept_180_days",
+        ),
+        note="Log files that a package rotates through its own /etc/logrotate.d file keep the "
+        "rotation that file sets.",
+    ),
+    Promise(
+        "deleted-items-7-days",
+        PRACTICES,
+        "Destruction of deleted emails, contacts, and calendars",
+        "Deleted mail, contacts and calendars are kept in backups for 7 days after deletion, "
+        "then gone.",
+        roles=("backup",),
+    ),
+    Promise(
+        "backup-pruning",
+        PRACTICES,
+        "Destruction of backup and search index data",
+        "Backups and search indexes are pruned as space requires; support can prune one "
+        "account at once on request.",
+        roles=("backup",),
+    ),
+    Promise(
+        "account-closure",
+        PRACTICES,
+        "Destruction of data after account closure",
+        "After an account is closed, its data and backups are purged (within 37 days to a year).",
+        roles=("backup",),
+    ),
+    Promise(
+        "end-to-end",
+        PRACTICES,
+        "The only way to ensure end-to-end security with email",
+        "Mail to other servers may cross the internet unencrypted; only PGP or S/MIME in the "
+        "user's own client protects it end to end.",
+        waived="Not something a server can provide, as the seed says: users who need it use "
+        "PGP or S/MIME; the platform carries such mail untouched.",
+    ),
+    Promise(
+        "legal-requests",
+        PRACTICES,
+        "the required legal authorization",
+        "No data is released without the required legal authorization.",
+        waived="A legal policy of the operator, outside any host's configuration.",
+    ),
+    # --- 000: server names and ports ----------------------------------------------------------
+    Promise(
+        "tls-only",
+        ENDPOINTS,
+        "we do not support insecure access",
+        "TLS on every protocol: the plaintext ports 143, 110 and 389 never listen.",
+        roles=("mailstore", "directory"),
+        evidence=(Evidence("mailstore", _DOVECOT, r"^\s*port = 0$"),),
+        tests=(
+            "tests/unit/test_catalogue.py::test_plaintext_twins_never_listen",
+            "tests/integration/test_mail.py::test_no_plaintext_twin_listens",
+            "tests/e2e/test_exposure.py::test_plaintext_twins_are_not_reachable",
+        ),
+    ),
+    Promise(
+        "app-passwords",
+        ENDPOINTS,
+        "You cannot use your regular Fastmail password",
+        "Every service takes app passwords only; the regular (main) password is refused.",
+        roles=("mx", "mailstore", "dav", "files", "directory"),
+        evidence=(
+            Evidence("mailstore", _AUTH_LUA, r"no app password matches"),
+            Evidence("mx", _AUTH_LUA, r"no app password matches"),
+            Evidence("dav", _WEBAUTH_ACCOUNTS, r'^\s*"\w+": \["<secret:account/'),
+        ),
+        tests=_MAIN_PASSWORD_REFUSED,
+    ),
+    Promise(
+        "imap",
+        ENDPOINTS,
+        "IMAP",
+        "imap.DOMAIN on port 993, TLS from the first byte (not STARTTLS), folder separator '/'.",
+        roles=("mailstore",),
+        evidence=(
+            Evidence("mailstore", _DOVECOT, r"^\s*port = 993$"),
+            Evidence("mailstore", _DOVECOT, r"^\s*separator = /$"),
+        ),
+        tests=(
+            "tests/unit/test_catalogue.py::test_seed_table_client_endpoints",
+            "tests/unit/test_mail_roles.py::"
+            "test_dovecot_listens_on_tls_ports_only_and_lan_services_on_the_lan",
+            "tests/e2e/test_mail.py::test_imap_logs_in_with_each_app_password",
+        ),
+    ),
+    Promise(
+        "pop",
+        ENDPOINTS,
+        "POP",
+        "pop.DOMAIN on port 995, TLS from the first byte (not STARTTLS).",
+        roles=("mailstore",),
+        evidence=(Evidence("mailstore", _DOVECOT, r"^\s*port = 995$"),),
+        tests=(
+            "tests/unit/test_catalogue.py::test_seed_table_client_endpoints",
+            "tests/e2e/test_mail.py::test_pop3_logs_in_with_each_separator",
+        ),
+    ),
+    Promise(
+        "pop-from-folder",
+        ENDPOINTS,
+        "POP from folder",
+        "A POP login user+Folder@domain reads that folder instead of the inbox.",
+        roles=("mailstore",),
+        evidence=(Evidence("mailstore", _AUTH_LUA, r"INBOX=~/Maildir/\."),),
+        tests=(
+            "tests/unit/test_mail_roles.py::test_pop3_login_with_a_folder_reads_that_folder",
+            "tests/e2e/test_mail.py::test_pop3_from_a_folder_lists_that_folder_not_the_inbox",
+        ),
+    ),
+    Promise(
+        "smtp-465",
+        ENDPOINTS,
+        "SMTP",
+        "smtp.DOMAIN on port 465, TLS from the first byte, AUTH PLAIN.",
+        roles=("mx",),
+        evidence=(
+            Evidence("mx", _MASTER_CF, r"^465 +inet"),
+            Evidence("mx", _MASTER_CF, r"smtpd_tls_wrappermode=yes"),
+        ),
+        tests=(
+            "tests/unit/test_mail_roles.py::test_the_mx_offers_tls_and_submission_requires_it",
+            "tests/e2e/test_mail.py::test_submission_465_authenticates_and_delivers",
+        ),
+    ),
+    Promise(
+        "smtp-587",
+        ENDPOINTS,
+        "SMTP",
+        "smtp.DOMAIN on port 587 for clients that only speak STARTTLS: authentication only "
+        "after it.",
+        roles=("mx",),
+        evidence=(
+            Evidence("mx", _MASTER_CF, r"^587 +inet"),
+            Evidence("mx", _MAIN_CF, r"^smtpd_tls_auth_only = yes$"),
+        ),
+        tests=(
+            "tests/unit/test_mail_roles.py::test_the_mx_offers_tls_and_submission_requires_it",
+            "tests/e2e/test_mail.py::test_submission_587_offers_auth_only_after_starttls",
+            "tests/e2e/test_mail.py::test_submission_refuses_mail_without_auth",
+        ),
+    ),
+    Promise(
+        "caldav",
+        ENDPOINTS,
+        "CalDAV",
+        "https://caldav.DOMAIN/ with auto-discovery of calendars; TLS required.",
+        roles=("dav",),
+        evidence=(
+            Evidence("dav", _NGINX, r"^\s*server_name caldav\."),
+            Evidence("dav", _NGINX, r"location = /\.well-known/caldav"),
+        ),
+        tests=(
+            "tests/e2e/test_dav.py::test_well_known_redirects_to_the_principal_collections",
+            "tests/e2e/test_dav.py::test_the_bare_host_redirects_permanently_keeping_the_method",
+            "tests/e2e/test_dav.py::test_caldav_discovers_the_default_calendar_and_manages_an_event",
+        ),
+    ),
+    Promise(
+        "carddav",
+        ENDPOINTS,
+        "CardDAV",
+        "https://carddav.DOMAIN/ with auto-discovery; each account's Default address book at "
+        ".../dav/addressbooks/user/<user@domain>/Default.",
+        roles=("dav",),
+        evidence=(
+            Evidence("dav", _NGINX, r"^\s*server_name carddav\."),
+            Evidence("dav", _NGINX, r"location = /\.well-known/carddav"),
+            Evidence("dav", _ADDRESSBOOK_RIGHTS, r"^collection: \{0\}@\S+/Default$"),
+        ),
+        tests=(
+            "tests/unit/test_dav_role.py::"
+            "test_every_account_has_its_default_collections_and_a_link_to_the_shared_book",
+            "tests/e2e/test_dav.py::test_a_contact_is_created_read_listed_and_deleted",
+        ),
+    ),
+    Promise(
+        "carddav-book-logins",
+        ENDPOINTS,
+        "CardDAV",
+        "Logins user+Default@domain and user+Shared@domain reach only that book; the shared "
+        "book is .../<owner@domain>.Shared.",
+        roles=("dav",),
+        evidence=(
+            Evidence("dav", _ADDRESSBOOK_RIGHTS, r"^user: .*\\\+Default@"),
+            Evidence("dav", _ADDRESSBOOK_RIGHTS, r"^user: .*\\\+Shared\)?\??@"),
+        ),
+        tests=(
+            "tests/unit/test_dav_role.py::test_the_primary_grants_exactly_the_table",
+            "tests/e2e/test_dav.py::test_a_default_login_sees_only_the_default_book",
+            "tests/e2e/test_dav.py::test_a_shared_login_sees_only_the_shared_book",
+            "tests/e2e/test_dav.py::test_another_account_reads_the_shared_book",
+        ),
+    ),
+    Promise(
+        "ldap",
+        ENDPOINTS,
+        "LDAP",
+        "ldap.DOMAIN on port 636 (TLS, not STARTTLS), read-only contacts: bind "
+        "cn=USER@DOMAIN,dc=User, search base dc=AddressBook.",
+        roles=("directory",),
+    ),
+    Promise(
+        "webdav",
+        ENDPOINTS,
+        "WebDAV",
+        "https://webdav.DOMAIN/ with each user's files at /USER.DOMAIN/files/, and "
+        "https://myfiles.DOMAIN/ rooted there.",
+        roles=("files",),
+    ),
+    Promise(
+        "ftp",
+        ENDPOINTS,
+        "FTP",
+        "ftp.DOMAIN on port 21 with FTPS (TLS required), files at /USER.DOMAIN/files/; no SFTP.",
+        roles=("files",),
+    ),
+    Promise(
+        "alternative-usernames",
+        ENDPOINTS,
+        "Alternative usernames",
+        "user@domain, user#domain, user/domain and user=domain all log in.",
+        roles=("mx", "mailstore", "dav", "files", "directory"),
+        evidence=(
+            Evidence("mailstore", _DOVECOT, r'^auth_username_translation = "#@/@=@"$'),
+            Evidence("mx", _DOVECOT, r'^auth_username_translation = "#@/@=@"$'),
+            Evidence("dav", _WEBAUTH_ACCOUNTS, r'"separators": \['),
+        ),
+        tests=(
+            "tests/unit/test_mail_roles.py::test_alternative_separators_log_in",
+            "tests/e2e/test_mail.py::test_pop3_logs_in_with_each_separator",
+            "tests/e2e/test_dav.py::test_each_separator_logs_in",
+        ),
+    ),
+    Promise(
+        "firewall-proxies",
+        ENDPOINTS,
+        "Firewall access",
+        "imaps-proxy, pops-proxy and smtps-proxy.DOMAIN answer IMAP, POP and SMTP over TLS on "
+        "any commonly open port (80, 21, 25, 443 ...).",
+        roles=("proxy",),
+    ),
+)
+
+# The seeds' sections, as they head their passages: every one has at least one promise above.
+SECTIONS: dict[str, tuple[str, ...]] = {
+    PRACTICES: (
+        "Customer data",
+        "Secure access to mail",
+        "Encrypted sending/receiving",
+        "Content security policy",
+        "We only allow necessary communications",
+        "We keep track of software updates",
+        "We use software systems that take security seriously",
+        "Privacy: Image loading",
+        "Bug bounty",
+        "Physical location security",
+        "On-disk encryption",
+        "Staff access to your data",
+        "Password encryption",
+        "Transfer of confidential data with third parties",
+        "Destruction of data",
+        "Destruction of system logs",
+        "Destruction of deleted emails, contacts, and calendars",
+        "Destruction of backup and search index data",
+        "Destruction of data after account closure",
+    ),
+    ENDPOINTS: (
+        "IMAP",
+        "POP",
+        "SMTP",
+        "CalDAV",
+        "CardDAV",
+        "LDAP",
+        "WebDAV",
+        "FTP",
+        "Alternative usernames",
+        "Firewall access",
+    ),
+}
