@@ -26,6 +26,11 @@ MANIFEST = "manifest.json"
 PORTS_REPORT = "ports.json"
 REPORT = "report.md"
 REPORT_HTML = "report.html"  # the same and more, for a browser (bulwark.htmlreport)
+# Written by bulwark.bundle once every other file is: the facts `bulwark audit diff` compares,
+# and with `render --sign` the manifest's SSH signature and the key that made it.
+FACTS = "facts.json"
+SIGNATURE = MANIFEST + ".sig"
+ALLOWED_SIGNERS = "allowed_signers"
 
 
 @dataclass(frozen=True)
@@ -182,7 +187,20 @@ def _is_previous_render(out: Path) -> bool:
     if not isinstance(hosts, dict):
         return False
     ours = {MANIFEST, PORTS_REPORT, REPORT, REPORT_HTML, *hosts}
+    ours |= {FACTS, SIGNATURE, ALLOWED_SIGNERS, *_listed_files(manifest)}
     return all(entry.name in ours for entry in out.iterdir())
+
+
+def _listed_files(manifest: dict) -> set[str]:
+    """The top-level names of the files a manifest lists outside the host trees."""
+    entries = manifest.get("files")
+    if not isinstance(entries, list):
+        return set()
+    return {
+        entry["path"].split("/")[0]
+        for entry in entries
+        if isinstance(entry, dict) and isinstance(entry.get("path"), str)
+    }
 
 
 def render_topology(topology: Topology, secrets: SecretStore) -> list[RenderedFile]:

@@ -1,4 +1,4 @@
-"""The `bulwark` command: vault, secrets, render, status, drift and lab, each with `--help`."""
+"""The `bulwark` command: vault, secrets, render, audit, status, drift and lab (see `--help`)."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import sys
 
 import click
 
-from bulwark.cli import lab, live, pki, render, secrets, vault
+from bulwark.cli import audit, lab, live, pki, render, secrets, vault
 from bulwark.errors import BulwarkError
 from bulwark.validation import TopologyError
 
@@ -36,6 +36,7 @@ for _command in (
     secrets.secrets,
     pki.pki,
     render.render,
+    audit.audit,
     live.status,
     live.drift,
     lab.lab,

@@ -9,7 +9,9 @@ from pathlib import Path
 import click
 
 from bulwark.audit import audit_secrets, write_report
+from bulwark.bundle import SigningKey, finish_bundle
 from bulwark.checks import check_files
+from bulwark.cli.audit import signing_options
 from bulwark.htmlreport import write_html_report
 from bulwark.inventory import load_topology
 from bulwark.registry import describe_not_deployed
@@ -30,11 +32,13 @@ from bulwark.render import check_output_dir, render_host_configs, write_audit_tr
     show_default=True,
     help="Run each daemon's own checker (sshd -t, apt-config, ...) where it is installed.",
 )
-def render(inventory: str, out: Path, check: bool) -> None:
+@signing_options
+def render(inventory: str, out: Path, check: bool, sign: SigningKey | None) -> None:
     """Render every file every role would write on every host of INVENTORY.
 
     Beside the HOST/ trees and manifest.json: ports.json (the port matrix, host x port x
-    exposure) and report.md (the port matrix and the TLS mode of every service).
+    exposure) and report.md (the port matrix and the TLS mode of every service); facts.json
+    (what `bulwark audit diff` compares); with --sign, manifest.json.sig and allowed_signers.
 
     Secrets appear only as <secret:NAME sha256:XXXXXXXX>. The output is byte-identical from
     run to run for the same inventory and vault. Exit code 1 if a checker rejects a file.
@@ -51,6 +55,8 @@ def render(inventory: str, out: Path, check: bool) -> None:
     write_audit_tree(files, out)
     write_report(topology, out)
     write_html_report(topology, files, out)
+    if signed := finish_bundle(topology, files, out, sign):  # last: hashes what is written
+        click.echo(signed)
     click.echo(f"rendered {len(files)} files for {len(topology.hosts)} hosts into {out}")
     if not check:
         return
