@@ -721,7 +721,7 @@ PROMISES: tuple[Promise, ...] = (
         evidence=(
             Evidence("dav", _NGINX, r"^\s*server_name carddav\."),
             Evidence("dav", _NGINX, r"location = /\.well-known/carddav"),
-            Evidence("dav", _ADDRESSBOOK_RIGHTS, r"^collection: \{0\}@\S+/Default$"),
+            Evidence("dav", _ADDRESSBOOK_RIGHTS, r"^collection: \{0\}\S*@\S+/Default$"),
         ),
         tests=(
             "tests/unit/test_dav_role.py::"
