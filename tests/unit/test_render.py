@@ -320,6 +320,26 @@ def test_identical_contents_are_checked_once(monkeypatch):
     ]
 
 
+def test_files_differing_only_in_their_hosts_name_and_addresses_are_checked_once(monkeypatch):
+    """A thousand hosts of a few kinds: the verdict cannot depend on which host's name or
+    address a file carries (both validated upstream), so one check stands for all of them;
+    any other difference is checked on its own."""
+    seen = []
+
+    def check(content: str, workdir: Path) -> str | None:
+        seen.append(content)
+        return None
+
+    monkeypatch.setitem(CHECKERS, "sshd", ("sh", check))
+    files = [
+        _file("listen 10.1.0.40:443; server_name nj-web.example.net;\n", "sshd", host="nj-web"),
+        _file("listen 10.1.0.41:443; server_name nj-web2.example.net;\n", "sshd", host="nj-web2"),
+        _file("listen 10.1.0.42:80; server_name nj-web3.example.net;\n", "sshd", host="nj-web3"),
+    ]
+    assert [result.status for result in check_files(files)] == ["passed"] * 3
+    assert len(seen) == 2  # the third differs in its port, not only in name and address
+
+
 # --- secrets: placeholders only, in every environment that is not a deploy --------------------
 
 
