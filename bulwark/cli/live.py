@@ -107,16 +107,21 @@ def status(
         sys.exit(1)
 
 
+def _hosts_by_site(target: liverun.Target) -> Iterator[tuple[str, list]]:
+    """Each site of the run, in the topology's order, with its hosts (sites without any left
+    out, as `--limit` may leave them)."""
+    for site in target.topology.sites:
+        if hosts := [host for host in target.hosts if host.site == site.name]:
+            yield site.name, hosts
+
+
 def _print_status(target: liverun.Target, results: dict[str, liverun.HostStatus]) -> None:
     width = max(
         (len(finding.check) for result in results.values() for finding in result.findings),
         default=0,
     )
-    for site in target.topology.sites:
-        hosts = [host for host in target.hosts if host.site == site.name]
-        if not hosts:
-            continue
-        click.echo(_site_heading(target.topology, site.name))
+    for site, hosts in _hosts_by_site(target):
+        click.echo(_site_heading(target.topology, site))
         for host in hosts:
             result = results[host.name]
             click.echo(f"  {host.name} ({', '.join(host.roles)})")
@@ -213,11 +218,8 @@ def _print_drift(target: liverun.Target, results: dict[str, liverun.HostDrift]) 
         (len(item.subject) for result in results.values() for item in result.differences),
         default=0,
     )
-    for site in target.topology.sites:
-        hosts = [host for host in target.hosts if host.site == site.name]
-        if not hosts:
-            continue
-        click.echo(_site_heading(target.topology, site.name))
+    for site, hosts in _hosts_by_site(target):
+        click.echo(_site_heading(target.topology, site))
         for host in hosts:
             result = results[host.name]
             if not result.differences:
