@@ -94,7 +94,13 @@ class Service:
         return self.ports[0]
 
     def fqdns(self, domain: str) -> tuple[str, ...]:
-        return tuple(f"{label}.{domain}" for label in self.names)
+        return tuple(qualified_name(label, domain) for label in self.names)
+
+
+def qualified_name(label: str, domain: str, site: str | None = None) -> str:
+    """A client host name: `imap.DOMAIN` (the primary site's) or, for one site,
+    `imap.SITE.DOMAIN`."""
+    return f"{label}.{site}.{domain}" if site else f"{label}.{domain}"
 
 
 def _range(first: int, last: int) -> tuple[int, ...]:

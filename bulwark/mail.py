@@ -78,11 +78,6 @@ def site_mailstore(topology: Topology, site: str) -> Host:
     return topology.hosts_with_role("mailstore", site)[0]
 
 
-def fqdn(topology: Topology, host: Host) -> str:
-    """The host's own name, which its certificate carries (bulwark.pki.certificate_names)."""
-    return f"{host.name}.{topology.domain}"
-
-
 def auth_context(topology: Topology, host: Host, secrets: SecretStore) -> Mapping[str, Any]:
     """What Dovecot's auth needs: accounts and their app-password hashes, separators, paths."""
     accounts = [

@@ -100,9 +100,9 @@ def certificate_names(topology: Topology, host: Host) -> tuple[str, ...]:
             label for label, backend in catalogue.PROXY_BACKENDS.items() if backend in served
         }
     domain = topology.domain
-    names = {f"{host.name}.{domain}"}
-    names |= {f"{label}.{domain}" for label in labels}
-    names |= {f"{label}.{host.site}.{domain}" for label in labels}
+    names = {topology.fqdn(host)}
+    names |= {catalogue.qualified_name(label, domain) for label in labels}
+    names |= {catalogue.qualified_name(label, domain, host.site) for label in labels}
     return tuple(sorted(names))
 
 
@@ -286,7 +286,7 @@ def _new_host_certificate(
     key = ec.generate_private_key(ec.SECP256R1())
     names = certificate_names(topology, host)
     cert = (
-        _builder(_name(f"{host.name}.{topology.domain}"), ca_cert.subject, key, now, HOST_LIFETIME)
+        _builder(_name(topology.fqdn(host)), ca_cert.subject, key, now, HOST_LIFETIME)
         .add_extension(
             x509.SubjectAlternativeName([x509.DNSName(name) for name in names]), critical=False
         )

@@ -123,11 +123,6 @@ def listener(topology: Topology, host: Host, role: str) -> dict[str, Any]:
     }
 
 
-def fqdn(topology: Topology, host: Host) -> str:
-    """The name on a host's own certificate (bulwark.pki.certificate_names)."""
-    return f"{host.name}.{topology.domain}"
-
-
 def is_primary(topology: Topology, host: Host) -> bool:
     return host.site == topology.primary_site.name
 
@@ -141,7 +136,7 @@ def replica_clients(topology: Topology, host: Host, role: str) -> tuple[str, ...
     """Certificate names allowed to pull from `host`: the role's hosts in the other sites."""
     return tuple(
         sorted(
-            fqdn(topology, other)
+            topology.fqdn(other)
             for other in topology.hosts_with_role(role)
             if other.site != host.site
         )
@@ -187,7 +182,7 @@ def template_context(topology: Topology, host: Host, tree: Tree) -> dict[str, An
             "port": tree.service.port,
             "primary": primary.site,
             # Empty on the primary: it follows nobody.
-            "source": "" if is_primary(topology, host) else fqdn(topology, primary),
+            "source": "" if is_primary(topology, host) else topology.fqdn(primary),
             "certificate": pki.HOST_CERT_PATH,
             "private_key": pki.HOST_KEY_PATH,
             "ca_certificate": pki.CA_CERT_PATH,
@@ -211,8 +206,6 @@ def serve(tree: Tree, files: dict[str, RenderedFile]) -> None:
     """Every host serves its tree read-only to the other sites' replicas (the primary to
     its followers, a replica to the primary that may one day need its final pull)."""
     role = tree.role
-    if SCRIPT in files:
-        install(role, [files[SCRIPT]])
     install(
         role,
         [
@@ -244,16 +237,22 @@ def promote(topology: Topology, host: Host, tree: Tree) -> OperationMeta | None:
 
 
 def follow(topology: Topology, host: Host, tree: Tree, files: dict[str, RenderedFile]) -> None:
-    """Step 4: on a replica, the primary's name at its LAN address, the follower's
-    configuration (restarted when it changed) and the follower running; on the primary the
-    configuration only (it names no source)."""
+    """Step 4: on a replica, the primary's name at its LAN address, the follower's script and
+    configuration (restarted when they changed) and the follower running; on the primary the
+    files only (its configuration names no source)."""
     role = tree.role
-    follower = [files[tree.follow_config], files[f"/etc/systemd/system/{tree.follow_unit}"]]
+    # The script too: a running shell keeps reading the file it started from, so a new
+    # script reaches the follower only through its restart.
+    follower = [
+        *((files[SCRIPT],) if SCRIPT in files else ()),
+        files[tree.follow_config],
+        files[f"/etc/systemd/system/{tree.follow_unit}"],
+    ]
     if is_primary(topology, host):
         install(role, follower, then=units_reread())
         return
     primary = primary_host(topology, role)
-    pinned_address(role, fqdn(topology, primary), str(primary.lan_address))
+    pinned_address(role, topology.fqdn(primary), str(primary.lan_address))
     install(role, follower, then=restarted(tree.follow_unit, unit_files_changed=True))
     keep_running(role, tree.follow_unit)
 

@@ -94,6 +94,10 @@ class Topology:
             if host.has_role(role) and (site is None or host.site == site)
         )
 
+    def fqdn(self, host: Host) -> str:
+        """The host's own name, the one its certificate carries (bulwark.pki)."""
+        return f"{host.name}.{self.domain}"
+
     def gateway(self, site: str) -> Host:
         return self.hosts_with_role("gateway", site)[0]
 

@@ -21,7 +21,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from bulwark import registry, replication, tlsconfig, webauth
+from bulwark import catalogue, registry, replication, tlsconfig, webauth
 from bulwark.deploying import install, keep_running, reloaded, restarted
 from bulwark.exposure import exempt_networks
 from bulwark.mail import USERNAME_SEPARATORS
@@ -186,7 +186,10 @@ def front_context(topology: Topology, host: Host, secrets: SecretStore) -> dict[
 def _names(topology: Topology, host: Host, role: str) -> dict[str, tuple[str, ...]]:
     """Label -> the host names a server of `role` answers to: generic and of the host's site."""
     return {
-        label: (f"{label}.{topology.domain}", f"{label}.{host.site}.{topology.domain}")
+        label: (
+            catalogue.qualified_name(label, topology.domain),
+            catalogue.qualified_name(label, topology.domain, host.site),
+        )
         for service in topology.services(host)
         if service.role == role
         for label in service.names

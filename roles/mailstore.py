@@ -133,7 +133,7 @@ def template_context(topology: Topology, host: Host, secrets: SecretStore) -> Ma
         "peer": {
             "host": peer.name,
             "site": peer.site,
-            "name": mail.fqdn(topology, peer),
+            "name": topology.fqdn(peer),
             "address": str(peer.lan_address),
         },
         "doveadm_password": secrets.get(DOVEADM_PASSWORD),
@@ -188,7 +188,7 @@ def _pin_replica_address(topology: Topology, host: Host) -> None:
     """The replica's name (its certificate's) resolves to its LAN address: replication goes
     through the VPN whatever public DNS says, and doveadm can verify the name."""
     peer = replica(topology, host)
-    pinned_address(ROLE, mail.fqdn(topology, peer), str(peer.lan_address))
+    pinned_address(ROLE, topology.fqdn(peer), str(peer.lan_address))
 
 
 def _create_mailboxes_on_the_primary(topology: Topology, host: Host) -> None:

@@ -67,7 +67,7 @@ def template_context(topology: Topology, host: Host, secrets: SecretStore) -> Ma
         **tlsconfig.tls_context(secrets, host),
         **bruteforce.watcher_context(topology, host),
         "host": host.name,
-        "myhostname": mail.fqdn(topology, host),
+        "myhostname": topology.fqdn(host),
         "addresses": [account.address(topology.domain) for account in topology.accounts],
         "ports": {name: catalogue.service(name).port for name in names},
         "submission_services": SUBMISSION_SERVICES,
@@ -75,7 +75,7 @@ def template_context(topology: Topology, host: Host, secrets: SecretStore) -> Ma
         "sasl_socket": mail.SASL_SOCKET,
         "lmtp": {
             "host": store.name,
-            "name": mail.fqdn(topology, store),
+            "name": topology.fqdn(store),
             "address": str(store.lan_address),
         },
     }

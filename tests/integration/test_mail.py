@@ -147,7 +147,7 @@ def test_mail_home_is_private_to_vmail(host):
 def test_the_replica_is_reached_at_its_lan_address(host):
     found = with_role(host, "mailstore")
     peer = mailstore.replica(LAB, found)
-    resolved = host.check_output(f"getent hosts {mail.fqdn(LAB, peer)}").split()[0]
+    resolved = host.check_output(f"getent hosts {LAB.fqdn(peer)}").split()[0]
     assert resolved == str(peer.lan_address)
 
 

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import testinfra
 
-from bulwark import bruteforce, catalogue, mail, pki
+from bulwark import bruteforce, catalogue, pki
 from bulwark.exposure import host_openings
 from bulwark.inventory import load_topology
 
@@ -109,7 +109,7 @@ def test_lmtp_from_the_mx_host_works_only_over_tls(on, store):
     host = on(store.name)
     plain = host.check_output("python3 -c %s", _PLAINTEXT_LHLO.format(address=store.lan_address))
     assert not plain.strip("b'\"").startswith("220"), plain  # no greeting in plaintext
-    script = _TLS_LHLO.format(address=store.lan_address, name=mail.fqdn(LAB, store))
+    script = _TLS_LHLO.format(address=store.lan_address, name=LAB.fqdn(store))
     assert host.check_output("python3 -c %s", script).split() == ["220", "250"]
 
 

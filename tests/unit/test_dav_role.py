@@ -420,7 +420,7 @@ def test_one_round_of_following_records_the_source_and_the_sync(follower: Follow
     result = follower.run("follow", "dav")
     assert result.returncode == 75  # the sleep stub's: the loop reached its pause
     (call,) = follower.calls()
-    source = replication.fqdn(LAB, LAB.host("nj-web"))
+    source = LAB.fqdn(LAB.host("nj-web"))
     assert call[-3:-1] == [f"rsync://{source}/dav/", f"{dav.DATA_DIR}/"]
     assert follower.state.read_text() == f"{source}\n"
     assert (follower.state_dir / "dav.synced").exists()
@@ -432,7 +432,7 @@ def test_a_failed_round_of_following_still_records_whom_it_follows(follower: Fol
     synced must still owe a pull, never take writes on an empty copy. Nothing says synced."""
     result = follower.run("follow", "dav", rsync_exit=1)
     assert result.returncode == 75
-    primary = replication.fqdn(LAB, LAB.host("nj-web"))
+    primary = LAB.fqdn(LAB.host("nj-web"))
     assert f"pull from {primary} failed" in result.stderr
     assert follower.state.read_text().strip() == primary
     assert not (follower.state_dir / "dav.synced").exists()

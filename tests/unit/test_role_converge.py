@@ -61,7 +61,7 @@ def converged(
         pins.append(f"{peer.lan_address} {peer.name}.{LAB.domain}")
     if host.has_role("dav") and not replication.is_primary(LAB, host):
         primary = replication.primary_host(LAB, "dav")
-        pins.append(f"{primary.lan_address} {replication.fqdn(LAB, primary)}")
+        pins.append(f"{primary.lan_address} {LAB.fqdn(primary)}")
     mail_directory = FileState(mail.VMAIL_USER, mail.VMAIL_USER, "700", directory=True)
     dav_directory = FileState(dav.USER, dav.USER, "750", directory=True)
     # A primary does not follow; every other unit runs.
