@@ -85,8 +85,10 @@ deploy-lab: lab-up lab-secrets  ## the whole platform deployed into the lab
 	@echo "ssh: bulwark lab ssh HOST; e2e clients: bulwark lab internet -- CMD; passwords: $(LAB_STATE)/credentials.json"
 
 lab-verify: venv  ## integration (testinfra) and end-to-end tests against the running lab
-	$(BIN)/pytest -q tests/integration
-	$(BIN)/bulwark lab internet -i $(LAB_INVENTORY) -- $(BIN)/pytest -q tests/e2e
+	$(BIN)/pytest -q --junitxml=$(LAB_STATE)/verify-integration.xml tests/integration
+	$(BIN)/bulwark lab internet -i $(LAB_INVENTORY) -- $(BIN)/pytest -q --junitxml=$(LAB_STATE)/verify-e2e.xml tests/e2e
 
 molecule-lab: venv  ## create, converge, idempotence, verify, destroy the lab scenario
-	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/molecule test -s lab
+	rm -f $(LAB_STATE)/verify-*.xml
+	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/molecule test -s lab \
+		|| { $(BIN)/python -m bulwark.lab.failures $(LAB_STATE)/verify-*.xml; exit 1; }
