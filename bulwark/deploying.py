@@ -172,6 +172,15 @@ def keep_running(role: str, unit: str) -> OperationMeta:
     return service(f"{role}: {unit} running", unit)
 
 
+def masked(role: str, units: Iterable[str]) -> None:
+    """Mask `units` (a link to /dev/null): a package installed afterwards never starts them on
+    its own configuration, nor does a boot."""
+    for unit in units:
+        pyinfra_files.link(
+            name=f"{role}: {unit} masked", path=f"/etc/systemd/system/{unit}", target="/dev/null"
+        )
+
+
 def directory(name: str, path: str, user: str, group: str, mode: str) -> OperationMeta:
     """Make `path` a directory with this owner and mode."""
     expect(paths=(path,))

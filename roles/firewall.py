@@ -268,13 +268,20 @@ def converge(topology: Topology, host: Host, secrets: SecretStore) -> None:
 
 
 def nft_ports(ports: Iterable[int]) -> str:
-    """nftables port syntax: `993`, `50000-50100` or `{ 21, 25, 80 }`."""
+    """nftables port syntax: `993`, `50000-50100` or `{ 21, 80, 50000-50100 }` (each run of
+    consecutive ports written as a range)."""
     ports = sorted(set(ports))
     if len(ports) == 1:
         return str(ports[0])
     if span := port_span(ports):
         return f"{span[0]}-{span[1]}"
-    return "{ " + ", ".join(str(port) for port in ports) + " }"
+    runs: list[list[int]] = []
+    for port in ports:
+        if runs and port == runs[-1][-1] + 1:
+            runs[-1].append(port)
+        else:
+            runs.append([port])
+    return "{ " + ", ".join(nft_ports(run) for run in runs) + " }"
 
 
 def client_set_name(opening: Opening) -> str:
