@@ -12,6 +12,13 @@ remembered for a minute under a SHA-256 digest of realm, login and password (nev
 itself); failures are never remembered. Each failed login is logged as one line that
 bulwark-banwatch reads: the client address first and anchored, the attacker's text last.
 
+Files (realm `files`) are authorised as well as authenticated: nginx also sends the request's
+method, raw URI, host and Destination, and the answer names the backend path (and destination)
+to proxy to, inside the account's own tree, or is 403 (`files_access`). The accounts file maps
+each account to the name of its tree (`files_roots`): a path's first segment is looked up there,
+never split. pure-ftpd asks about FTP logins on a second socket, in its `extauth` protocol
+(`FtpHandler`), and is told the uid, gid and chroot of the account's tree.
+
 It imports nothing from bulwark: Debian's python3-argon2 (21.1) is its only dependency.
 """
 
@@ -26,14 +33,17 @@ import ipaddress
 import json
 import math
 import os
+import posixpath
 import re
 import socket
 import socketserver
 import sys
 import threading
 import time
+import urllib.parse
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from functools import cached_property
 from http import HTTPStatus
 from pathlib import Path
 from typing import Any
@@ -51,6 +61,25 @@ MAX_LOGGED = 100
 DOMAIN = re.compile(r"[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)+")
 # nginx names the realm; it also goes into WWW-Authenticate, so a plain name only.
 REALM = re.compile(r"[A-Za-z0-9._-]{1,64}")
+# Control characters (C0, DEL, C1): in no file name bulwark serves, nor in what it logs or tells
+# pure-ftpd. Other characters, spaces and non-ASCII letters included, are names like any.
+CONTROL = re.compile("[\x00-\x1f\x7f-\x9f]")
+# The realms of the files role: WebDAV through nginx, and pure-ftpd's logins.
+FILES_REALM = "files"
+FTP_REALM = "ftp"
+# How nginx tells which files server a request came to (X-Bulwark-Files-Mode): webdav.DOMAIN
+# serves every tree under /<root>/files/, myfiles.DOMAIN the logged-in account's at /.
+FILES_MODES = ("tree", "rooted")
+# The folder of an account's tree that holds its files: /<root>/files/.
+FILES_FOLDER = "files"
+# WebDAV methods naming a second resource in Destination (RFC 4918 §9.8, §9.9).
+DESTINATION_METHODS = frozenset({"COPY", "MOVE"})
+# Methods that remove the resource they name: never the top of a tree (/<root>/files/ itself).
+REMOVING_METHODS = frozenset({"DELETE", "MOVE"})
+# Linux user and group ids pure-ftpd may be told (it refuses 0; 2**32 - 1 is "no id").
+MAX_ID = 2**32 - 2
+# pure-ftpd's extauth request is at most 4096 bytes (log_extauth.c: char line[4096]).
+MAX_FTP_REQUEST = 4096
 
 Verify = Callable[[str, str], bool]
 
@@ -68,6 +97,18 @@ class Config:
     book_logins: frozenset[str]
     book_realms: frozenset[str]
     accounts: Mapping[str, tuple[str, ...]]
+    # user -> the name of the account's files tree (`alice.example.net`), from the topology.
+    files_roots: Mapping[str, str] = field(default_factory=dict)
+    # Where the trees are (FTP only: each `<files_dir>/<root>/` is its account's chroot, holding
+    # `<root>/files/`), and who owns them.
+    files_dir: str | None = None
+    files_uid: int | None = None
+    files_gid: int | None = None
+
+    @cached_property
+    def files_owners(self) -> Mapping[str, str]:
+        """Tree name -> its account: how a path's first segment finds its owner."""
+        return {root: user for user, root in self.files_roots.items()}
 
 
 def _field(data: Mapping[str, Any], name: str, path: Path) -> Any:
@@ -113,7 +154,66 @@ def load_config(path: Path) -> Config:
         book_logins=frozenset(_names(data, "book_logins", path)),
         book_realms=frozenset(_names(data, "book_realms", path)),
         accounts={user: tuple(hashes) for user, hashes in accounts.items()},
+        files_roots=_files_roots(data, accounts, path),
+        files_dir=_files_dir(data, path),
+        files_uid=_files_id(data, "files_uid", path),
+        files_gid=_files_id(data, "files_gid", path),
     )
+
+
+def tree_name(text: object) -> bool:
+    """Whether `text` can name a files tree: one path segment that is not `.`, `..` or hidden,
+    with no slash, backslash or control character (it also ends up in pure-ftpd's reply)."""
+    return (
+        isinstance(text, str)
+        and bool(text)
+        and not text.startswith(".")
+        and "/" not in text
+        and "\\" not in text
+        and not CONTROL.search(text)
+    )
+
+
+def _files_roots(data: Mapping[str, Any], accounts: Mapping[str, Any], path: Path) -> dict:
+    roots = data.get("files_roots", {})
+    if not isinstance(roots, dict):
+        raise StartupError(f"{path}: field 'files_roots' must be an object")
+    owners: dict[str, str] = {}
+    for user, root in roots.items():
+        if user not in accounts:
+            raise StartupError(f"{path}: field 'files_roots' {user!r}: not in 'accounts'")
+        if not tree_name(root):
+            raise StartupError(
+                f"{path}: field 'files_roots' {user!r}: not one path segment (empty, a '/' or "
+                "'\\', a leading '.', or a control character)"
+            )
+        if root in owners:
+            raise StartupError(
+                f"{path}: field 'files_roots' {user!r}: {root!r} is {owners[root]!r}'s already"
+            )
+        owners[root] = user
+    return roots
+
+
+def _files_dir(data: Mapping[str, Any], path: Path) -> str | None:
+    directory = data.get("files_dir")
+    if directory is not None and not (
+        isinstance(directory, str)
+        and directory.startswith("/")
+        and not directory.startswith("//")
+        and directory != "/"
+        and posixpath.normpath(directory) == directory
+        and not CONTROL.search(directory)
+    ):
+        raise StartupError(f"{path}: field 'files_dir' must be a normalised absolute path")
+    return directory
+
+
+def _files_id(data: Mapping[str, Any], name: str, path: Path) -> int | None:
+    value = data.get(name)
+    if value is not None and not (type(value) is int and 0 < value <= MAX_ID):
+        raise StartupError(f"{path}: field {name!r} must be a number from 1 to {MAX_ID}")
+    return value
 
 
 def principal(config: Config, realm: str, login: str) -> str | None:
@@ -231,6 +331,141 @@ class Checker:
         return name
 
 
+@dataclass(frozen=True)
+class FilesDecision:
+    """A files request allowed: the principal, and the backend's path (and Destination path for
+    COPY and MOVE), percent-encoded, to proxy to instead of what the client sent."""
+
+    user: str
+    path: str
+    destination: str | None = None
+
+
+def files_access(
+    config: Config,
+    principal: str,
+    mode: str,
+    method: str,
+    raw_uri: str,
+    raw_destination: str | None,
+    host: str | None,
+) -> FilesDecision | None:
+    """Where a files request by `principal` (what `check` returned) may go, or None to refuse.
+
+    `raw_uri` is the request's target as the client sent it (nginx's $request_uri), `host` the
+    name it came to ($host), `raw_destination` its Destination header or None; header values
+    are bytes, one character each (ISO-8859-1, as http.server reads them). The path is
+    percent-decoded once (the query dropped) and normalised as posixpath.normpath would; a `/`,
+    NUL, backslash or control character decoded inside a segment, a `..` above `/`, a `#` or a
+    malformed escape refuses it. In mode `tree` (webdav.DOMAIN) it must be the principal's
+    `/<root>/files` or below, `<root>` being looked up in `files_roots`; in mode `rooted`
+    (myfiles.DOMAIN) `/x` means `/<root>/files/x`. COPY and MOVE need a Destination (an https
+    URL on `host`, or an absolute path) that resolves the same way, into the same tree; other
+    methods' Destination is ignored. No one removes or overwrites the top of a tree: DELETE and
+    MOVE from it, COPY and MOVE onto it, are refused. Book logins (`user+Book@domain`) never
+    reach files."""
+    local, at, _ = principal.partition("@")
+    root = config.files_roots.get(local)
+    if not at or "+" in local or root is None or mode not in FILES_MODES:
+        return None
+    path = _files_path(config, local, root, mode, raw_uri)
+    if path is None or (method.upper() in REMOVING_METHODS and _is_tree_top(path)):
+        return None
+    destination = None
+    if method.upper() in DESTINATION_METHODS:
+        target = _destination_target(raw_destination or "", host)
+        destination = None if target is None else _files_path(config, local, root, mode, target)
+        if destination is None or _is_tree_top(destination):
+            return None
+    return FilesDecision(
+        principal, _encoded(path), None if destination is None else _encoded(destination)
+    )
+
+
+# A resolved path: its segments, and whether it named a collection (ended in `/`).
+_Resolved = tuple[tuple[str, ...], bool]
+
+
+def _files_path(config: Config, user: str, root: str, mode: str, raw: str) -> _Resolved | None:
+    """The backend path `raw` resolves to in `user`'s tree `root`, or None when it is outside."""
+    resolved = decoded_path(raw.partition("?")[0])
+    if resolved is None:
+        return None
+    segments, collection = resolved
+    if mode == "rooted":
+        return (root, FILES_FOLDER, *segments), collection
+    if len(segments) < 2 or segments[1] != FILES_FOLDER:  # / and /<root> are nobody's files
+        return None
+    if config.files_owners.get(segments[0]) != user or segments[0] != root:
+        return None
+    return segments, collection
+
+
+def decoded_path(raw: str) -> _Resolved | None:
+    """The segments of the absolute path `raw` (no query), each percent-decoded once as UTF-8,
+    `.` and `..` resolved and empty segments dropped, and whether it names a collection; None
+    when it is not a clean path (see `files_access`)."""
+    if not raw.startswith("/") or "#" in raw:
+        return None
+    try:
+        parts = raw.encode("latin-1").split(b"/")[1:]
+    except UnicodeEncodeError:  # not a header value as http.server reads one
+        return None
+    segments: list[str] = []
+    collection = False
+    for part in parts:
+        segment = _percent_decoded(part)
+        if segment is None or "/" in segment or "\\" in segment or CONTROL.search(segment):
+            return None
+        if segment == "..":
+            if not segments:
+                return None
+            segments.pop()
+        elif segment not in ("", "."):
+            segments.append(segment)
+        collection = segment in ("", ".", "..")  # the last one says
+    return tuple(segments), collection
+
+
+_ESCAPE = re.compile(rb"%([0-9A-Fa-f]{2})")
+
+
+def _percent_decoded(part: bytes) -> str | None:
+    """`part` with each %XX decoded once, as UTF-8; None when a `%` starts no escape or the
+    bytes are not UTF-8."""
+    if part.count(b"%") != len(_ESCAPE.findall(part)):
+        return None
+    try:
+        return _ESCAPE.sub(lambda match: bytes.fromhex(match[1].decode()), part).decode()
+    except UnicodeDecodeError:
+        return None
+
+
+def _destination_target(raw: str, host: str | None) -> str | None:
+    """The path and query of a Destination (RFC 4918 §10.3: an absolute URI, or an absolute
+    path), when it names this server: https, and `host` (or `host:443`) without user info."""
+    if raw.startswith("/"):
+        return None if raw.startswith("//") else raw  # `//x/...` names a host, not a path
+    scheme, separator, rest = raw.partition("://")
+    if not separator or scheme.lower() != "https" or not host:
+        return None
+    end = min((rest.find(mark) for mark in "/?#" if mark in rest), default=len(rest))
+    authority, target = rest[:end].lower(), rest[end:]
+    if authority not in (host.lower(), f"{host.lower()}:443") or not target.startswith("/"):
+        return None
+    return target
+
+
+def _is_tree_top(path: _Resolved) -> bool:
+    return len(path[0]) == 2
+
+
+def _encoded(path: _Resolved) -> str:
+    segments, collection = path
+    text = "/" + "/".join(segments) + ("/" if collection and segments else "")
+    return urllib.parse.quote(text, safe="/")
+
+
 def basic_credentials(authorization: str) -> tuple[str, str] | None:
     """(login, password) from an `Authorization: Basic` value (RFC 7617: UTF-8, the password
     after the first colon), or None when it is not one."""
@@ -251,12 +486,23 @@ def failure_line(address: str | None, realm: str, login: str) -> str:
     return f"login failed: rip={_address(address)} realm={realm} user={repr(login)[:MAX_LOGGED]}"
 
 
+def refusal_line(address: str | None, principal: str, raw_uri: str) -> str:
+    """The log line of a files request refused by `files_access` after a good login: not a
+    failed login (banwatch does not count it), the path the client chose last."""
+    user = repr(principal)[:MAX_LOGGED]
+    return f"files refused: rip={_address(address)} user={user} path={repr(raw_uri)[:MAX_LOGGED]}"
+
+
 def _address(text: str | None) -> str:
-    """`text` if it is an IP address without a scope (free text), else `-`."""
+    """`text` if it is an IP address without a scope (free text), else `-`; an IPv4 address
+    mapped into IPv6 (`::ffff:198.51.100.200`, from a dual-stack socket) as IPv4."""
     try:
-        return str(ipaddress.ip_address(text)) if text and "%" not in text else "-"
+        address = ipaddress.ip_address(text) if text and "%" not in text else None
     except ValueError:
         return "-"
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        address = address.ipv4_mapped
+    return "-" if address is None else str(address)
 
 
 def log(line: str) -> None:
@@ -282,9 +528,24 @@ class Handler(http.server.BaseHTTPRequestHandler):
             log(f"misconfigured: X-Bulwark-Realm missing or not a name: {realm!r:.{MAX_LOGGED}}")
             self._reply(HTTPStatus.INTERNAL_SERVER_ERROR)
             return
+        mode = self.headers.get("X-Bulwark-Files-Mode", "")
+        if realm == FILES_REALM and (
+            mode not in FILES_MODES
+            or not self.headers.get("X-Original-URI")
+            or not self.headers.get("X-Original-Method")
+        ):
+            log(
+                "misconfigured: realm files needs X-Bulwark-Files-Mode (tree or rooted), "
+                "X-Original-URI and X-Original-Method"
+            )
+            self._reply(HTTPStatus.INTERNAL_SERVER_ERROR)
+            return
         authorization = self.headers.get("Authorization")
         credentials = basic_credentials(authorization) if authorization else None
         name = self.server.checker(realm, *credentials) if credentials else None
+        if name is not None and realm == FILES_REALM:
+            self._files(name, mode)
+            return
         if name is not None:
             self._reply(HTTPStatus.OK, ("X-Bulwark-User", name))
             return
@@ -292,6 +553,28 @@ class Handler(http.server.BaseHTTPRequestHandler):
             log(failure_line(self.headers.get("X-Real-IP"), realm, credentials[0]))
         challenge = f'Basic realm="{realm}", charset="UTF-8"'
         self._reply(HTTPStatus.UNAUTHORIZED, ("WWW-Authenticate", challenge))
+
+    def _files(self, name: str, mode: str) -> None:
+        """200 with the backend path (and destination) for a request `name` may make, else 403
+        (auth_request passes both on)."""
+        uri = self.headers["X-Original-URI"]
+        decision = files_access(
+            self.server.checker.config,
+            name,
+            mode,
+            self.headers["X-Original-Method"],
+            uri,
+            self.headers.get("X-Destination") or None,  # nginx sends no header for no value
+            self.headers.get("X-Original-Host"),
+        )
+        if decision is None:
+            log(refusal_line(self.headers.get("X-Real-IP"), name, uri))
+            self._reply(HTTPStatus.FORBIDDEN)
+            return
+        headers = [("X-Bulwark-User", decision.user), ("X-Bulwark-Backend-Path", decision.path)]
+        if decision.destination is not None:
+            headers.append(("X-Bulwark-Backend-Destination", decision.destination))
+        self._reply(HTTPStatus.OK, *headers)
 
     def _reply(self, status: HTTPStatus, *headers: tuple[str, str]) -> None:
         self.send_response(status)
@@ -308,30 +591,192 @@ class Handler(http.server.BaseHTTPRequestHandler):
         log(format % args)
 
 
-class Server(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
+# --- FTP: pure-ftpd's extauth protocol -------------------------------------------------------
+#
+# pure-ftpd 1.0.50 (`-l extauth:SOCKET`, src/log_extauth.c and log_extauth.h) connects for each
+# PASS, writes `account:`, `password:`, `localhost:`, `localport:`, `peer:`, `sni_name:` and
+# `encrypted:` lines (encrypted: 1 when the control connection is TLS), then `end`; it reads the
+# reply until the connection closes and takes the lines it knows by prefix: `auth_ok:` (1 yes,
+# 0 ask the next method, -1 no), `uid:`, `gid:`, `dir:` (`/./` marks the chroot), `end`. Without
+# `end`, or with auth_ok 1 and no uid, gid (both above 0) or dir, it refuses the login.
+
+FTP_REFUSED = b"auth_ok:-1\nend\n"
+
+
+def read_extauth(stream: Any) -> dict[str, bytes] | None:
+    """pure-ftpd's request, `key:value` lines up to `end`, from the binary file `stream`; None
+    when it is not one (a line without a colon, a key twice, too long, or no `end`)."""
+    fields: dict[str, bytes] = {}
+    size = 0
+    while True:
+        line = stream.readline(MAX_FTP_REQUEST + 1)
+        size += len(line)
+        if not line.endswith(b"\n") or size > MAX_FTP_REQUEST:
+            return None
+        if line == b"end\n":
+            return fields
+        key, colon, value = line[:-1].partition(b":")
+        name = key.decode("latin-1")
+        if not colon or name in fields:
+            return None
+        fields[name] = value
+
+
+def ftp_login(checker: Checker, request: Mapping[str, bytes]) -> tuple[bytes, str | None]:
+    """The reply to pure-ftpd's request, and the line to log, if any. Logins are checked as
+    HTTP ones (realm `ftp`, the same cache; book logins are no account), over TLS only; the
+    session is chrooted to `<files_dir>/<root>/`, which holds `<root>/files/`."""
+    config = checker.config
+    if not {"account", "password", "peer", "encrypted"} <= request.keys():
+        return FTP_REFUSED, "misconfigured: pure-ftpd's extauth request lacks a field"
+    peer = _address(request["peer"].decode("latin-1"))
+    try:
+        account = request["account"].decode()
+        password = request["password"].decode()
+    except UnicodeDecodeError:
+        account = request["account"].decode(errors="backslashreplace")
+        return FTP_REFUSED, failure_line(peer, FTP_REALM, account)
+    if request["encrypted"] != b"1":  # pure-ftpd requires TLS too: this never happens
+        return FTP_REFUSED, f"ftp refused: rip={peer} reason=no-tls user={account!r:.{MAX_LOGGED}}"
+    name = checker(FTP_REALM, account, password)
+    if name is None:
+        return FTP_REFUSED, failure_line(peer, FTP_REALM, account)
+    local = name.partition("@")[0]
+    root = config.files_roots.get(local)
+    if "+" in local or root is None:
+        return FTP_REFUSED, f"ftp refused: rip={peer} reason=no-files user={name!r:.{MAX_LOGGED}}"
+    reply = (
+        f"auth_ok:1\nuid:{config.files_uid}\ngid:{config.files_gid}\n"
+        f"dir:{config.files_dir}/{root}/./\nend\n"
+    )
+    return reply.encode(), None
+
+
+class FtpHandler(socketserver.StreamRequestHandler):
+    """One pure-ftpd login: its request, our reply, then the connection closes (pure-ftpd reads
+    to the end)."""
+
+    server: FtpServer
+    timeout = 30
+
+    def handle(self) -> None:
+        try:
+            request = read_extauth(self.rfile)
+            if request is None:
+                reply, line = FTP_REFUSED, "misconfigured: not a pure-ftpd extauth request"
+            else:
+                reply, line = ftp_login(self.server.checker, request)
+            if line is not None:
+                log(line)
+            self.wfile.write(reply)
+        except OSError:  # pure-ftpd went away or sent nothing: nobody to answer
+            return
+
+
+class UnixServer(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
     """A thread per connection, on a socket already listening: an Argon2 check in one does not
     hold up the requests whose checks are cached."""
 
     daemon_threads = True
 
-    def __init__(self, listening: socket.socket, checker: Checker):
-        super().__init__(listening.getsockname(), Handler, bind_and_activate=False)
+    def __init__(
+        self,
+        listening: socket.socket,
+        checker: Checker,
+        handler: type[socketserver.BaseRequestHandler],
+    ):
+        super().__init__(listening.getsockname(), handler, bind_and_activate=False)
         self.socket.close()
         self.socket = listening
         self.checker = checker
 
 
-def listening_socket(path: Path | None) -> socket.socket:
-    """systemd's socket when it passed one (socket activation), else a new one at `path`."""
-    if os.environ.get("LISTEN_PID") == str(os.getpid()):
-        if os.environ.get("LISTEN_FDS") != "1":
-            raise StartupError("systemd must pass exactly one socket (LISTEN_FDS)")
-        listening = socket.socket(fileno=SD_LISTEN_FDS_START)
+class Server(UnixServer):
+    """nginx's auth_request subrequests (HTTP)."""
+
+    def __init__(self, listening: socket.socket, checker: Checker):
+        super().__init__(listening, checker, Handler)
+
+
+class FtpServer(UnixServer):
+    """pure-ftpd's extauth requests."""
+
+    def __init__(self, listening: socket.socket, checker: Checker):
+        super().__init__(listening, checker, FtpHandler)
+
+
+class Daemon:
+    """The HTTP server and, when asked for, the FTP one: one checker, one cache."""
+
+    def __init__(self, http: Server, ftp: FtpServer | None = None):
+        self.http = http
+        self.ftp = ftp
+        self._ftp_thread: threading.Thread | None = None
+
+    def serve_forever(self, poll_interval: float = 0.5) -> None:
+        """Serve FTP in a thread and HTTP in this one, until shutdown()."""
+        if self.ftp is not None and self._ftp_thread is None:
+            self._ftp_thread = threading.Thread(
+                target=self.ftp.serve_forever, args=(poll_interval,), daemon=True
+            )
+            self._ftp_thread.start()
+        self.http.serve_forever(poll_interval)
+
+    def shutdown(self) -> None:
+        """Stop serving (from another thread than serve_forever's)."""
+        self.http.shutdown()
+        if self.ftp is not None and self._ftp_thread is not None:
+            self.ftp.shutdown()
+            self._ftp_thread.join()
+
+    def server_close(self) -> None:
+        self.http.server_close()
+        if self.ftp is not None:
+            self.ftp.server_close()
+
+    def __enter__(self) -> Daemon:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.server_close()
+
+
+# The sockets systemd may pass, by FileDescriptorName=.
+SOCKET_NAMES = ("http", "ftp")
+
+
+def activated_fds(environ: Mapping[str, str], pid: int) -> dict[str, int]:
+    """The sockets systemd passed (sd_listen_fds(3)): name -> file descriptor. A single socket
+    is the HTTP one whatever its name (systemd names it after its unit unless told); two must be
+    named `http` and `ftp` (FileDescriptorName=, in LISTEN_FDNAMES)."""
+    if environ.get("LISTEN_PID") != str(pid):
+        return {}
+    count = environ.get("LISTEN_FDS")
+    names = environ.get("LISTEN_FDNAMES", "").split(":")
+    if count == "1" and names != ["ftp"]:
+        return {"http": SD_LISTEN_FDS_START}
+    if count == "2" and sorted(names) == sorted(SOCKET_NAMES):
+        return {name: SD_LISTEN_FDS_START + index for index, name in enumerate(names)}
+    raise StartupError(
+        "systemd must pass one socket (HTTP) or two named http and ftp "
+        "(LISTEN_FDS, LISTEN_FDNAMES: FileDescriptorName=)"
+    )
+
+
+def listening_socket(path: Path | None, name: str = "http") -> socket.socket:
+    """systemd's socket `name` when it passed one (socket activation), else a new one at
+    `path`."""
+    fds = activated_fds(os.environ, os.getpid())
+    if name in fds:
+        listening = socket.socket(fileno=fds[name])
         if (listening.family, listening.type) != (socket.AF_UNIX, socket.SOCK_STREAM):
-            raise StartupError("systemd passed a socket that is not a Unix stream socket")
+            raise StartupError(f"systemd passed a {name} socket that is not a Unix stream socket")
         return listening
     if path is None:
-        raise StartupError("no socket: start through systemd socket activation or give --socket")
+        option = "--socket" if name == "http" else f"--{name}-socket"
+        raise StartupError(
+            f"no {name} socket: start through systemd socket activation or give {option}"
+        )
     if path.is_socket():  # left by an earlier run
         path.unlink()
     listening = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
@@ -358,13 +803,18 @@ def _arguments(argv: Sequence[str]) -> argparse.Namespace:
     )
     parser.add_argument("--socket", type=Path, help="listen here if systemd passes no socket")
     parser.add_argument(
+        "--ftp-socket",
+        type=Path,
+        help="answer pure-ftpd (extauth) here if systemd passes no socket named ftp",
+    )
+    parser.add_argument(
         "--cache-seconds", type=_seconds, default=60.0, help="remember a good login this long"
     )
     return parser.parse_args(argv)
 
 
-def build_server(argv: Sequence[str]) -> Server:
-    """Everything main() does before serving: options, accounts file, socket."""
+def build_server(argv: Sequence[str]) -> Daemon:
+    """Everything main() does before serving: options, accounts file, sockets."""
     options = _arguments(argv)
     path = options.accounts
     if path is None:
@@ -372,8 +822,20 @@ def build_server(argv: Sequence[str]) -> Server:
         if not credentials:
             raise StartupError("no accounts file: give --accounts or LoadCredential=accounts:...")
         path = Path(credentials, "accounts")
-    checker = Checker(load_config(path), Cache(options.cache_seconds))
-    return Server(listening_socket(options.socket), checker)
+    config = load_config(path)
+    ftp = options.ftp_socket is not None or "ftp" in activated_fds(os.environ, os.getpid())
+    for field_name in ("files_dir", "files_uid", "files_gid") if ftp else ():
+        if getattr(config, field_name) is None:
+            raise StartupError(f"{path}: missing field {field_name!r} (FTP needs it)")
+    checker = Checker(config, Cache(options.cache_seconds))
+    http = Server(listening_socket(options.socket), checker)
+    if not ftp:
+        return Daemon(http)
+    try:
+        return Daemon(http, FtpServer(listening_socket(options.ftp_socket, "ftp"), checker))
+    except StartupError:
+        http.server_close()
+        raise
 
 
 def main(argv: Sequence[str] = sys.argv[1:]) -> int:
