@@ -1,12 +1,17 @@
 """The web hosts' credential checker (bulwark/webauth.py): how logins are spelled, real Argon2
 hashes, the cache of successes, the accounts file, and the server answering nginx over a Unix
 socket, with the failure line bulwark-banwatch counts; for files, which backend path a request
-may reach (tables of traversal tricks), and pure-ftpd's extauth logins on a second socket."""
+may reach (tables of traversal tricks), and pure-ftpd's extauth logins on a second socket;
+quotas counted on real trees (WebDAV refusals, pure-ftpd's .ftpquota), and the signed, expiring
+links that send browsers to the content origin."""
 
 from __future__ import annotations
 
 import ast
 import base64
+import dataclasses
+import hashlib
+import hmac
 import http.client
 import io
 import ipaddress
@@ -17,6 +22,7 @@ import socket
 import subprocess
 import sys
 import threading
+import time
 from pathlib import Path
 
 import argon2
@@ -1372,3 +1378,654 @@ def test_systemd_socket_activation_with_two_named_sockets(hashes, tmp_path, name
         assert daemon.stderr is not None and daemon.stderr.read() == b""
     for sock in listening.values():
         sock.close()
+
+
+# --- quotas: usage on disk, WebDAV refusals, pure-ftpd's .ftpquota -----------------------------
+
+# alice's quota in the quota tests, bytes; bob has none.
+QUOTA = 1000
+ALICE_ROOT = "alice.example.net"
+
+
+def _write(path: Path, size: int) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(b"x" * size)
+    return path
+
+
+def _alice_files(files_dir: Path) -> Path:
+    """Where alice's WebDAV tree is on disk: `<files_dir>/<root>/<root>/files`."""
+    return files_dir / ALICE_ROOT / ALICE_ROOT / "files"
+
+
+def _load(tmp_path: Path, data: dict) -> Config:
+    path = tmp_path / "accounts"
+    path.write_text(json.dumps(data))
+    return webauth.load_config(path)
+
+
+@pytest.fixture
+def quota_config(hashes, tmp_path) -> Config:
+    """alice with a quota of QUOTA bytes and 600 of them used (`a`); bob without a quota."""
+    files_dir = tmp_path / "files"
+    _write(_alice_files(files_dir) / "a", 600)
+    data = _accounts(hashes)
+    data.update(files_dir=str(files_dir), files_quotas={"alice": QUOTA})
+    return _load(tmp_path, data)
+
+
+def test_usage_counts_regular_files_and_folders_never_following_links(tmp_path):
+    chroot = tmp_path / "chroot"
+    _write(chroot / "r" / "files" / "a", 100)
+    _write(chroot / "r" / "files" / "d" / "b", 20)
+    _write(chroot / "r" / "files" / "d" / ".ftpquota", 3)  # a user's file, below the top
+    (chroot / "r" / "files" / "empty").mkdir()
+    _write(chroot / ".ftpquota", 50)  # pure-ftpd's, at the top
+    _write(chroot / ".ftpquota.x1y2z3", 40)  # a copy of ours, being written
+    outside = _write(tmp_path / "outside" / "big", 10_000)
+    (chroot / "r" / "files" / "link").symlink_to(outside)
+    (chroot / "r" / "files" / "dirlink").symlink_to(outside.parent)
+    os.mkfifo(chroot / "r" / "files" / "fifo")
+    # Folders r, files, d, empty; files a, b and d/.ftpquota.
+    assert webauth.tree_usage(chroot) == webauth.Usage(files=7, size=123)
+    assert webauth.tree_usage(str(chroot / "r")) == webauth.Usage(files=6, size=123)
+    assert webauth.tree_usage(tmp_path / "absent") == webauth.Usage(0, 0)
+    assert webauth.tree_usage(outside) == webauth.Usage(0, 0)  # a file is no tree
+    loop = tmp_path / "loop"
+    loop.symlink_to(loop)
+    with pytest.raises(OSError, match="symbolic links"):  # what cannot be counted is no 0
+        webauth.tree_usage(loop)
+
+
+def test_the_quota_field_is_read_and_optional(quota_config, config):
+    assert quota_config.files_quotas == {"alice": QUOTA}
+    assert config.files_quotas == {}
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        (_set("files_quotas", [1000]), "field 'files_quotas' must be an object"),
+        (_set("files_quotas", {"carol": 1}), "field 'files_quotas' 'carol': not in 'files_roots'"),
+        (_set("files_quotas", {"alice": -1}), "field 'files_quotas' 'alice': -1 is not a number"),
+        (_set("files_quotas", {"alice": "1000"}), "field 'files_quotas' 'alice': '1000' is not"),
+        (_set("files_quotas", {"alice": 1000.0}), "field 'files_quotas' 'alice': 1000.0 is not"),
+        (_set("files_quotas", {"alice": True}), "field 'files_quotas' 'alice': True is not"),
+        (_set("files_quotas", {"alice": None}), "field 'files_quotas' 'alice': None is not"),
+        (_set("files_quotas", {"alice": 2**63}), "field 'files_quotas' 'alice': 922"),
+        (
+            lambda data: data.update(files_quotas={"alice": 1}, files_dir=None),
+            "field 'files_quotas' needs 'files_dir'",
+        ),
+        (_set("content_origin", "https://usercontent.example.net"), "field 'content_origin'"),
+        (_set("content_origin", "usercontent"), "field 'content_origin'"),
+        (_set("content_origin", 5), "field 'content_origin'"),
+        (_set("content_link_seconds", 0), "field 'content_link_seconds'"),
+        (_set("content_link_seconds", -5), "field 'content_link_seconds'"),
+        (_set("content_link_seconds", "3600"), "field 'content_link_seconds'"),
+        (_set("content_link_seconds", True), "field 'content_link_seconds'"),
+        (_set("content_link_seconds", 1.5), "field 'content_link_seconds'"),
+    ],
+    ids=lambda value: value if isinstance(value, str) else "",
+)
+def test_a_bad_quota_or_content_field_stops_the_daemon_naming_it(tmp_path, hashes, change, message):
+    data = _accounts(hashes)
+    change(data)
+    path = tmp_path / "accounts"
+    path.write_text(json.dumps(data))
+    with pytest.raises(StartupError, match=re.escape(message)) as error:
+        webauth.load_config(path)
+    assert str(path) in str(error.value)
+
+
+def _quota(config, method, uri, length=None, destination=None, overwrite=True, user="alice"):
+    """quota_refusal for a request files_access allowed (in mode tree)."""
+    decision = files_access(
+        config, f"{user}@example.net", "tree", method, uri, destination, TREE_HOST
+    )
+    assert decision is not None
+    return webauth.quota_refusal(config, decision, method, length, overwrite)
+
+
+def test_a_put_fits_up_to_the_quota_and_not_a_byte_more(quota_config):
+    new = f"{ALICE}/b"
+    assert _quota(quota_config, "PUT", new, 399) is None
+    assert _quota(quota_config, "PUT", new, 400) is None  # exactly at the quota
+    assert _quota(quota_config, "PUT", new, 401) == "quota"
+    assert _quota(quota_config, "PUT", new, 10**12) == "quota"
+    assert _quota(quota_config, "put", new, 401) == "quota"  # methods: be safe
+
+
+def test_a_put_over_a_file_needs_only_what_it_adds(quota_config):
+    assert _quota(quota_config, "PUT", f"{ALICE}/a", 1000) is None  # replaces a's 600 bytes
+    assert _quota(quota_config, "PUT", f"{ALICE}/a", 1001) == "quota"
+    assert _quota(quota_config, "PUT", f"{ALICE}/a", 0) is None
+    _write(_alice_files(Path(quota_config.files_dir)) / "d" / "a", 300)
+    # A folder of the same name is no file replaced (mod_dav refuses that PUT anyway).
+    assert _quota(quota_config, "PUT", f"{ALICE}/d", 101) == "quota"
+
+
+def test_a_put_without_a_length_is_refused_under_a_quota_alone(quota_config):
+    assert _quota(quota_config, "PUT", f"{ALICE}/b", None) == "length-required"
+    assert _quota(quota_config, "PUT", "/bob.example.net/files/b", None, user="bob") is None
+
+
+def test_the_declared_length_is_nginxs_else_finders():
+    assert webauth.declared_length("400", None) == 400
+    assert webauth.declared_length("400", "9000") == 400
+    assert webauth.declared_length("", "9000") == 9000  # chunked: $content_length is empty
+    assert webauth.declared_length(None, "0") == 0
+    assert webauth.declared_length(None, None) is None
+    assert webauth.declared_length("", "") is None
+    for bad in ("-1", "1e3", " 12", "0x10", "12 ", "9" * 19, "\u0661"):
+        assert webauth.declared_length(bad, None) is None
+        assert webauth.declared_length(None, bad) is None
+
+
+def test_a_copy_needs_the_size_of_its_source_less_what_it_overwrites(quota_config):
+    tree = _alice_files(Path(quota_config.files_dir))
+
+    def copy(source, destination, overwrite=True):
+        return _quota(
+            quota_config, "COPY", f"{ALICE}/{source}", None, f"{ALICE_URL}/{destination}", overwrite
+        )
+
+    _write(tree / "d" / "x", 200)
+    _write(tree / "d" / "sub" / "y", 100)  # usage 900 (a: 600)
+    assert copy("d/", "new/") == "quota"  # a folder: its files' 300 bytes
+    assert copy("d", "new") == "quota"
+    assert copy("d/sub", "n") is None  # 100: exactly at the quota
+    _write(tree / "e" / "z", 100)  # usage 1000
+    assert copy("d", "e") == "quota"  # replaces 100 bytes with 300
+    (tree / "e" / "z").write_bytes(b"x" * 300)  # usage 1200: over
+    assert copy("d", "e") == "quota"  # adds nothing, but the tree is past its quota already
+    (tree / "a").write_bytes(b"x" * 400)  # usage 1000
+    assert copy("d", "e") is None  # replaces 300 bytes with 300
+    assert copy("d", "e", overwrite=False) == "quota"  # Overwrite: F replaces nothing
+    # A file: its size, less the file it replaces.
+    assert copy("d/x", "e/z") is None  # 200 over 300
+    assert copy("a", "e/z") == "quota"  # 400 over 300
+    assert copy("d/x", "b") == "quota"
+
+
+def test_what_adds_no_bytes_is_never_refused_for_quota(quota_config):
+    _write(_alice_files(Path(quota_config.files_dir)) / "big", 5000)  # far over
+    for method in ("MKCOL", "MOVE", "DELETE", "PROPPATCH", "LOCK", "UNLOCK", "GET", "HEAD",
+                   "PROPFIND", "OPTIONS"):  # fmt: skip
+        destination = f"{ALICE_URL}/moved" if method == "MOVE" else None
+        assert _quota(quota_config, method, f"{ALICE}/big", destination=destination) is None
+    assert _quota(quota_config, "PUT", f"{ALICE}/n", 0) == "quota"  # still over
+
+
+def test_myfiles_counts_the_same_tree(quota_config):
+    decision = files_access(
+        quota_config, "alice@example.net", "rooted", "PUT", "/b", None, ROOTED_HOST
+    )
+    assert webauth.quota_refusal(quota_config, decision, "PUT", 400, True) is None
+    assert webauth.quota_refusal(quota_config, decision, "PUT", 401, True) == "quota"
+
+
+# --- quotas and content links over HTTP ----------------------------------------------------------
+
+CONTENT_ORIGIN = "usercontent.example.net"
+CONTENT_KEY = bytes(range(32)) + b"-the rest of the content key"
+
+
+@pytest.fixture
+def served_files(hashes, tmp_path, monkeypatch):
+    """The daemon with alice's tree on disk (`a`, 600 bytes, of a quota of QUOTA), a content
+    origin and its key: (socket, alice's tree on disk)."""
+    monkeypatch.delenv("LISTEN_PID", raising=False)
+    monkeypatch.delenv("CREDENTIALS_DIRECTORY", raising=False)
+    files_dir = tmp_path / "files"
+    tree = _alice_files(files_dir)
+    _write(tree / "a", 600)
+    (tree / "d").mkdir()
+    data = _accounts(hashes)
+    data.update(
+        files_dir=str(files_dir), files_quotas={"alice": QUOTA}, content_origin=CONTENT_ORIGIN
+    )
+    accounts = tmp_path / "accounts"
+    accounts.write_text(json.dumps(data))
+    key = tmp_path / "content-key"
+    key.write_bytes(CONTENT_KEY)
+    socket_path = tmp_path / "webauth.sock"
+    server = webauth.build_server(
+        ["--accounts", str(accounts), "--socket", str(socket_path), "--content-key", str(key)]
+    )
+    thread = threading.Thread(target=server.serve_forever, args=(0.01,), daemon=True)
+    thread.start()
+    yield socket_path, tree
+    server.shutdown()
+    server.server_close()
+    thread.join()
+
+
+def test_a_put_over_the_quota_gets_403_saying_why(served_files, capsys, hashes):
+    socket_path, _ = served_files
+    put = _files_headers("alice@example.net", "tree", "PUT", f"{ALICE}/b")
+    response = ask(socket_path, {**put, "X-Content-Length": "400"})
+    assert response.status == 200
+    assert response.getheader("X-Bulwark-Backend-Path") == f"{ALICE}/b"
+    assert response.getheader("X-Bulwark-Refusal") is None
+    response = ask(socket_path, {**put, "X-Content-Length": "401"})
+    assert response.status == 403
+    assert response.getheader("X-Bulwark-Refusal") == "quota"
+    assert response.getheader("X-Bulwark-Backend-Path") is None
+    # Chunked: no $content_length; Finder says how much, others cannot be counted.
+    response = ask(socket_path, {**put, "X-Content-Length": "", "X-Expected-Entity-Length": "400"})
+    assert response.status == 200
+    response = ask(socket_path, {**put, "X-Expected-Entity-Length": "401"})
+    assert response.getheader("X-Bulwark-Refusal") == "quota"
+    response = ask(socket_path, put)
+    assert response.status == 403
+    assert response.getheader("X-Bulwark-Refusal") == "length-required"
+    rooted = _files_headers("alice@example.net", "rooted", "PUT", "/a")
+    assert ask(socket_path, {**rooted, "X-Content-Length": "1000"}).status == 200  # replaces a
+    lines = capsys.readouterr().err.splitlines()
+    assert lines == [
+        f"files refused: rip={ATTACKER} reason=quota user='alice@example.net' path='{ALICE}/b'",
+        f"files refused: rip={ATTACKER} reason=quota user='alice@example.net' path='{ALICE}/b'",
+        f"files refused: rip={ATTACKER} reason=length-required user='alice@example.net' "
+        f"path='{ALICE}/b'",
+    ]
+    assert all(banwatch.parse(line) is None for line in lines)
+    _no_secrets("\n".join(lines), hashes)
+
+
+def test_a_copy_over_the_quota_gets_403_and_overwrite_f_counts_nothing_replaced(
+    served_files, capsys
+):
+    socket_path, tree = served_files
+    _write(tree / "d" / "x", 300)
+    _write(tree / "e" / "x", 300)
+    (tree / "a").write_bytes(b"x" * 200)  # usage 800
+    copy = _files_headers("alice@example.net", "tree", "COPY", f"{ALICE}/d", f"{ALICE_URL}/e")
+    assert ask(socket_path, copy).status == 200  # replaces e's 300 bytes
+    assert ask(socket_path, {**copy, "X-Overwrite": "T"}).status == 200
+    response = ask(socket_path, {**copy, "X-Overwrite": "F"})
+    assert response.status == 403
+    assert response.getheader("X-Bulwark-Refusal") == "quota"
+    assert response.getheader("X-Bulwark-Backend-Destination") is None
+    elsewhere = _files_headers(
+        "alice@example.net", "tree", "COPY", f"{ALICE}/d/", f"{ALICE_URL}/f/"
+    )
+    assert ask(socket_path, elsewhere).getheader("X-Bulwark-Refusal") == "quota"
+    (line, _) = capsys.readouterr().err.splitlines()
+    assert line == webauth.refusal_line(ATTACKER, "alice@example.net", f"{ALICE}/d", "quota")
+
+
+def test_a_path_refusal_says_forbidden(served_files, capsys):
+    socket_path, _ = served_files
+    headers = _files_headers("alice@example.net", "tree", "PUT", "/bob.example.net/files/x")
+    response = ask(socket_path, {**headers, "X-Content-Length": "1"})
+    assert response.status == 403
+    assert response.getheader("X-Bulwark-Refusal") == "forbidden"
+    (line,) = capsys.readouterr().err.splitlines()
+    assert line == webauth.refusal_line(ATTACKER, "alice@example.net", "/bob.example.net/files/x")
+
+
+def test_a_tree_that_cannot_be_counted_is_no_tree_that_fits(served_files, capsys):
+    socket_path, tree = served_files
+    chroot = tree.parent.parent
+    moved = chroot.with_name("moved")
+    chroot.rename(moved)
+    chroot.symlink_to(chroot)  # a loop: os.scandir fails with ELOOP, even for root
+    headers = _files_headers("alice@example.net", "tree", "PUT", f"{ALICE}/b")
+    response = ask(socket_path, {**headers, "X-Content-Length": "1"})
+    assert response.status == 500
+    assert response.getheader("X-Bulwark-Backend-Path") is None
+    (line,) = capsys.readouterr().err.splitlines()
+    assert line.startswith("misconfigured: cannot count the files of 'alice@example.net': ")
+
+
+# --- content links -------------------------------------------------------------------------------
+
+NOW = 1_700_000_000
+FILE_PATH = f"{ALICE}/d/caf%C3%A9%20%E2%80%94.html"
+
+
+def _link_target(link: str) -> str:
+    """The request target a link makes on the content origin."""
+    prefix = f"https://{CONTENT_ORIGIN}"
+    assert link.startswith(f"{prefix}/")
+    return link[len(prefix) :]
+
+
+def test_a_content_link_names_its_backend_path_until_it_expires():
+    link = webauth.content_link(CONTENT_KEY, CONTENT_ORIGIN, FILE_PATH, NOW + 60)
+    expires, mac, rest = _link_target(link)[1:].split("/", 2)
+    assert expires == str(NOW + 60) and f"/{rest}" == FILE_PATH
+    expected = hmac.new(CONTENT_KEY, f"{NOW + 60}\n{FILE_PATH}".encode(), hashlib.sha256).digest()
+    assert mac == base64.urlsafe_b64encode(expected).decode().rstrip("=") and len(mac) == 43
+    target = _link_target(link)
+    assert webauth.content_target(CONTENT_KEY, target, NOW) == FILE_PATH
+    assert webauth.content_target(CONTENT_KEY, target, NOW + 59.9) == FILE_PATH
+    assert webauth.content_target(CONTENT_KEY, f"{target}?download=1", NOW) == FILE_PATH
+    assert webauth.content_target(CONTENT_KEY, target, NOW + 60) is None  # expired
+    assert webauth.content_target(CONTENT_KEY, target, NOW + 10**6) is None
+    assert webauth.content_target(b"another key" * 4, target, NOW) is None
+
+
+def _tampered(target: str) -> list[str]:
+    """The link's target with its expiry, MAC or path changed, one at a time."""
+    _, expires, mac, rest = target.split("/", 3)
+    flipped = ("A" if mac[0] != "A" else "B") + mac[1:]
+    return [
+        f"/{int(expires) + 1}/{mac}/{rest}",  # a later expiry
+        f"/0{expires}/{mac}/{rest}",  # the same time, spelled otherwise
+        f"/{expires}/{flipped}/{rest}",
+        f"/{expires}/{mac[:-1]}/{rest}",
+        f"/{expires}/{mac}=/{rest}",
+        f"/{expires}/{mac}/{rest.replace('d/', 'e/')}",
+        f"/{expires}/{mac}/{rest}x",
+        f"/{expires}/{mac}/{rest.replace('alice', 'bob')}",
+        f"/{expires}/{mac}/{rest.replace('%C3%A9', '%c3%a9')}",  # decodes the same, signed not
+        f"/{expires}/{mac}//{rest}",
+        f"/{expires}/{mac}/{rest}/",
+        f"/{expires}/{mac}",
+        f"/{expires}/{mac}/",
+        f"/{expires}",
+        f"{expires}/{mac}/{rest}",
+        f"//{expires}/{mac}/{rest}",
+        "/",
+        "",
+    ]
+
+
+def test_a_tampered_content_link_names_nothing():
+    target = _link_target(webauth.content_link(CONTENT_KEY, CONTENT_ORIGIN, FILE_PATH, NOW + 60))
+    for tampered in _tampered(target):
+        assert webauth.content_target(CONTENT_KEY, tampered, NOW) is None, tampered
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        f"{ALICE}/d/",  # a collection
+        f"{ALICE}/",
+        ALICE,  # the top of a tree
+        "/alice.example.net/",
+        "/alice.example.net/other/x",
+        "/x",
+        f"{ALICE}/d/../x",
+        f"{ALICE}/../../bob.example.net/files/x",
+        f"{ALICE}/%2e%2e/x",
+        f"{ALICE}/./x",
+        f"{ALICE}//x",
+        f"{ALICE}/a%2Fb",
+        f"{ALICE}/a%00",
+        f"{ALICE}/caf\xc3\xa9",  # not as files_access spells it
+        f"{ALICE}/x#y",
+        "",
+    ],
+)
+def test_a_link_signed_for_no_file_below_a_tree_names_nothing(path):
+    """Even a link made with the key (no such link is ever made) must name a file as
+    files_access spells one."""
+    target = _link_target(webauth.content_link(CONTENT_KEY, CONTENT_ORIGIN, path, NOW + 60))
+    assert webauth.content_target(CONTENT_KEY, target, NOW) is None
+
+
+def test_the_content_realm_serves_a_valid_link_without_any_login(served_files, capsys, hashes):
+    socket_path, _ = served_files
+    link = webauth.content_link(CONTENT_KEY, CONTENT_ORIGIN, FILE_PATH, int(time.time()) + 60)
+    headers = {
+        "X-Bulwark-Realm": "content",
+        "X-Real-IP": ATTACKER,
+        "X-Original-URI": _link_target(link),
+        "X-Original-Method": "GET",
+    }
+    for extra in ({}, {"Authorization": _basic("alice@example.net", "wrong")},
+                  {"Authorization": "Basic !!!"}, {"X-Original-Method": "HEAD"}):  # fmt: skip
+        response = ask(socket_path, {**headers, **extra})
+        assert response.status == 200
+        assert response.getheader("X-Bulwark-Backend-Path") == FILE_PATH
+        assert response.getheader("X-Bulwark-User") is None
+        assert response.getheader("WWW-Authenticate") is None
+    assert capsys.readouterr().err == ""  # a wrong password here is never checked nor counted
+
+
+def test_the_content_realm_refuses_expired_and_invalid_links(served_files, capsys, hashes):
+    socket_path, _ = served_files
+    now = int(time.time())
+    expired = webauth.content_link(CONTENT_KEY, CONTENT_ORIGIN, FILE_PATH, now - 1)
+    valid = webauth.content_link(CONTENT_KEY, CONTENT_ORIGIN, FILE_PATH, now + 60)
+    headers = {"X-Bulwark-Realm": "content", "X-Real-IP": ATTACKER, "X-Original-Method": "GET"}
+    attempts = [
+        (_link_target(expired), "GET", "expired"),
+        (_tampered(_link_target(valid))[0], "GET", "invalid"),
+        (_tampered(_link_target(expired))[0], "GET", "invalid"),  # later, but forged
+        ("/x login failed: rip=6.6.6.6", "GET", "invalid"),
+        (_link_target(valid), "PUT", "method"),
+        (_link_target(valid), "DELETE", "method"),
+    ]
+    for uri, method, _ in attempts:
+        response = ask(socket_path, {**headers, "X-Original-URI": uri, "X-Original-Method": method})
+        assert response.status == 403
+        assert response.getheader("X-Bulwark-Refusal") == "forbidden"
+        assert response.getheader("X-Bulwark-Backend-Path") is None
+    lines = capsys.readouterr().err.splitlines()
+    assert lines == [f"content refused: rip={ATTACKER} reason={reason}" for *_, reason in attempts]
+    assert all(banwatch.parse(line) is None for line in lines)
+    response = ask(socket_path, {"X-Bulwark-Realm": "content", "X-Original-Method": "GET"})
+    assert response.status == 500
+    (line,) = capsys.readouterr().err.splitlines()
+    assert line.startswith("misconfigured: realm content needs")
+    line = webauth.content_refusal_line("6.6.6.6 reason=expired", "invalid")
+    assert line == "content refused: rip=- reason=invalid"
+
+
+def test_the_content_realm_without_a_key_is_a_misconfiguration(served, capsys):
+    link = webauth.content_link(CONTENT_KEY, CONTENT_ORIGIN, FILE_PATH, int(time.time()) + 60)
+    headers = {
+        "X-Bulwark-Realm": "content",
+        "X-Original-URI": _link_target(link),
+        "X-Original-Method": "GET",
+    }
+    response = ask(served, headers)
+    assert response.status == 500
+    assert response.getheader("X-Bulwark-Backend-Path") is None
+    (line,) = capsys.readouterr().err.splitlines()
+    assert line.startswith("misconfigured: realm content needs a content key")
+
+
+@pytest.mark.parametrize("destination", ["document", "iframe", "frame", "embed", "object"])
+def test_a_browser_shown_a_file_as_a_page_is_sent_to_the_content_origin(
+    served_files, capsys, destination
+):
+    socket_path, tree = served_files
+    _write(tree / "d" / "caf\u00e9 \u2014.html", 10)
+    for mode, uri in (("tree", FILE_PATH), ("rooted", "/d/caf%C3%A9%20%E2%80%94.html")):
+        for method in ("GET", "HEAD"):
+            headers = _files_headers("alice@example.net", mode, method, uri)
+            before = int(time.time())
+            response = ask(socket_path, {**headers, "X-Fetch-Dest": destination})
+            after = int(time.time())
+            assert response.status == 403
+            assert response.getheader("X-Bulwark-Refusal") == "content"
+            assert response.getheader("X-Bulwark-Backend-Path") is None
+            link = response.getheader("X-Bulwark-Location")
+            target = _link_target(link)
+            assert webauth.content_target(CONTENT_KEY, target, after) == FILE_PATH
+            expires = int(target.split("/")[1])
+            assert before + 3600 <= expires <= after + 3600
+            assert webauth.content_target(CONTENT_KEY, target, expires) is None
+    assert capsys.readouterr().err == ""
+
+
+def test_other_fetches_of_a_file_are_served_as_before(served_files):
+    socket_path, tree = served_files
+    _write(tree / "d" / "x.html", 10)
+    path = f"{ALICE}/d/x.html"
+    for method, destination in [
+        ("GET", None),  # a WebDAV client, curl
+        ("GET", "image"),
+        ("GET", "script"),
+        ("GET", "empty"),  # fetch()
+        ("GET", "Document"),
+        ("PROPFIND", "document"),
+        ("PUT", "document"),
+    ]:
+        headers = _files_headers("alice@example.net", "tree", method, path)
+        headers["X-Content-Length"] = "1"
+        if destination is not None:
+            headers["X-Fetch-Dest"] = destination
+        response = ask(socket_path, headers)
+        assert response.status == 200, (method, destination)
+        assert response.getheader("X-Bulwark-Backend-Path") == path
+        assert response.getheader("X-Bulwark-Location") is None
+    # Folders are listings the files origin makes itself, however they are spelled.
+    for uri in (f"{ALICE}/d/", f"{ALICE}/d", ALICE, f"{ALICE}/"):
+        headers = _files_headers("alice@example.net", "tree", "GET", uri)
+        response = ask(socket_path, {**headers, "X-Fetch-Dest": "document"})
+        assert response.status == 200, uri
+        assert response.getheader("X-Bulwark-Location") is None
+
+
+def test_without_a_content_origin_and_key_files_are_served_as_before(served, config):
+    headers = _files_headers("alice@example.net", "tree", "GET", f"{ALICE}/x.html")
+    response = ask(served, {**headers, "X-Fetch-Dest": "document"})
+    assert response.status == 200
+    assert response.getheader("X-Bulwark-Backend-Path") == f"{ALICE}/x.html"
+    decision = files_access(
+        config, "alice@example.net", "tree", "GET", f"{ALICE}/x.html", None, TREE_HOST
+    )
+    with_origin = dataclasses.replace(config, content_origin=CONTENT_ORIGIN)
+    assert webauth.navigation_link(config, CONTENT_KEY, decision, "GET", "document", NOW) is None
+    assert webauth.navigation_link(with_origin, None, decision, "GET", "document", NOW) is None
+    link = webauth.navigation_link(with_origin, CONTENT_KEY, decision, "GET", "document", NOW)
+    assert link == webauth.content_link(CONTENT_KEY, CONTENT_ORIGIN, f"{ALICE}/x.html", NOW + 3600)
+
+
+# --- the content key ----------------------------------------------------------------------------
+
+
+def test_the_content_key_comes_from_its_option_or_the_credential(tmp_path):
+    key = tmp_path / "key"
+    key.write_bytes(CONTENT_KEY)
+    credential = tmp_path / "credentials" / "content-key"
+    _write(credential, 40)
+    environ = {"CREDENTIALS_DIRECTORY": str(credential.parent)}
+    assert webauth.load_content_key(key, environ) == CONTENT_KEY
+    assert webauth.load_content_key(None, environ) == b"x" * 40
+    assert webauth.load_content_key(None, {"CREDENTIALS_DIRECTORY": str(tmp_path)}) is None
+    assert webauth.load_content_key(None, {}) is None
+    key.write_bytes(b"k" * 32)
+    assert webauth.load_content_key(key, {}) == b"k" * 32
+
+
+@pytest.mark.parametrize("where", ["option", "credential"])
+def test_a_short_or_missing_content_key_stops_the_daemon_naming_it(
+    hashes, tmp_path, monkeypatch, where
+):
+    monkeypatch.delenv("LISTEN_PID", raising=False)
+    accounts = tmp_path / "accounts"
+    accounts.write_text(json.dumps(_accounts(hashes)))
+    key = tmp_path / "content-key"
+    secret = b"short-secret-31-bytes-long-here"
+    key.write_bytes(secret)
+    argv = ["--accounts", str(accounts), "--socket", str(tmp_path / "s")]
+    if where == "option":
+        argv += ["--content-key", str(key)]
+    else:
+        monkeypatch.setenv("CREDENTIALS_DIRECTORY", str(tmp_path))
+    message = f"{key}: a content key needs at least 32 bytes"
+    with pytest.raises(StartupError, match=re.escape(message)) as error:
+        webauth.build_server(argv)
+    assert secret.decode() not in str(error.value)
+    assert not (tmp_path / "s").exists()
+    if where == "option":
+        argv[-1] = str(tmp_path / "absent")
+        with pytest.raises(StartupError, match=re.escape(f"{tmp_path / 'absent'}: cannot read")):
+            webauth.build_server(argv)
+
+
+def test_a_content_origin_needs_a_content_key(hashes, tmp_path, monkeypatch):
+    monkeypatch.delenv("LISTEN_PID", raising=False)
+    monkeypatch.delenv("CREDENTIALS_DIRECTORY", raising=False)
+    data = _accounts(hashes)
+    data["content_origin"] = CONTENT_ORIGIN
+    accounts = tmp_path / "accounts"
+    accounts.write_text(json.dumps(data))
+    argv = ["--accounts", str(accounts), "--socket", str(tmp_path / "s")]
+    with pytest.raises(StartupError, match="field 'content_origin' needs a content key"):
+        webauth.build_server(argv)
+    assert not (tmp_path / "s").exists()
+    key = tmp_path / "content-key"
+    key.write_bytes(CONTENT_KEY)
+    webauth.build_server([*argv, "--content-key", str(key)]).server_close()
+    data.pop("content_origin")  # a key alone serves the content realm: fine
+    accounts.write_text(json.dumps(data))
+    webauth.build_server([*argv, "--content-key", str(key)]).server_close()
+
+
+# --- FTP under a quota ------------------------------------------------------------------------
+
+
+@pytest.fixture
+def ftp_quota(hashes, tmp_path):
+    """A checker whose accounts give alice a quota of QUOTA bytes; alice's chroot holds a
+    600-byte file and a folder, bob's nothing."""
+    files_dir = tmp_path / "files"
+    _write(_alice_files(files_dir) / "a", 600)
+    _write(files_dir / "bob.example.net" / "bob.example.net" / "files" / "b", 5)
+    data = _accounts(hashes)
+    data.update(files_dir=str(files_dir), files_quotas={"alice": QUOTA})
+    return Checker(_load(tmp_path, data), Cache(60)), files_dir / ALICE_ROOT
+
+
+def test_an_ftp_login_under_a_quota_writes_the_usage_for_pure_ftpd(ftp_quota):
+    checker, chroot = ftp_quota
+    (chroot / ".ftpquota").write_text("1 999999\n")  # pure-ftpd's stale count, replaced
+    stale = (chroot / ".ftpquota").open()
+    reply, line = webauth.ftp_login(
+        checker, _ftp_request(b"alice@example.net", APP_PASSWORD.encode())
+    )
+    assert line is None
+    assert (
+        reply
+        == (
+            f"auth_ok:1\nuid:{FILES_ID}\ngid:{FILES_ID}\ndir:{chroot}/./\n"
+            f"user_quota_size:{QUOTA}\nend\n"
+        ).encode()
+    )
+    quota_file = chroot / ".ftpquota"
+    # Folders alice.example.net and files, file a: as pure-quotacheck counts them.
+    assert quota_file.read_text() == "3 600\n"
+    assert stale.read() == "1 999999\n"  # replaced, never rewritten in place
+    stale.close()
+    assert quota_file.stat().st_mode & 0o7777 == 0o600
+    assert sorted(path.name for path in chroot.iterdir()) == [".ftpquota", ALICE_ROOT]
+    _write(_alice_files(chroot.parent) / "d" / "b", 50)
+    webauth.ftp_login(checker, _ftp_request(b"alice@example.net", APP_PASSWORD.encode()))
+    assert quota_file.read_text() == "5 650\n"  # recounted, its own bytes left out
+
+
+def test_an_ftp_login_without_a_quota_writes_nothing(ftp_quota):
+    checker, chroot = ftp_quota
+    reply, line = webauth.ftp_login(
+        checker, _ftp_request(b"bob@example.net", OTHER_APP_PASSWORD.encode())
+    )
+    assert line is None and b"user_quota_size" not in reply and reply.endswith(b"\nend\n")
+    assert not (chroot.parent / "bob.example.net" / ".ftpquota").exists()
+
+
+def test_an_ftp_login_whose_usage_cannot_be_written_is_refused(ftp_quota, hashes):
+    checker, chroot = ftp_quota
+    (chroot / ".ftpquota").mkdir()  # a folder cannot be replaced by a file
+    request = _ftp_request(b"alice@example.net", APP_PASSWORD.encode())
+    reply, line = webauth.ftp_login(checker, request)
+    assert reply == webauth.FTP_REFUSED
+    assert line == (
+        f"ftp refused: rip={ATTACKER} reason=quota-file error='Is a directory' "
+        "user='alice@example.net'"
+    )
+    assert banwatch.parse(line) is None
+    _no_secrets(line, hashes)
+    assert sorted(path.name for path in chroot.iterdir()) == [".ftpquota", ALICE_ROOT]  # no litter
+    (chroot / ".ftpquota").rmdir()
+    moved = chroot.with_name("elsewhere")
+    chroot.rename(moved)  # no chroot at all
+    reply, line = webauth.ftp_login(checker, request)
+    assert reply == webauth.FTP_REFUSED and "reason=quota-file" in line
