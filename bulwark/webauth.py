@@ -47,6 +47,7 @@ import argparse
 import base64
 import binascii
 import contextlib
+import errno
 import hashlib
 import hmac
 import http.server
@@ -65,7 +66,7 @@ import threading
 import time
 import urllib.parse
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import cached_property
 from http import HTTPStatus
 from pathlib import Path
@@ -676,6 +677,12 @@ def quota_refusal(
 # --- untrusted content on its own origin ------------------------------------------------------
 
 
+def tree_root(backend_path: str) -> str:
+    """The tree a backend path (`/<root>/files/...`, as `FilesDecision.path` spells it) is in:
+    the backend serves that tree alone (X-Bulwark-Root)."""
+    return urllib.parse.unquote(backend_path.split("/")[1])
+
+
 def _content_mac(key: bytes, backend_path: str, expires: int | str) -> str:
     """The MAC of a content link: HMAC-SHA256 over the expiry and the backend path (as
     `FilesDecision.path` spells it), base64url without padding."""
@@ -900,7 +907,11 @@ class Handler(http.server.BaseHTTPRequestHandler):
         if link is not None:
             self._refuse("content", ("X-Bulwark-Location", link))
             return
-        headers = [("X-Bulwark-User", decision.user), ("X-Bulwark-Backend-Path", decision.path)]
+        headers = [
+            ("X-Bulwark-User", decision.user),
+            ("X-Bulwark-Root", tree_root(decision.path)),
+            ("X-Bulwark-Backend-Path", decision.path),
+        ]
         if decision.destination is not None:
             headers.append(("X-Bulwark-Backend-Destination", decision.destination))
         self._reply(HTTPStatus.OK, *headers)
@@ -925,7 +936,9 @@ class Handler(http.server.BaseHTTPRequestHandler):
             log(content_refusal_line(self.headers.get("X-Real-IP"), reason))
             self._refuse("forbidden")
             return
-        self._reply(HTTPStatus.OK, ("X-Bulwark-Backend-Path", target))
+        self._reply(
+            HTTPStatus.OK, ("X-Bulwark-Root", tree_root(target)), ("X-Bulwark-Backend-Path", target)
+        )
 
     def _refuse(self, reason: str, *headers: tuple[str, str]) -> None:
         """403 saying why: auth_request passes a 403 on, but would turn any other refusal into a
@@ -1039,6 +1052,8 @@ def ftp_login(checker: Checker, request: Mapping[str, bytes]) -> tuple[bytes, st
         try:
             write_ftp_quota(chroot, tree_usage(chroot))
         except OSError as error:
+            if error.errno == errno.EROFS:  # a read-only replica: no upload to count
+                return f"{reply}end\n".encode(), None
             return FTP_REFUSED, (
                 f"ftp refused: rip={peer} reason=quota-file error={error.strerror!r} "
                 f"user={name!r:.{MAX_LOGGED}}"
@@ -1209,6 +1224,12 @@ def _arguments(argv: Sequence[str]) -> argparse.Namespace:
         "--cache-seconds", type=_seconds, default=60.0, help="remember a good login this long"
     )
     parser.add_argument(
+        "--files",
+        action="store_true",
+        help="this is the files role's checker: the accounts file must name files_dir, and "
+        "a content_origin needs the content key",
+    )
+    parser.add_argument(
         "--content-key",
         type=Path,
         help="the content links' HMAC key, at least 32 bytes "
@@ -1247,15 +1268,19 @@ def build_server(argv: Sequence[str]) -> Daemon:
         path = Path(credentials, "accounts")
     config = load_config(path)
     content_key = load_content_key(options.content_key, os.environ)
-    if config.content_origin is not None and content_key is None:
+    if options.files and config.content_origin is not None and content_key is None:
         raise StartupError(
             f"{path}: field 'content_origin' needs a content key "
             "(--content-key, or the credential content-key)"
         )
     ftp = options.ftp_socket is not None or "ftp" in activated_fds(os.environ, os.getpid())
-    for field_name in ("files_dir", "files_uid", "files_gid") if ftp else ():
-        if getattr(config, field_name) is None:
-            raise StartupError(f"{path}: missing field {field_name!r} (FTP needs it)")
+    if (options.files or ftp) and config.files_dir is None:
+        raise StartupError(f"{path}: missing field 'files_dir' (files and FTP need it)")
+    if ftp and config.files_uid is None:
+        # The files role's checker runs as the files' owner: FTP sessions run as it too.
+        if os.getuid() == 0 or os.getgid() == 0:
+            raise StartupError(f"{path}: no files_uid and files_gid, and FTP never runs as root")
+        config = replace(config, files_uid=os.getuid(), files_gid=os.getgid())
     checker = Checker(config, Cache(options.cache_seconds))
     http = Server(listening_socket(options.socket), checker, content_key)
     if not ftp:

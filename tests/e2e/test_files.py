@@ -384,7 +384,10 @@ def test_a_browser_opens_a_file_on_the_content_origin_sandboxed(web, topology, a
     assert navigation.status_code == 303, navigation.status_code
     link = navigation.headers["Location"]
     assert urlsplit(link).hostname == topology.content_origin
-    assert urlsplit(link).hostname not in (host_name(topology, WEBDAV), host_name(topology, MYFILES))
+    assert urlsplit(link).hostname not in (
+        host_name(topology, WEBDAV),
+        host_name(topology, MYFILES),
+    )
     opened = web.request("GET", link)  # no credentials: the link is the permission
     assert opened.status_code == 200 and opened.content == body
     assert opened.headers["Content-Security-Policy"] == CONTENT_CSP

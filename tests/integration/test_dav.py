@@ -24,7 +24,8 @@ PRIMARY, SECONDARY = (
     for site in sorted(TOPOLOGY.sites, key=lambda site: not site.primary)
 )
 REPLICATION_DEADLINE = 60  # seconds (the issue's promise)
-PORT = str(catalogue.service("dav-replication").port)
+# The replication listeners of the web roles: the same mechanism (bulwark.replication).
+PORTS = {role: str(catalogue.service(f"{role}-replication").port) for role in ("dav", "files")}
 
 
 def _dav_hosts(host) -> None:
@@ -33,10 +34,11 @@ def _dav_hosts(host) -> None:
 
 
 def test_only_nginx_listens_on_tcp_and_the_backends_are_nginx_only_sockets(host):
+    """nginx alone, but for SSH and the files role's FTP (tests/integration/test_files.py)."""
     _dav_hosts(host)
     listeners = host.check_output("ss -Hltnp")
     for line in listeners.splitlines():
-        if ":22 " in line:
+        if ":22 " in line or '"pure-ftpd"' in line:
             continue
         assert '"nginx"' in line, line
     for name in (*dav.INSTANCES, "webauth", f"replica-{dav.ROLE}"):
@@ -66,32 +68,35 @@ def test_radicale_runs_as_its_own_user_with_its_data_private(host):
         assert host.check_output("ps -o user= -p %s", pid) == dav.USER
 
 
-def _rsync_greeting(lab_host, client: str, certificate: bool) -> bool:
-    """Whether rsync greets `client` on the primary's replication port, with or without the
+def _rsync_greeting(lab_host, client: str, certificate: bool, port: str) -> bool:
+    """Whether rsync greets `client` on the primary's replication `port`, with or without the
     client's own certificate."""
     primary = TOPOLOGY.host(PRIMARY)
     own = f"-cert {pki.HOST_CERT_PATH} -key {pki.HOST_KEY_PATH}" if certificate else ""
     result = lab_host(client).run(
         f"(sleep 1; echo) | timeout 10 openssl s_client -quiet {own} "
-        f"-connect {primary.lan_address}:{PORT} 2>&1"
+        f"-connect {primary.lan_address}:{port} 2>&1"
     )
     return "@RSYNCD:" in result.stdout
 
 
-def test_the_replication_port_serves_only_the_other_sites_web_host(lab_host):
+@pytest.mark.parametrize("role", sorted(PORTS))
+def test_the_replication_port_serves_only_the_other_sites_web_host(lab_host, role):
     """With its certificate the replica gets rsync's greeting; without one it gets nothing (nginx
     wants a certificate from the internal CA); and a certificate of the internal CA naming
     another host (the primary's own) is not let through either."""
-    assert _rsync_greeting(lab_host, SECONDARY, certificate=True)
-    assert not _rsync_greeting(lab_host, SECONDARY, certificate=False)
-    assert not _rsync_greeting(lab_host, PRIMARY, certificate=True)
+    port = PORTS[role]
+    assert _rsync_greeting(lab_host, SECONDARY, certificate=True, port=port)
+    assert not _rsync_greeting(lab_host, SECONDARY, certificate=False, port=port)
+    assert not _rsync_greeting(lab_host, PRIMARY, certificate=True, port=port)
 
 
-def test_the_replication_port_is_closed_to_other_hosts_of_the_site(lab_host):
+@pytest.mark.parametrize("role", sorted(PORTS))
+def test_the_replication_port_is_closed_to_other_hosts_of_the_site(lab_host, role):
     primary = TOPOLOGY.host(PRIMARY)
     mail = TOPOLOGY.hosts_with_role("mailstore", primary.site)[0].name
     result = lab_host(mail).run(
-        "timeout 5 bash -c 'exec 3<>/dev/tcp/%s/%s' 2>&1", str(primary.lan_address), PORT
+        "timeout 5 bash -c 'exec 3<>/dev/tcp/%s/%s' 2>&1", str(primary.lan_address), PORTS[role]
     )
     assert result.rc != 0
 
@@ -132,10 +137,11 @@ def _wait_for(site: str, uid: str, status: int) -> bool:
 
 
 def _deploy_dav(lab_pyinfra, primary: str | None = None, revoked: str = "") -> None:
-    """Deploy the dav role on both web hosts, with `primary` the primary site and the `revoked`
-    app passwords removed (inventory/lab.py reads BULWARK_LAB_PRIMARY and BULWARK_LAB_REVOKED)."""
+    """Deploy the web roles on both web hosts (the last one writes nginx's configuration and the
+    credential checkers), with `primary` the primary site and the `revoked` app passwords
+    removed (inventory/lab.py reads BULWARK_LAB_PRIMARY and BULWARK_LAB_REVOKED)."""
     result = lab_pyinfra(
-        "deploy.py", PRIMARY, "--limit", SECONDARY, "--data", "only_roles=dav",
+        "deploy.py", PRIMARY, "--limit", SECONDARY, "--data", "only_roles=dav,files",
         env={"BULWARK_LAB_PRIMARY": primary or TOPOLOGY.primary_site.name,
              "BULWARK_LAB_REVOKED": revoked},
     )  # fmt: skip

@@ -725,21 +725,43 @@ def test_a_bad_files_field_stops_the_daemon_naming_it(tmp_path, hashes, change, 
     assert not any(hashed in str(error.value) for hashed in hashes.values())
 
 
-def test_an_ftp_socket_needs_the_files_directory_and_ids(tmp_path, hashes, monkeypatch):
+def test_an_ftp_socket_needs_the_files_directory(tmp_path, hashes, monkeypatch):
     monkeypatch.delenv("LISTEN_PID", raising=False)
-    for name in ("files_dir", "files_uid", "files_gid"):
-        data = _accounts(hashes)
-        del data[name]
-        path = tmp_path / "accounts"
-        path.write_text(json.dumps(data))
-        http, ftp = tmp_path / f"{name}.http", tmp_path / f"{name}.ftp"
-        argv = ["--accounts", str(path), "--socket", str(http)]
+    data = _accounts(hashes)
+    del data["files_dir"]
+    path = tmp_path / "accounts"
+    path.write_text(json.dumps(data))
+    http, ftp = tmp_path / "http", tmp_path / "ftp"
+    argv = ["--accounts", str(path), "--socket", str(http)]
+    for extra in (["--ftp-socket", str(ftp)], ["--files"]):
         with pytest.raises(
-            StartupError, match=re.escape(f"{path}: missing field '{name}' (FTP needs")
+            StartupError, match=re.escape(f"{path}: missing field 'files_dir' (files and FTP")
         ):
-            webauth.build_server([*argv, "--ftp-socket", str(ftp)])
+            webauth.build_server([*argv, *extra])
         assert not http.exists() and not ftp.exists()
-        webauth.build_server(argv).server_close()  # HTTP alone does without
+    webauth.build_server(argv).server_close()  # HTTP alone does without
+
+
+def test_ftp_sessions_run_as_the_checker_itself_unless_told_and_never_as_root(
+    tmp_path, hashes, monkeypatch
+):
+    """The files role's checker runs as the files' owner: without files_uid and files_gid,
+    FTP sessions get its own ids, and a checker running as root refuses to start."""
+    monkeypatch.delenv("LISTEN_PID", raising=False)
+    data = _accounts(hashes)
+    del data["files_uid"], data["files_gid"]
+    path = tmp_path / "accounts"
+    path.write_text(json.dumps(data))
+    argv = ["--accounts", str(path), "--socket", str(tmp_path / "http")]
+    ftp = ["--ftp-socket", str(tmp_path / "ftp")]
+    monkeypatch.setattr(webauth.os, "getuid", lambda: 0)
+    with pytest.raises(StartupError, match="FTP never runs as root"):
+        webauth.build_server([*argv, *ftp])
+    monkeypatch.setattr(webauth.os, "getuid", lambda: 1234)
+    monkeypatch.setattr(webauth.os, "getgid", lambda: 4321)
+    with webauth.build_server([*argv, *ftp]) as daemon:
+        config = daemon.ftp.checker.config
+        assert (config.files_uid, config.files_gid) == (1234, 4321)
 
 
 # --- the server --------------------------------------------------------------------------------
@@ -1949,6 +1971,9 @@ def test_a_content_origin_needs_a_content_key(hashes, tmp_path, monkeypatch):
     accounts = tmp_path / "accounts"
     accounts.write_text(json.dumps(data))
     argv = ["--accounts", str(accounts), "--socket", str(tmp_path / "s")]
+    dav = ["--accounts", str(accounts), "--socket", str(tmp_path / "dav")]
+    webauth.build_server(dav).server_close()  # bulwark-webauth (DAV) reads the file, no key
+    argv.append("--files")
     with pytest.raises(StartupError, match="field 'content_origin' needs a content key"):
         webauth.build_server(argv)
     assert not (tmp_path / "s").exists()
