@@ -64,6 +64,9 @@ PROXY_PORTS: tuple[int, ...] = (21, 25, 80, 443, 465, 587, 993, 995)
 # pure-ftpd's passive data ports. The nftables FTP helper cannot read an encrypted control
 # channel, so the range is opened explicitly.
 FTP_PASSIVE_PORTS: tuple[int, int] = (50000, 50100)
+# Where an FTP server's active-mode data connections come from (RFC 959: the control port's
+# neighbour): the firewall refuses to start them, so only passive mode works.
+FTP_ACTIVE_DATA_PORT = 20
 
 
 @dataclass(frozen=True, order=True)

@@ -31,6 +31,9 @@ from bulwark.operations import (
     system_account,
     unit_state,
 )
+from bulwark.operations import (
+    file_present as file_exists,
+)
 from bulwark.render import RenderedFile, render_role_files
 from bulwark.secret import SecretStore
 from bulwark.topology import Host, Topology
@@ -170,6 +173,12 @@ def service(
 def keep_running(role: str, unit: str) -> OperationMeta:
     """Keep `unit` enabled and running."""
     return service(f"{role}: {unit} running", unit)
+
+
+def file_present(name: str, path: str, user: str, group: str, mode: str) -> OperationMeta:
+    """Make `path` a file with this owner and mode; its contents are its daemon's."""
+    expect(paths=(path,))
+    return file_exists(name=name, path=path, user=user, group=group, mode=mode)
 
 
 def masked(role: str, units: Iterable[str]) -> None:

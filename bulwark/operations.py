@@ -242,6 +242,33 @@ def directory_present(path: str, user: str, group: str, mode: str):
 
 
 @operation()
+def file_present(path: str, user: str, group: str, mode: str):
+    """Make `path` a regular file with this owner and mode, created empty if it is missing; a
+    file that exists keeps its contents (its daemon writes them).
+
+    + path: the file
+    + user, group: its owner
+    + mode: its permission bits, octal digits
+
+    **Example:**
+
+    .. code:: python
+
+        file_present(
+            name="files: usage file", path="/var/lib/bulwark/files/a.example.net/.ftpquota",
+            user="bulwark-files", group="bulwark-files", mode="0600",
+        )
+    """
+    found = host_state(paths=(path,)).files[path]
+    if found is not None and not found.directory and _owner_and_mode(found, user, group, mode):
+        host.noop(f"{path} as wanted")
+        return
+    yield from pyinfra_files.file._inner(
+        path=path, user=user, group=group, mode=mode, touch=False, present=True
+    )
+
+
+@operation()
 def system_account(user: str, home: str, shell: str):
     """A system user with a group of its own name, this home and login shell.
 

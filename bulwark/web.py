@@ -74,8 +74,9 @@ REQUEST_BURST = 400
 # Largest request body nginx accepts on DAV (a vCard with a photo, an event with attachments).
 DAV_BODY_LIMIT = "20m"
 # What a browser may do with a user's file, wherever it is served: nothing active, ever (no
-# script, no plugin, no form, no same-origin access: the sandbox without any allow- token).
-FILES_CSP = "default-src 'none'; sandbox"
+# script, no plugin, no form, no framing, no same-origin access: the sandbox without any
+# allow- token).
+FILES_CSP = "default-src 'none'; frame-ancestors 'none'; sandbox"
 
 # The DAV host-name labels (catalogue) -> the Radicale instance serving them (roles/dav.py) and
 # the URL prefix it answers under (Fastmail's layout, which is Cyrus's).

@@ -48,6 +48,7 @@ import base64
 import binascii
 import contextlib
 import errno
+import fcntl
 import hashlib
 import hmac
 import http.server
@@ -61,7 +62,6 @@ import socket
 import socketserver
 import stat
 import sys
-import tempfile
 import threading
 import time
 import urllib.parse
@@ -104,10 +104,8 @@ REMOVING_METHODS = frozenset({"DELETE", "MOVE"})
 MAX_ID = 2**32 - 2
 # pure-ftpd's extauth request is at most 4096 bytes (log_extauth.c: char line[4096]).
 MAX_FTP_REQUEST = 4096
-# pure-ftpd's usage file at the top of a chroot (src/quotas.h: QUOTA_FILE), and how our
-# temporary copies of it start (written beside it, then renamed over it).
+# pure-ftpd's usage file at the top of a chroot (src/quotas.h: QUOTA_FILE).
 QUOTA_FILE = ".ftpquota"
-QUOTA_TEMPORARY = f"{QUOTA_FILE}."
 # The largest quota: pure-ftpd holds it in an unsigned long long but subtracts usage from it
 # into an off_t (ftpd.c: dostor), and ULONG_LONG_MAX means no quota at all (quotas.c: hasquota).
 MAX_QUOTA = 2**63 - 1
@@ -601,7 +599,7 @@ def _usage(path: str | os.PathLike[str], quota_file_at_top: bool) -> Usage:
         try:
             with os.scandir(directory) as entries:
                 for entry in entries:
-                    if top and (entry.name == QUOTA_FILE or entry.name.startswith(QUOTA_TEMPORARY)):
+                    if top and entry.name == QUOTA_FILE:
                         continue
                     if entry.is_dir(follow_symlinks=False):
                         files += 1
@@ -1001,20 +999,19 @@ def read_extauth(stream: Any) -> dict[str, bytes] | None:
 
 
 def write_ftp_quota(chroot: Path, usage: Usage) -> None:
-    """Write `usage` into the chroot's `.ftpquota` as pure-ftpd 1.0.50 writes it (quotas.c:
-    quota_update, "%llu %llu\n": files, then bytes), replacing the file at once: written beside
-    it, mode 0600 (pure-ftpd creates it so too), then renamed over it, so pure-ftpd reads the
-    old count or the new, never a part."""
-    descriptor, temporary = tempfile.mkstemp(prefix=QUOTA_TEMPORARY, dir=chroot)
+    """Write `usage` into the chroot's `.ftpquota` as pure-ftpd 1.0.50 does (quotas.c:
+    quota_update: in place, "%llu %llu\n", files then bytes, under an fcntl write lock on the
+    whole file), so neither of us loses the other's update. In place: the chroot's top is
+    root's, which keeps sessions from writing beside their files; the deploy creates the file,
+    owned by the files' owner (a symbolic link there is refused, never followed)."""
+    descriptor = os.open(chroot / QUOTA_FILE, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o600)
     try:
-        with os.fdopen(descriptor, "w", encoding="ascii") as stream:
-            stream.write(f"{usage.files} {usage.size}\n")
-            stream.flush()
-            os.fsync(stream.fileno())
-        os.replace(temporary, chroot / QUOTA_FILE)
-    except OSError:
-        Path(temporary).unlink(missing_ok=True)
-        raise
+        fcntl.lockf(descriptor, fcntl.LOCK_EX)
+        os.ftruncate(descriptor, 0)
+        os.pwrite(descriptor, f"{usage.files} {usage.size}\n".encode("ascii"), 0)
+        os.fsync(descriptor)
+    finally:
+        os.close(descriptor)  # releases the lock
 
 
 def ftp_login(checker: Checker, request: Mapping[str, bytes]) -> tuple[bytes, str | None]:

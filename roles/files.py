@@ -25,6 +25,7 @@ from pyinfra.api import deploy
 from bulwark import bruteforce, catalogue, replication, web
 from bulwark.deploying import (
     directory,
+    file_present,
     install,
     keep_running,
     masked,
@@ -75,9 +76,9 @@ BACKEND_SOCKET = web.backend_socket("files")
 BACKEND_UNIT = "bulwark-files-backend.service"
 BACKEND_SOCKET_UNIT = "bulwark-files-backend.socket"
 FTP_UNIT = "bulwark-ftpd.service"
-# Simultaneous FTP sessions: in all, and from one address.
-FTP_MAX_CLIENTS = 50
-FTP_MAX_PER_ADDRESS = 8
+# Simultaneous FTP sessions: in all, and from one address (an office behind one NAT address).
+FTP_MAX_CLIENTS = 100
+FTP_MAX_PER_ADDRESS = 16
 # Minutes an idle FTP session is kept.
 FTP_IDLE_MINUTES = 15
 # umask of files and directories created over FTP and WebDAV: the owner alone.
@@ -208,12 +209,7 @@ def converge(topology: Topology, host: Host, secrets: SecretStore) -> None:
     if primary:
         install(ROLE, switch, then=web.NGINX_RELOAD)
     if primary:
-        for account in topology.accounts:
-            root = topology.files_root(account)
-            for path in (f"{DATA_DIR}/{root}", f"{DATA_DIR}/{root}/{root}"):
-                directory(f"files: {path}", path, USER, USER, "0750")
-            tree = f"{DATA_DIR}/{root}/{root}/files"
-            directory(f"files: {tree}", tree, USER, USER, "0700")
+        _create_trees(topology)
     web.converge_files_auth(ROLE, rendered)
     install(
         ROLE,
@@ -233,3 +229,19 @@ def converge(topology: Topology, host: Host, secrets: SecretStore) -> None:
     web.converge_front(ROLE, rendered)
     replication.follow(topology, host, TREE, rendered)
     bruteforce.converge_watcher(ROLE, rendered)
+
+
+def _create_trees(topology: Topology) -> None:
+    """Each account's tree at the primary (the replicas get them by replication): the chroot
+    and the folder named after the account are root's, readable by the files' owner, so an FTP
+    session writes in its `files` folder alone; pure-ftpd's usage file at the chroot's top is
+    the owner's (bulwark-filesauth and pure-ftpd rewrite it in place, never replace it)."""
+    for account in topology.accounts:
+        chroot = f"{DATA_DIR}/{topology.files_root(account)}"
+        tree = f"{chroot}/{topology.files_root(account)}"
+        directory(f"files: {chroot}", chroot, "root", USER, "0750")
+        directory(f"files: {tree}", tree, "root", USER, "0750")
+        directory(f"files: {tree}/files", f"{tree}/files", USER, USER, "0700")
+        file_present(
+            f"files: {chroot}/{FTP_QUOTA_FILE}", f"{chroot}/{FTP_QUOTA_FILE}", USER, USER, "0600"
+        )

@@ -248,6 +248,7 @@ def template_context(topology: Topology, host: Host, secrets: SecretStore) -> Ma
         "ban": ban(topology, host),
         "input_rules": input_rules(topology, host),
         "forward_rules": forward_rules(topology, host),
+        "output_rules": output_rules(topology, host),
     }
 
 
@@ -341,6 +342,19 @@ def input_rules(topology: Topology, host: Host) -> list[str]:
     return [
         f'{source}{transport} dport {ports} ct state new accept comment "{", ".join(names)}"'
         for (source, transport, ports), names in merged.items()
+    ]
+
+
+def output_rules(topology: Topology, host: Host) -> list[str]:
+    """What this host may not start: on an FTP server, a data connection to the client
+    (active mode, from catalogue.FTP_ACTIVE_DATA_PORT): passive mode is the only one, in the
+    range the input rules open."""
+    deployed = {role.name for role in registry.deployed_roles(host)}
+    if "ftp" not in {service.name for service in catalogue.services_for_roles(deployed)}:
+        return []
+    return [
+        f"tcp sport {catalogue.FTP_ACTIVE_DATA_PORT} ct state new counter reject with tcp reset "
+        'comment "ftp active mode: passive only"'
     ]
 
 

@@ -1443,7 +1443,6 @@ def test_usage_counts_regular_files_and_folders_never_following_links(tmp_path):
     _write(chroot / "r" / "files" / "d" / ".ftpquota", 3)  # a user's file, below the top
     (chroot / "r" / "files" / "empty").mkdir()
     _write(chroot / ".ftpquota", 50)  # pure-ftpd's, at the top
-    _write(chroot / ".ftpquota.x1y2z3", 40)  # a copy of ours, being written
     outside = _write(tmp_path / "outside" / "big", 10_000)
     (chroot / "r" / "files" / "link").symlink_to(outside)
     (chroot / "r" / "files" / "dirlink").symlink_to(outside.parent)
@@ -2002,8 +2001,7 @@ def ftp_quota(hashes, tmp_path):
 
 def test_an_ftp_login_under_a_quota_writes_the_usage_for_pure_ftpd(ftp_quota):
     checker, chroot = ftp_quota
-    (chroot / ".ftpquota").write_text("1 999999\n")  # pure-ftpd's stale count, replaced
-    stale = (chroot / ".ftpquota").open()
+    (chroot / ".ftpquota").write_text("1 999999 and more\n")  # pure-ftpd's stale count
     reply, line = webauth.ftp_login(
         checker, _ftp_request(b"alice@example.net", APP_PASSWORD.encode())
     )
@@ -2017,10 +2015,7 @@ def test_an_ftp_login_under_a_quota_writes_the_usage_for_pure_ftpd(ftp_quota):
     )
     quota_file = chroot / ".ftpquota"
     # Folders alice.example.net and files, file a: as pure-quotacheck counts them.
-    assert quota_file.read_text() == "3 600\n"
-    assert stale.read() == "1 999999\n"  # replaced, never rewritten in place
-    stale.close()
-    assert quota_file.stat().st_mode & 0o7777 == 0o600
+    assert quota_file.read_text() == "3 600\n"  # rewritten whole, in place
     assert sorted(path.name for path in chroot.iterdir()) == [".ftpquota", ALICE_ROOT]
     _write(_alice_files(chroot.parent) / "d" / "b", 50)
     webauth.ftp_login(checker, _ftp_request(b"alice@example.net", APP_PASSWORD.encode()))
@@ -2038,7 +2033,7 @@ def test_an_ftp_login_without_a_quota_writes_nothing(ftp_quota):
 
 def test_an_ftp_login_whose_usage_cannot_be_written_is_refused(ftp_quota, hashes):
     checker, chroot = ftp_quota
-    (chroot / ".ftpquota").mkdir()  # a folder cannot be replaced by a file
+    (chroot / ".ftpquota").mkdir()  # a folder cannot be written
     request = _ftp_request(b"alice@example.net", APP_PASSWORD.encode())
     reply, line = webauth.ftp_login(checker, request)
     assert reply == webauth.FTP_REFUSED
@@ -2054,3 +2049,17 @@ def test_an_ftp_login_whose_usage_cannot_be_written_is_refused(ftp_quota, hashes
     chroot.rename(moved)  # no chroot at all
     reply, line = webauth.ftp_login(checker, request)
     assert reply == webauth.FTP_REFUSED and "reason=quota-file" in line
+
+
+def test_the_usage_file_is_created_owner_only_and_never_followed_as_a_link(ftp_quota, tmp_path):
+    checker, chroot = ftp_quota
+    request = _ftp_request(b"alice@example.net", APP_PASSWORD.encode())
+    webauth.ftp_login(checker, request)
+    assert (chroot / ".ftpquota").stat().st_mode & 0o7777 == 0o600
+    (chroot / ".ftpquota").unlink()
+    target = tmp_path / "elsewhere"
+    target.write_text("untouched\n")
+    (chroot / ".ftpquota").symlink_to(target)
+    reply, line = webauth.ftp_login(checker, request)
+    assert reply == webauth.FTP_REFUSED and "reason=quota-file" in line
+    assert target.read_text() == "untouched\n"
