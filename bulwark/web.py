@@ -178,7 +178,7 @@ def front_context(topology: Topology, host: Host, secrets: SecretStore) -> dict[
             "roles": roles,
             "domain": topology.domain,
             "public_address": public,
-            "names": {role: _names(topology, host, role) for role in roles},
+            "names": {role: role_names(topology, host, role) for role in roles},
             "dav_backends": {
                 label: {"socket": backend_socket(instance), "prefix": prefix}
                 for label, (instance, prefix) in DAV_BACKENDS.items()
@@ -300,7 +300,7 @@ def converge_files_auth(role: str, files: dict[str, RenderedFile]) -> None:
     keep_running(role, FILESAUTH_FTP_SOCKET_UNIT)
 
 
-def _names(topology: Topology, host: Host, role: str) -> dict[str, tuple[str, ...]]:
+def role_names(topology: Topology, host: Host, role: str) -> dict[str, tuple[str, ...]]:
     """Label -> the host names a server of `role` answers to: generic and of the host's site."""
     return {
         label: (

@@ -116,17 +116,7 @@ def managed_files(topology: Topology, host: Host) -> tuple[ManagedFile, ...]:
 
 def template_context(topology: Topology, host: Host, secrets: SecretStore) -> Mapping[str, Any]:
     primary = replication.is_primary(topology, host)
-    names = {
-        service.name: {
-            label: (
-                catalogue.qualified_name(label, topology.domain),
-                catalogue.qualified_name(label, topology.domain, host.site),
-            )
-            for label in service.names
-        }
-        for service in topology.services(host)
-        if service.role == ROLE
-    }
+    names = web.role_names(topology, host, ROLE)
     return {
         **web.front_context(topology, host, secrets),
         **web.files_auth_context(topology, host, secrets, USER, DATA_DIR),
@@ -144,8 +134,8 @@ def template_context(topology: Topology, host: Host, secrets: SecretStore) -> Ma
             "backend_socket": BACKEND_SOCKET,
             "backend_socket_unit": BACKEND_SOCKET_UNIT,
             "socket_group": replication.NGINX_GROUP,
-            "webdav": names["https-files"]["webdav"],
-            "myfiles": names["https-files"]["myfiles"],
+            "webdav": names["webdav"],
+            "myfiles": names["myfiles"],
             "read_only": not primary,
             "umask": UMASK,
             "ftp": {
