@@ -676,14 +676,14 @@ def _put_contact(c: Context) -> requests.Response:
     uid = token()
     url = contact_url(c.web, default_book(c.alice), uid)
     c.created.append((url, c.alice))
-    return c.put_contact(web, url, login(c.alice), uid)
+    return put_contact(c.web, url, login(c.alice), uid)
 
 
 def _delete_contact(c: Context) -> requests.Response:
     uid = token()
     url = contact_url(c.web, default_book(c.alice), uid)
     c.created.append((url, c.alice))
-    assert c.put_contact(web, url, login(c.alice), uid).status_code == 201
+    assert put_contact(c.web, url, login(c.alice), uid).status_code == 201
     return c.web.request("DELETE", url, login(c.alice))
 
 
@@ -713,7 +713,7 @@ def _write_at_the_secondary(c: Context) -> requests.Response:
     uid = token()
     url = contact_url(c.web, default_book(c.alice), uid, sites(c.web.topology)[1])
     c.created.append((url, c.alice))
-    return c.put_contact(web, url, login(c.alice), uid)
+    return put_contact(c.web, url, login(c.alice), uid)
 
 
 def _port_80(c: Context) -> requests.Response:

@@ -19,9 +19,11 @@ import contextlib
 import ftplib
 import hashlib
 import io
+import json
 import os
 import socket
 import ssl
+import subprocess
 import time
 import uuid
 import xml.etree.ElementTree as ET
@@ -247,6 +249,56 @@ def test_a_chunked_upload_with_finders_size_header_is_taken(web, alice, cleanup)
     )
     assert response.status_code == 201, response.text
     assert web.request("GET", url, login(alice)).content == b"finder style"
+
+
+# --- a real desktop-sync client ---------------------------------------------------------------
+
+
+def rclone(web: Web, account: LabAccount, *arguments: str) -> str:
+    """rclone (Debian's) against myfiles.DOMAIN as `account`: the remote `bulwark:` is defined
+    in its environment, the password obscured as rclone wants it, never on a command line."""
+    obscured = subprocess.run(
+        ["rclone", "obscure", "-"], input=account.password.reveal(), capture_output=True,
+        text=True, check=True, timeout=30,
+    ).stdout.strip()  # fmt: skip
+    environment = {
+        "PATH": os.environ["PATH"],
+        "HOME": os.environ.get("HOME", "/root"),
+        "RCLONE_CONFIG": "/dev/null",
+        "RCLONE_CONFIG_BULWARK_TYPE": "webdav",
+        "RCLONE_CONFIG_BULWARK_URL": rooted_url(web),
+        "RCLONE_CONFIG_BULWARK_VENDOR": "other",
+        "RCLONE_CONFIG_BULWARK_USER": account.address,
+        "RCLONE_CONFIG_BULWARK_PASS": obscured,
+    }
+    result = subprocess.run(
+        ["rclone", "--ca-cert", str(web.ca_file), "--low-level-retries", "1", "--retries", "1",
+         *arguments],
+        env=environment, capture_output=True, text=True, timeout=120, check=False,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-2000:]
+    return result.stdout
+
+
+def test_rclone_syncs_a_folder_both_ways_and_checks_it(web, alice, cleanup, tmp_path):
+    folder = name()
+    cleanup.append((rooted_url(web, folder + "/"), alice))
+    local = tmp_path / "local"
+    (local / "sub").mkdir(parents=True)
+    for index in range(5):
+        (local / f"file-{index}.txt").write_text(f"content {index}\n" * (index + 1))
+    (local / "sub" / "deep.bin").write_bytes(os.urandom(300_000))
+    rclone(web, alice, "sync", str(local), f"bulwark:{folder}")
+    listed = json.loads(rclone(web, alice, "lsjson", "--recursive", f"bulwark:{folder}"))
+    assert sorted(entry["Path"] for entry in listed if not entry["IsDir"]) == sorted(
+        [f"file-{index}.txt" for index in range(5)] + ["sub/deep.bin"]
+    )
+    rclone(web, alice, "check", str(local), f"bulwark:{folder}")
+    rclone(web, alice, "moveto", f"bulwark:{folder}/file-0.txt", f"bulwark:{folder}/moved.txt")
+    back = tmp_path / "back"
+    rclone(web, alice, "copy", f"bulwark:{folder}", str(back))
+    assert (back / "moved.txt").read_text() == "content 0\n"
+    assert (back / "sub" / "deep.bin").read_bytes() == (local / "sub" / "deep.bin").read_bytes()
 
 
 # --- FTPS -----------------------------------------------------------------------------------------
