@@ -10,6 +10,7 @@ exactly what `bulwark render` sees. deploy.py reads it here and hands it to each
 
 from __future__ import annotations
 
+import posixpath
 from collections.abc import Callable, Iterable, Mapping
 
 from pyinfra import host as current_host
@@ -22,6 +23,7 @@ from bulwark import registry
 from bulwark.hoststate import expect, host_state, sysctl_settings
 from bulwark.inventory import check_vault, topology_from_inventory
 from bulwark.operations import (
+    UNIT_DIR,
     Activation,
     Check,
     directory_present,
@@ -29,6 +31,7 @@ from bulwark.operations import (
     packages_present,
     run_pending,
     system_account,
+    unit_masked,
     unit_state,
 )
 from bulwark.operations import (
@@ -185,9 +188,8 @@ def masked(role: str, units: Iterable[str]) -> None:
     """Mask `units` (a link to /dev/null): a package installed afterwards never starts them on
     its own configuration, nor does a boot."""
     for unit in units:
-        pyinfra_files.link(
-            name=f"{role}: {unit} masked", path=f"/etc/systemd/system/{unit}", target="/dev/null"
-        )
+        expect(paths=(posixpath.join(UNIT_DIR, unit),))
+        unit_masked(name=f"{role}: {unit} masked", unit=unit)
 
 
 def directory(name: str, path: str, user: str, group: str, mode: str) -> OperationMeta:

@@ -38,6 +38,8 @@ from bulwark.volumes import volume
 
 # The roles nginx fronts, in the order their servers appear in its configuration.
 WEB_ROLES: tuple[str, ...] = ("dav", "files")
+# The ports nginx listens on for them: HTTPS, and HTTP that only redirects.
+WEB_PORTS: tuple[int, ...] = (443, 80)
 PACKAGES: tuple[str, ...] = ("nginx-core", "libnginx-mod-stream", "python3-argon2", "rsync")
 NGINX_CONFIG = "/etc/nginx/nginx.conf"
 NGINX_UNIT = "nginx.service"
@@ -145,16 +147,27 @@ def writes_front(role: str, host: Host) -> bool:
     return bool(roles) and roles[-1] == role
 
 
+# The front's files: whichever web role `writes_front` on a host writes them there.
+FRONT_PATHS: tuple[str, ...] = (
+    WEBAUTH_SCRIPT,
+    f"/etc/systemd/system/{WEBAUTH_SOCKET_UNIT}",
+    f"/etc/systemd/system/{WEBAUTH_UNIT}",
+    WEBAUTH_ACCOUNTS,
+    NGINX_CONFIG,
+)
+
+
 def front_files(role: str, host: Host) -> tuple[ManagedFile, ...]:
-    """nginx's configuration and the credential checker, when `role` writes them."""
+    """nginx's configuration and the credential checker (FRONT_PATHS), when `role` writes
+    them."""
     if not writes_front(role, host):
         return ()
     return (
-        ManagedFile(WEBAUTH_SCRIPT, "bulwark-webauth.j2", mode="0755"),
-        ManagedFile(f"/etc/systemd/system/{WEBAUTH_SOCKET_UNIT}", "bulwark-webauth.socket.j2"),
-        ManagedFile(f"/etc/systemd/system/{WEBAUTH_UNIT}", "bulwark-webauth.service.j2"),
-        ManagedFile(WEBAUTH_ACCOUNTS, "webauth-accounts.json.j2", mode="0600"),
-        ManagedFile(NGINX_CONFIG, "nginx.conf.j2", checker="nginx"),
+        ManagedFile(FRONT_PATHS[0], "bulwark-webauth.j2", mode="0755"),
+        ManagedFile(FRONT_PATHS[1], "bulwark-webauth.socket.j2"),
+        ManagedFile(FRONT_PATHS[2], "bulwark-webauth.service.j2"),
+        ManagedFile(FRONT_PATHS[3], "webauth-accounts.json.j2", mode="0600"),
+        ManagedFile(FRONT_PATHS[4], "nginx.conf.j2", checker="nginx"),
     )
 
 
@@ -301,14 +314,16 @@ def converge_files_auth(role: str, files: dict[str, RenderedFile]) -> None:
 
 
 def role_names(topology: Topology, host: Host, role: str) -> dict[str, tuple[str, ...]]:
-    """Label -> the host names a server of `role` answers to: generic and of the host's site."""
+    """Label -> the host names a server of `role` answers to: generic and of the host's site.
+    Only the names of its web services (HTTPS, and HTTP that redirects): nginx neither serves
+    nor redirects a name of another daemon (the files role's `ftp`)."""
     return {
         label: (
             catalogue.qualified_name(label, topology.domain),
             catalogue.qualified_name(label, topology.domain, host.site),
         )
         for service in topology.services(host)
-        if service.role == role
+        if service.role == role and set(service.ports) & set(WEB_PORTS)
         for label in service.names
     }
 
