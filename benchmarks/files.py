@@ -46,7 +46,7 @@ BIN = Path(sys.executable).parent
 HOST_COMMAND_TIMEOUT = 600  # seconds for one command on a lab host
 PART_TIMEOUT = 1800  # seconds for one client part
 CEILING_PORT = catalogue.FTP_PASSIVE_PORTS[1]  # open in the firewall, free unless FTP is busy
-SCRATCH = "/var/tmp/bulwark-bench"  # on the web host: the ceiling's nginx and its file
+SCRATCH = "/var/lib/bulwark/bench"  # on the web host (root's): the ceiling's nginx and its file
 CURL_TIMEOUT = 900  # seconds for one transfer
 
 

@@ -290,7 +290,13 @@ def file_present(path: str, user: str, group: str, mode: str):
         host.noop(f"{path} as wanted")
         return
     yield from pyinfra_files.file._inner(
-        path=path, user=user, group=group, mode=mode, touch=False, present=True
+        path=path,
+        user=user,
+        group=group,
+        mode=mode,
+        touch=False,
+        present=True,
+        create_remote_dir=False,
     )
 
 

@@ -60,7 +60,7 @@ def test_pure_ftpd_listens_on_the_public_address_only(host):
     assert [line.split()[3] for line in lines] == [f"{public}:{catalogue.service('ftp').port}"]
 
 
-def test_each_accounts_files_are_the_owners_alone(host):
+def test_each_accounts_files_are_the_owners_and_its_top_is_roots(host):
     _files_hosts(host)
     if host.backend.get_hostname() != PRIMARY:
         pytest.skip("the trees are created at the primary; replicas copy them")
@@ -68,6 +68,11 @@ def test_each_accounts_files_are_the_owners_alone(host):
     assert (data.user, data.group, data.mode) == (files.USER, files.USER, 0o750)
     for account in TOPOLOGY.accounts:
         root = TOPOLOGY.files_root(account)
+        for top in (f"{files.DATA_DIR}/{root}", f"{files.DATA_DIR}/{root}/{root}"):
+            folder = host.file(top)  # root's: an FTP session writes in files/ alone
+            assert (folder.user, folder.group, folder.mode) == ("root", files.USER, 0o750), top
         tree = host.file(f"{files.DATA_DIR}/{root}/{root}/files")
         assert tree.is_directory
         assert (tree.user, tree.mode) == (files.USER, 0o700)
+        usage = host.file(f"{files.DATA_DIR}/{root}/{files.FTP_QUOTA_FILE}")
+        assert (usage.user, usage.mode) == (files.USER, 0o600)

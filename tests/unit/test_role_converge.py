@@ -73,12 +73,14 @@ def converged(
     # Debian's units of the files' daemons, masked: links to /dev/null.
     for unit in files.DEBIAN_UNITS:
         files_directories[f"/etc/systemd/system/{unit}"] = FileState("root", "root", "777")
-    for account in LAB.accounts:  # each account's tree, at the primary
-        root = f"{files.DATA_DIR}/{LAB.files_root(account)}"
-        for path, mode in ((root, "750"), (f"{root}/{LAB.files_root(account)}", "750")):
-            files_directories[path] = FileState(files.USER, files.USER, mode, directory=True)
-        tree = f"{root}/{LAB.files_root(account)}/files"
+    for account in LAB.accounts:  # each account's tree, at the primary: root's top folders
+        chroot = f"{files.DATA_DIR}/{LAB.files_root(account)}"
+        for path in (chroot, f"{chroot}/{LAB.files_root(account)}"):
+            files_directories[path] = FileState("root", files.USER, "750", directory=True)
+        tree = f"{chroot}/{LAB.files_root(account)}/files"
         files_directories[tree] = FileState(files.USER, files.USER, "700", directory=True)
+        usage = f"{chroot}/{files.FTP_QUOTA_FILE}"
+        files_directories[usage] = FileState(files.USER, files.USER, "600", "0" * 64)
     # A primary does not follow; every other unit runs.
     trees = (dav.TREE, files.TREE)
     stopped = {tree.follow_unit for tree in trees} if replication.is_primary(LAB, host) else set()
