@@ -14,7 +14,7 @@ import pytest
 
 from bulwark import catalogue, pki, replication, web
 from bulwark.inventory import load_topology
-from roles import dav
+from roles import dav, files
 
 REPO = Path(__file__).resolve().parents[2]
 LAB_INVENTORY = REPO / "inventory" / "lab.py"
@@ -24,8 +24,9 @@ PRIMARY, SECONDARY = (
     for site in sorted(TOPOLOGY.sites, key=lambda site: not site.primary)
 )
 REPLICATION_DEADLINE = 60  # seconds (the issue's promise)
-# The replication listeners of the web roles: the same mechanism (bulwark.replication).
+# The web roles' replicated trees and their listeners (one mechanism: bulwark.replication).
 PORTS = {role: str(catalogue.service(f"{role}-replication").port) for role in ("dav", "files")}
+TREES = (dav.TREE, files.TREE)
 
 
 def _dav_hosts(host) -> None:
@@ -123,6 +124,13 @@ def _contact_url(site: str, uid: str) -> str:
     )
 
 
+def _file_url(site: str, uid: str) -> str:
+    """A file in alice's tree (the files role), at one site."""
+    account = TOPOLOGY.accounts[0]
+    root = TOPOLOGY.files_root(account)
+    return f"https://webdav.{site}.{TOPOLOGY.domain}/{root}/files/{uid}.txt"
+
+
 def _vcard(uid: str) -> str:
     return f"BEGIN:VCARD\r\nVERSION:3.0\r\nUID:{uid}\r\nFN:{uid}\r\nN:{uid};;;;\r\nEND:VCARD\r\n"
 
@@ -149,31 +157,39 @@ def _deploy_dav(lab_pyinfra, primary: str | None = None, revoked: str = "") -> N
 
 
 def test_switching_the_primary_site_moves_writes_and_loses_nothing(lab_host, lab_pyinfra):
-    """nj primary → sea primary → nj primary. A contact written at the primary just before each
-    switch, while the replica's follower is stopped, can reach the new primary only by the
-    switch's final pull: it must be there, and the old primary must refuse writes."""
+    """nj primary → sea primary → nj primary. A contact and a file written at the primary just
+    before each switch, while the replica's followers are stopped, can reach the new primary
+    only by the switch's final pulls: they must be there, and the old primary must refuse
+    writes of both."""
     first, second = TOPOLOGY.primary_site.name, TOPOLOGY.host(SECONDARY).site
     written: list[str] = []
     try:
         for old, new in ((first, second), (second, first)):
             new_host = PRIMARY if new == first else SECONDARY
             uid = f"bulwark-switch-{uuid.uuid4().hex}"
-            lab_host(new_host).check_output("systemctl stop %s", dav.TREE.follow_unit)
+            for tree in TREES:
+                lab_host(new_host).check_output("systemctl stop %s", tree.follow_unit)
             assert _probe("alice", "PUT", _contact_url(old, uid), _vcard(uid))["status"] == 201
+            assert _probe("alice", "PUT", _file_url(old, uid), uid)["status"] == 201
             written.append(uid)
             _deploy_dav(lab_pyinfra, new)
             assert _probe("alice", "GET", _contact_url(new, uid))["status"] == 200
+            assert _probe("alice", "GET", _file_url(new, uid))["status"] == 200
             refused = _probe("alice", "PUT", _contact_url(old, f"{uid}-late"), _vcard(uid))
+            assert (refused["status"], refused["replica"]) == (403, "read-only")
+            refused = _probe("alice", "PUT", _file_url(old, f"{uid}-late"), uid)
             assert (refused["status"], refused["replica"]) == (403, "read-only")
             back = f"{uid}-back"
             assert _probe("alice", "PUT", _contact_url(new, back), _vcard(back))["status"] == 201
             written.append(back)
             assert _wait_for(old, back, 200), f"{back} did not reach {old} in time"
     finally:
-        lab_host(SECONDARY).check_output("systemctl start %s", dav.TREE.follow_unit)
+        for tree in TREES:
+            lab_host(SECONDARY).check_output("systemctl start %s", tree.follow_unit)
         primary = TOPOLOGY.primary_site.name
         for uid in written:
             _probe("alice", "DELETE", _contact_url(primary, uid))
+            _probe("alice", "DELETE", _file_url(primary, uid))
 
 
 def test_a_revoked_app_password_stops_working_once_the_deploy_has_run(lab_pyinfra):
