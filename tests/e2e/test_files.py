@@ -61,8 +61,10 @@ class FilesAuth(CountedBasicAuth):
     refused = 0
 
 
-def login(account: LabAccount, password: Secret | None = None) -> FilesAuth:
-    return FilesAuth(account.address, (password or account.password).reveal())
+def login(
+    account: LabAccount, password: Secret | None = None, name: str | None = None
+) -> FilesAuth:
+    return FilesAuth(name or account.address, (password or account.password).reveal())
 
 
 def tree_name(account: LabAccount) -> str:
@@ -249,6 +251,23 @@ def test_a_chunked_upload_with_finders_size_header_is_taken(web, alice, cleanup)
     )
     assert response.status_code == 201, response.text
     assert web.request("GET", url, login(alice)).content == b"finder style"
+
+
+@pytest.mark.parametrize("separator", ["@", "#", "/", "="])
+def test_each_separator_and_each_app_password_logs_in(web, topology, alice, separator):
+    user = alice.address.split("@")[0]
+    for password in alice.app_passwords:
+        auth = login(alice, password, f"{user}{separator}{topology.domain}")
+        response = web.request("PROPFIND", tree_url(web, alice), auth, depth=0)
+        assert response.status_code == 207, (separator, password, response.status_code)
+
+
+def test_an_ftp_login_takes_another_separator(topology, tls_context, alice):
+    user = alice.address.split("@")[0]
+    with FtpsClient(context=tls_context, timeout=30) as client:
+        client.connect(host_name(topology, "ftp"), FTP.port)
+        client.auth()
+        assert client.login(f"{user}#{topology.domain}", alice.password.reveal()).startswith("230")
 
 
 # --- a real desktop-sync client ---------------------------------------------------------------
