@@ -38,6 +38,13 @@ X-Bulwark-Refusal `content` and X-Bulwark-Location, an expiring signed link on t
 sends the link (X-Original-URI) and method (X-Original-Method, GET or HEAD alone), the link
 itself is checked (`content_target`), and the answer names the backend path or is 403.
 
+Apache's mod_dav_fs does not know RFC 4331's quota properties, so nginx sends the files
+servers' PROPFIND requests here, once their auth_request has passed, instead of to Apache:
+without X-Bulwark-Realm, with the tree in X-Bulwark-Root. They go on to Apache (`--backend`)
+as they came and its answer comes back unchanged, except that a PROPFIND naming
+DAV:quota-available-bytes or DAV:quota-used-bytes in a tree with a quota gets them found,
+valued with the usage the quota counts (`with_quota`).
+
 It imports nothing from bulwark: Debian's python3-argon2 (21.1) is its only dependency.
 """
 
@@ -51,6 +58,7 @@ import errno
 import fcntl
 import hashlib
 import hmac
+import http.client
 import http.server
 import ipaddress
 import json
@@ -65,6 +73,7 @@ import sys
 import threading
 import time
 import urllib.parse
+import xml.etree.ElementTree as ET
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from functools import cached_property
@@ -128,6 +137,31 @@ MIN_CONTENT_KEY = 32
 # (HMAC-SHA256, base64url without padding: 43 characters).
 LINK_EXPIRES = re.compile(r"[0-9]{1,20}")
 LINK_MAC = re.compile(r"[A-Za-z0-9_-]{43}")
+# A PROPFIND passed on to Apache (nginx names no realm then): its body at most this long, which
+# is Apache's LimitXMLRequestBody too (roles/files.py writes it there).
+MAX_PROPFIND_BODY = 1_000_000
+# Bytes of Apache's answer to a PROPFIND passed on at a time, as they come.
+RELAY_CHUNK = 64 * 1024
+# Seconds a PROPFIND refused before its body is read (too long, no length) keeps reading what
+# nginx still sends of it, so nginx gets the refusal rather than a broken pipe.
+LINGER_SECONDS = 2
+# Seconds Apache may take over a PROPFIND's answer: nginx's proxy_read_timeout on the files
+# servers.
+BACKEND_TIMEOUT = 300
+# WebDAV's XML namespace, and RFC 4331's properties in it ({namespace}name, as ElementTree
+# spells them).
+DAV = "DAV:"
+QUOTA_AVAILABLE = f"{{{DAV}}}quota-available-bytes"
+QUOTA_USED = f"{{{DAV}}}quota-used-bytes"
+# Headers of one connection alone (RFC 9110 §7.6.1), never passed on from Apache's answer; with
+# the names its Connection header lists.
+HOP_BY_HOP = frozenset(
+    {"connection", "keep-alive", "proxy-connection", "te", "trailer", "transfer-encoding",
+     "upgrade", "proxy-authenticate", "proxy-authorization"}
+)  # fmt: skip
+# What of a PROPFIND Apache is told: its virtual host, the tree nginx names, and what mod_dav
+# reads (RFC 4918 §10); nginx's other headers concern the connection between them.
+PROPFIND_HEADERS = ("Host", "X-Bulwark-Root", "Depth", "Content-Type", "If")
 
 Verify = Callable[[str, str], bool]
 
@@ -756,6 +790,98 @@ def navigation_link(
     return content_link(key, config.content_origin, decision.path, expires)
 
 
+# --- RFC 4331's quota properties, which Apache's mod_dav_fs answers 404 -------------------------
+
+# Rewritten answers spell DAV: as Apache does (D:), where ElementTree would make up ns0. Its
+# prefixes are the process's: this one, and the standard library's (nothing else is imported
+# here to register one; radicale, for one, takes "" for DAV:).
+ET.register_namespace("D", DAV)
+
+
+def asks_for_quota(body: bytes) -> bool:
+    """Whether a PROPFIND's `body` names DAV:quota-available-bytes or DAV:quota-used-bytes in its
+    DAV:prop. An empty body or allprop never does (RFC 4331 leaves them out of allprop); one
+    that is not XML names nothing (Apache refuses it). The body is the client's: at most
+    MAX_PROPFIND_BODY, and expat (2.4.1 and later) limits entity expansion and reads no external
+    entity."""
+    try:
+        propfind = ET.fromstring(body) if body.strip() else None  # noqa: S314 - see above
+    except ET.ParseError:
+        return False
+    if propfind is None or propfind.tag != f"{{{DAV}}}propfind":
+        return False
+    wanted = {QUOTA_AVAILABLE, QUOTA_USED}
+    return any(name.tag in wanted for prop in propfind.findall(f"{{{DAV}}}prop") for name in prop)
+
+
+def with_quota(multistatus: bytes, quota: int, used: int) -> bytes:
+    """Apache's 207 answer to a PROPFIND asking for RFC 4331's properties, with them found: in
+    each response, those in a 404 propstat (dropped once empty) move to its 200 one (a new one
+    if it has none) with their values, `used` bytes and what the `quota` leaves (never below
+    0). Everything else stays, re-serialised: the same elements in the same namespaces,
+    prefixes aside. Raises ET.ParseError when Apache's answer is not XML."""
+    root = ET.fromstring(multistatus)  # noqa: S314 - Apache's own answer
+    values = {QUOTA_USED: used, QUOTA_AVAILABLE: max(0, quota - used)}
+    for response in root.findall(f"{{{DAV}}}response"):
+        propstats = response.findall(f"{{{DAV}}}propstat")
+        if not propstats:  # a resource answered with a status alone
+            continue
+        place = list(response).index(propstats[0])
+        found: list[str] = []
+        for propstat in propstats:
+            prop = propstat.find(f"{{{DAV}}}prop")
+            if prop is None or _propstat_code(propstat) != "404":
+                continue
+            for name in [name for name in prop if name.tag in values]:
+                prop.remove(name)
+                found.append(name.tag)
+            if len(prop) == 0:
+                response.remove(propstat)
+        if found:
+            prop = _found_prop(response, place)
+            for tag in dict.fromkeys(found):
+                ET.SubElement(prop, tag).text = str(values[tag])
+    return ET.tostring(root, encoding="utf-8", xml_declaration=True)
+
+
+def _propstat_code(propstat: ET.Element) -> str:
+    """The status code of a propstat (`HTTP/1.1 404 Not Found`: `404`), empty without one."""
+    words = (propstat.findtext(f"{{{DAV}}}status") or "").split()
+    return words[1] if len(words) > 1 else ""
+
+
+def _found_prop(response: ET.Element, place: int) -> ET.Element:
+    """The DAV:prop of `response`'s 200 propstat, made at `place` when it has none."""
+    for propstat in response.findall(f"{{{DAV}}}propstat"):
+        prop = propstat.find(f"{{{DAV}}}prop")
+        if prop is not None and _propstat_code(propstat) == "200":
+            return prop
+    propstat = ET.Element(f"{{{DAV}}}propstat")
+    prop = ET.SubElement(propstat, f"{{{DAV}}}prop")
+    ET.SubElement(propstat, f"{{{DAV}}}status").text = "HTTP/1.1 200 OK"
+    response.insert(place, propstat)
+    return prop
+
+
+def backend_target(target: str) -> str:
+    """A request target as http.server read it (each byte one ISO-8859-1 character), for
+    http.client, which sends ASCII alone: each byte outside printable ASCII percent-encoded
+    (nginx passes a client's raw UTF-8 on; Apache decodes either spelling to the same path)."""
+    return re.sub(r"[^\x21-\x7e]", lambda byte: f"%{ord(byte[0]):02X}", target)
+
+
+def passed_headers(message: http.client.HTTPMessage, *dropped: str) -> list[tuple[str, str]]:
+    """The headers of Apache's answer to pass on: all but the hop-by-hop ones (HOP_BY_HOP and
+    those its Connection header names) and `dropped` (lower case)."""
+    named = {
+        token.strip().lower()
+        for value in message.get_all("Connection", [])
+        for token in value.split(",")
+    }
+    skipped = HOP_BY_HOP | named | set(dropped)
+    return [(name, value) for name, value in message.items() if name.lower() not in skipped]
+
+
 def basic_credentials(authorization: str) -> tuple[str, str] | None:
     """(login, password) from an `Authorization: Basic` value (RFC 7617: UTF-8, the password
     after the first colon), or None when it is not one."""
@@ -812,7 +938,8 @@ def log(line: str) -> None:
 
 
 class Handler(http.server.BaseHTTPRequestHandler):
-    """One auth_request subrequest: any method and path, the answer in the status and headers."""
+    """One auth_request subrequest: any method and path, the answer in the status and headers;
+    or a files PROPFIND nginx passes on (no realm, a tree in X-Bulwark-Root), for Apache."""
 
     server: Server
     timeout = 30  # a connection that sends nothing does not keep its thread
@@ -824,6 +951,13 @@ class Handler(http.server.BaseHTTPRequestHandler):
         raise AttributeError(name)
 
     def answer(self) -> None:
+        if (
+            self.command == "PROPFIND"
+            and "X-Bulwark-Realm" not in self.headers
+            and "X-Bulwark-Root" in self.headers
+        ):
+            self._propfind()
+            return
         realm = self.headers.get("X-Bulwark-Realm", "")
         if not REALM.fullmatch(realm):
             log(f"misconfigured: X-Bulwark-Realm missing or not a name: {realm!r:.{MAX_LOGGED}}")
@@ -885,10 +1019,7 @@ class Handler(http.server.BaseHTTPRequestHandler):
         try:
             refusal = quota_refusal(config, decision, method, length, overwrite)
         except OSError as error:  # the tree cannot be counted: never guess it fits
-            log(
-                f"misconfigured: cannot count the files of {name!r:.{MAX_LOGGED}}: {error.strerror}"
-            )
-            self._reply(HTTPStatus.INTERNAL_SERVER_ERROR)
+            self._uncounted(name, error)
             return
         if refusal is not None:
             log(refusal_line(address, name, uri, refusal))
@@ -937,6 +1068,113 @@ class Handler(http.server.BaseHTTPRequestHandler):
         self._reply(
             HTTPStatus.OK, ("X-Bulwark-Root", tree_root(target)), ("X-Bulwark-Backend-Path", target)
         )
+
+    def _propfind(self) -> None:
+        """A files PROPFIND nginx has authorised, to Apache and back: RFC 4331's properties
+        found (`with_quota`, the tree counted once) when it names them and the tree has a
+        quota, else Apache's answer as it is. Apache failing is a 502, logged."""
+        body = self._propfind_body()
+        if body is None:
+            return
+        config = self.server.checker.config
+        backend = self.server.backend
+        user = config.files_owners.get(self.headers["X-Bulwark-Root"])
+        if backend is None or user is None:
+            log(
+                "misconfigured: a PROPFIND to pass on needs --backend, and X-Bulwark-Root naming "
+                "a tree of files_roots"
+            )
+            self._reply(HTTPStatus.BAD_GATEWAY)
+            return
+        quota = config.files_quotas.get(user)
+        counted = quota is not None and config.files_dir is not None and asks_for_quota(body)
+        headers = {name: self.headers[name] for name in PROPFIND_HEADERS if name in self.headers}
+        with contextlib.closing(
+            http.client.HTTPConnection(*backend, timeout=BACKEND_TIMEOUT)
+        ) as connection:
+            try:
+                connection.request("PROPFIND", backend_target(self.path), body, headers)
+                answer = connection.getresponse()
+                # Read whole to be rewritten: one folder's listing at most (mod_dav refuses
+                # Depth infinity unless told otherwise).
+                rewritten = counted and answer.status == HTTPStatus.MULTI_STATUS
+                multistatus = answer.read() if rewritten else None
+            except (OSError, http.client.HTTPException) as error:
+                log(f"backend: PROPFIND to {backend[0]}:{backend[1]} failed: {error!r}")
+                self._reply(HTTPStatus.BAD_GATEWAY)
+                return
+            if multistatus is None:
+                self._relay(answer)
+                return
+        try:
+            usage = tree_usage(Path(config.files_dir, config.files_roots[user]))
+        except OSError as error:
+            self._uncounted(user, error)
+            return
+        try:
+            multistatus = with_quota(multistatus, quota, usage.size)
+        except ET.ParseError as error:
+            log(f"backend: Apache's answer to a PROPFIND is not XML: {error}")
+            self._reply(HTTPStatus.BAD_GATEWAY)
+            return
+        self.send_response_only(answer.status, answer.reason)
+        for name, value in passed_headers(answer.msg, "content-length"):
+            self.send_header(name, value)
+        self.send_header("Content-Length", str(len(multistatus)))
+        self.end_headers()
+        self.wfile.write(multistatus)
+
+    def _propfind_body(self) -> bytes | None:
+        """The body of a PROPFIND to pass on, or None once answered: 411 for a chunked one
+        (nginx passes it on as the client sent it), 413 past MAX_PROPFIND_BODY, 400 for a
+        Content-Length that is no number; nothing when nginx went away before its end. No
+        length is no body."""
+        length = self.headers.get("Content-Length", "0")
+        if "Transfer-Encoding" in self.headers:
+            self._refuse_unread(HTTPStatus.LENGTH_REQUIRED)
+        elif not DECLARED_LENGTH.fullmatch(length):
+            self._refuse_unread(HTTPStatus.BAD_REQUEST)
+        elif int(length) > MAX_PROPFIND_BODY:
+            self._refuse_unread(HTTPStatus.REQUEST_ENTITY_TOO_LARGE)
+        else:
+            body = self.rfile.read(int(length))
+            return body if len(body) == int(length) else None
+        return None
+
+    def _refuse_unread(self, status: HTTPStatus) -> None:
+        """`status` for a body left unread, then what nginx still sends of it read and dropped
+        until nginx, answered, closes (LINGER_SECONDS at most, as Apache's lingering close):
+        closed under it, nginx would fail to send the body and answer 502 instead."""
+        self._reply(status)
+        self.connection.shutdown(socket.SHUT_WR)
+        self.connection.settimeout(LINGER_SECONDS)
+        deadline = time.monotonic() + LINGER_SECONDS
+        with contextlib.suppress(OSError):
+            while self.connection.recv(RELAY_CHUNK) and time.monotonic() < deadline:
+                continue
+
+    def _relay(self, answer: http.client.HTTPResponse) -> None:
+        """Apache's answer as it is, streamed in HTTP/1.1 chunks: should Apache break off, the
+        missing last chunk tells nginx the answer is cut, where the end of an HTTP/1.0 body
+        would look like its end."""
+        self.protocol_version = "HTTP/1.1"
+        self.send_response_only(answer.status, answer.reason)
+        for name, value in passed_headers(answer.msg, "content-length"):
+            self.send_header(name, value)
+        self.send_header("Transfer-Encoding", "chunked")
+        self.send_header("Connection", "close")
+        self.end_headers()
+        try:
+            while chunk := answer.read1(RELAY_CHUNK):
+                self.wfile.write(b"%X\r\n%s\r\n" % (len(chunk), chunk))
+            self.wfile.write(b"0\r\n\r\n")
+        except (OSError, http.client.HTTPException) as error:
+            log(f"backend: the answer to a PROPFIND was cut short: {error!r}")
+
+    def _uncounted(self, name: str, error: OSError) -> None:
+        """500 for a tree that cannot be counted: a quota is never guessed."""
+        log(f"misconfigured: cannot count the files of {name!r:.{MAX_LOGGED}}: {error.strerror}")
+        self._reply(HTTPStatus.INTERNAL_SERVER_ERROR)
 
     def _refuse(self, reason: str, *headers: tuple[str, str]) -> None:
         """403 saying why: auth_request passes a 403 on, but would turn any other refusal into a
@@ -1099,13 +1337,19 @@ class UnixServer(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
 
 
 class Server(UnixServer):
-    """nginx's auth_request subrequests (HTTP), with the content links' key, if any."""
+    """nginx's auth_request subrequests (HTTP), with the content links' key, if any; and the
+    files PROPFIND requests it passes on to Apache at `backend` (address, port), if any."""
 
     def __init__(
-        self, listening: socket.socket, checker: Checker, content_key: bytes | None = None
+        self,
+        listening: socket.socket,
+        checker: Checker,
+        content_key: bytes | None = None,
+        backend: tuple[str, int] | None = None,
     ):
         super().__init__(listening, checker, Handler)
         self.content_key = content_key
+        self.backend = backend
 
 
 class FtpServer(UnixServer):
@@ -1206,6 +1450,19 @@ def _seconds(text: str) -> float:
     return value
 
 
+def _backend(text: str) -> tuple[str, int]:
+    """`ADDRESS:PORT`, an IPv4 address: the checker resolves no name (it has no network of its
+    own but Apache's)."""
+    address, _, port = text.rpartition(":")
+    try:
+        ipaddress.IPv4Address(address)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an IPv4 address and port: {text}") from None
+    if not (port.isdigit() and 0 < int(port) < 2**16):
+        raise argparse.ArgumentTypeError(f"not an IPv4 address and port: {text}")
+    return address, int(port)
+
+
 def _arguments(argv: Sequence[str]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="bulwark-webauth", description=__doc__.split("\n")[0])
     parser.add_argument(
@@ -1225,6 +1482,12 @@ def _arguments(argv: Sequence[str]) -> argparse.Namespace:
         action="store_true",
         help="this is the files role's checker: the accounts file must name files_dir, and "
         "a content_origin needs the content key",
+    )
+    parser.add_argument(
+        "--backend",
+        type=_backend,
+        help="pass files PROPFIND requests on to Apache at this ADDRESS:PORT, adding RFC 4331's "
+        "quota properties",
     )
     parser.add_argument(
         "--content-key",
@@ -1279,7 +1542,7 @@ def build_server(argv: Sequence[str]) -> Daemon:
             raise StartupError(f"{path}: no files_uid and files_gid, and FTP never runs as root")
         config = replace(config, files_uid=os.getuid(), files_gid=os.getgid())
     checker = Checker(config, Cache(options.cache_seconds))
-    http = Server(listening_socket(options.socket), checker, content_key)
+    http = Server(listening_socket(options.socket), checker, content_key, options.backend)
     if not ftp:
         return Daemon(http)
     try:

@@ -11,8 +11,10 @@ credential checker of bulwark/webauth.py, running as the files' owner so it can 
 whether the path is the principal's own, whether the upload fits its quota, and whether a
 browser should be sent to the isolated content origin instead; Apache, reachable only through
 a Unix socket that nginx's group may open (systemd-socket-proxyd into Apache's private network
-namespace), confines each request to the tree nginx names again. pure-ftpd asks the same
-checker (its extauth protocol) and is told the chroot and the quota.
+namespace), confines each request to the tree nginx names again. PROPFIND goes to Apache
+through the checker, which joins Apache's namespace too and adds the quota properties (RFC 4331)
+mod_dav_fs lacks. pure-ftpd asks the same checker (its extauth protocol) and is told the chroot
+and the quota.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ from typing import Any
 
 from pyinfra.api import deploy
 
-from bulwark import bruteforce, catalogue, replication, web
+from bulwark import bruteforce, catalogue, replication, web, webauth
 from bulwark.deploying import (
     directory,
     file_present,
@@ -69,7 +71,8 @@ TREE = replication.Tree(ROLE, DATA_DIR, USER, (f"/*/{FTP_QUOTA_FILE}",))
 
 APACHE_CONFIG = f"{CONFIG_DIR}/apache2.conf"
 APACHE_UNIT = "bulwark-apache.service"
-# Apache listens here inside its own network namespace: nothing else on the host can reach it.
+# Apache listens here inside its own network namespace: nothing else on the host can reach it
+# but the two units joining it (the backend's socket for nginx, the checker for PROPFIND).
 APACHE_LISTEN = "127.0.0.1:8080"
 # nginx reaches Apache through this socket (systemd-socket-proxyd, joined to Apache's namespace).
 BACKEND_SOCKET = web.backend_socket("files")
@@ -89,12 +92,14 @@ UNIT_FILES: tuple[str, ...] = (
     f"/etc/systemd/system/{BACKEND_SOCKET_UNIT}",
 )
 APACHE_CHECK = Check(APACHE_CONFIG, ("apache2", "-t", "-f", STAGED))
+# The units joining Apache's namespace restart after it, so they are in the one it runs in (the
+# checker may have started before Apache was first installed, in a namespace of its own).
 APACHE_RESTART = Activation(
     f"{APACHE_UNIT}-restart",
     (
         ("systemctl", "daemon-reload"),
         ("systemctl", "restart", APACHE_UNIT),
-        ("systemctl", "try-restart", BACKEND_UNIT),
+        ("systemctl", "try-restart", BACKEND_UNIT, web.FILESAUTH_UNIT),
     ),
 )
 
@@ -130,6 +135,7 @@ def template_context(topology: Topology, host: Host, secrets: SecretStore) -> Ma
             "lock_dir": LOCK_DIR,
             "run_dir": APACHE_RUN_DIR,
             "apache_listen": APACHE_LISTEN,
+            "xml_body_limit": webauth.MAX_PROPFIND_BODY,
             "apache_unit": APACHE_UNIT,
             "backend_socket": BACKEND_SOCKET,
             "backend_socket_unit": BACKEND_SOCKET_UNIT,

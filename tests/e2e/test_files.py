@@ -446,6 +446,32 @@ def test_a_chunked_upload_without_any_size_is_refused(web, alice):
     assert response.status_code == 411
 
 
+QUOTA_PROPERTIES = (f"{{{DAV_NS}}}quota-available-bytes", f"{{{DAV_NS}}}quota-used-bytes")
+
+
+def quota_report(web: Web, url: str, account: LabAccount) -> tuple[int, int]:
+    """(available, used) bytes, as a PROPFIND Depth 0 on `url` finds RFC 4331's properties."""
+    found = propfind(web, url, account, 0, "D:quota-available-bytes", "D:quota-used-bytes")
+    (properties,) = found.values()
+    assert set(QUOTA_PROPERTIES) <= properties.keys(), sorted(properties)
+    available, used = (int(properties[name].text) for name in QUOTA_PROPERTIES)
+    return available, used
+
+
+@pytest.mark.parametrize("form", FORMS)
+def test_webdav_reports_the_quota_and_the_usage_an_upload_adds_to(web, alice, cleanup, form):
+    """Apache alone answers RFC 4331's properties 404; bulwark-filesauth finds them in a 200
+    propstat: what alice's quota leaves and what her tree holds, adding up to the quota."""
+    top = url_of(web, form, alice, "")
+    available, used = quota_report(web, top, alice)
+    assert used + available == QUOTA, (used, available)
+    size = 12_345
+    url = url_of(web, form, alice, name() + ".bin")
+    cleanup.append((url, alice))
+    assert web.request("PUT", url, login(alice), body=bytes(size)).status_code == 201
+    assert quota_report(web, top, alice) == (available - size, used + size)
+
+
 # --- the content origin -------------------------------------------------------------------------
 
 ACTIVE = {

@@ -13,6 +13,7 @@ import dataclasses
 import hashlib
 import hmac
 import http.client
+import http.server
 import io
 import ipaddress
 import json
@@ -23,6 +24,8 @@ import subprocess
 import sys
 import threading
 import time
+import xml.etree.ElementTree as ET
+from collections.abc import Iterator
 from pathlib import Path
 
 import argon2
@@ -2063,3 +2066,484 @@ def test_the_usage_file_is_created_owner_only_and_never_followed_as_a_link(ftp_q
     reply, line = webauth.ftp_login(checker, request)
     assert reply == webauth.FTP_REFUSED and "reason=quota-file" in line
     assert target.read_text() == "untouched\n"
+
+
+# --- PROPFIND through the checker: RFC 4331's quota properties ----------------------------------
+
+# What Apache 2.4's mod_dav_fs answers a PROPFIND (Depth 1) naming a client's property, the
+# resource type and RFC 4331's two, which it does not know: those in a 404 propstat of each
+# response, with mod_dav's prefixes (lp1 its live properties, g0 what it does not know, ns1 the
+# client's namespace, declared on the root or where used).
+APACHE_MULTISTATUS = b"""<?xml version="1.0" encoding="utf-8"?>
+<D:multistatus xmlns:D="DAV:" xmlns:ns1="urn:bulwark:test" xmlns:ns0="DAV:">
+<D:response xmlns:lp1="DAV:" xmlns:g0="DAV:">
+<D:href>/alice.example.net/files/</D:href>
+<D:propstat>
+<D:prop>
+<lp1:resourcetype><D:collection/></lp1:resourcetype>
+</D:prop>
+<D:status>HTTP/1.1 200 OK</D:status>
+</D:propstat>
+<D:propstat>
+<D:prop>
+<ns1:colour/>
+<g0:quota-available-bytes/>
+<g0:quota-used-bytes/>
+</D:prop>
+<D:status>HTTP/1.1 404 Not Found</D:status>
+</D:propstat>
+</D:response>
+<D:response xmlns:lp1="DAV:" xmlns:g0="DAV:">
+<D:href>/alice.example.net/files/a</D:href>
+<D:propstat>
+<D:prop>
+<ns1:colour xmlns:ns1="urn:bulwark:test" xml:lang="en">teal <ns1:shade>dark</ns1:shade></ns1:colour>
+<lp1:resourcetype/>
+</D:prop>
+<D:status>HTTP/1.1 200 OK</D:status>
+</D:propstat>
+<D:propstat>
+<D:prop>
+<g0:quota-available-bytes/>
+<g0:quota-used-bytes/>
+</D:prop>
+<D:status>HTTP/1.1 404 Not Found</D:status>
+</D:propstat>
+</D:response>
+</D:multistatus>
+"""
+QUOTA_PROPFIND = (
+    b'<?xml version="1.0" encoding="utf-8"?><D:propfind xmlns:D="DAV:" xmlns:b="urn:bulwark:test">'
+    b"<D:prop><b:colour/><D:resourcetype/><D:quota-available-bytes/><D:quota-used-bytes/>"
+    b"</D:prop></D:propfind>"
+)
+XML = 'text/xml; charset="utf-8"'
+
+
+class ApacheDouble(http.server.ThreadingHTTPServer):
+    """Stands in for Apache on its loopback address (the e2e tests reach the real one): records
+    each request (method, target, headers, body) and gives the canned `answer` (status, headers,
+    body), or with `cut` half of it and no end."""
+
+    daemon_threads = True
+
+    def __init__(self) -> None:
+        super().__init__(("127.0.0.1", 0), ApacheHandler)
+        self.requests: list[tuple[str, str, list[tuple[str, str]], bytes]] = []
+        self.answer: tuple[int, list[tuple[str, str]], bytes] = (
+            207,
+            [("Content-Type", XML)],
+            APACHE_MULTISTATUS,
+        )
+        self.cut = False
+
+    @property
+    def address(self) -> str:
+        return f"{self.server_address[0]}:{self.server_address[1]}"
+
+
+class ApacheHandler(http.server.BaseHTTPRequestHandler):
+    """As mod_dav answers: HTTP/1.1, in chunks unless a Content-Length is given."""
+
+    protocol_version = "HTTP/1.1"
+    server: ApacheDouble
+
+    def do_PROPFIND(self) -> None:
+        body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
+        self.server.requests.append((self.command, self.path, self.headers.items(), body))
+        status, headers, content = self.server.answer
+        self.send_response_only(status)
+        for name, value in headers:
+            self.send_header(name, value)
+        if any(name.lower() == "content-length" for name, _ in headers):
+            self.end_headers()
+            self.wfile.write(content)
+            return
+        self.send_header("Transfer-Encoding", "chunked")
+        self.end_headers()
+        half = len(content) // 2
+        for chunk in (content[:half], b"" if self.server.cut else content[half:]):
+            if chunk:
+                self.wfile.write(b"%X\r\n%s\r\n" % (len(chunk), chunk))
+        if self.server.cut:
+            self.close_connection = True
+        else:
+            self.wfile.write(b"0\r\n\r\n")
+
+    def log_message(self, format: str, *args: object) -> None:
+        """Quiet: the daemon's lines are what the tests read."""
+
+
+@pytest.fixture
+def apache():
+    server = ApacheDouble()
+    thread = threading.Thread(target=server.serve_forever, args=(0.01,), daemon=True)
+    thread.start()
+    yield server
+    server.shutdown()
+    server.server_close()
+    thread.join()
+
+
+def _serve_propfind(hashes, tmp_path, monkeypatch, backend: str | None):
+    """The daemon passing PROPFIND on to `backend`, alice's tree on disk (`a`, 600 bytes, and
+    `d/b`, 100, of a quota of QUOTA), bob without a quota: (socket, alice's tree on disk)."""
+    monkeypatch.delenv("LISTEN_PID", raising=False)
+    files_dir = tmp_path / "files"
+    tree = _alice_files(files_dir)
+    _write(tree / "a", 600)
+    _write(tree / "d" / "b", 100)
+    outside = _write(tmp_path / "outside" / "big", 10_000)
+    (tree / "link").symlink_to(outside)  # never followed, never counted
+    data = _accounts(hashes)
+    data.update(files_dir=str(files_dir), files_quotas={"alice": QUOTA})
+    accounts = tmp_path / "accounts"
+    accounts.write_text(json.dumps(data))
+    socket_path = tmp_path / "filesauth.sock"
+    argv = ["--files", "--accounts", str(accounts), "--socket", str(socket_path)]
+    server = webauth.build_server([*argv, *(("--backend", backend) if backend else ())])
+    thread = threading.Thread(target=server.serve_forever, args=(0.01,), daemon=True)
+    thread.start()
+    return server, thread, socket_path, tree
+
+
+@pytest.fixture
+def served_propfind(hashes, tmp_path, monkeypatch, apache):
+    server, thread, socket_path, tree = _serve_propfind(
+        hashes, tmp_path, monkeypatch, apache.address
+    )
+    yield socket_path, tree
+    server.shutdown()
+    server.server_close()
+    thread.join()
+
+
+def nginx_propfind(
+    socket_path: Path,
+    body: bytes | Iterator[bytes] = QUOTA_PROPFIND,
+    target: str = f"{ALICE}/",
+    root: str = ALICE_ROOT,
+    headers: dict[str, str] | None = None,
+) -> tuple[http.client.HTTPResponse, bytes]:
+    """A PROPFIND as nginx's `location /` of the files servers passes it on: no realm, the tree
+    in X-Bulwark-Root, the client's WebDAV headers and nginx's own."""
+    sent = {
+        "Host": TREE_HOST,
+        "X-Bulwark-Root": root,
+        "Depth": "1",
+        "Content-Type": XML,
+        "X-Forwarded-For": ATTACKER,
+        "X-Forwarded-Proto": "https",
+        **(headers or {}),
+    }
+    connection = UnixConnection(socket_path)
+    connection.request("PROPFIND", target, body, sent)
+    response = connection.getresponse()
+    content = response.read()
+    connection.close()
+    return response, content
+
+
+def _propstats(multistatus: bytes) -> dict[str, dict[str, list[str]]]:
+    """href -> status code -> its properties, each as canonical XML (C14N 2.0, prefixes
+    rewritten): what a client reads, whatever the prefixes."""
+    found: dict[str, dict[str, list[str]]] = {}
+    for response in ET.fromstring(multistatus).iter("{DAV:}response"):  # noqa: S314 - ours
+        statuses = found.setdefault(response.findtext("{DAV:}href"), {})
+        for propstat in response.iter("{DAV:}propstat"):
+            code = propstat.findtext("{DAV:}status").split()[1]
+            statuses.setdefault(code, []).extend(
+                ET.canonicalize(ET.tostring(prop, encoding="unicode"), rewrite_prefixes=True)
+                for prop in propstat.find("{DAV:}prop")
+            )
+    return found
+
+
+def _quota_prop(name: str, value: int) -> str:
+    """DAV:`name` found with `value`, as `_propstats` spells it."""
+    return ET.canonicalize(f'<D:{name} xmlns:D="DAV:">{value}</D:{name}>', rewrite_prefixes=True)
+
+
+def _quota_props(available: int, used: int) -> list[str]:
+    return [_quota_prop("quota-available-bytes", available), _quota_prop("quota-used-bytes", used)]
+
+
+def test_a_propfind_naming_the_quota_gets_it_found_and_all_else_as_apache_said(
+    served_propfind, apache, capsys
+):
+    """Each response of a Depth 1 PROPFIND: the two properties moved from the 404 propstat
+    (dropped once empty) to the 200 one, valued with the tree's usage (600 + 100 bytes, the
+    link not followed); every other property as Apache answered it."""
+    socket_path, _ = served_propfind
+    response, content = nginx_propfind(socket_path)
+    assert response.status == 207
+    assert response.getheader("Content-Type") == XML
+    assert response.getheader("Content-Length") == str(len(content))
+    assert content.startswith(b"<?xml version='1.0' encoding='utf-8'?>\n")
+    expected = _propstats(APACHE_MULTISTATUS)
+    collection, file = expected["/alice.example.net/files/"], expected["/alice.example.net/files/a"]
+    collection["404"] = collection["404"][:1]  # the client's colour, unknown there
+    collection["200"] += _quota_props(QUOTA - 700, 700)
+    file["200"] += _quota_props(QUOTA - 700, 700)
+    del file["404"]
+    assert _propstats(content) == expected
+    (request,) = apache.requests
+    assert request[0] == "PROPFIND" and request[3] == QUOTA_PROPFIND
+    assert capsys.readouterr().err == ""
+
+
+def test_the_quota_is_counted_once_per_propfind(served_propfind, monkeypatch):
+    """Once for all the responses, over the chroot as the quota counts it; past the quota,
+    nothing is available (never less than nothing)."""
+    counted = []
+
+    def tree_usage(path):
+        counted.append(Path(path))
+        return webauth.Usage(1, 1500)
+
+    monkeypatch.setattr(webauth, "tree_usage", tree_usage)
+    _, content = nginx_propfind(served_propfind[0])
+    assert counted == [served_propfind[1].parent.parent]
+    found = _propstats(content)
+    assert all(_quota_prop("quota-available-bytes", 0) in each["200"] for each in found.values())
+
+
+def test_apache_gets_the_propfind_as_the_client_sent_it_and_only_what_it_reads(
+    served_propfind, apache
+):
+    headers = {"If": "(<opaquelocktoken:1>)", "Depth": "0", "Connection": "keep-alive"}
+    nginx_propfind(served_propfind[0], target=f"{ALICE}/d%20e/?x=1", headers=headers)
+    ((_, target, sent, _),) = apache.requests
+    assert target == f"{ALICE}/d%20e/?x=1"
+    assert dict(sent) == {
+        "Host": TREE_HOST,
+        "X-Bulwark-Root": ALICE_ROOT,
+        "Depth": "0",
+        "Content-Type": XML,
+        "If": "(<opaquelocktoken:1>)",
+        "Content-Length": str(len(QUOTA_PROPFIND)),
+        "Accept-Encoding": "identity",  # http.client's: Apache's answer is read as it is
+    }
+    # nginx passes a client's raw UTF-8 on; http.client sends ASCII alone.
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as raw:
+        raw.connect(str(served_propfind[0]))
+        request = f"PROPFIND {ALICE}/caf\u00e9\u2014 HTTP/1.1\r\nX-Bulwark-Root: {ALICE_ROOT}\r\n"
+        raw.sendall(f"{request}\r\n".encode())
+        response = http.client.HTTPResponse(raw)
+        response.begin()
+        response.read()
+    assert response.status == 207
+    assert apache.requests[1][1] == f"{ALICE}/caf%C3%A9%E2%80%94"
+
+
+def test_a_backend_target_is_ascii_with_every_other_byte_percent_encoded():
+    raw = "/a/caf\u00c3\u00a9 %C3%A9?q=\x7f"  # the bytes of UTF-8 é, as http.server reads them
+    assert webauth.backend_target(raw) == "/a/caf%C3%A9%20%C3%A9?q=%7F"
+
+
+@pytest.mark.parametrize(
+    ("body", "root"),
+    [
+        (b"", ALICE_ROOT),  # allprop
+        (b'<D:propfind xmlns:D="DAV:"><D:allprop/></D:propfind>', ALICE_ROOT),
+        (b'<D:propfind xmlns:D="DAV:"><D:prop><D:getetag/></D:prop></D:propfind>', ALICE_ROOT),
+        (QUOTA_PROPFIND, "bob.example.net"),  # no quota: Apache's 404 stands
+    ],
+    ids=["allprop", "allprop-element", "getetag", "no-quota"],
+)
+def test_a_propfind_not_naming_the_quota_or_without_one_is_apaches_answer_byte_for_byte(
+    served_propfind, apache, capsys, body, root
+):
+    apache.answer = (207, [("Content-Type", XML), ("X-Kept", "yes")], APACHE_MULTISTATUS)
+    response, content = nginx_propfind(served_propfind[0], body, root=root)
+    assert (response.status, response.reason) == (207, "Multi-Status")
+    assert content == APACHE_MULTISTATUS
+    assert response.getheader("X-Kept") == "yes"
+    assert response.getheader("Content-Type") == XML
+    (request,) = apache.requests
+    assert request[3] == body
+    assert dict(request[2])["X-Bulwark-Root"] == root
+    assert capsys.readouterr().err == ""
+
+
+def test_apaches_other_answers_pass_as_they_are(served_propfind, apache):
+    """A refusal (its rewrite rules, a missing path) is Apache's to give, quota or not."""
+    for status, body in ((403, b"<html>forbidden</html>"), (404, b"<html>not found</html>")):
+        apache.answer = (status, [("Content-Type", "text/html")], body)
+        response, content = nginx_propfind(served_propfind[0])
+        assert (response.status, content) == (status, body)
+
+
+def test_hop_by_hop_headers_of_apaches_answer_stay_behind(served_propfind, apache):
+    headers = [
+        ("Content-Type", XML),
+        ("Connection", "X-Hop, Keep-Alive"),
+        ("Keep-Alive", "timeout=5"),
+        ("X-Hop", "1"),
+        ("Upgrade", "h2c"),
+        ("X-Kept", "yes"),
+        ("Content-Length", str(len(APACHE_MULTISTATUS))),
+    ]
+    for body in (QUOTA_PROPFIND, b""):  # rewritten, relayed
+        apache.answer = (207, headers, APACHE_MULTISTATUS)
+        response, content = nginx_propfind(served_propfind[0], body)
+        names = {name.lower() for name, _ in response.getheaders()}
+        assert names.isdisjoint({"x-hop", "keep-alive", "upgrade"}), names
+        assert response.getheader("X-Kept") == "yes"
+        assert response.getheader("Connection") in (None, "close")  # ours, if any
+        assert (content == APACHE_MULTISTATUS) == (body == b"")  # relayed, or rewritten
+
+
+def test_a_propfind_body_past_apaches_limit_or_of_no_length_is_refused(served_propfind, apache):
+    """Refused unread, but what nginx still sends of it is read: it gets the refusal, never a
+    broken pipe."""
+    too_long = b"x" * (webauth.MAX_PROPFIND_BODY + 1)
+    response, _ = nginx_propfind(served_propfind[0], too_long)
+    assert response.status == 413
+    chunks = iter([QUOTA_PROPFIND] * 100)  # http.client sends it chunked: no length
+    response, _ = nginx_propfind(served_propfind[0], chunks)
+    assert response.status == 411
+    response, _ = nginx_propfind(served_propfind[0], headers={"Content-Length": "-1"})
+    assert response.status == 400
+    assert apache.requests == []
+    response, _ = nginx_propfind(served_propfind[0], too_long[:-1])
+    assert response.status == 207  # Apache's limit itself is no refusal
+
+
+def test_apache_down_is_a_502_and_a_line(hashes, tmp_path, monkeypatch, capsys):
+    closed = socket.socket()
+    closed.bind(("127.0.0.1", 0))
+    port = closed.getsockname()[1]
+    closed.close()  # nothing listens there
+    server, thread, socket_path, _ = _serve_propfind(
+        hashes, tmp_path, monkeypatch, f"127.0.0.1:{port}"
+    )
+    try:
+        response, content = nginx_propfind(socket_path)
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join()
+    assert response.status == 502
+    (line,) = capsys.readouterr().err.splitlines()
+    assert line.startswith(f"backend: PROPFIND to 127.0.0.1:{port} failed: ConnectionRefused")
+    assert "Traceback" not in line and b"Traceback" not in content
+
+
+def test_a_tree_that_cannot_be_counted_gets_no_quota_reported(served_propfind, apache, capsys):
+    chroot = served_propfind[1].parent.parent
+    chroot.rename(chroot.with_name("moved"))
+    chroot.symlink_to(chroot)  # a loop: os.scandir fails with ELOOP, even for root
+    response, _ = nginx_propfind(served_propfind[0])
+    assert response.status == 500
+    (line,) = capsys.readouterr().err.splitlines()
+    assert line.startswith("misconfigured: cannot count the files of 'alice': ")
+
+
+def test_apache_answering_no_multistatus_is_a_502_and_a_line(served_propfind, apache, capsys):
+    apache.answer = (207, [("Content-Type", XML)], b"<D:multistatus xmlns:D='DAV:'>")
+    response, _ = nginx_propfind(served_propfind[0])
+    assert response.status == 502
+    (line,) = capsys.readouterr().err.splitlines()
+    assert line.startswith("backend: Apache's answer to a PROPFIND is not XML: ")
+
+
+def test_an_answer_apache_breaks_off_reaches_nginx_cut_not_whole(served_propfind, apache, capsys):
+    apache.cut = True
+    connection = UnixConnection(served_propfind[0])
+    connection.request("PROPFIND", f"{ALICE}/", b"", {"X-Bulwark-Root": ALICE_ROOT})
+    response = connection.getresponse()
+    assert response.status == 207
+    with pytest.raises(http.client.IncompleteRead):
+        response.read()
+    connection.close()
+    (line,) = capsys.readouterr().err.splitlines()
+    assert line.startswith("backend: the answer to a PROPFIND was cut short: ")
+
+
+@pytest.mark.parametrize("backend", [None, "apache"])
+def test_a_propfind_to_pass_on_without_a_backend_or_a_known_tree_is_a_misconfiguration(
+    hashes, tmp_path, monkeypatch, capsys, apache, backend
+):
+    address = apache.address if backend else None
+    server, thread, socket_path, _ = _serve_propfind(hashes, tmp_path, monkeypatch, address)
+    try:
+        responses = [nginx_propfind(socket_path, root="carol.example.net")[0]]
+        if backend is None:
+            responses.append(nginx_propfind(socket_path)[0])
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join()
+    assert [response.status for response in responses] == [502] * len(responses)
+    lines = capsys.readouterr().err.splitlines()
+    assert lines == ["misconfigured: a PROPFIND to pass on needs --backend, and X-Bulwark-Root "
+                     "naming a tree of files_roots"] * len(responses)  # fmt: skip
+    assert apache.requests == []
+
+
+def test_a_propfind_with_a_realm_is_an_auth_request_never_passed_on(served_propfind, apache):
+    """nginx's auth_request names the realm; nginx clears a client's own X-Bulwark-Realm."""
+    response, _ = nginx_propfind(served_propfind[0], headers={"X-Bulwark-Realm": "files"})
+    assert response.status == 500  # an auth_request without what nginx sends with it
+    assert apache.requests == []
+
+
+@pytest.mark.parametrize(
+    ("body", "asks"),
+    [
+        (QUOTA_PROPFIND, True),
+        (b'<propfind xmlns="DAV:"><prop><quota-used-bytes/></prop></propfind>', True),
+        (b'<D:propfind xmlns:D="DAV:"><D:prop><D:quota-available-bytes/></D:prop></D:propfind>',
+         True),
+        (b"", False),
+        (b"  \n", False),
+        (b'<D:propfind xmlns:D="DAV:"><D:allprop/></D:propfind>', False),
+        (b'<D:propfind xmlns:D="DAV:"><D:propname/></D:propfind>', False),
+        (b'<D:propfind xmlns:D="DAV:" xmlns:x="urn:x"><D:prop><x:quota-used-bytes/></D:prop>'
+         b"</D:propfind>", False),
+        (b'<D:propertyupdate xmlns:D="DAV:"><D:prop><D:quota-used-bytes/></D:prop>'
+         b"</D:propertyupdate>", False),
+        (b'<D:propfind xmlns:D="DAV:"><D:prop><D:quota-used-bytes/>', False),  # not XML
+        # An entity bomb stops at expat's amplification limit; an external entity is never read.
+        (b'<!DOCTYPE l [<!ENTITY a "aaaaaaaaaa">'
+         + b"".join(b'<!ENTITY %c "%s">' % (98 + i, b"&%c;" % (97 + i) * 10) for i in range(9))
+         + b']><D:propfind xmlns:D="DAV:"><D:prop>&j;<D:quota-used-bytes/></D:prop></D:propfind>',
+         False),
+        (b'<!DOCTYPE l [<!ENTITY x SYSTEM "file:///etc/passwd">]><D:propfind xmlns:D="DAV:">'
+         b"<D:prop>&x;<D:quota-used-bytes/></D:prop></D:propfind>", False),
+    ],
+)  # fmt: skip
+def test_which_propfind_bodies_name_the_quota(body, asks):
+    assert webauth.asks_for_quota(body) is asks
+
+
+def test_the_quota_found_where_apache_answered_a_status_alone_or_a_200():
+    """A response with a status and no propstat stays as it is; a property Apache found is
+    never found twice."""
+    multistatus = (
+        b'<D:multistatus xmlns:D="DAV:"><D:response><D:href>/x</D:href>'
+        b"<D:status>HTTP/1.1 423 Locked</D:status></D:response>"
+        b"<D:response><D:href>/y</D:href><D:propstat><D:prop><D:quota-used-bytes>5"
+        b"</D:quota-used-bytes></D:prop><D:status>HTTP/1.1 200 OK</D:status></D:propstat>"
+        b"<D:propstat><D:prop><D:quota-available-bytes/></D:prop>"
+        b"<D:status>HTTP/1.1 404 Not Found</D:status></D:propstat></D:response></D:multistatus>"
+    )
+    rewritten = webauth.with_quota(multistatus, 100, 30)
+    assert _propstats(rewritten) == {
+        "/x": {},
+        "/y": {
+            "200": [_quota_prop("quota-used-bytes", 5), _quota_prop("quota-available-bytes", 70)]
+        },
+    }
+    response = ET.fromstring(rewritten).find("{DAV:}response")  # noqa: S314 - ours
+    (status,) = response.iter("{DAV:}status")
+    assert status.text == "HTTP/1.1 423 Locked"
+
+
+@pytest.mark.parametrize("backend", ["localhost:8080", "127.0.0.1", "127.0.0.1:0", "127.0.0.1:x",
+                                     "127.0.0.1:65536", "::1:8080"])  # fmt: skip
+def test_the_backend_is_an_ipv4_address_and_port(backend, capsys):
+    with pytest.raises(SystemExit):
+        webauth.build_server(["--backend", backend])
+    assert "not an IPv4 address and port" in capsys.readouterr().err
