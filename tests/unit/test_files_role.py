@@ -83,12 +83,13 @@ def files_servers(host_name: str) -> dict[str, Block]:
 
 
 def served_locations(server: Block) -> list[Block]:
-    """The locations of `server` that proxy to the files' backend (Apache)."""
-    backend = f"http://unix:{web.backend_socket('files')}:"
+    """The locations of `server` that proxy to the files' backend (Apache), directly or, for
+    PROPFIND, through the checker (the upstream mapped by method: test_files_routing.py)."""
+    backends = (f"http://unix:{web.backend_socket('files')}:", "http://$bulwark_files_upstream")
     return [
         location
         for location in server.named("location")
-        if any(words[0].startswith(backend) for words in location.directive("proxy_pass"))
+        if any(words[0].startswith(backends) for words in location.directive("proxy_pass"))
     ]
 
 

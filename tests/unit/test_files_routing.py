@@ -9,7 +9,8 @@ import functools
 import shlex
 
 import pytest
-from test_dav_role import LAB, Block, parse_nginx, ports
+from nginxconf import Block, parse_nginx, ports
+from test_dav_role import LAB
 
 from bulwark import web, webauth
 from bulwark.audit import SealedSecrets
