@@ -36,8 +36,8 @@ from bulwark.inventory import load_topology
 from bulwark.lab import access, lifecycle, paths
 from bulwark.lab.accounts import lab_accounts
 from bulwark.lab.plan import INTERNET_NETNS
+from bulwark.lab.trust import lab_ca_file
 from bulwark.topology import Host, Topology
-from bulwark.vault import Vault, load_key
 from roles import files
 
 REPO = Path(__file__).resolve().parents[1]
@@ -152,19 +152,10 @@ def client_propfind(topology: Topology, ca: str, args: argparse.Namespace) -> di
 CLIENT_PARTS = {"throughput": client_throughput, "propfind": client_propfind}
 
 
-@contextmanager
-def ca_file(topology: Topology) -> Iterator[str]:
-    vault = Vault.open(Path(topology.vault_file), load_key(paths.STATE_DIR / "vault.key"))
-    with tempfile.NamedTemporaryFile("w", suffix=".pem") as ca:
-        ca.write(pki.ca_certificate(vault))
-        ca.flush()
-        yield ca.name
-
-
 def run_client_part(topology: Topology, args: argparse.Namespace) -> None:
     if not os.path.samefile("/proc/self/ns/net", paths.NETNS_DIR / INTERNET_NETNS):
         sys.exit("the client measurements run in the lab's internet namespace")
-    with ca_file(topology) as ca:
+    with lab_ca_file(topology) as ca:
         print(json.dumps(CLIENT_PARTS[args.part](topology, ca, args)))
 
 

@@ -33,6 +33,7 @@ from nginxconf import (
     request_map,
     server_names,
 )
+from test_dav_role import LAB, with_primary
 
 from bulwark import catalogue, registry, tls, web
 from bulwark.audit import SealedSecrets
@@ -46,13 +47,6 @@ from roles import dav, files
 REPO = Path(__file__).resolve().parents[2]
 
 
-def with_primary(topology: Topology, site: str) -> Topology:
-    sites = tuple(dataclasses.replace(each, primary=each.name == site) for each in topology.sites)
-    return dataclasses.replace(topology, sites=sites)
-
-
-# Pinned to nj whatever BULWARK_LAB_PRIMARY says (inventory/lab.py reads it).
-LAB = with_primary(load_topology(REPO / "inventory/lab.py"), "nj")
 WEB_HOSTS = ("nj-web", "sea-web")
 
 
