@@ -109,19 +109,22 @@ FILESAUTH_UNIT_FILES: tuple[str, ...] = tuple(
     f"/etc/systemd/system/{unit}"
     for unit in (FILESAUTH_UNIT, FILESAUTH_SOCKET_UNIT, FILESAUTH_FTP_SOCKET_UNIT)
 )
+# try-restart with this pattern restarts the files checker where it exists and runs, and does
+# nothing (and fails nothing) where it does not exist yet: `systemctl try-restart NAME` fails
+# on a unit never installed.
+FILESAUTH_UNIT_PATTERN = FILESAUTH_UNIT.replace(".service", "*.service")
 # The key signing links to the content origin (a credential of the checker, root-only on disk).
 CONTENT_KEY_FILE = "/etc/bulwark/webauth/content-link-key"
 # Seconds a link to a file on the content origin works.
 CONTENT_LINK_SECONDS = 3600
 # A new accounts file or checker reaches the files role's checker too: it restarts if it runs
-# (socket-activated, it reads the new file when it next starts). A pattern, not its name: on a
-# host without it (or before the files role first installs it) nothing matches, and nothing fails.
+# (socket-activated, it reads the new file when it next starts), on hosts that have it.
 CHECKERS_RESTART = Activation(
     f"{WEBAUTH_UNIT}-restart",
     (
         ("systemctl", "daemon-reload"),
         ("systemctl", "restart", WEBAUTH_UNIT),
-        ("systemctl", "try-restart", FILESAUTH_UNIT.replace(".service", "*.service")),
+        ("systemctl", "try-restart", FILESAUTH_UNIT_PATTERN),
     ),
 )
 # `user+Book@domain` logins see one address book (seed: +Default, +Shared), on CardDAV only.

@@ -92,14 +92,13 @@ UNIT_FILES: tuple[str, ...] = (
     f"/etc/systemd/system/{BACKEND_SOCKET_UNIT}",
 )
 APACHE_CHECK = Check(APACHE_CONFIG, ("apache2", "-t", "-f", STAGED))
-# The units joining Apache's namespace restart after it, so they are in the one it runs in (the
-# checker may have started before Apache was first installed, in a namespace of its own).
+# The units joining Apache's namespace restart after it, so they are in the one it runs in.
 APACHE_RESTART = Activation(
     f"{APACHE_UNIT}-restart",
     (
         ("systemctl", "daemon-reload"),
         ("systemctl", "restart", APACHE_UNIT),
-        ("systemctl", "try-restart", BACKEND_UNIT, web.FILESAUTH_UNIT),
+        ("systemctl", "try-restart", BACKEND_UNIT, web.FILESAUTH_UNIT_PATTERN),
     ),
 )
 
@@ -186,9 +185,10 @@ def live_checks(topology: Topology, host: Host) -> tuple[LiveCheck, ...]:
 
 @deploy("files")
 def converge(topology: Topology, host: Host, secrets: SecretStore) -> None:
-    """The files' owner and directories, the write switch in bulwark.replication's order,
-    Apache and its socket, the checker, pure-ftpd, the accounts' trees at the primary, the
-    replication source and follower, nginx in front."""
+    """The files' owner and directories, the write switch in bulwark.replication's order, the
+    accounts' trees at the primary, Apache and its socket, nginx in front with the credential
+    checkers' program and accounts, the files checker, pure-ftpd, the replication source and
+    follower."""
     masked(ROLE, DEBIAN_UNITS)
     packages(ROLE, PACKAGES)
     system_user(ROLE, USER, DATA_DIR, NO_LOGIN)
@@ -206,7 +206,6 @@ def converge(topology: Topology, host: Host, secrets: SecretStore) -> None:
         install(ROLE, switch, then=web.NGINX_RELOAD)
     if primary:
         _create_trees(topology)
-    web.converge_files_auth(ROLE, rendered)
     install(
         ROLE,
         [rendered[APACHE_CONFIG], *(rendered[path] for path in UNIT_FILES)],
@@ -215,6 +214,9 @@ def converge(topology: Topology, host: Host, secrets: SecretStore) -> None:
     )
     keep_running(ROLE, APACHE_UNIT)
     keep_running(ROLE, BACKEND_SOCKET_UNIT)
+    # The checker's program and accounts file come with the front: before the checker starts.
+    web.converge_front(ROLE, rendered)
+    web.converge_files_auth(ROLE, rendered)
     install(
         ROLE,
         [rendered[f"/etc/systemd/system/{FTP_UNIT}"]],
@@ -222,7 +224,6 @@ def converge(topology: Topology, host: Host, secrets: SecretStore) -> None:
     )
     keep_running(ROLE, FTP_UNIT)
     replication.serve(TREE, rendered)
-    web.converge_front(ROLE, rendered)
     replication.follow(topology, host, TREE, rendered)
     bruteforce.converge_watcher(ROLE, rendered)
 
