@@ -7,10 +7,11 @@ INVENTORY ?= inventory/production.py
 AUDIT_DIR ?= audit
 
 # Daemons whose own checkers validate rendered files in the unit tests (sshd -t, nft -c ...),
-# and the headless browser that opens the audit's report.html in them (chromium).
+# the headless browser that opens the audit's report.html in them (chromium), and the WebDAV
+# client the end-to-end tests sync files with (rclone).
 # Installed without starting them: a policy-rc.d that denies service starts is in place meanwhile.
 CHECKER_PACKAGES := openssh-server nftables postfix dovecot-core dovecot-imapd dovecot-pop3d \
-	dovecot-lmtpd dovecot-auth-lua nginx-core libnginx-mod-stream chromium
+	dovecot-lmtpd dovecot-auth-lua nginx-core libnginx-mod-stream chromium rclone
 
 .PHONY: help venv checkers test unit lint render
 .PHONY: lab-up lab-down lab-status lab-secrets deploy-lab lab-verify molecule-lab

@@ -30,28 +30,26 @@ import os
 import statistics
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 import uuid
 import xml.etree.ElementTree as ET
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import requests
 from requests.auth import HTTPBasicAuth
 
-from bulwark import catalogue, pki
+from bulwark import catalogue
 from bulwark.inventory import load_topology
 from bulwark.lab import access, lifecycle, paths
 from bulwark.lab.accounts import LabAccount, lab_accounts
 from bulwark.lab.plan import INTERNET_NETNS
+from bulwark.lab.trust import lab_ca_file
 from bulwark.topology import Host, Topology
-from bulwark.vault import Vault, load_key
 
 REPO = Path(__file__).resolve().parents[1]
 INVENTORY = REPO / "inventory" / "lab.py"
@@ -542,20 +540,11 @@ def delete_and_follow(
 CLIENT_PARTS = {"propfind": client_propfind, "auth": client_auth, "replication": client_replication}
 
 
-@contextmanager
-def ca_file(topology: Topology) -> Iterator[str]:
-    vault = Vault.open(Path(topology.vault_file), load_key(paths.STATE_DIR / "vault.key"))
-    with tempfile.NamedTemporaryFile("w", suffix=".pem") as ca:
-        ca.write(pki.ca_certificate(vault))
-        ca.flush()
-        yield ca.name
-
-
 def run_client_part(topology: Topology, args: argparse.Namespace) -> None:
     if not os.path.samefile("/proc/self/ns/net", paths.NETNS_DIR / INTERNET_NETNS):
         sys.exit("the client measurements run in the lab's internet namespace")
     alice = lab_accounts(topology)[0]
-    with ca_file(topology) as ca:
+    with lab_ca_file(topology) as ca:
         result = CLIENT_PARTS[args.part](Client(topology, ca, alice), args)
     print(json.dumps(result))
 

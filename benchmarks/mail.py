@@ -34,13 +34,13 @@ import time
 import uuid
 from pathlib import Path
 
-from bulwark import catalogue, pki
+from bulwark import catalogue
 from bulwark.inventory import load_topology
 from bulwark.lab import lifecycle, paths
 from bulwark.lab.accounts import LabAccount, lab_accounts
 from bulwark.lab.plan import INTERNET_NETNS
+from bulwark.lab.trust import lab_ca_file
 from bulwark.topology import Topology
-from bulwark.vault import Vault, load_key
 
 REPO = Path(__file__).resolve().parents[1]
 INVENTORY = REPO / "inventory" / "lab.py"
@@ -257,11 +257,8 @@ def _delete_benchmark_messages(topology, context, account, expected: int) -> Non
 def measure_clients(topology: Topology, args) -> None:
     if not os.path.samefile("/proc/self/ns/net", paths.NETNS_DIR / INTERNET_NETNS):
         sys.exit("the client measurements run in the lab's internet namespace")
-    vault = Vault.open(Path(topology.vault_file), load_key(paths.STATE_DIR / "vault.key"))
-    with tempfile.NamedTemporaryFile("w", suffix=".pem") as ca:
-        ca.write(pki.ca_certificate(vault))
-        ca.flush()
-        context = ssl.create_default_context(cafile=ca.name)
+    with lab_ca_file(topology) as ca:
+        context = ssl.create_default_context(cafile=ca)
     sender, recipient = lab_accounts(topology)[:2]
     sent = 0
     try:

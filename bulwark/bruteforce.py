@@ -53,6 +53,7 @@ WATCHED_UNITS: Mapping[str, tuple[str, ...]] = {
     "mx": (mail.POSTFIX_INSTANCE,),
     "mailstore": (mail.DOVECOT_UNIT,),
     "dav": (web.WEBAUTH_UNIT,),
+    "files": (web.FILESAUTH_UNIT,),
 }
 UNIT = "bulwark-banwatch.service"
 SCRIPT = "/usr/local/sbin/bulwark-banwatch"

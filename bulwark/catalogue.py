@@ -61,9 +61,12 @@ class Transport(StrEnum):
 # gateway's, which carries no other public service on these ports.
 PROXY_PORTS: tuple[int, ...] = (21, 25, 80, 443, 465, 587, 993, 995)
 
-# vsftpd's passive data ports. The nftables FTP helper cannot read an encrypted control
+# pure-ftpd's passive data ports. The nftables FTP helper cannot read an encrypted control
 # channel, so the range is opened explicitly.
 FTP_PASSIVE_PORTS: tuple[int, int] = (50000, 50100)
+# Where an FTP server's active-mode data connections come from (RFC 959: the control port's
+# neighbour): the firewall refuses to start them, so only passive mode works.
+FTP_ACTIVE_DATA_PORT = 20
 
 
 @dataclass(frozen=True, order=True)
@@ -75,6 +78,8 @@ class Service:
     `clients`: who may connect to a service of Exposure.ROLE (and only to those).
     `logins`: the service checks passwords from the internet, so its failures are counted and
     an address that keeps failing is banned (bulwark.bruteforce).
+    `on_demand`: a port listens only while a client's session asked for it (FTP's passive
+    data ports): open in the firewall, but silent to a scan.
     """
 
     name: str
@@ -87,6 +92,7 @@ class Service:
     description: str = ""
     clients: tuple[Clients, ...] = ()
     logins: bool = False
+    on_demand: bool = False
 
     @property
     def port(self) -> int:
@@ -282,7 +288,19 @@ SERVICES: tuple[Service, ...] = (
         Tls.STARTTLS,
         Exposure.PUBLIC,
         names=("ftp",),
-        description="FTP passive data connections (protected by the control channel's TLS)",
+        description="FTP passive data connections, TLS like the control channel (PROT P)",
+        on_demand=True,
+    ),
+    Service(
+        "files-replication",
+        "files",
+        (8731,),
+        Transport.TCP,
+        Tls.IMPLICIT,
+        Exposure.ROLE,
+        description="the secondary site pulls the accounts' files (rsync over TLS, client "
+        "certificates from the internal CA) through the VPN",
+        clients=(Clients("files", Scope.PEER_SITE),),
     ),
     Service(
         "ldaps",

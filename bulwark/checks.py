@@ -162,10 +162,13 @@ CHECKERS: dict[str, tuple[str, Callable[[str, Path], str | None]]] = {
 # checker name -> {path on the host: name in the check's own scratch directory}.
 COMPANIONS: dict[str, dict[str, str]] = {
     "postfix": {"/etc/postfix/master.cf": "master.cf"},
-    "nginx": {"/etc/nginx/bulwark-dav-writes.conf": "bulwark-dav-writes.conf"},
+    "nginx": {
+        "/etc/nginx/bulwark-dav-writes.conf": "bulwark-dav-writes.conf",
+        "/etc/nginx/bulwark-files-writes.conf": "bulwark-files-writes.conf",
+    },
 }
 # Companions the checked file includes by path: needed only where it names them (a web host
-# without dav includes no DAV switch).
+# without dav includes no DAV switch, one without files no files switch).
 _INCLUDED_COMPANIONS: frozenset[str] = frozenset({"nginx"})
 
 

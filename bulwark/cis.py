@@ -104,14 +104,25 @@ DEVIATIONS: tuple[Deviation, ...] = (
     Deviation(
         "files",
         "Ensure ftp server services are not in use",
-        "vsftpd on port 21 with TLS required",
+        "pure-ftpd on port 21, TLS required for the login and every data connection, passive "
+        "mode only in the catalogue's port range, each session chrooted to its account's files",
         "FTPS is one of the seed's file-access endpoints.",
     ),
     Deviation(
         "files",
         "Ensure web server services are not in use",
-        "nginx serves WebDAV on 443",
-        "Files over WebDAV are one of the seed's endpoints.",
+        "nginx serves WebDAV (webdav, myfiles) and the content origin on 443; Apache httpd "
+        "(mod_dav) listens on 127.0.0.1 in a network namespace of its own, which only nginx "
+        "reaches, through a Unix socket",
+        "Files over WebDAV are one of the seed's endpoints; nginx checks the login, the path "
+        "and the quota before Apache serves the one account's tree it names.",
+    ),
+    Deviation(
+        "files",
+        "Ensure rsync services are not in use",
+        "An rsync daemon (one process per connection) behind nginx's TLS listener on the LAN",
+        "The other site's files host pulls its read-only replica this way, with client "
+        "certificates, and no other host may connect.",
     ),
     Deviation(
         "directory",

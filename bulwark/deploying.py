@@ -10,6 +10,7 @@ exactly what `bulwark render` sees. deploy.py reads it here and hands it to each
 
 from __future__ import annotations
 
+import posixpath
 from collections.abc import Callable, Iterable, Mapping
 
 from pyinfra import host as current_host
@@ -22,6 +23,7 @@ from bulwark import registry
 from bulwark.hoststate import expect, host_state, sysctl_settings
 from bulwark.inventory import check_vault, topology_from_inventory
 from bulwark.operations import (
+    UNIT_DIR,
     Activation,
     Check,
     directory_present,
@@ -29,7 +31,11 @@ from bulwark.operations import (
     packages_present,
     run_pending,
     system_account,
+    unit_masked,
     unit_state,
+)
+from bulwark.operations import (
+    file_present as file_exists,
 )
 from bulwark.render import RenderedFile, render_role_files
 from bulwark.secret import SecretStore
@@ -170,6 +176,20 @@ def service(
 def keep_running(role: str, unit: str) -> OperationMeta:
     """Keep `unit` enabled and running."""
     return service(f"{role}: {unit} running", unit)
+
+
+def file_present(name: str, path: str, user: str, group: str, mode: str) -> OperationMeta:
+    """Make `path` a file with this owner and mode; its contents are its daemon's."""
+    expect(paths=(path,))
+    return file_exists(name=name, path=path, user=user, group=group, mode=mode)
+
+
+def masked(role: str, units: Iterable[str]) -> None:
+    """Mask `units` (a link to /dev/null): a package installed afterwards never starts them on
+    its own configuration, nor does a boot."""
+    for unit in units:
+        expect(paths=(posixpath.join(UNIT_DIR, unit),))
+        unit_masked(name=f"{role}: {unit} masked", unit=unit)
 
 
 def directory(name: str, path: str, user: str, group: str, mode: str) -> OperationMeta:

@@ -58,6 +58,8 @@ PLATFORM_FIELDS: tuple[str, ...] = (
     "apt_proxy",
     "vault_file",
     "shared_addressbook",
+    "files_quota",
+    "content_origin",
 )
 
 # A check an inventory adds to the run's: called with the inventory's path as given to pyinfra

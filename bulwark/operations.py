@@ -10,7 +10,8 @@ reports no change really leaves every daemon running its files.
 
 Every state they compare (files, markers, packages, units) comes from bulwark.hoststate: one
 round trip per host, not one per file. The operations that wrap pyinfra's own
-(`packages_present`, `unit_state`, `directory_present`) leave the change work to it, and call
+(`packages_present`, `unit_state`, `unit_masked`, `directory_present`) leave the change work
+to it, and call
 it only when that state differs: pyinfra's operations ask their own facts even when nothing is
 to be done.
 """
@@ -36,6 +37,8 @@ from bulwark.render import RenderedFile
 # only (0700), so a secret never sits readable even before its chmod; same filesystem as the
 # destination, so the final `mv` is an atomic rename. No daemon reads a dotted subdirectory.
 STAGING_DIR = ".bulwark-staged"
+# Where the administrator's units are, and a masked unit's link.
+UNIT_DIR = "/etc/systemd/system"
 # Stand-ins in a `Check`'s argv: the staged copy of the checked file, and its directory.
 STAGED = "{staged}"
 STAGED_DIR = "{staged_dir}"
@@ -218,6 +221,29 @@ def unit_state(unit: str, running: bool | None = True, enabled: bool | None = Tr
 
 
 @operation()
+def unit_masked(unit: str):
+    """Mask a systemd unit: `/etc/systemd/system/<unit>` a link to /dev/null, so that neither a
+    package's installation nor a boot starts it. What is there already reads as masked when it
+    is neither a regular file nor a directory (bulwark.hoststate follows no link: a link to
+    /dev/null is such a thing).
+
+    + unit: the unit's full name (`apache2.service`)
+
+    **Example:**
+
+    .. code:: python
+
+        unit_masked(name="files: apache2.service masked", unit="apache2.service")
+    """
+    path = posixpath.join(UNIT_DIR, unit)
+    found = host_state(paths=(path,)).files[path]
+    if found is not None and not found.directory and found.sha256 is None:
+        host.noop(f"{unit} masked")
+        return
+    yield from pyinfra_files.link._inner(path=path, target="/dev/null")
+
+
+@operation()
 def directory_present(path: str, user: str, group: str, mode: str):
     """Make `path` a directory with this owner and mode.
 
@@ -239,6 +265,39 @@ def directory_present(path: str, user: str, group: str, mode: str):
         host.noop(f"{path} as wanted")
         return
     yield from pyinfra_files.directory._inner(path=path, user=user, group=group, mode=mode)
+
+
+@operation()
+def file_present(path: str, user: str, group: str, mode: str):
+    """Make `path` a regular file with this owner and mode, created empty if it is missing; a
+    file that exists keeps its contents (its daemon writes them).
+
+    + path: the file
+    + user, group: its owner
+    + mode: its permission bits, octal digits
+
+    **Example:**
+
+    .. code:: python
+
+        file_present(
+            name="files: usage file", path="/var/lib/bulwark/files/a.example.net/.ftpquota",
+            user="bulwark-files", group="bulwark-files", mode="0600",
+        )
+    """
+    found = host_state(paths=(path,)).files[path]
+    if found is not None and not found.directory and _owner_and_mode(found, user, group, mode):
+        host.noop(f"{path} as wanted")
+        return
+    yield from pyinfra_files.file._inner(
+        path=path,
+        user=user,
+        group=group,
+        mode=mode,
+        touch=False,
+        present=True,
+        create_remote_dir=False,
+    )
 
 
 @operation()

@@ -90,7 +90,7 @@ def certificate_names(topology: Topology, host: Host) -> tuple[str, ...]:
     The host's own name, each client host name of the services it runs, generic
     (`imap.DOMAIN`) and of its site (`imap.nj.DOMAIN`); and, when the platform has TLS
     pass-through proxies, the proxy names that reach those services, since the backend
-    answers the TLS handshake the proxy forwards.
+    answers the TLS handshake the proxy forwards; on a files host, the content origin.
     """
     services = topology.services(host)
     labels = {label for service in services for label in service.names}
@@ -103,6 +103,8 @@ def certificate_names(topology: Topology, host: Host) -> tuple[str, ...]:
     names = {topology.fqdn(host)}
     names |= {catalogue.qualified_name(label, domain) for label in labels}
     names |= {catalogue.qualified_name(label, domain, host.site) for label in labels}
+    if host.has_role("files"):
+        names.add(topology.content_origin)
     return tuple(sorted(names))
 
 

@@ -26,6 +26,7 @@ from bulwark.errors import BulwarkError
 from bulwark.pki import ensure_pki
 from bulwark.secret import write_private_file
 from bulwark.secret_names import (
+    CONTENT_LINK_KEY,
     DIRECTORY_ADMIN_PASSWORD,
     DOVEADM_PASSWORD,
     account_password,
@@ -78,6 +79,7 @@ _GENERATORS: dict[str, Callable[[], str]] = {
     "psk": lambda: _random_base64(32),  # WireGuard pre-shared key: a post-quantum hedge
     "luks": lambda: _random_base64(64),  # the storage role writes the decoded 64 bytes
     "password": lambda: secrets.token_urlsafe(24),  # 32 URL-safe characters
+    "key": lambda: _random_base64(48),  # 64 characters, 384 random bits: an HMAC key
 }
 
 
@@ -129,6 +131,9 @@ _KINDS: dict[str, Callable[[Topology], _Required]] = {
     "account-passwords": _account_passwords,
     "doveadm-password": lambda topology: {
         DOVEADM_PASSWORD: ("password", "doveadm password the mail stores replicate with")
+    },
+    "content-link-key": lambda topology: {
+        CONTENT_LINK_KEY: ("key", "HMAC key of the expiring links to users' files")
     },
     "directory-admin-password": lambda topology: {
         DIRECTORY_ADMIN_PASSWORD: ("password", "slapd administrator password")

@@ -25,7 +25,6 @@ from cryptography import x509
 
 from bulwark import catalogue, registry
 from bulwark.catalogue import Exposure
-from bulwark.exposure import port_span
 from bulwark.hoststate import FileState, HostState, sysctl_settings
 from bulwark.livecheck import Difference, Finding, HostContext, LiveCheck, Reading, Verdict
 from bulwark.render import RenderedFile
@@ -464,7 +463,7 @@ def expected_ports(topology: Topology, host: Host) -> tuple[Port, ...]:
     ports = []
     for service in catalogue.services_for_roles(roles):
         where, wildcard = addresses[service.exposure]
-        required = port_span(service.ports) is None
+        required = not service.on_demand
         ports += [
             Port(service.name, str(service.transport), port, where, wildcard, required)
             for port in service.ports

@@ -7,8 +7,10 @@ promised in plain words, and gives:
 - `roles`: the roles (bulwark.registry) that deliver it. Whether each has a module decides the
   status, so the table updates itself as roles land: a promise whose roles all have a module is
   kept, one with some is kept in part, one with none is not implemented;
-- `evidence`: where its rendered configuration says so: the role that writes the file, a glob of
-  the file's path on the host, and a regular expression of the lines that implement it;
+- `evidence`: where its rendered configuration says so: the role that writes the file (for a
+  web host's front, nginx's configuration and the credential checker, any of its web roles:
+  the last one writes it for all), a glob of the file's path on the host, and a regular
+  expression of the lines that implement it;
 - `tests`: the tests that prove it (node ids of tests/unit, tests/integration, tests/e2e);
 - `waived`: for a promise the platform deliberately does not keep, why, in plain words.
 
@@ -27,7 +29,7 @@ from enum import StrEnum
 from fnmatch import fnmatchcase
 from functools import cached_property
 
-from bulwark import registry
+from bulwark import registry, web
 from bulwark.render import RenderedFile
 
 ENDPOINTS = "000"  # shared/seeds/000_5451c505d9a79d6e.txt: server names and ports
@@ -114,7 +116,7 @@ class RenderedIndex:
         line; only roles with a module render files, so a role without one finds nothing."""
         lines: dict[tuple[str, str], list[str]] = {}
         for (role, path), files in sorted(self._files.items()):
-            if role != evidence.role or not fnmatchcase(path, evidence.path):
+            if not written_by(evidence.role, role, path) or not fnmatchcase(path, evidence.path):
                 continue
             seen: dict[str, list[str]] = {}  # many hosts get the very same file
             for rendered in files:
@@ -131,6 +133,16 @@ class RenderedIndex:
 
     def find_all(self, promise: Promise) -> list[Found]:
         return [found for evidence in promise.evidence for found in self.find(evidence)]
+
+
+def written_by(evidence_role: str, role: str, path: str) -> bool:
+    """Whether evidence of `evidence_role` looks in `path` as `role` rendered it: its own
+    files, and a web host's front (nginx's configuration, the credential checker), which the
+    host's last web role writes for all of them (bulwark.web.writes_front)."""
+    if role == evidence_role:
+        return True
+    shared = path in web.FRONT_PATHS
+    return shared and {role, evidence_role} <= set(web.WEB_ROLES)
 
 
 def matching_lines(regex: re.Pattern[str], content: str) -> list[str]:
@@ -156,6 +168,17 @@ _WEB_HEADERS = (
     "tests/unit/test_dav_role.py::test_every_served_response_carries_the_security_headers",
     "tests/e2e/test_dav.py::test_every_response_carries_the_security_headers",
 )
+_CONTENT_ORIGIN = (
+    "tests/unit/test_files_role.py::test_the_content_origin_serves_files_sandboxed_and_read_only",
+    "tests/unit/test_files_role.py::test_the_content_origin_is_its_own_name_and_never_a_served_one",
+    "tests/e2e/test_files.py::test_a_browser_opens_a_file_on_the_content_origin_sandboxed",
+)
+_FTPS = (
+    "tests/unit/test_files_role.py::test_pure_ftpd_requires_tls_chroots_and_asks_the_checker",
+    "tests/e2e/test_files.py::test_ftps_is_tls_1_2_or_later_with_a_verified_certificate",
+    "tests/e2e/test_files.py::test_ftp_refuses_user_before_auth_tls",
+    "tests/e2e/test_files.py::test_ftp_refuses_a_clear_data_channel",
+)
 _NGINX = "/etc/nginx/nginx.conf"
 _DOVECOT = "/etc/dovecot/dovecot.conf"
 _AUTH_LUA = "/etc/dovecot/bulwark-auth.lua"
@@ -166,6 +189,10 @@ _SSHD = "/etc/ssh/sshd_config.d/10-bulwark.conf"
 _UNATTENDED = "/etc/apt/apt.conf.d/52bulwark-unattended-upgrades"
 _WEBAUTH_ACCOUNTS = "/etc/bulwark/webauth/accounts.json"
 _ADDRESSBOOK_RIGHTS = "/etc/bulwark/dav/addressbooks.rights"
+_APACHE = "/etc/bulwark/files/apache2.conf"
+_FTPD = "/etc/systemd/system/bulwark-ftpd.service"
+_FILES_WRITES = "/etc/nginx/bulwark-files-writes.conf"
+_FILES_RSYNCD = "/etc/bulwark/replication/files-rsyncd.conf"
 
 PROMISES: tuple[Promise, ...] = (
     # --- 002: how the service is kept secure --------------------------------------------------
@@ -192,6 +219,7 @@ PROMISES: tuple[Promise, ...] = (
             Evidence("mx", _MASTER_CF, r"smtpd_tls_security_level=encrypt"),
             Evidence("mx", _MAIN_CF, r"^smtpd_tls_auth_only = yes$"),
             Evidence("dav", _NGINX, r"listen \S+:443 ssl"),
+            Evidence("files", _FTPD, r"^\s*--tls 3 \\$"),
         ),
         tests=(
             "tests/unit/test_mail_roles.py::test_the_mx_offers_tls_and_submission_requires_it",
@@ -201,6 +229,8 @@ PROMISES: tuple[Promise, ...] = (
             "tests/e2e/test_mail.py::test_submission_587_offers_auth_only_after_starttls",
             "tests/e2e/test_mail.py::test_plaintext_imap_and_pop3_refuse_connections",
             "tests/e2e/test_dav.py::test_https_is_tls_1_2_or_later_with_a_verified_certificate",
+            "tests/e2e/test_files.py::test_https_is_tls_1_2_or_later_with_a_verified_certificate",
+            *_FTPS,
         ),
     ),
     Promise(
@@ -217,12 +247,15 @@ PROMISES: tuple[Promise, ...] = (
             Evidence("mx", _MAIN_CF, r"^tls_high_cipherlist = ECDHE-"),
             Evidence("dav", _NGINX, r"^\s*ssl_protocols TLSv1\.2 TLSv1\.3;$"),
             Evidence("dav", _NGINX, r"^\s*ssl_ciphers ECDHE-"),
+            Evidence("files", _FTPD, r"^\s*--tlsciphersuite ECDHE-"),
         ),
         tests=(
             "tests/unit/test_mail_roles.py::test_postfix_tls_is_mozilla_intermediate_and_forward_secret",
             "tests/unit/test_mail_roles.py::test_dovecot_requires_mozilla_intermediate_tls",
             "tests/e2e/test_mail.py::test_tls_is_1_2_or_later_and_forward_secret",
             "tests/e2e/test_dav.py::test_https_is_tls_1_2_or_later_with_a_verified_certificate",
+            "tests/e2e/test_files.py::test_https_is_tls_1_2_or_later_with_a_verified_certificate",
+            "tests/e2e/test_files.py::test_ftps_is_tls_1_2_or_later_with_a_verified_certificate",
         ),
     ),
     Promise(
@@ -236,7 +269,11 @@ PROMISES: tuple[Promise, ...] = (
             Evidence("dav", _NGINX, r"add_header Strict-Transport-Security "),
             Evidence("dav", _NGINX, r"return 301 https://"),
         ),
-        tests=(*_WEB_HEADERS, "tests/e2e/test_dav.py::test_port_80_only_redirects_to_https"),
+        tests=(
+            *_WEB_HEADERS,
+            "tests/unit/test_files_role.py::test_port_80_redirects_the_files_names_and_not_ftp",
+            "tests/e2e/test_dav.py::test_port_80_only_redirects_to_https",
+        ),
     ),
     Promise(
         "outbound-tls",
@@ -276,17 +313,33 @@ PROMISES: tuple[Promise, ...] = (
         evidence=(
             Evidence("dav", _NGINX, r"add_header Content-Security-Policy \"default-src 'none'"),
             Evidence("dav", _NGINX, r"add_header X-Content-Type-Options nosniff"),
+            Evidence("files", _NGINX, r"add_header Content-Security-Policy \"[^\"]*\bsandbox\""),
         ),
-        tests=_WEB_HEADERS,
+        tests=(*_WEB_HEADERS, *_CONTENT_ORIGIN),
     ),
     Promise(
         "isolated-domains",
         PRACTICES,
         "Content security policy",
         "Untrusted content (attachments, users' websites) is served from isolated domains.",
-        waived="bulwark serves no webmail, no attachments and no user websites: nothing "
-        "untrusted is shown in a browser under the platform's names. DAV responses are sent "
-        "with nosniff and a policy that allows nothing (row above).",
+        roles=("files",),
+        evidence=(
+            Evidence("files", _NGINX, r"^\s*server_name usercontent\."),
+            Evidence("files", _NGINX, r"^\s*return 303 \$bulwark_location;$"),
+            Evidence("files", _NGINX, r"^\s*limit_except GET \{$"),
+            Evidence("files", _NGINX, r'^\s*proxy_set_header Cookie "";$'),
+            Evidence("files", _WEBAUTH_ACCOUNTS, r'"content_origin": '),
+        ),
+        tests=(
+            *_CONTENT_ORIGIN,
+            "tests/unit/test_validation.py::test_bad_inventory_reports_exactly_its_problems",
+        ),
+        note="The untrusted content bulwark shows in a browser is users' files (it serves no "
+        "webmail, attachments or user websites). A browser opening one over WebDAV is sent "
+        "(303) to the content origin, a host name of its own (usercontent.DOMAIN, or the "
+        "platform's content_origin, which may be no name of the platform's services), by a "
+        "signed link that expires; there it gets no login and no cookie, a CSP sandbox, "
+        "nosniff, and markup only as a download.",
     ),
     Promise(
         "kernel-firewall",
@@ -318,12 +371,13 @@ PROMISES: tuple[Promise, ...] = (
         "We only allow necessary communications",
         "Internal services (LMTP, replication) answer only the hosts whose roles use them, and "
         "speak TLS even inside the VPN.",
-        roles=("firewall", "mx", "mailstore", "dav"),
+        roles=("firewall", "mx", "mailstore", "dav", "files"),
         evidence=(
             Evidence("firewall", _NFTABLES, r"ip saddr @\w+_clients_v4 tcp dport \d+ .*accept"),
             Evidence("mailstore", _DOVECOT, r"^\s*ssl_verify_client_cert = yes$"),
             Evidence("mx", _MAIN_CF, r"^lmtp_tls_security_level = secure$"),
             Evidence("dav", _NGINX, r"^\s*ssl_verify_client on;$"),
+            Evidence("files", _NGINX, r"^\s*map \$ssl_client_s_dn \$bulwark_replica_files \{$"),
         ),
         tests=(
             "tests/unit/test_network_roles.py::"
@@ -468,7 +522,7 @@ PROMISES: tuple[Promise, ...] = (
         "Password encryption",
         "Passwords used to log in are stored non-reversibly: app passwords as Argon2id hashes "
         "only, and the main password is never stored on a host.",
-        roles=("mx", "mailstore", "dav"),
+        roles=("mx", "mailstore", "dav", "files"),
         evidence=(
             Evidence("mailstore", _AUTH_LUA, r"\{ARGON2ID\}<secret:"),
             Evidence("mx", _AUTH_LUA, r"\{ARGON2ID\}<secret:"),
@@ -504,11 +558,13 @@ PROMISES: tuple[Promise, ...] = (
         PRACTICES,
         "Destruction of data",
         "Data is replicated to more than one system: mail both ways between the sites, "
-        "calendars and contacts to the secondary site.",
-        roles=("mailstore", "dav"),
+        "calendars, contacts and files to the secondary site.",
+        roles=("mailstore", "dav", "files"),
         evidence=(
             Evidence("mailstore", _DOVECOT, r"^\s*mail_replica = tcps:"),
             Evidence("dav", _NGINX, r"^\s*listen \S+:\d+ ssl;$"),
+            Evidence("files", _FILES_RSYNCD, r"^\s*path = "),
+            Evidence("files", _FILES_WRITES, r"^\s*default \"read-only\";$"),
         ),
         tests=(
             "tests/unit/test_mail_roles.py::test_each_store_replicates_with_the_other_sites_store",
@@ -517,6 +573,8 @@ PROMISES: tuple[Promise, ...] = (
             "tests/integration/test_faults.py::test_replication_catches_up_soon_after_a_tunnel_cut",
             "tests/e2e/test_mail.py::test_mail_submitted_in_nj_is_readable_in_sea",
             "tests/e2e/test_dav.py::test_a_contact_written_at_the_primary_is_readable_at_the_secondary",
+            "tests/unit/test_files_role.py::test_the_replica_serves_files_read_only",
+            "tests/e2e/test_files.py::test_a_file_written_at_the_primary_is_read_at_the_replica",
         ),
         note="A replica copies deletions too: it is no backup (see the backup rows).",
     ),
@@ -619,8 +677,15 @@ PROMISES: tuple[Promise, ...] = (
             Evidence("mailstore", _AUTH_LUA, r"no app password matches"),
             Evidence("mx", _AUTH_LUA, r"no app password matches"),
             Evidence("dav", _WEBAUTH_ACCOUNTS, r'^\s*"\w+": \["<secret:account/'),
+            Evidence("files", _FTPD, r"^\s*--login extauth:"),
+            Evidence("files", _FTPD, r"^\s*--noanonymous \\$"),
         ),
-        tests=_MAIN_PASSWORD_REFUSED,
+        tests=(
+            *_MAIN_PASSWORD_REFUSED,
+            "tests/unit/test_files_role.py::test_pure_ftpd_requires_tls_chroots_and_asks_the_checker",
+            "tests/e2e/test_files.py::test_the_main_password_is_refused_over_webdav",
+            "tests/e2e/test_files.py::test_the_main_password_is_refused_over_ftps",
+        ),
     ),
     Promise(
         "imap",
@@ -756,12 +821,51 @@ PROMISES: tuple[Promise, ...] = (
         roles=("directory",),
     ),
     Promise(
+        "files",
+        ENDPOINTS,
+        "Files",
+        "Each account's files are one tree, the same over WebDAV and FTP, kept within the "
+        "account's quota (its files_quota, or the platform's): an upload that would pass it is "
+        "refused over both.",
+        roles=("files",),
+        evidence=(
+            Evidence("files", _WEBAUTH_ACCOUNTS, r'^\s*"(files_roots|files_quotas)": \{$'),
+            Evidence("files", _NGINX, r'^\s*return 507 "over quota'),
+            Evidence("files", _NGINX, r"^\s*client_max_body_size 0;$"),
+            Evidence("files", _FTPD, r"^\s*--login extauth:"),
+        ),
+        tests=(
+            "tests/unit/test_files_role.py::test_the_quota_reaches_the_checker_for_every_account",
+            "tests/unit/test_files_role.py::test_files_quota_takes_bytes_and_binary_units",
+            "tests/unit/test_validation.py::test_bad_inventory_reports_exactly_its_problems",
+            "tests/e2e/test_files.py::test_an_upload_over_quota_is_refused_over_webdav_and_ftps",
+            "tests/e2e/test_files.py::test_a_chunked_upload_without_any_size_is_refused",
+            "tests/e2e/test_files.py::test_a_50_mb_upload_streams_and_reads_back_over_ftps",
+        ),
+    ),
+    Promise(
         "webdav",
         ENDPOINTS,
         "WebDAV",
         "https://webdav.DOMAIN/ with each user's files at /USER.DOMAIN/files/, and "
         "https://myfiles.DOMAIN/ rooted there.",
         roles=("files",),
+        evidence=(
+            Evidence("files", _NGINX, r"^\s*server_name (webdav|myfiles)\."),
+            Evidence("files", _NGINX, r"^\s*proxy_set_header X-Bulwark-Root \$bulwark_root;$"),
+            Evidence("files", _APACHE, r'^\s*RewriteCond "%\{HTTP:X-Bulwark-Root\}'),
+            Evidence("files", _APACHE, r'^\s*RewriteRule "\^/'),
+            Evidence("files", _APACHE, r"^Listen 127\.0\.0\.1:"),
+        ),
+        tests=(
+            "tests/unit/test_files_role.py::test_every_files_location_is_checked_and_gets_no_password",
+            "tests/unit/test_files_role.py::test_apache_serves_only_the_tree_nginx_names",
+            "tests/e2e/test_files.py::test_a_file_is_uploaded_listed_patched_copied_moved_and_deleted",
+            "tests/e2e/test_files.py::test_a_locked_file_takes_writes_only_with_its_token",
+            "tests/e2e/test_files.py::test_another_accounts_tree_is_refused",
+            "tests/e2e/test_files.py::test_a_destination_in_another_accounts_tree_is_refused",
+            "tests/e2e/test_files.py::test_a_traversal_out_of_the_own_tree_is_refused",
+        ),
     ),
     Promise(
         "ftp",
@@ -769,6 +873,26 @@ PROMISES: tuple[Promise, ...] = (
         "FTP",
         "ftp.DOMAIN on port 21 with FTPS (TLS required), files at /USER.DOMAIN/files/; no SFTP.",
         roles=("files",),
+        evidence=(
+            Evidence("files", _FTPD, r"^\s*--bind \S+,21 \\$"),
+            Evidence("files", _FTPD, r"^\s*--tls 3 \\$"),
+            Evidence("files", _FTPD, r"^\s*--chrooteveryone \\$"),
+            Evidence("files", _FTPD, r"^\s*--passiveportrange \d+:\d+ \\$"),
+            Evidence(
+                "firewall",
+                _NFTABLES,
+                r'tcp dport \d+-\d+ ct state new accept comment "ftp-passive"',
+            ),
+        ),
+        tests=(
+            *_FTPS,
+            "tests/unit/test_network_roles.py::test_ftp_passive_range_is_one_rule",
+            "tests/e2e/test_files.py::test_ftps_lists_stores_and_retrieves_in_the_passive_range",
+            "tests/e2e/test_files.py::test_ftp_session_never_leaves_its_chroot",
+        ),
+        note="Passive data connections use the catalogue's port range, which the firewall "
+        "opens explicitly (the nftables FTP helper cannot read an encrypted control channel). "
+        "SFTP is not offered: SSH takes keys only, from the management and admin networks.",
     ),
     Promise(
         "alternative-usernames",
@@ -827,6 +951,7 @@ SECTIONS: dict[str, tuple[str, ...]] = {
         "CalDAV",
         "CardDAV",
         "LDAP",
+        "Files",
         "WebDAV",
         "FTP",
         "Alternative usernames",

@@ -104,7 +104,15 @@ ROLES: tuple[Role, ...] = (
         secrets=("account-passwords",),
         peered=True,
     ),
-    Role("files", "WebDAV and FTPS file access", volumes=("files",)),
+    Role(
+        "files",
+        "Apache mod_dav behind nginx and pure-ftpd: WebDAV and FTPS, replicated read-only to "
+        "the secondary site",
+        module="files",
+        volumes=("files",),
+        secrets=("account-passwords", "content-link-key"),
+        peered=True,
+    ),
     Role(
         "directory",
         "slapd: the read-only LDAPS address book",

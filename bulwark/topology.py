@@ -39,11 +39,20 @@ class Host:
         return role in self.roles
 
 
+# Bytes each account may store in its files (WebDAV and FTP together) unless the inventory
+# says otherwise: platform field `files_quota`, or the account's own.
+DEFAULT_FILES_QUOTA = 10 * 1024**3
+# The isolated origin users' files open from in a browser, unless the platform's
+# `content_origin` names another (bulwark.catalogue.qualified_name of this label).
+CONTENT_ORIGIN_LABEL = "usercontent"
+
+
 @dataclass(frozen=True)
 class Account:
     user: str
     name: str
     app_passwords: tuple[str, ...]  # labels only; the hashes live in the vault
+    files_quota: int | None = None  # bytes; None: the platform's `files_quota`
 
     def address(self, domain: str) -> str:
         return f"{self.user}@{domain}"
@@ -68,6 +77,23 @@ class Topology:
     apt_proxy: str | None = None
     vault_file: str | None = None  # the encrypted vault holding this inventory's secrets
     shared_addressbook: SharedAddressBook | None = None
+    files_quota: int = DEFAULT_FILES_QUOTA  # bytes, for accounts that set none
+    content_origin_name: str | None = None  # the inventory's `content_origin`, if any
+
+    @property
+    def content_origin(self) -> str:
+        """The host name users' files open from in a browser: never a WebDAV or DAV origin."""
+        return self.content_origin_name or catalogue.qualified_name(
+            CONTENT_ORIGIN_LABEL, self.domain
+        )
+
+    def account_quota(self, account: Account) -> int:
+        """The bytes `account` may keep in its files."""
+        return self.files_quota if account.files_quota is None else account.files_quota
+
+    def files_root(self, account: Account) -> str:
+        """The top of `account`'s files in every path (`/<user>.<domain>/files/`, the seed's)."""
+        return f"{account.user}.{self.domain}"
 
     def site(self, name: str) -> Site:
         """The site called `name`; BulwarkError naming it (and close names) if there is none."""

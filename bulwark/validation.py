@@ -19,6 +19,7 @@ from urllib.parse import urlsplit
 from bulwark import catalogue, registry
 from bulwark.errors import did_you_mean
 from bulwark.topology import (
+    DEFAULT_FILES_QUOTA,
     Account,
     Host,
     IPv4Address,
@@ -41,7 +42,10 @@ _DNS_LABEL = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
 # A mailbox's local part: no leading, trailing or doubled dot (RFC 5322 dot-atom).
 _ACCOUNT_USER = re.compile(r"^(?!.*\.\.)[a-z0-9]([a-z0-9._-]{0,62}[a-z0-9])?$")
 _APP_PASSWORD_LABEL = re.compile(r"^[a-z0-9][a-z0-9-]{0,31}$")
-_ACCOUNT_KEYS = {"user", "name", "app_passwords"}
+_ACCOUNT_KEYS = {"user", "name", "app_passwords", "files_quota"}
+# A quota: bytes, or a number with a binary unit (`500M`, `10G`: powers of 1024).
+_SIZE = re.compile(r"^([0-9]{1,15})([KMGT]?)$")
+_SIZE_UNITS = {"": 1, "K": 1024, "M": 1024**2, "G": 1024**3, "T": 1024**4}
 _SHARED_BOOK_KEYS = {"owner", "editors"}
 _APT_UNSAFE = re.compile(r'[\s"\\;{}]')
 _RFC1918 = tuple(
@@ -249,12 +253,51 @@ def _check_accounts(value: Any, out: _Collector) -> tuple[Account, ...]:
         if not isinstance(name, str):
             out.add(where, "name", f"expected a display name, got {name!r}")
             name = str(name)
+        quota = _check_size(entry.get("files_quota"), where, "files_quota", out)
         if user:
-            accounts.append(Account(user, name, tuple(str(label) for label in labels)))
+            accounts.append(Account(user, name, tuple(str(label) for label in labels), quota))
     for user, count in sorted(users.items()):
         if count > 1:
             out.add(f"account {user}", "user", f"defined {count} times")
     return tuple(sorted(accounts, key=lambda account: account.user))
+
+
+def _check_size(value: Any, where: str, field_name: str, out: _Collector) -> int | None:
+    """A quota in bytes from an int or a string like '500M' or '10G'; None when absent."""
+    if value is None:
+        return None
+    text = str(value).strip().upper() if isinstance(value, int | str) else ""
+    match = _SIZE.match(text) if not isinstance(value, bool) else None
+    if match is None:
+        out.add(where, field_name, f"expected bytes or a size like '500M' or '10G', got {value!r}")
+        return None
+    return int(match[1]) * _SIZE_UNITS[match[2]]
+
+
+def _check_content_origin(value: Any, domain: str, out: _Collector) -> str | None:
+    """The host name users' files open from in a browser: any DNS name but the platform's
+    domain and its services' names, generic or of a site (those origins hold the DAV and
+    WebDAV sessions the content must be isolated from)."""
+    if value is None:
+        return None
+    labels = value.split(".") if isinstance(value, str) else []
+    if len(labels) < 2 or not all(_DNS_LABEL.match(label) for label in labels):
+        out.add(
+            "platform",
+            "content_origin",
+            f"expected a lower-case host name like 'usercontent.example.org', got {value!r}",
+        )
+        return None
+    served = {label for service in catalogue.SERVICES for label in service.names}
+    inside = value.removesuffix(f".{domain}").split(".") if value.endswith(f".{domain}") else []
+    if value == domain or (inside and inside[0] in served and len(inside) <= 2):
+        out.add(
+            "platform",
+            "content_origin",
+            f"{value!r} is a name the platform serves: give the content its own host name",
+        )
+        return None
+    return value
 
 
 def _check_shared_addressbook(
@@ -580,6 +623,8 @@ def build_topology(
     shared_addressbook = _check_shared_addressbook(
         platform.get("shared_addressbook"), accounts, out
     )
+    files_quota = _check_size(platform.get("files_quota"), "platform", "files_quota", out)
+    content_origin = _check_content_origin(platform.get("content_origin"), domain, out)
     vault_file = platform.get("vault_file")
     if vault_file is not None and not isinstance(vault_file, str):
         out.add("platform", "vault_file", f"expected a path, got {vault_file!r}")
@@ -608,4 +653,6 @@ def build_topology(
         apt_proxy=apt_proxy,
         vault_file=vault_file,
         shared_addressbook=shared_addressbook,
+        files_quota=DEFAULT_FILES_QUOTA if files_quota is None else files_quota,
+        content_origin_name=content_origin,
     )

@@ -1,11 +1,13 @@
-"""What the web roles (dav; files next) share: nginx in front of them, and the app-password
+"""What the web roles (dav, files) share: nginx in front of them, and the app-password
 check behind nginx's `auth_request`.
 
 One nginx per web host serves every web role's names on 443 (port 80 only redirects), with the
 platform's TLS policy and the same headers on every response, errors and redirects included:
 HSTS, a CSP that allows nothing, nosniff, no referrer, no version. It also carries the
 replication listeners (bulwark.replication) in its stream block. Its one configuration file is
-written by the first web role of the host (`writes_front`), like Dovecot's by the mail roles.
+written by the last web role of the host (`writes_front`): it includes every web role's write
+switch, which each role installs in its own converge (bulwark.replication's order), so by then
+all of them exist.
 
 Backends never see a password and are reachable by nginx alone: each request's Basic
 credentials go to `bulwark-webauth` (bulwark/webauth.py) over a Unix socket; it checks them
@@ -30,11 +32,14 @@ from bulwark.plan import ManagedFile
 from bulwark.probes import Unit
 from bulwark.render import RenderedFile
 from bulwark.secret import SecretStore
-from bulwark.secret_names import app_password_name
+from bulwark.secret_names import CONTENT_LINK_KEY, app_password_name
 from bulwark.topology import Host, Topology
+from bulwark.volumes import volume
 
 # The roles nginx fronts, in the order their servers appear in its configuration.
 WEB_ROLES: tuple[str, ...] = ("dav", "files")
+# The ports nginx listens on for them: HTTPS, and HTTP that only redirects.
+WEB_PORTS: tuple[int, ...] = (443, 80)
 PACKAGES: tuple[str, ...] = ("nginx-core", "libnginx-mod-stream", "python3-argon2", "rsync")
 NGINX_CONFIG = "/etc/nginx/nginx.conf"
 NGINX_UNIT = "nginx.service"
@@ -56,8 +61,10 @@ NGINX_RELOAD = Activation(
     ),
 )
 # Whether this site's DAV takes writes (written by the dav role, in the order
-# bulwark.replication describes; included by nginx.conf).
+# bulwark.replication describes; included by nginx.conf). The files role has its own.
 DAV_WRITES_CONFIG = "/etc/nginx/bulwark-dav-writes.conf"
+# What each replicated web role holds, in the read-only replica's refusal.
+REPLICATED_CONTENT: dict[str, str] = {"dav": "calendars and contacts", "files": "files"}
 # HSTS for two years, subdomains included (Mozilla's value; hardening.md §1).
 HSTS_MAX_AGE = 63072000
 # Nothing the DAV and WebDAV origins serve is meant to run or be framed in a browser.
@@ -68,6 +75,10 @@ REQUEST_RATE = "100r/s"
 REQUEST_BURST = 400
 # Largest request body nginx accepts on DAV (a vCard with a photo, an event with attachments).
 DAV_BODY_LIMIT = "20m"
+# What a browser may do with a user's file, wherever it is served: nothing active, ever (no
+# script, no plugin, no form, no framing, no same-origin access: the sandbox without any
+# allow- token).
+FILES_CSP = "default-src 'none'; frame-ancestors 'none'; sandbox"
 
 # The DAV host-name labels (catalogue) -> the Radicale instance serving them (roles/dav.py) and
 # the URL prefix it answers under (Fastmail's layout, which is Cyrus's).
@@ -86,6 +97,36 @@ WEBAUTH_SOCKET = f"{replication.SOCKET_DIR}/webauth.sock"
 WEBAUTH_ACCOUNTS = "/etc/bulwark/webauth/accounts.json"
 # Seconds a successful check is reused for the same credentials before Argon2 runs again.
 CREDENTIAL_CACHE_SECONDS = 60
+# The files role's checker: the same program, running as the files' owner (it measures the
+# trees for quotas and writes pure-ftpd's usage file), for nginx's files and content realms on
+# one socket and pure-ftpd's extauth on another.
+FILESAUTH_UNIT = "bulwark-filesauth.service"
+FILESAUTH_SOCKET_UNIT = "bulwark-filesauth.socket"
+FILESAUTH_FTP_SOCKET_UNIT = "bulwark-filesauth-ftp.socket"
+FILESAUTH_SOCKET = f"{replication.SOCKET_DIR}/filesauth.sock"
+FILESAUTH_FTP_SOCKET = f"{replication.SOCKET_DIR}/filesauth-ftp.sock"
+FILESAUTH_UNIT_FILES: tuple[str, ...] = tuple(
+    f"/etc/systemd/system/{unit}"
+    for unit in (FILESAUTH_UNIT, FILESAUTH_SOCKET_UNIT, FILESAUTH_FTP_SOCKET_UNIT)
+)
+# try-restart with this pattern restarts the files checker where it exists and runs, and does
+# nothing (and fails nothing) where it does not exist yet: `systemctl try-restart NAME` fails
+# on a unit never installed.
+FILESAUTH_UNIT_PATTERN = FILESAUTH_UNIT.replace(".service", "*.service")
+# The key signing links to the content origin (a credential of the checker, root-only on disk).
+CONTENT_KEY_FILE = "/etc/bulwark/webauth/content-link-key"
+# Seconds a link to a file on the content origin works.
+CONTENT_LINK_SECONDS = 3600
+# A new accounts file or checker reaches the files role's checker too: it restarts if it runs
+# (socket-activated, it reads the new file when it next starts), on hosts that have it.
+CHECKERS_RESTART = Activation(
+    f"{WEBAUTH_UNIT}-restart",
+    (
+        ("systemctl", "daemon-reload"),
+        ("systemctl", "restart", WEBAUTH_UNIT),
+        ("systemctl", "try-restart", FILESAUTH_UNIT_PATTERN),
+    ),
+)
 # `user+Book@domain` logins see one address book (seed: +Default, +Shared), on CardDAV only.
 BOOK_LOGINS: tuple[str, ...] = ("Default", "Shared")
 BOOK_REALMS: tuple[str, ...] = ("carddav",)
@@ -103,21 +144,33 @@ def web_roles(host: Host) -> tuple[str, ...]:
 
 
 def writes_front(role: str, host: Host) -> bool:
-    """Whether `role` writes nginx's configuration and the credential checker on `host`."""
+    """Whether `role` writes nginx's configuration and the credential checker on `host`: the
+    last web role deployed there."""
     roles = web_roles(host)
-    return bool(roles) and roles[0] == role
+    return bool(roles) and roles[-1] == role
+
+
+# The front's files: whichever web role `writes_front` on a host writes them there.
+FRONT_PATHS: tuple[str, ...] = (
+    WEBAUTH_SCRIPT,
+    f"/etc/systemd/system/{WEBAUTH_SOCKET_UNIT}",
+    f"/etc/systemd/system/{WEBAUTH_UNIT}",
+    WEBAUTH_ACCOUNTS,
+    NGINX_CONFIG,
+)
 
 
 def front_files(role: str, host: Host) -> tuple[ManagedFile, ...]:
-    """nginx's configuration and the credential checker, when `role` writes them."""
+    """nginx's configuration and the credential checker (FRONT_PATHS), when `role` writes
+    them."""
     if not writes_front(role, host):
         return ()
     return (
-        ManagedFile(WEBAUTH_SCRIPT, "bulwark-webauth.j2", mode="0755"),
-        ManagedFile(f"/etc/systemd/system/{WEBAUTH_SOCKET_UNIT}", "bulwark-webauth.socket.j2"),
-        ManagedFile(f"/etc/systemd/system/{WEBAUTH_UNIT}", "bulwark-webauth.service.j2"),
-        ManagedFile(WEBAUTH_ACCOUNTS, "webauth-accounts.json.j2", mode="0600"),
-        ManagedFile(NGINX_CONFIG, "nginx.conf.j2", checker="nginx"),
+        ManagedFile(FRONT_PATHS[0], "bulwark-webauth.j2", mode="0755"),
+        ManagedFile(FRONT_PATHS[1], "bulwark-webauth.socket.j2"),
+        ManagedFile(FRONT_PATHS[2], "bulwark-webauth.service.j2"),
+        ManagedFile(FRONT_PATHS[3], "webauth-accounts.json.j2", mode="0600"),
+        ManagedFile(FRONT_PATHS[4], "nginx.conf.j2", checker="nginx"),
     )
 
 
@@ -141,7 +194,7 @@ def front_context(topology: Topology, host: Host, secrets: SecretStore) -> dict[
             "roles": roles,
             "domain": topology.domain,
             "public_address": public,
-            "names": {role: _names(topology, host, role) for role in roles},
+            "names": {role: role_names(topology, host, role) for role in roles},
             "dav_backends": {
                 label: {"socket": backend_socket(instance), "prefix": prefix}
                 for label, (instance, prefix) in DAV_BACKENDS.items()
@@ -155,7 +208,11 @@ def front_context(topology: Topology, host: Host, secrets: SecretStore) -> dict[
             "webauth_socket": WEBAUTH_SOCKET,
             "replication": [replication.listener(topology, host, role) for role in roles],
             "refused_socket": f"{replication.SOCKET_DIR}/refused.sock",
-            "dav_writes": DAV_WRITES_CONFIG,
+            "writes": {role: writes_config(role) for role in roles},
+            "files_backend": backend_socket("files"),
+            "filesauth_socket": FILESAUTH_SOCKET,
+            "files_csp": FILES_CSP,
+            "content_origin": topology.content_origin,
         },
         "webauth": {
             "script": WEBAUTH_SCRIPT,
@@ -176,22 +233,100 @@ def front_context(topology: Topology, host: Host, secrets: SecretStore) -> dict[
                         secrets.get(app_password_name(account.user, label))
                         for label in account.app_passwords
                     ],
+                    "files_root": topology.files_root(account),
+                    "files_quota": topology.account_quota(account),
                 }
                 for account in topology.accounts
             ],
+            "files": "files" in roles,
+            "files_dir": volume("files").path,
+            "content_origin": topology.content_origin,
+            "content_link_seconds": CONTENT_LINK_SECONDS,
         },
     }
 
 
-def _names(topology: Topology, host: Host, role: str) -> dict[str, tuple[str, ...]]:
-    """Label -> the host names a server of `role` answers to: generic and of the host's site."""
+def writes_config(role: str) -> str:
+    """nginx's write switch of a replicated web role: whether this site takes its writes."""
+    return DAV_WRITES_CONFIG if role == "dav" else f"/etc/nginx/bulwark-{role}-writes.conf"
+
+
+def refused_variable(role: str) -> str:
+    """The nginx variable that is 1 for a request the site's write switch refuses."""
+    return f"$bulwark_{role}_refused"
+
+
+def writes_context(topology: Topology, host: Host, role: str) -> dict[str, Any]:
+    """What the write switch's template (web-shared/nginx-writes.conf.j2) needs."""
+    return {
+        "writes": {
+            "role": role,
+            "content": REPLICATED_CONTENT[role],
+            "read_only": not replication.is_primary(topology, host),
+            "site": host.site,
+            "primary_site": topology.primary_site.name,
+        }
+    }
+
+
+def files_auth_files(host: Host) -> tuple[ManagedFile, ...]:
+    """The files role's checker: its units and the content-link key."""
+    return (
+        ManagedFile(FILESAUTH_UNIT_FILES[0], "bulwark-filesauth.service.j2"),
+        ManagedFile(FILESAUTH_UNIT_FILES[1], "bulwark-filesauth.socket.j2"),
+        ManagedFile(FILESAUTH_UNIT_FILES[2], "bulwark-filesauth-ftp.socket.j2"),
+        ManagedFile(CONTENT_KEY_FILE, "content-link-key.j2", mode="0600"),
+    )
+
+
+def files_auth_units(host: Host) -> tuple[Unit, ...]:
+    return (Unit(FILESAUTH_SOCKET_UNIT), Unit(FILESAUTH_FTP_SOCKET_UNIT))
+
+
+def files_auth_context(
+    topology: Topology, host: Host, secrets: SecretStore, user: str, data_dir: str
+) -> dict[str, Any]:
+    """What the files role's checker's units need."""
+    return {
+        "filesauth": {
+            "unit": FILESAUTH_UNIT,
+            "socket": FILESAUTH_SOCKET,
+            "ftp_socket": FILESAUTH_FTP_SOCKET,
+            "socket_unit": FILESAUTH_SOCKET_UNIT,
+            "ftp_socket_unit": FILESAUTH_FTP_SOCKET_UNIT,
+            "socket_group": replication.NGINX_GROUP,
+            "user": user,
+            "data_dir": data_dir,
+            "key_file": CONTENT_KEY_FILE,
+            "key": secrets.get(CONTENT_LINK_KEY),
+            "read_only": not replication.is_primary(topology, host),
+        }
+    }
+
+
+def converge_files_auth(role: str, files: dict[str, RenderedFile]) -> None:
+    """The files role's checker: restarted when its units or key changed (the accounts file's
+    own change restarts it with bulwark-webauth, `converge_front`)."""
+    install(
+        role,
+        [*(files[path] for path in FILESAUTH_UNIT_FILES), files[CONTENT_KEY_FILE]],
+        then=restarted(FILESAUTH_UNIT, unit_files_changed=True),
+    )
+    keep_running(role, FILESAUTH_SOCKET_UNIT)
+    keep_running(role, FILESAUTH_FTP_SOCKET_UNIT)
+
+
+def role_names(topology: Topology, host: Host, role: str) -> dict[str, tuple[str, ...]]:
+    """Label -> the host names a server of `role` answers to: generic and of the host's site.
+    Only the names of its web services (HTTPS, and HTTP that redirects): nginx neither serves
+    nor redirects a name of another daemon (the files role's `ftp`)."""
     return {
         label: (
             catalogue.qualified_name(label, topology.domain),
             catalogue.qualified_name(label, topology.domain, host.site),
         )
         for service in topology.services(host)
-        if service.role == role
+        if service.role == role and set(service.ports) & set(WEB_PORTS)
         for label in service.names
     }
 
@@ -207,7 +342,7 @@ def converge_front(role: str, files: dict[str, RenderedFile]) -> None:
         files[f"/etc/systemd/system/{WEBAUTH_UNIT}"],
         files[WEBAUTH_ACCOUNTS],
     ]
-    install(role, checker, then=restarted(WEBAUTH_UNIT, unit_files_changed=True))
+    install(role, checker, then=CHECKERS_RESTART)
     keep_running(role, WEBAUTH_SOCKET_UNIT)
     install(role, [files[NGINX_CONFIG]], check=NGINX_CHECK, then=NGINX_RELOAD)
     keep_running(role, NGINX_UNIT)

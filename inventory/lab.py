@@ -20,11 +20,12 @@ _PRIMARY = os.environ.get("BULWARK_LAB_PRIMARY", "nj")
 _REVOKED = set(filter(None, os.environ.get("BULWARK_LAB_REVOKED", "").split(",")))
 
 
-def _account(user: str, name: str, labels: list[str]) -> dict:
+def _account(user: str, name: str, labels: list[str], **more) -> dict:
     return {
         "user": user,
         "name": name,
         "app_passwords": [label for label in labels if f"{user}/{label}" not in _REVOKED],
+        **more,
     }
 
 
@@ -32,7 +33,8 @@ _PLATFORM = {
     "domain": "example.net",
     "admin_networks": [],
     "accounts": [
-        _account("alice", "Alice Archer", ["laptop", "phone"]),
+        # A small quota, which tests/e2e/test_files.py fills; bob has the platform's default.
+        _account("alice", "Alice Archer", ["laptop", "phone"], files_quota="64M"),
         _account("bob", "Bob Baker", ["desktop"]),
     ],
     # Every account reads this address book; only its editors change it.

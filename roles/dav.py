@@ -158,6 +158,7 @@ def template_context(topology: Topology, host: Host, secrets: SecretStore) -> Ma
     read_only = not replication.is_primary(topology, host)
     return {
         **web.front_context(topology, host, secrets),
+        **web.writes_context(topology, host, ROLE),
         **replication.template_context(topology, host, TREE),
         **bruteforce.watcher_context(topology, host),
         "dav": {

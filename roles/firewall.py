@@ -248,6 +248,7 @@ def template_context(topology: Topology, host: Host, secrets: SecretStore) -> Ma
         "ban": ban(topology, host),
         "input_rules": input_rules(topology, host),
         "forward_rules": forward_rules(topology, host),
+        "output_rules": output_rules(topology, host),
     }
 
 
@@ -268,13 +269,20 @@ def converge(topology: Topology, host: Host, secrets: SecretStore) -> None:
 
 
 def nft_ports(ports: Iterable[int]) -> str:
-    """nftables port syntax: `993`, `50000-50100` or `{ 21, 25, 80 }`."""
+    """nftables port syntax: `993`, `50000-50100` or `{ 21, 80, 50000-50100 }` (each run of
+    consecutive ports written as a range)."""
     ports = sorted(set(ports))
     if len(ports) == 1:
         return str(ports[0])
     if span := port_span(ports):
         return f"{span[0]}-{span[1]}"
-    return "{ " + ", ".join(str(port) for port in ports) + " }"
+    runs: list[list[int]] = []
+    for port in ports:
+        if runs and port == runs[-1][-1] + 1:
+            runs[-1].append(port)
+        else:
+            runs.append([port])
+    return "{ " + ", ".join(nft_ports(run) for run in runs) + " }"
 
 
 def client_set_name(opening: Opening) -> str:
@@ -334,6 +342,19 @@ def input_rules(topology: Topology, host: Host) -> list[str]:
     return [
         f'{source}{transport} dport {ports} ct state new accept comment "{", ".join(names)}"'
         for (source, transport, ports), names in merged.items()
+    ]
+
+
+def output_rules(topology: Topology, host: Host) -> list[str]:
+    """What this host may not start: on an FTP server, a data connection to the client
+    (active mode, from catalogue.FTP_ACTIVE_DATA_PORT): passive mode is the only one, in the
+    range the input rules open."""
+    deployed = {role.name for role in registry.deployed_roles(host)}
+    if "ftp" not in {service.name for service in catalogue.services_for_roles(deployed)}:
+        return []
+    return [
+        f"tcp sport {catalogue.FTP_ACTIVE_DATA_PORT} ct state new counter reject with tcp reset "
+        'comment "ftp active mode: passive only"'
     ]
 
 

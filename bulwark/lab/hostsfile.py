@@ -1,4 +1,5 @@
-"""The internet namespace's /etc/hosts: every catalogue host name at the public address serving it.
+"""The internet namespace's /etc/hosts: every catalogue host name at the public address serving
+it, and the content origin.
 
 The end-to-end clients connect by name, as real clients do: `imap.DOMAIN` reaches the primary
 site's mail store, `imap.SITE.DOMAIN` the given site's.
@@ -32,6 +33,9 @@ def host_names(topology: Topology) -> dict[str, str]:
                 names.setdefault(f"{label}.{site.name}.{topology.domain}", address)
                 if site.name == primary:
                     names.setdefault(f"{label}.{topology.domain}", address)
+    files = [host for host in topology.hosts_with_role("files", primary) if host.public_address]
+    if files:  # users' files open from the isolated origin the primary's files hosts serve
+        names.setdefault(topology.content_origin, str(files[0].public_address))
     return names
 
 

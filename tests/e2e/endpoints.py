@@ -52,6 +52,7 @@ def assert_modern_tls(
     server_port: int,
     starttls: ProtocolWithOpportunisticTlsEnum | None = None,
     intermediate: bool = True,
+    connections: int | None = None,
 ) -> None:
     """Scan `server_name:server_port` with sslyze, whose own OpenSSL still speaks SSL 2 to
     TLS 1.1 (the system's refuses them: a refusal seen through it would prove nothing).
@@ -59,6 +60,8 @@ def assert_modern_tls(
     Every legacy protocol is refused; TLS 1.2 is accepted with forward-secret suites only (with
     `intermediate`, exactly bulwark.tls's Mozilla Intermediate ones at most); TLS 1.3 is
     accepted. The scanner verifies no certificate: callers that need that check it themselves.
+    `connections` caps the scanner's simultaneous connections (a server limiting those per
+    client address, as FTP's does, would otherwise turn some away).
     """
     request = ServerScanRequest(
         server_location=ServerNetworkLocation(hostname=server_name, port=server_port),
@@ -71,7 +74,9 @@ def assert_modern_tls(
             ScanCommand.TLS_1_3_CIPHER_SUITES,
         },
     )
-    scanner = Scanner()
+    scanner = Scanner(
+        **({"per_server_concurrent_connections_limit": connections} if connections else {})
+    )
     scanner.queue_scans([request])
     (result,) = scanner.get_results()
     assert result.scan_status == ServerScanStatusEnum.COMPLETED, result.connectivity_error_trace

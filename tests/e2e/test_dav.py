@@ -37,13 +37,13 @@ import requests
 from caldav.lib import error as caldav_error
 from endpoints import assert_modern_tls, host_name
 from requests.auth import HTTPBasicAuth
+from webclient import TIMEOUT, CountedBasicAuth, LoginBudgetSpent, Web
 
 from bulwark import catalogue
 from bulwark.lab.accounts import LabAccount
 from bulwark.secret import Secret
 from bulwark.topology import Topology
 
-TIMEOUT = 30  # seconds per request
 REPLICATION_DEADLINE = 60  # seconds a write at the primary may take to be readable at the other
 REPLICATION_POLL = 0.5  # seconds between reads at the secondary
 FAILED_LOGINS = 4  # failed logins this file causes in total (see the module docstring)
@@ -79,7 +79,6 @@ ADDRESSBOOK_HOME_SET = f"{{{CARDDAV_NS}}}addressbook-home-set"
 
 VCARD_TYPE = "text/vcard; charset=utf-8"
 ICAL_TYPE = "text/calendar; charset=utf-8"
-XML_TYPE = "application/xml; charset=utf-8"
 
 
 # --- paths, bodies, requests --------------------------------------------------------------------
@@ -102,39 +101,17 @@ def shared_book(account: LabAccount, owner: LabAccount) -> str:
     return f"{principal(ADDRESSBOOKS, account)}{owner.address}.{SHARED}/"
 
 
-class LoginBudgetSpent(Exception):
-    """FAILED_LOGINS refused logins were seen: another one could get the client banned."""
+class DavAuth(CountedBasicAuth):
+    """This module's logins: FAILED_LOGINS refused ones at most."""
+
+    budget = FAILED_LOGINS
+    refused = 0
 
 
-class CountedBasicAuth(HTTPBasicAuth):
-    """HTTP Basic that counts every 401 answering it (redirects followed by the caldav client
-    included) and sends nothing once FAILED_LOGINS are spent: however wrong the dav role is,
-    this file never gets the suite's address banned. Its repr shows no password."""
-
-    refused = 0  # 401s to requests with credentials, over the whole module
-
-    def __call__(self, request: requests.PreparedRequest) -> requests.PreparedRequest:
-        if CountedBasicAuth.refused >= FAILED_LOGINS:
-            raise LoginBudgetSpent(
-                f"{CountedBasicAuth.refused} logins already refused: not sending another "
-                f"({request.method} {request.url}) lest the client's address be banned"
-            )
-        request.register_hook("response", self._count)
-        return super().__call__(request)
-
-    @staticmethod
-    def _count(response: requests.Response, **_: object) -> requests.Response:
-        if response.status_code == 401:
-            CountedBasicAuth.refused += 1
-        return response
-
-
-def login(
-    account: LabAccount, name: str | None = None, password: Secret | None = None
-) -> CountedBasicAuth:
+def login(account: LabAccount, name: str | None = None, password: Secret | None = None) -> DavAuth:
     """HTTP Basic as `account` (login `name` if given; its first app password unless `password`).
     The password is revealed into the auth object only."""
-    return CountedBasicAuth(name or account.address, (password or account.password).reveal())
+    return DavAuth(name or account.address, (password or account.password).reveal())
 
 
 def token() -> str:
@@ -215,50 +192,10 @@ def location(response: requests.Response) -> str:
     return unquote(urljoin(response.url, response.headers["Location"]))
 
 
-@dataclass(frozen=True)
-class Web:
-    """The dav role's host names, as a client reaches them."""
-
-    topology: Topology
-    ca_file: Path
-
-    def url(self, label: str, path: str, site: str | None = None, scheme: str = "https") -> str:
-        return f"{scheme}://{host_name(self.topology, label, site)}{path}"
-
-    def request(
-        self,
-        method: str,
-        url: str,
-        auth: HTTPBasicAuth | None = None,
-        *,
-        depth: int | None = None,
-        headers: dict[str, str] | None = None,
-        body: str | bytes | None = None,
-    ) -> requests.Response:
-        """One request on a fresh connection: no cookies, no proxy or .netrc from the
-        environment, redirects returned rather than followed."""
-        sent = dict(headers or {})
-        if depth is not None:
-            sent["Depth"] = str(depth)
-        if body is not None and "Content-Type" not in sent:
-            sent["Content-Type"] = XML_TYPE
-        with requests.Session() as session:
-            session.trust_env = False
-            return session.request(
-                method,
-                url,
-                auth=auth,
-                headers=sent,
-                data=body.encode() if isinstance(body, str) else body,
-                verify=str(self.ca_file),
-                allow_redirects=False,
-                timeout=TIMEOUT,
-            )
-
-    def put_contact(self, url: str, auth: HTTPBasicAuth, uid: str) -> requests.Response:
-        """Create (never overwrite) a contact."""
-        headers = {"Content-Type": VCARD_TYPE, "If-None-Match": "*"}
-        return self.request("PUT", url, auth, headers=headers, body=vcard(uid))
+def put_contact(web: Web, url: str, auth: HTTPBasicAuth, uid: str) -> requests.Response:
+    """Create (never overwrite) a contact."""
+    headers = {"Content-Type": VCARD_TYPE, "If-None-Match": "*"}
+    return web.request("PUT", url, auth, headers=headers, body=vcard(uid))
 
 
 @pytest.fixture(scope="module")
@@ -448,7 +385,7 @@ def test_a_contact_is_created_read_listed_and_deleted(web, alice, created):
     uid = token()
     url = contact_url(web, default_book(alice), uid)
     created.append((url, alice))
-    response = web.put_contact(url, login(alice), uid)
+    response = put_contact(web, url, login(alice), uid)
     assert response.status_code == 201
 
     response = web.request("GET", url, login(alice))
@@ -487,7 +424,7 @@ def test_an_editor_writes_to_the_shared_book(web, alice, created):
     uid = token()
     url = contact_url(web, shared_book(alice, alice), uid)
     created.append((url, alice))
-    assert web.put_contact(url, login(alice), uid).status_code == 201
+    assert put_contact(web, url, login(alice), uid).status_code == 201
     assert web.request("DELETE", url, login(alice)).status_code == DELETED
 
 
@@ -609,14 +546,14 @@ def test_another_accounts_address_book_cannot_be_written(web, alice, bob, create
     uid = token()
     url = contact_url(web, default_book(bob), uid)
     created.append((url, bob))
-    assert web.put_contact(url, login(alice), uid).status_code == 403
+    assert put_contact(web, url, login(alice), uid).status_code == 403
 
 
 def test_a_reader_cannot_write_to_the_shared_book(web, alice, bob, created):
     uid = token()
     url = contact_url(web, shared_book(bob, alice), uid)
     created.append((contact_url(web, shared_book(alice, alice), uid), alice))
-    assert web.put_contact(url, login(bob), uid).status_code == 403
+    assert put_contact(web, url, login(bob), uid).status_code == 403
 
 
 @pytest.mark.parametrize("label", HTTPS.names)
@@ -739,14 +676,14 @@ def _put_contact(c: Context) -> requests.Response:
     uid = token()
     url = contact_url(c.web, default_book(c.alice), uid)
     c.created.append((url, c.alice))
-    return c.web.put_contact(url, login(c.alice), uid)
+    return put_contact(c.web, url, login(c.alice), uid)
 
 
 def _delete_contact(c: Context) -> requests.Response:
     uid = token()
     url = contact_url(c.web, default_book(c.alice), uid)
     c.created.append((url, c.alice))
-    assert c.web.put_contact(url, login(c.alice), uid).status_code == 201
+    assert put_contact(c.web, url, login(c.alice), uid).status_code == 201
     return c.web.request("DELETE", url, login(c.alice))
 
 
@@ -776,7 +713,7 @@ def _write_at_the_secondary(c: Context) -> requests.Response:
     uid = token()
     url = contact_url(c.web, default_book(c.alice), uid, sites(c.web.topology)[1])
     c.created.append((url, c.alice))
-    return c.web.put_contact(url, login(c.alice), uid)
+    return put_contact(c.web, url, login(c.alice), uid)
 
 
 def _port_80(c: Context) -> requests.Response:
@@ -832,7 +769,7 @@ def test_a_contact_written_at_the_primary_is_readable_at_the_secondary(
     at_primary = contact_url(web, default_book(alice), uid, primary)
     at_other = contact_url(web, default_book(alice), uid, other)
     created.append((at_primary, alice))
-    assert web.put_contact(at_primary, login(alice), uid).status_code == 201
+    assert put_contact(web, at_primary, login(alice), uid).status_code == 201
     written = time.monotonic()
     delay = _poll(web, at_other, alice, 200, written + REPLICATION_DEADLINE)
     record_property("dav_replication_seconds", delay)

@@ -38,13 +38,15 @@ async def _open_ports(address: str, ports: range) -> set[int]:
 
 
 def _expected_open(topology, host) -> set[int]:
-    """Public TCP ports of the host's services whose role is implemented."""
+    """Public TCP ports of the host's services whose role is implemented, but those that
+    listen only on a client's demand (FTP's passive range)."""
     return {
         port
         for service in catalogue.services_for_roles(host.roles)
         if service.exposure is catalogue.Exposure.PUBLIC
         and service.transport is catalogue.Transport.TCP
         and registry.role(service.role).implemented
+        and not service.on_demand
         for port in service.ports
     }
 

@@ -14,17 +14,15 @@ from __future__ import annotations
 import json
 import os
 import sys
-import tempfile
 from pathlib import Path
 
 import requests
 
-from bulwark import pki
 from bulwark.inventory import load_topology
 from bulwark.lab import paths
 from bulwark.lab.accounts import lab_accounts
 from bulwark.lab.plan import INTERNET_NETNS
-from bulwark.vault import Vault, load_key
+from bulwark.lab.trust import lab_ca_file
 
 LAB_INVENTORY = Path(__file__).resolve().parents[2] / "inventory" / "lab.py"
 TIMEOUT = 30
@@ -41,17 +39,14 @@ def main(argv: list[str]) -> int:
     account = next(account for account in lab_accounts(topology) if account.user == user)
     labels = topology.accounts[[a.user for a in topology.accounts].index(user)].app_passwords
     password = account.app_passwords[labels.index(label)] if label else account.password
-    vault = Vault.open(Path(topology.vault_file), load_key(paths.STATE_DIR / "vault.key"))
-    with tempfile.NamedTemporaryFile("w", suffix=".pem") as ca:
-        ca.write(pki.ca_certificate(vault))
-        ca.flush()
+    with lab_ca_file(topology) as ca:
         response = requests.request(
             method,
             url,
             auth=(account.address, password.reveal()),
             data=body[0].encode() if body else None,
             headers={"Content-Type": "text/vcard; charset=utf-8"} if body else {},
-            verify=ca.name,
+            verify=ca,
             timeout=TIMEOUT,
         )
     print(

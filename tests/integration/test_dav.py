@@ -14,7 +14,7 @@ import pytest
 
 from bulwark import catalogue, pki, replication, web
 from bulwark.inventory import load_topology
-from roles import dav
+from roles import dav, files
 
 REPO = Path(__file__).resolve().parents[2]
 LAB_INVENTORY = REPO / "inventory" / "lab.py"
@@ -24,7 +24,9 @@ PRIMARY, SECONDARY = (
     for site in sorted(TOPOLOGY.sites, key=lambda site: not site.primary)
 )
 REPLICATION_DEADLINE = 60  # seconds (the issue's promise)
-PORT = str(catalogue.service("dav-replication").port)
+# The web roles' replicated trees and their listeners (one mechanism: bulwark.replication).
+PORTS = {role: str(catalogue.service(f"{role}-replication").port) for role in ("dav", "files")}
+TREES = (dav.TREE, files.TREE)
 
 
 def _dav_hosts(host) -> None:
@@ -33,10 +35,11 @@ def _dav_hosts(host) -> None:
 
 
 def test_only_nginx_listens_on_tcp_and_the_backends_are_nginx_only_sockets(host):
+    """nginx alone, but for SSH and the files role's FTP (tests/integration/test_files.py)."""
     _dav_hosts(host)
     listeners = host.check_output("ss -Hltnp")
     for line in listeners.splitlines():
-        if ":22 " in line:
+        if ":22 " in line or '"pure-ftpd"' in line:
             continue
         assert '"nginx"' in line, line
     for name in (*dav.INSTANCES, "webauth", f"replica-{dav.ROLE}"):
@@ -66,32 +69,35 @@ def test_radicale_runs_as_its_own_user_with_its_data_private(host):
         assert host.check_output("ps -o user= -p %s", pid) == dav.USER
 
 
-def _rsync_greeting(lab_host, client: str, certificate: bool) -> bool:
-    """Whether rsync greets `client` on the primary's replication port, with or without the
+def _rsync_greeting(lab_host, client: str, certificate: bool, port: str) -> bool:
+    """Whether rsync greets `client` on the primary's replication `port`, with or without the
     client's own certificate."""
     primary = TOPOLOGY.host(PRIMARY)
     own = f"-cert {pki.HOST_CERT_PATH} -key {pki.HOST_KEY_PATH}" if certificate else ""
     result = lab_host(client).run(
         f"(sleep 1; echo) | timeout 10 openssl s_client -quiet {own} "
-        f"-connect {primary.lan_address}:{PORT} 2>&1"
+        f"-connect {primary.lan_address}:{port} 2>&1"
     )
     return "@RSYNCD:" in result.stdout
 
 
-def test_the_replication_port_serves_only_the_other_sites_web_host(lab_host):
+@pytest.mark.parametrize("role", sorted(PORTS))
+def test_the_replication_port_serves_only_the_other_sites_web_host(lab_host, role):
     """With its certificate the replica gets rsync's greeting; without one it gets nothing (nginx
     wants a certificate from the internal CA); and a certificate of the internal CA naming
     another host (the primary's own) is not let through either."""
-    assert _rsync_greeting(lab_host, SECONDARY, certificate=True)
-    assert not _rsync_greeting(lab_host, SECONDARY, certificate=False)
-    assert not _rsync_greeting(lab_host, PRIMARY, certificate=True)
+    port = PORTS[role]
+    assert _rsync_greeting(lab_host, SECONDARY, certificate=True, port=port)
+    assert not _rsync_greeting(lab_host, SECONDARY, certificate=False, port=port)
+    assert not _rsync_greeting(lab_host, PRIMARY, certificate=True, port=port)
 
 
-def test_the_replication_port_is_closed_to_other_hosts_of_the_site(lab_host):
+@pytest.mark.parametrize("role", sorted(PORTS))
+def test_the_replication_port_is_closed_to_other_hosts_of_the_site(lab_host, role):
     primary = TOPOLOGY.host(PRIMARY)
     mail = TOPOLOGY.hosts_with_role("mailstore", primary.site)[0].name
     result = lab_host(mail).run(
-        "timeout 5 bash -c 'exec 3<>/dev/tcp/%s/%s' 2>&1", str(primary.lan_address), PORT
+        "timeout 5 bash -c 'exec 3<>/dev/tcp/%s/%s' 2>&1", str(primary.lan_address), PORTS[role]
     )
     assert result.rc != 0
 
@@ -118,6 +124,13 @@ def _contact_url(site: str, uid: str) -> str:
     )
 
 
+def _file_url(site: str, uid: str) -> str:
+    """A file in alice's tree (the files role), at one site."""
+    account = TOPOLOGY.accounts[0]
+    root = TOPOLOGY.files_root(account)
+    return f"https://webdav.{site}.{TOPOLOGY.domain}/{root}/files/{uid}.txt"
+
+
 def _vcard(uid: str) -> str:
     return f"BEGIN:VCARD\r\nVERSION:3.0\r\nUID:{uid}\r\nFN:{uid}\r\nN:{uid};;;;\r\nEND:VCARD\r\n"
 
@@ -132,10 +145,11 @@ def _wait_for(site: str, uid: str, status: int) -> bool:
 
 
 def _deploy_dav(lab_pyinfra, primary: str | None = None, revoked: str = "") -> None:
-    """Deploy the dav role on both web hosts, with `primary` the primary site and the `revoked`
-    app passwords removed (inventory/lab.py reads BULWARK_LAB_PRIMARY and BULWARK_LAB_REVOKED)."""
+    """Deploy the web roles on both web hosts (the last one writes nginx's configuration and the
+    credential checkers), with `primary` the primary site and the `revoked` app passwords
+    removed (inventory/lab.py reads BULWARK_LAB_PRIMARY and BULWARK_LAB_REVOKED)."""
     result = lab_pyinfra(
-        "deploy.py", PRIMARY, "--limit", SECONDARY, "--data", "only_roles=dav",
+        "deploy.py", PRIMARY, "--limit", SECONDARY, "--data", "only_roles=dav,files",
         env={"BULWARK_LAB_PRIMARY": primary or TOPOLOGY.primary_site.name,
              "BULWARK_LAB_REVOKED": revoked},
     )  # fmt: skip
@@ -143,46 +157,61 @@ def _deploy_dav(lab_pyinfra, primary: str | None = None, revoked: str = "") -> N
 
 
 def test_switching_the_primary_site_moves_writes_and_loses_nothing(lab_host, lab_pyinfra):
-    """nj primary → sea primary → nj primary. A contact written at the primary just before each
-    switch, while the replica's follower is stopped, can reach the new primary only by the
-    switch's final pull: it must be there, and the old primary must refuse writes."""
+    """nj primary → sea primary → nj primary. A contact and a file written at the primary just
+    before each switch, while the replica's followers are stopped, can reach the new primary
+    only by the switch's final pulls: they must be there, and the old primary must refuse
+    writes of both."""
     first, second = TOPOLOGY.primary_site.name, TOPOLOGY.host(SECONDARY).site
     written: list[str] = []
     try:
         for old, new in ((first, second), (second, first)):
             new_host = PRIMARY if new == first else SECONDARY
             uid = f"bulwark-switch-{uuid.uuid4().hex}"
-            lab_host(new_host).check_output("systemctl stop %s", dav.TREE.follow_unit)
+            for tree in TREES:
+                lab_host(new_host).check_output("systemctl stop %s", tree.follow_unit)
             assert _probe("alice", "PUT", _contact_url(old, uid), _vcard(uid))["status"] == 201
+            assert _probe("alice", "PUT", _file_url(old, uid), uid)["status"] == 201
             written.append(uid)
             _deploy_dav(lab_pyinfra, new)
             assert _probe("alice", "GET", _contact_url(new, uid))["status"] == 200
+            assert _probe("alice", "GET", _file_url(new, uid))["status"] == 200
             refused = _probe("alice", "PUT", _contact_url(old, f"{uid}-late"), _vcard(uid))
+            assert (refused["status"], refused["replica"]) == (403, "read-only")
+            refused = _probe("alice", "PUT", _file_url(old, f"{uid}-late"), uid)
             assert (refused["status"], refused["replica"]) == (403, "read-only")
             back = f"{uid}-back"
             assert _probe("alice", "PUT", _contact_url(new, back), _vcard(back))["status"] == 201
             written.append(back)
             assert _wait_for(old, back, 200), f"{back} did not reach {old} in time"
     finally:
-        lab_host(SECONDARY).check_output("systemctl start %s", dav.TREE.follow_unit)
+        for tree in TREES:
+            lab_host(SECONDARY).check_output("systemctl start %s", tree.follow_unit)
         primary = TOPOLOGY.primary_site.name
         for uid in written:
             _probe("alice", "DELETE", _contact_url(primary, uid))
+            _probe("alice", "DELETE", _file_url(primary, uid))
 
 
 def test_a_revoked_app_password_stops_working_once_the_deploy_has_run(lab_pyinfra):
-    """Revoking is removing the label from the account and deploying: the checker restarts with
-    the new accounts, so the cache cannot keep the old password alive. One failed login."""
+    """Revoking is removing the label from the account and deploying: both checkers (DAV's and
+    the files role's) restart with the new accounts, so no cache keeps the old password alive.
+    Two failed logins."""
     primary = TOPOLOGY.primary_site.name
-    url = (
-        f"https://carddav.{primary}.{TOPOLOGY.domain}/dav/addressbooks/user/"
-        f"alice@{TOPOLOGY.domain}/{dav.DEFAULT_COLLECTION}/"
-    )
-    assert _probe("alice/phone", "PROPFIND", url)["status"] == 207  # now in the cache
+    # (method, URL, its answer to a good login): alice's address book, and her files folder
+    # (Apache refuses a PROPFIND of infinite depth, which is what one without Depth asks).
+    requests = (
+        ("PROPFIND", f"https://carddav.{primary}.{TOPOLOGY.domain}/dav/addressbooks/user/"
+                     f"alice@{TOPOLOGY.domain}/{dav.DEFAULT_COLLECTION}/", 207),
+        ("OPTIONS", _file_url(primary, "").removesuffix(".txt"), 200),
+    )  # fmt: skip
+    for method, url, good in requests:
+        assert _probe("alice/phone", method, url)["status"] == good  # now in the cache
     try:
         _deploy_dav(lab_pyinfra, revoked="alice/phone")
-        assert _probe("alice/phone", "PROPFIND", url)["status"] == 401
-        assert _probe("alice/laptop", "PROPFIND", url)["status"] == 207
+        for method, url, good in requests:
+            assert _probe("alice/phone", method, url)["status"] == 401, url
+            assert _probe("alice/laptop", method, url)["status"] == good, url
     finally:
         _deploy_dav(lab_pyinfra)
-    assert _probe("alice/phone", "PROPFIND", url)["status"] == 207
+    for method, url, good in requests:
+        assert _probe("alice/phone", method, url)["status"] == good

@@ -22,10 +22,10 @@ from pathlib import Path
 
 import pytest
 
-from bulwark import catalogue
+from bulwark import catalogue, replication
 from bulwark.inventory import load_topology
 from bulwark.lab import paths
-from roles import mailstore, vpn
+from roles import dav, files, mailstore, vpn
 
 TOPOLOGY = load_topology(Path(__file__).resolve().parents[2] / "inventory" / "lab.py")
 PRIMARY = TOPOLOGY.primary_site.name
@@ -36,6 +36,9 @@ FIGURES_FILE = paths.STATE_DIR / "fault-figures.json"
 
 # Bounds of the waits (seconds): the suite stops by itself whatever happens.
 RECOVERY_DEADLINE = 60  # replication or delivery after the fault is undone
+# A web replica's first good pull once the faults are over: a pull the tunnel cut in the middle
+# waits out rsync's I/O timeout first (replication.IO_TIMEOUT), then the follower's interval.
+WEB_REPLICA_DEADLINE = 2 * (replication.IO_TIMEOUT + replication.FOLLOW_INTERVAL)
 TRAFFIC_DEADLINE = 15  # LAN-to-LAN traffic after a gateway's WireGuard restart
 POLL = 0.5
 
@@ -47,6 +50,28 @@ def figures() -> Iterator[dict[str, float]]:
     yield measured
     FIGURES_FILE.write_text(json.dumps(measured, indent=2, sort_keys=True) + "\n")
     print("\nfault figures (s):", json.dumps(measured, sort_keys=True))
+
+
+@pytest.fixture(scope="module", autouse=True)
+def web_replicas_recovered(lab_host, figures) -> Iterator[None]:
+    """The faults leave the lab as they found it for the next module: once they are over, each
+    web replica (dav, files) pulls successfully again, within WEB_REPLICA_DEADLINE."""
+    yield
+    replicas = [
+        (lab_host(host.name), tree)
+        for tree in (dav.TREE, files.TREE)
+        for host in TOPOLOGY.hosts_with_role(tree.role)
+        if not replication.is_primary(TOPOLOGY, host)
+    ]
+    over = int(time.time())  # the hosts' clock is this machine's (containers)
+
+    def pulled_since_the_faults() -> bool:
+        stamps = [host.run("stat -c %%Y %s", tree.synced_file) for host, tree in replicas]
+        return all(stamp.rc == 0 and int(stamp.stdout) >= over for stamp in stamps)
+
+    recovered = _elapsed_until(pulled_since_the_faults, WEB_REPLICA_DEADLINE)
+    assert recovered is not None, f"a web replica did not pull {WEB_REPLICA_DEADLINE} s after"
+    figures["web replicas' first pull after the faults"] = round(recovered, 1)
 
 
 def _store(site: str):

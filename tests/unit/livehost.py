@@ -187,7 +187,10 @@ class SimulatedLab:
             return self.hoststate(name, command), 0
         if command.startswith("for path in") and "missing" in command:
             paths = shlex.split(command.split(" in ", 1)[1].split(";", 1)[0])
-            owners = {"/var/vmail": "vmail vmail 700"}
+            owners = {
+                "/var/vmail": "vmail vmail 700",
+                "/var/lib/bulwark/files": "bulwark-files bulwark-files 750",
+            }
             return "\n".join(
                 f"{owners.get(path, 'bulwark-dav bulwark-dav 750')}\t{path}" for path in paths
             ), 0
@@ -210,7 +213,9 @@ class SimulatedLab:
         gone |= {daemons[unit] for unit in stopped if unit in daemons}
         processes = {"ssh": "sshd", "smtp": "master", "submissions": "master",
                      "submission": "master", "wireguard": "wireguard-go", "https-dav": "nginx",
-                     "http-dav": "nginx", "dav-replication": "nginx"}  # fmt: skip
+                     "http-dav": "nginx", "dav-replication": "nginx", "https-files": "nginx",
+                     "http-files": "nginx", "files-replication": "nginx",
+                     "ftp": "pure-ftpd"}  # fmt: skip
         lines = []
         for port in expected_ports(self.topology, host):
             process = processes.get(port.service, "dovecot")

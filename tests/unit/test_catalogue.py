@@ -90,10 +90,16 @@ def test_only_inbound_smtp_is_opportunistic():
 
 
 def test_internal_services_use_tls_inside_the_vpn():
-    """Replication (mail, DAV), LMTP and backups stay on the site LANs and still use TLS
-    (DESIGN.md); LMTP from the first byte, so no plaintext session can deliver."""
+    """Replication (mail, DAV, files), LMTP and backups stay on the site LANs and still use
+    TLS (DESIGN.md); LMTP from the first byte, so no plaintext session can deliver."""
     internal = {service.name: service for service in SERVICES if service.exposure is Exposure.ROLE}
-    assert set(internal) == {"lmtp", "mail-replication", "dav-replication", "backup"}
+    assert set(internal) == {
+        "lmtp",
+        "mail-replication",
+        "dav-replication",
+        "files-replication",
+        "backup",
+    }
     for service in internal.values():
         assert service.tls in {Tls.IMPLICIT, Tls.STARTTLS}, service.name
         assert service.names == (), service.name
@@ -103,6 +109,7 @@ def test_internal_services_use_tls_inside_the_vpn():
 def test_internal_services_name_the_roles_that_use_them():
     assert catalogue.service("lmtp").clients == (Clients("mx", Scope.SAME_SITE),)
     assert catalogue.service("mail-replication").clients == (Clients("mailstore", Scope.PEER_SITE),)
+    assert catalogue.service("files-replication").clients == (Clients("files", Scope.PEER_SITE),)
     assert catalogue.service("backup").clients == (Clients("base", Scope.PEER_SITE),)
 
 

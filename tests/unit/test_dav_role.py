@@ -18,15 +18,27 @@ import os
 import posixpath
 import re
 import subprocess
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
+from nginxconf import (
+    Block,
+    front_files,
+    headers,
+    http_block,
+    is_default,
+    mapped,
+    nginx_conf,
+    ports,
+    proxy_headers,
+    request_map,
+    server_names,
+)
 from radicale import config as radicale_config
 from radicale.rights import from_file
 
-from bulwark import pki, replication, web, webauth
+from bulwark import catalogue, pki, replication, web, webauth
 from bulwark.audit import SealedSecrets
 from bulwark.inventory import load_topology
 from bulwark.render import render_role_files
@@ -34,7 +46,7 @@ from bulwark.secret import SecretStore
 from bulwark.secret_names import app_password_name, main_password_name
 from bulwark.topology import Topology
 from bulwark.vault import Vault
-from roles import dav
+from roles import dav, files
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -517,78 +529,6 @@ def test_without_a_shared_book_there_is_no_link_to_one() -> None:
     assert not any(path.startswith(f"{dav.SHARED_DIR}/") for path in collections)
 
 
-# --- nginx: a small parser -----------------------------------------------------------------------
-
-
-@dataclass
-class Block:
-    """An nginx block: its header words (`server`, `location = /`), its simple directives (each
-    a list of words, quotes kept) in order, and its blocks."""
-
-    header: list[str]
-    directives: list[list[str]] = field(default_factory=list)
-    blocks: list[Block] = field(default_factory=list)
-
-    def named(self, *header: str) -> list[Block]:
-        """The child blocks whose header starts with `header`."""
-        return [block for block in self.blocks if block.header[: len(header)] == list(header)]
-
-    def directive(self, name: str) -> list[list[str]]:
-        """The arguments of each `name` directive of this block."""
-        return [words[1:] for words in self.directives if words[0] == name]
-
-    def walk(self) -> Iterator[Block]:
-        yield self
-        for block in self.blocks:
-            yield from block.walk()
-
-
-LEXEME = re.compile(r'"(?:[^"\\]|\\.)*"|\'(?:[^\'\\]|\\.)*\'|#[^\n]*|[{};]|[^\s{};"\'#]+')
-
-
-def parse_nginx(text: str) -> Block:
-    """nginx's configuration as blocks and directives; comments dropped."""
-    stack = [Block(["main"])]
-    words: list[str] = []
-    for lexeme in LEXEME.findall(text):
-        if lexeme.startswith("#"):
-            continue
-        if lexeme == "{":
-            block = Block(words)
-            stack[-1].blocks.append(block)
-            stack.append(block)
-            words = []
-        elif lexeme == ";":
-            stack[-1].directives.append(words)
-            words = []
-        elif lexeme == "}":
-            assert not words, words
-            stack.pop()
-        else:
-            words.append(lexeme)
-    assert len(stack) == 1 and not words, "unbalanced braces"
-    return stack[0]
-
-
-def request_map(text: str, variable: str) -> dict[str, str]:
-    """The entries of `map $request_method $variable`: method (or `default`) -> value."""
-    (block,) = parse_nginx(text).named("map", "$request_method", variable)
-    return {words[0]: " ".join(words[1:]) for words in block.directives}
-
-
-def mapped(entries: dict[str, str], key: str) -> str:
-    return entries.get(key, entries["default"])
-
-
-def ports(server: Block) -> list[str]:
-    """The ports a server block listens on (`listen ADDRESS:PORT ...`)."""
-    return [words[0].rsplit(":", 1)[1] for words in server.directive("listen")]
-
-
-def is_default(server: Block) -> bool:
-    return any("default_server" in words for words in server.directive("listen"))
-
-
 # --- The write switch ----------------------------------------------------------------------------
 
 READS = ("GET", "HEAD", "OPTIONS", "PROPFIND", "REPORT")
@@ -634,16 +574,25 @@ def test_moving_the_primary_swaps_the_write_switches() -> None:
     assert switch(LAB_SEA_PRIMARY, "nj-web") == switch(LAB, "sea-web")
 
 
+def dav_servers(topology: Topology, host_name: str) -> list[Block]:
+    """The HTTPS servers of the dav role's names in `host_name`'s nginx.conf."""
+    names = set(catalogue.host_names([dav.ROLE], topology.domain))
+    return [
+        server
+        for server in http_block(topology, host_name).named("server")
+        if ports(server) == ["443"] and names & set(server_names(server))
+    ]
+
+
 @pytest.mark.parametrize("host_name", ["nj-web", "sea-web"])
 def test_nginx_includes_the_write_switch_and_every_dav_server_obeys_it(host_name: str) -> None:
-    """The refusal comes before any location, so no method slips through a redirect."""
-    (http,) = parse_nginx(dav_file(LAB, host_name, web.NGINX_CONFIG)).named("http")
+    """The refusal comes before any location, so no method slips through a redirect; nginx.conf
+    (whichever web role writes it) includes the dav role's switch."""
+    http = http_block(LAB, host_name)
     assert ["include", web.DAV_WRITES_CONFIG] in http.directives
-    servers = http.named("server")
-    dav_servers = [server for server in servers if ports(server) == ["443"]]
-    dav_servers = [server for server in dav_servers if not is_default(server)]
-    assert len(dav_servers) == len(web.DAV_BACKENDS)
-    for server in dav_servers:
+    servers = dav_servers(LAB, host_name)
+    assert len(servers) == len(web.DAV_BACKENDS)
+    for server in servers:
         (refusal,) = server.named("if")
         assert refusal.header == ["if", "($bulwark_dav_refused)"]
         assert refusal.directives == [["return", "403", '"$bulwark_dav_refusal\\n"']]
@@ -657,7 +606,7 @@ def test_the_accounts_file_holds_every_app_password_and_no_main_password(
 ) -> None:
     """The checker gets app passwords only: the main password, which changes them, stays out
     of reach of a web host (and of anyone who reads its credential)."""
-    files = dav_files(LAB, "nj-web", lab_vault, reveal=True)
+    files = front_files(LAB, "nj-web", lab_vault, reveal=True)
     text = files[web.WEBAUTH_ACCOUNTS]
     path = tmp_path / "accounts.json"
     path.write_text(text)
@@ -687,23 +636,29 @@ HEADERS = {
 
 
 def http_servers(host_name: str) -> list[Block]:
-    (http,) = parse_nginx(dav_file(LAB, host_name, web.NGINX_CONFIG)).named("http")
-    return http.named("server")
+    return http_block(LAB, host_name).named("server")
 
 
 @pytest.mark.parametrize("host_name", ["nj-web", "sea-web"])
 def test_every_served_response_carries_the_security_headers(host_name: str) -> None:
     """Always, on errors too; and no location sets a header of its own, which would make
-    nginx drop every header of the server."""
+    nginx drop every header of the server. Every server of every web role: the files
+    servers (webdav, myfiles, the content origin) have the files' own policy (the sandbox)
+    instead of the DAV one."""
     servers = http_servers(host_name)
     defaults = [server for server in servers if is_default(server)]
     assert sorted(port for server in defaults for port in ports(server)) == ["443", "80"]
     served = [server for server in servers if not is_default(server)]
-    assert sorted(port for server in served for port in ports(server)) == ["443", "443", "80"]
+    https = len(web.DAV_BACKENDS) + len(catalogue.service("https-files").names) + 1
+    assert sorted(port for server in served for port in ports(server)) == ["443"] * https + ["80"]
     for server in served:
-        headers = {words[0]: words[1:] for words in server.directive("add_header")}
-        for name, value in HEADERS.items():
-            assert headers.get(name) == [value, "always"], (server.header, name)
+        expected = dict(HEADERS)
+        dav = any(name.split(".")[0] in web.DAV_BACKENDS for name in server_names(server))
+        if not dav and "443" in ports(server):
+            expected["Content-Security-Policy"] = f'"{web.FILES_CSP}"'
+        found = headers(server)
+        for name, value in expected.items():
+            assert found.get(name) == [value, "always"], (server.header, name)
         for block in server.walk():
             if block is not server:
                 assert not block.directive("add_header"), block.header
@@ -714,7 +669,7 @@ def test_backends_get_the_checked_principal_and_never_the_password(host_name: st
     """Radicale trusts X-Remote-User: nginx must set it from the check, overwriting a
     client's, and must not hand the app password on."""
     backends = {}
-    for server in http_servers(host_name):
+    for server in dav_servers(LAB, host_name):
         for location in server.named("location"):
             proxied = location.directive("proxy_pass")
             if not proxied or web.WEBAUTH_SOCKET in proxied[0][0]:
@@ -722,9 +677,9 @@ def test_backends_get_the_checked_principal_and_never_the_password(host_name: st
             ((target,),) = proxied
             backends[target] = location
             assert location.directive("auth_request") == [["/.bulwark-auth"]]
-            headers = location.directive("proxy_set_header")
-            assert ["X-Remote-User", "$bulwark_user"] in headers
-            assert ["Authorization", '""'] in headers
+            sent = proxy_headers(location)
+            assert sent["X-Remote-User"] == "$bulwark_user"
+            assert sent["Authorization"] == '""'
     assert sorted(backends) == sorted(
         f"http://unix:{web.backend_socket(instance)}:/" for instance in dav.INSTANCES
     )
@@ -732,17 +687,21 @@ def test_backends_get_the_checked_principal_and_never_the_password(host_name: st
 
 @pytest.mark.parametrize("host_name", ["nj-web", "sea-web"])
 def test_nginx_names_no_version(host_name: str) -> None:
-    (http,) = parse_nginx(dav_file(LAB, host_name, web.NGINX_CONFIG)).named("http")
-    assert http.directive("server_tokens") == [["off"]]
+    assert http_block(LAB, host_name).directive("server_tokens") == [["off"]]
 
 
 @pytest.mark.parametrize(("host_name", "peer"), [("nj-web", "sea-web"), ("sea-web", "nj-web")])
 def test_replication_passes_only_the_other_sites_web_host(host_name: str, peer: str) -> None:
-    (stream,) = parse_nginx(dav_file(LAB, host_name, web.NGINX_CONFIG)).named("stream")
+    """Each replicated web role's listener: the peer site's web host reaches its rsync, any
+    other client certificate the refusal."""
+    (stream,) = nginx_conf(LAB, host_name).named("stream")
     assert stream.directive("ssl_verify_client") == [["on"]]
-    (names,) = stream.named("map", "$ssl_client_s_dn")
-    entries = {words[0]: words[1:] for words in names.directives}
-    assert entries == {
-        f'"CN={peer}.{LAB.domain}"': [f"unix:{dav.TREE.socket}"],
-        "default": [f"unix:{replication.SOCKET_DIR}/refused.sock"],
-    }
+    trees = {"dav": dav.TREE, "files": files.TREE}
+    for role, tree in trees.items():
+        (names,) = stream.named("map", "$ssl_client_s_dn", f"$bulwark_replica_{role}")
+        entries = {words[0]: words[1:] for words in names.directives}
+        assert entries == {
+            f'"CN={peer}.{LAB.domain}"': [f"unix:{tree.socket}"],
+            "default": [f"unix:{replication.SOCKET_DIR}/refused.sock"],
+        }
+    assert len(stream.named("map", "$ssl_client_s_dn")) == len(trees)

@@ -127,8 +127,9 @@ def test_promise_statuses_follow_the_registry(rendered_inventories, inventory):
         assert row.status is not Status.NOT_DEPLOYED, row.promise.key
     kept = {row.promise.key for row in rows if row.status is Status.KEPT}
     assert {"imap", "pop", "smtp-465", "smtp-587", "caldav", "log-retention"} <= kept
+    assert {"webdav", "ftp", "files", "isolated-domains", "hsts", "csp"} <= kept
     waiting = {row.promise.key for row in rows if row.status is Status.NOT_IMPLEMENTED}
-    assert {"ldap", "webdav", "ftp", "firewall-proxies", "backups"} <= waiting
+    assert {"ldap", "firewall-proxies", "backups"} <= waiting
 
 
 def test_a_role_given_a_module_no_longer_reads_not_implemented(rendered_inventories, monkeypatch):

@@ -173,6 +173,35 @@ def test_ftp_passive_range_is_one_rule() -> None:
     assert "tcp dport 50000-50100 ct state new accept" in _ruleset(LAB, "nj-web")
 
 
+@pytest.mark.parametrize(
+    ("ports", "written"),
+    [
+        ([21, 80, 443, *range(50000, 50101)], "{ 21, 80, 443, 50000-50100 }"),
+        ([*range(50000, 50101), 21], "{ 21, 50000-50100 }"),
+        ([21, 22, 80], "{ 21-22, 80 }"),
+        ([1, 2, 3, 5, 7, 8], "{ 1-3, 5, 7-8 }"),
+        ([443, 443, 80, 80], "{ 80, 443 }"),
+        ([8731, 8730], "8730-8731"),
+        ((25,), "25"),
+    ],
+)
+def test_nft_ports_writes_each_run_of_ports_as_a_range(ports, written) -> None:
+    """A set of ports keeps each run of consecutive ones a range: a web host's public ports
+    (the ban rule) stay five elements, not a hundred and four."""
+    assert firewall.nft_ports(ports) == written
+
+
+def test_a_files_hosts_ban_covers_its_public_ports_in_ranges() -> None:
+    """A banned address is dropped on every public port of the host, FTP's passive range
+    included (no data connection either), in one rule whose runs are ranges."""
+    ruleset = _ruleset(LAB, "nj-web")
+    ban = [line.strip() for line in ruleset.splitlines() if f"@{bruteforce.BAN_SET} " in line]
+    assert ban == [
+        f"ip saddr @{bruteforce.BAN_SET} ip saddr != @management_v4 ip saddr != @site_lans_v4 "
+        "tcp dport { 21, 80, 443, 50000-50100 } drop"
+    ]
+
+
 @pytest.mark.usefixtures("every_role_deployed")
 def test_public_ports_match_the_catalogue_per_role() -> None:
     assert public_ports(LAB, LAB.host("nj-gw")) == {"tcp": catalogue.PROXY_PORTS}
@@ -253,7 +282,7 @@ def test_a_third_site_is_a_data_change() -> None:
     + [(PRODUCTION, host.name) for host in PRODUCTION.hosts],
 )
 def test_no_port_is_open_for_a_role_without_a_module(topology, host_name) -> None:
-    """The ruleset opens only services of deployed roles, and SSH; nothing of proxy, files,
+    """The ruleset opens only services of deployed roles, and SSH; nothing of proxy,
     directory or backup, which have no module yet."""
     host = topology.host(host_name)
     deployed = {role.name for role in registry.deployed_roles(host)}

@@ -154,9 +154,23 @@ def test_mail_host_names_cover_its_services_and_the_proxies_in_front(lab):
 
 
 def test_web_host_names_have_no_mail_names(lab):
+    """A files host also answers as the content origin (the same at every site: the primary
+    serves it, and the primary can move)."""
     names = pki.certificate_names(lab, lab.host("sea-web"))
     labels = ("caldav", "carddav", "webdav", "myfiles", "ftp", "ldap")
-    assert names == tuple(sorted({"sea-web.example.net"} | both("example.net", "sea", *labels)))
+    own = {"sea-web.example.net", "usercontent.example.net"}
+    assert names == tuple(sorted(own | both("example.net", "sea", *labels)))
+
+
+def test_only_a_files_host_carries_the_content_origin_and_the_inventory_may_name_it(lab):
+    without_files = with_roles(lab, "sea-web", ("dav", "directory"))
+    assert "usercontent.example.net" not in pki.certificate_names(
+        without_files, without_files.host("sea-web")
+    )
+    renamed = dataclasses.replace(lab, content_origin_name="files-content.example.org")
+    names = pki.certificate_names(renamed, renamed.host("nj-web"))
+    assert "files-content.example.org" in names
+    assert "usercontent.example.net" not in names
 
 
 def test_gateway_names_are_its_proxy_names(lab):

@@ -111,16 +111,36 @@ def test_found_lines_are_whole_lines_with_their_hosts(rendered_inventories):
     assert index.find(Evidence("firewall", "/etc/nginx/nginx.conf", "server")) == []
 
 
+def test_evidence_of_a_web_role_finds_the_front_whichever_web_role_wrote_it(rendered_inventories):
+    """nginx.conf and the checker's accounts are written by a web host's last web role (files
+    where it runs): evidence naming dav finds them too, but never another role's own files."""
+    index = RenderedIndex(rendered_inventories["lab"])
+    writers = {
+        rendered.role
+        for rendered in rendered_inventories["lab"]
+        if rendered.path == "/etc/nginx/nginx.conf"
+    }
+    assert writers == {"files"}
+    for role in ("dav", "files"):
+        (found,) = index.find(Evidence(role, "/etc/nginx/nginx.conf", r"^\s*server_tokens off;$"))
+        assert found.hosts == ("nj-web", "sea-web")
+        assert index.find(Evidence(role, "/etc/bulwark/webauth/accounts.json", r'"domain"'))
+    assert not index.find(Evidence("dav", "/etc/nginx/bulwark-files-writes.conf", "map"))
+    assert not index.find(Evidence("mailstore", "/etc/nginx/nginx.conf", "server"))
+
+
 def test_the_status_follows_the_registry(monkeypatch):
     line = Found(Evidence("dav", "/x", "x"), "/x", "x", ("nj-web",))
     assert status(by_key("backups")) is Status.NOT_IMPLEMENTED
-    assert status(by_key("hsts"), [line]) is Status.PARTLY  # dav has a module, files not yet
+    # dav and files have modules, directory and proxy not yet
+    assert status(by_key("tls-client-connections"), [line]) is Status.PARTLY
+    assert status(by_key("hsts"), [line]) is Status.KEPT
     assert status(by_key("caldav"), [line]) is Status.KEPT
     assert status(by_key("caldav"), []) is Status.NOT_DEPLOYED
     assert status(by_key("bug-bounty")) is Status.NOT_KEPT
     monkeypatch.setattr(registry.Role, "implemented", property(lambda role: True))
     assert status(by_key("backups")) is Status.NOT_DEPLOYED
-    assert status(by_key("hsts"), [line]) is Status.KEPT
+    assert status(by_key("tls-client-connections"), [line]) is Status.KEPT
 
 
 def test_every_section_of_the_seeds_has_a_promise():

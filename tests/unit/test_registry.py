@@ -64,12 +64,12 @@ def test_a_gateway_runs_the_vpn_module_once_in_order():
 
 def test_roles_without_a_module_are_reported_with_their_hosts():
     waiting = registry.not_deployed(PRODUCTION)
-    assert list(waiting) == ["storage", "proxy", "files", "directory", "backup"]
-    assert waiting["files"] == ("nj-web", "sea-web")
+    assert list(waiting) == ["storage", "proxy", "directory", "backup"]
+    assert waiting["directory"] == ("nj-dir", "sea-dir")
     assert len(waiting["storage"]) == len(PRODUCTION.hosts)
     line = registry.describe_not_deployed(PRODUCTION)
     assert line.startswith("not deployed yet (no module; no port, secret or promise): ")
-    assert "storage (every host); proxy (nj-gw, sea-gw); files (nj-web, sea-web)" in line
+    assert "storage (every host); proxy (nj-gw, sea-gw); directory (nj-dir, sea-dir)" in line
 
 
 @pytest.mark.parametrize("topology", [LAB, PRODUCTION], ids=["lab", "production"])

@@ -26,7 +26,7 @@ from bulwark.hoststate import Account, FileState, Found, UnitState, sysctl_setti
 from bulwark.inventory import load_topology
 from bulwark.render import render_host_configs
 from bulwark.vault import Vault
-from roles import dav, firewall, mailstore
+from roles import dav, files, firewall, mailstore
 from roles.firewall import RulesetState
 
 REPO = Path(__file__).resolve().parents[2]
@@ -35,6 +35,7 @@ FIXTURES = Path(__file__).resolve().parent / "fixtures" / "converge"
 # The vmail group's id on a converged host (any: only its agreement with the user's counts).
 VMAIL_GID = "999"
 DAV_GID = "998"
+FILES_GID = "997"
 # Every role module on every kind of lab host: gateway, shared mail host (primary and not), web.
 RUNS = [
     (module.ROLE, host)
@@ -52,8 +53,8 @@ def converged(
     """The facts of a host where everything is as the roles want it (and `pending` left by an
     interrupted run, `live` kernel parameters changed at runtime)."""
     host = LAB.host(host_name)
-    files = {item.path: item for item in render_host_configs(LAB, host, vault, reveal=True)}
-    files[firewall.CANDIDATE] = files[firewall.RULESET]
+    rendered = {item.path: item for item in render_host_configs(LAB, host, vault, reveal=True)}
+    rendered[firewall.CANDIDATE] = rendered[firewall.RULESET]
     now = datetime.datetime.now()
     pins = []  # what /etc/hosts says of the peers
     if host.has_role("mailstore"):
@@ -64,12 +65,29 @@ def converged(
         pins.append(f"{primary.lan_address} {LAB.fqdn(primary)}")
     mail_directory = FileState(mail.VMAIL_USER, mail.VMAIL_USER, "700", directory=True)
     dav_directory = FileState(dav.USER, dav.USER, "750", directory=True)
+    files_directories = {
+        files.DATA_DIR: FileState(files.USER, files.USER, "750", directory=True),
+        files.LOCK_DIR: FileState(files.USER, files.USER, "700", directory=True),
+        files.APACHE_RUN_DIR: FileState("root", "root", "755", directory=True),
+    }
+    # Debian's units of the files' daemons, masked: links to /dev/null.
+    for unit in files.DEBIAN_UNITS:
+        files_directories[f"/etc/systemd/system/{unit}"] = FileState("root", "root", "777")
+    for account in LAB.accounts:  # each account's tree, at the primary: root's top folders
+        chroot = f"{files.DATA_DIR}/{LAB.files_root(account)}"
+        for path in (chroot, f"{chroot}/{LAB.files_root(account)}"):
+            files_directories[path] = FileState("root", files.USER, "750", directory=True)
+        tree = f"{chroot}/{LAB.files_root(account)}/files"
+        files_directories[tree] = FileState(files.USER, files.USER, "700", directory=True)
+        usage = f"{chroot}/{files.FTP_QUOTA_FILE}"
+        files_directories[usage] = FileState(files.USER, files.USER, "600", "0" * 64)
     # A primary does not follow; every other unit runs.
-    stopped = {dav.TREE.follow_unit} if replication.is_primary(LAB, host) else set()
+    trees = (dav.TREE, files.TREE)
+    stopped = {tree.follow_unit for tree in trees} if replication.is_primary(LAB, host) else set()
     # The kernel runs what the sysctl files say (`live` overrides some).
     kernel = {
         key: value
-        for path, item in files.items()
+        for path, item in rendered.items()
         if path.startswith("/etc/sysctl.d/")
         for key, value in sysctl_settings(item.content).items()
     }
@@ -79,7 +97,9 @@ def converged(
             pending=pending,
             files={
                 path: FileState(item.user, item.group, item.mode.lstrip("0"), item.sha256)
-                if (item := files.get(path))
+                if (item := rendered.get(path))
+                else files_directories[path]  # the files' data, locks, trees; masked units
+                if path in files_directories
                 else dav_directory  # the DAV data, collections and links
                 if path.startswith(dav.DATA_DIR)
                 else None  # a final pull owed by a former replica: none
@@ -93,11 +113,13 @@ def converged(
                 user: {
                     mail.VMAIL_USER: Account(VMAIL_GID, mail.VMAIL_HOME, mailstore.NO_LOGIN),
                     dav.USER: Account(DAV_GID, dav.DATA_DIR, dav.NO_LOGIN),
+                    files.USER: Account(FILES_GID, files.DATA_DIR, files.NO_LOGIN),
                 }[user]
                 for user in users
             },
             groups={
-                group: {mail.VMAIL_USER: VMAIL_GID, dav.USER: DAV_GID}[group] for group in groups
+                group: {mail.VMAIL_USER: VMAIL_GID, dav.USER: DAV_GID, files.USER: FILES_GID}[group]
+                for group in groups
             },
             sysctls={key: kernel.get(key) for key in sysctls},
         ),

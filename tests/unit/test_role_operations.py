@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from offline import run_operation
 
-from bulwark import bruteforce
+from bulwark import bruteforce, operations
 from bulwark.audit import SealedSecrets
 from bulwark.hoststate import FileState, Found
 from bulwark.inventory import load_topology
@@ -192,3 +192,29 @@ def test_only_the_mailboxes_not_on_disk_are_created_in_one_look_at_the_disk(miss
     assert offline.commands == commands
     assert offline.asked == ["HostState"]
     assert bool(offline.noops) == (commands == [])
+
+
+MASKED_UNIT = {
+    # what /etc/systemd/system/apache2.service is -> the commands
+    "masked-already": (FileState("root", "root", "777"), []),
+    "nothing-there": (
+        None,
+        ["mkdir -p /etc/systemd/system", "ln -s /dev/null /etc/systemd/system/apache2.service"],
+    ),
+}
+
+
+@pytest.mark.parametrize(("found", "commands"), MASKED_UNIT.values(), ids=MASKED_UNIT.keys())
+def test_a_masked_unit_is_read_with_the_host_state_and_linked_only_when_it_is_not(found, commands):
+    """A link to /dev/null reads as neither a file nor a directory (hoststate follows no
+    link): masked, nothing to do, and no fact asked but the host's state."""
+    facts = {
+        "HostState": lambda paths, packages, units, users=(), groups=(): Found(
+            files=dict.fromkeys(paths, found)
+        ),
+        "Link": None,
+    }
+    offline = run_operation(operations.unit_masked, facts, unit="apache2.service")
+    assert offline.commands == commands
+    assert offline.asked[0] == "HostState"
+    assert (offline.asked == ["HostState"]) == (commands == [])  # pyinfra's link asks its own

@@ -75,8 +75,9 @@ def test_required_names_cover_the_topology(topology: Topology) -> None:
         "account/bob/main",
         "account/bob/app/desktop",
     }
-    assert {"mail/doveadm-password", "directory/admin-password"} <= set(names)
-    assert len(names) == len(wireguard) + len(luks) + len(accounts) + 2
+    platform = {"mail/doveadm-password", "directory/admin-password", "files/content-link-key"}
+    assert platform <= set(names)
+    assert len(names) == len(wireguard) + len(luks) + len(accounts) + len(platform)
     assert list(names) == sorted(names) and all(names.values())
 
 
@@ -164,7 +165,12 @@ def test_generate_creates_every_secret_in_its_format(
     assert set(vault.names()) == {*report.created, *report.pki}
     assert missing_secrets(production, vault) == []
     values = _values(vault)
-    sizes = {"wireguard/nj-gw/private": 32, "wireguard/psk/nj-sea": 32, "luks/nj-store/mail": 64}
+    sizes = {
+        "wireguard/nj-gw/private": 32,
+        "wireguard/psk/nj-sea": 32,
+        "luks/nj-store/mail": 64,
+        "files/content-link-key": 48,
+    }
     for name, size in sizes.items():
         assert len(base64.b64decode(values[name], validate=True)) == size
     for name in ("mail/doveadm-password", "directory/admin-password"):

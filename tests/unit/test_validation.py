@@ -65,9 +65,12 @@ APT_PROXY_CREDENTIALS = (
     "every local user; use a proxy that admits the hosts by address"
 )
 
-# What a broken nj-web also says: the sea web host's dav role lost its peer.
+# What a broken nj-web also says: the sea web host's dav and files roles lost their peer.
 NJ_WITHOUT_DAV = (
     "site nj.roles: no 'dav' host, but site sea has one: 'dav' needs its peer in every site"
+)
+NJ_WITHOUT_FILES = (
+    "site nj.roles: no 'files' host, but site sea has one: 'files' needs its peer in every site"
 )
 
 BAD_INVENTORIES = [
@@ -252,7 +255,7 @@ BAD_INVENTORIES = [
     # roles of one host
     (
         "unknown-role-with-suggestion",
-        set_host("nj-web", "roles", ["dav", "file"]),
+        set_host("nj-web", "roles", ["dav", "files", "file"]),
         [f"nj-web.roles: unknown role 'file' (did you mean 'files'?); known roles: {KNOWN_ROLES}"],
     ),
     (
@@ -281,6 +284,7 @@ BAD_INVENTORIES = [
         [
             "nj-web.roles: expected a list of roles, got 'dav'",
             NJ_WITHOUT_DAV,
+            NJ_WITHOUT_FILES,
         ],
     ),
     (
@@ -289,6 +293,7 @@ BAD_INVENTORIES = [
         [
             "nj-web.roles: expected a list of roles, got None",
             NJ_WITHOUT_DAV,
+            NJ_WITHOUT_FILES,
         ],
     ),
     # domain
@@ -465,6 +470,59 @@ BAD_INVENTORIES = [
         "account-name-not-a-string",
         set_accounts({"user": "alice", "name": 7, "app_passwords": ["laptop"]}),
         ["account alice.name: expected a display name, got 7"],
+    ),
+    (
+        "account-files-quota-not-a-size",
+        set_accounts({"user": "alice", "app_passwords": ["laptop"], "files_quota": "10 GB"}),
+        ["account alice.files_quota: expected bytes or a size like '500M' or '10G', got '10 GB'"],
+    ),
+    (
+        "account-files-quota-negative",
+        set_accounts({"user": "alice", "app_passwords": ["laptop"], "files_quota": -1}),
+        ["account alice.files_quota: expected bytes or a size like '500M' or '10G', got -1"],
+    ),
+    # files: the platform's quota and content origin
+    (
+        "files-quota-unknown-unit",
+        set_platform("files_quota", "500X"),
+        ["platform.files_quota: expected bytes or a size like '500M' or '10G', got '500X'"],
+    ),
+    (
+        "files-quota-boolean",
+        set_platform("files_quota", True),
+        ["platform.files_quota: expected bytes or a size like '500M' or '10G', got True"],
+    ),
+    (
+        "content-origin-is-the-domain",
+        set_platform("content_origin", "example.com"),
+        [
+            "platform.content_origin: 'example.com' is a name the platform serves: give the "
+            "content its own host name"
+        ],
+    ),
+    (
+        "content-origin-is-a-service-name",
+        set_platform("content_origin", "webdav.example.com"),
+        [
+            "platform.content_origin: 'webdav.example.com' is a name the platform serves: give "
+            "the content its own host name"
+        ],
+    ),
+    (
+        "content-origin-is-a-sites-service-name",
+        set_platform("content_origin", "myfiles.sea.example.com"),
+        [
+            "platform.content_origin: 'myfiles.sea.example.com' is a name the platform serves: "
+            "give the content its own host name"
+        ],
+    ),
+    (
+        "content-origin-not-a-host-name",
+        set_platform("content_origin", "Usercontent.example.com"),
+        [
+            "platform.content_origin: expected a lower-case host name like "
+            "'usercontent.example.org', got 'Usercontent.example.com'"
+        ],
     ),
     # the inventory as a whole
     (
