@@ -151,7 +151,6 @@ def template_context(topology: Topology, host: Host, secrets: SecretStore) -> Ma
                 "max_per_address": FTP_MAX_PER_ADDRESS,
                 "idle_minutes": FTP_IDLE_MINUTES,
                 "extauth_socket": web.FILESAUTH_FTP_SOCKET,
-                "extauth_unit": web.FILESAUTH_SOCKET_UNIT,
             },
         },
     }
