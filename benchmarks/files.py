@@ -7,7 +7,8 @@
               firewall already), stopped afterwards. curl moves every byte (--netrc-file, so
               no password in a command line), as bob (the platform's default quota).
   propfind    ms for one PROPFIND Depth 1 on a folder of --objects (default 5000) files, made
-              on the host for the run and removed after it: median and p95 of --samples.
+              on the host for the run and removed after it, and for a 1 KB PUT into it (the
+              quota check counts the whole tree each time): median and p95 of --samples.
 
 Usage: .venv/bin/python benchmarks/files.py [all|throughput|propfind] [--megabytes 200]
        [--objects 5000] [--samples 20]
@@ -139,13 +140,28 @@ def client_propfind(topology: Topology, ca: str, args: argparse.Namespace) -> di
             transfer = curl("--cacert", ca, "--netrc-file", str(netrc), "--request", "PROPFIND",
                             "--header", "Depth: 1", url)  # fmt: skip
             seconds.append(transfer["seconds"])
-    seconds.sort()
+        small = Path(scratch, "small.txt")
+        small.write_bytes(os.urandom(1024))
+        puts = [
+            curl("--cacert", ca, "--netrc-file", str(netrc), "--upload-file", str(small),
+                 f"{url}put-{index}.txt")["seconds"]
+            for index in range(args.samples)
+        ]  # fmt: skip
     return {
         "objects": args.objects,
         "samples": len(seconds),
-        "median_ms": round(statistics.median(seconds) * 1000, 1),
-        "p95_ms": round(seconds[max(0, int(len(seconds) * 0.95) - 1)] * 1000, 1),
+        **milliseconds(seconds),
         "response_bytes": transfer["bytes"],
+        # A 1 KB PUT into the same folder: the quota check counts the account's whole tree.
+        "put_1kb": milliseconds(puts),
+    }
+
+
+def milliseconds(seconds: list[float]) -> dict[str, float]:
+    ordered = sorted(seconds)
+    return {
+        "median_ms": round(statistics.median(ordered) * 1000, 1),
+        "p95_ms": round(ordered[max(0, int(len(ordered) * 0.95) - 1)] * 1000, 1),
     }
 
 

@@ -318,6 +318,10 @@ def test_rclone_syncs_a_folder_both_ways_and_checks_it(web, alice, cleanup, tmp_
     rclone(web, alice, "copy", f"bulwark:{folder}", str(back))
     assert (back / "moved.txt").read_text() == "content 0\n"
     assert (back / "sub" / "deep.bin").read_bytes() == (local / "sub" / "deep.bin").read_bytes()
+    # rclone asks for RFC 4331's quota properties: what it reports is the account's quota.
+    about = json.loads(rclone(web, alice, "about", "--json", "bulwark:"))
+    assert about["used"] + about["free"] == QUOTA, about
+    assert about["used"] >= 300_000, about
 
 
 # --- FTPS -----------------------------------------------------------------------------------------
