@@ -200,6 +200,21 @@ def _web_section(topology: Topology) -> list[str]:
         f"{web.CREDENTIAL_CACHE_SECONDS} s",
         f"- the primary site ({topology.primary_site.name}) takes writes; the others pull a "
         f"read-only copy every {replication.FOLLOW_INTERVAL} s through the VPN",
+        *_files_lines(topology),
+    ]
+
+
+def _files_lines(topology: Topology) -> list[str]:
+    """The files role's own promises of the web front, where the platform deploys it."""
+    if not any("files" in web.web_roles(host) for host in topology.hosts):
+        return []
+    return [
+        f"- files (webdav, myfiles, the content origin): Content-Security-Policy: {web.FILES_CSP}",
+        f"- a browser opening a file is sent to the content origin {topology.content_origin} "
+        f"by a signed link that expires after {web.CONTENT_LINK_SECONDS} s; there, anything "
+        "but plain text, raster images, audio and video is an attachment",
+        f"- files quota: {topology.files_quota} bytes per account unless the account sets its "
+        "own (WebDAV 507, FTP refused), reported as RFC 4331 quota properties",
     ]
 
 

@@ -36,7 +36,7 @@ from nginxconf import (
 from test_dav_role import LAB, with_primary
 
 from bulwark import catalogue, registry, tls, web
-from bulwark.audit import SealedSecrets
+from bulwark.audit import SealedSecrets, write_report
 from bulwark.inventory import load_topology
 from bulwark.lab.hostsfile import host_names
 from bulwark.render import render_role_files
@@ -678,3 +678,11 @@ def test_the_files_role_writes_the_lab_web_hosts_front() -> None:
         assert web.writes_front("files", host) and not web.writes_front("dav", host)
         rendered = render_role_files(dav, LAB, host, SealedSecrets(), False)
         assert not {item.path for item in rendered} & set(web.FRONT_PATHS)
+
+
+def test_the_auditors_report_names_the_content_origin_and_the_files_policy(tmp_path) -> None:
+    """report.md's web-front section says where users' files open and what they may do there."""
+    write_report(LAB, tmp_path)
+    text = (tmp_path / "report.md").read_text()
+    assert f"content origin {LAB.content_origin} by a signed link" in text
+    assert f"Content-Security-Policy: {web.FILES_CSP}" in text
