@@ -269,7 +269,7 @@ def writes_context(topology: Topology, host: Host, role: str) -> dict[str, Any]:
     }
 
 
-def files_auth_files(host: Host) -> tuple[ManagedFile, ...]:
+def files_auth_files() -> tuple[ManagedFile, ...]:
     """The files role's checker: its units and the content-link key."""
     return (
         ManagedFile(FILESAUTH_UNIT_FILES[0], "bulwark-filesauth.service.j2"),
@@ -279,7 +279,8 @@ def files_auth_files(host: Host) -> tuple[ManagedFile, ...]:
     )
 
 
-def files_auth_units(host: Host) -> tuple[Unit, ...]:
+def files_auth_units() -> tuple[Unit, ...]:
+    """The files role's checker's sockets, kept running (`converge_files_auth`)."""
     return (Unit(FILESAUTH_SOCKET_UNIT), Unit(FILESAUTH_FTP_SOCKET_UNIT))
 
 

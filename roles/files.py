@@ -110,7 +110,7 @@ def managed_files(topology: Topology, host: Host) -> tuple[ManagedFile, ...]:
         ManagedFile(UNIT_FILES[1], "bulwark-files-backend.service.j2"),
         ManagedFile(UNIT_FILES[2], "bulwark-files-backend.socket.j2"),
         ManagedFile(f"/etc/systemd/system/{FTP_UNIT}", "bulwark-ftpd.service.j2"),
-        *web.files_auth_files(host),
+        *web.files_auth_files(),
         ManagedFile(web.writes_config(ROLE), "nginx-writes.conf.j2"),
         *replication.managed_files(TREE, host, script_owner=not host.has_role("dav")),
         *web.front_files(ROLE, host),
@@ -165,7 +165,7 @@ def live_checks(topology: Topology, host: Host) -> tuple[LiveCheck, ...]:
                 Unit(APACHE_UNIT),
                 Unit(BACKEND_SOCKET_UNIT),
                 Unit(FTP_UNIT),
-                *web.files_auth_units(host),
+                *web.files_auth_units(),
                 *web.front_units(ROLE, host),
                 *bruteforce.watcher_units(ROLE, host),
             )
