@@ -39,6 +39,7 @@ ROLE = "base"
 PACKAGES: tuple[str, ...] = (
     "openssh-server",
     "unattended-upgrades",
+    "needrestart",
     "systemd-timesyncd",
     "logrotate",
 )
@@ -121,6 +122,10 @@ SYSCTL_KERNEL: tuple[tuple[str, str], ...] = (
 APT_PROXY = "/etc/apt/apt.conf.d/01bulwark-proxy"
 AUTO_UPGRADES_CONFIG = "/etc/apt/apt.conf.d/20auto-upgrades"
 UNATTENDED_UPGRADES_CONFIG = "/etc/apt/apt.conf.d/52bulwark-unattended-upgrades"
+# needrestart, run by apt after every upgrade (unattended ones included), restarts each service
+# still running a replaced binary or library: our own units too (bulwark-apache, bulwark-ftpd,
+# Radicale's...), which Debian's package scripts know nothing of.
+NEEDRESTART_CONFIG = "/etc/needrestart/conf.d/60-bulwark.conf"
 SSHD_CONFIG = "/etc/ssh/sshd_config.d/10-bulwark.conf"
 SYSCTL_NET_FILE = "/etc/sysctl.d/60-bulwark-net.conf"
 SYSCTL_KERNEL_FILE = "/etc/sysctl.d/60-bulwark-kernel.conf"
@@ -130,7 +135,11 @@ TIMESYNCD_CONFIG = "/etc/systemd/timesyncd.conf.d/60-bulwark.conf"
 # apt's proxy goes in before apt reaches the network; unattended-upgrades' settings once the
 # package is there (its installation would otherwise write its own 20auto-upgrades).
 APT_BEFORE_PACKAGES: tuple[str, ...] = (APT_PROXY,)
-APT_AFTER_PACKAGES: tuple[str, ...] = (AUTO_UPGRADES_CONFIG, UNATTENDED_UPGRADES_CONFIG)
+APT_AFTER_PACKAGES: tuple[str, ...] = (
+    AUTO_UPGRADES_CONFIG,
+    UNATTENDED_UPGRADES_CONFIG,
+    NEEDRESTART_CONFIG,
+)
 
 SSHD_UNIT = "ssh.service"
 JOURNALD_UNIT = "systemd-journald.service"
@@ -150,6 +159,7 @@ def managed_files(topology: Topology, host: Host) -> tuple[ManagedFile, ...]:
         *proxy,
         ManagedFile(AUTO_UPGRADES_CONFIG, "auto-upgrades.conf.j2", checker="apt"),
         ManagedFile(UNATTENDED_UPGRADES_CONFIG, "unattended-upgrades.conf.j2", checker="apt"),
+        ManagedFile(NEEDRESTART_CONFIG, "needrestart.conf.j2"),
         ManagedFile(SSHD_CONFIG, "sshd_config.j2", mode="0600", checker="sshd"),
         ManagedFile(SYSCTL_NET_FILE, "sysctl-net.conf.j2"),
         ManagedFile(SYSCTL_KERNEL_FILE, "sysctl-kernel.conf.j2"),

@@ -76,3 +76,21 @@ def test_each_accounts_files_are_the_owners_and_its_top_is_roots(host):
         assert (tree.user, tree.mode) == (files.USER, 0o700)
         usage = host.file(f"{files.DATA_DIR}/{root}/{files.FTP_QUOTA_FILE}")
         assert (usage.user, usage.mode) == (files.USER, 0o600)
+
+
+def test_an_upgrade_of_the_daemons_package_restarts_our_unit(host):
+    """Debian's own unit of pure-ftpd is masked (ours runs instead), so its package scripts
+    restart nothing: needrestart (base role) restarts the unit still running the replaced
+    binary, as it will after an unattended security update."""
+    _files_hosts(host)
+    started = _started(host, files.FTP_UNIT)
+    host.check_output(
+        "DEBIAN_FRONTEND=noninteractive apt-get install --reinstall -y -q pure-ftpd 2>&1"
+    )
+    assert host.service(files.FTP_UNIT).is_running
+    assert _started(host, files.FTP_UNIT) > started
+
+
+def _started(host, unit: str) -> int:
+    """When `unit`'s main process started (monotonic microseconds)."""
+    return int(host.check_output("systemctl show -P ExecMainStartTimestampMonotonic %s", unit))

@@ -24,6 +24,7 @@ SECURITY_ORIGIN = "origin=Debian,codename=${distro_codename}-security,label=Debi
 BASE_PATHS = {
     "/etc/apt/apt.conf.d/20auto-upgrades",
     base.UNATTENDED_UPGRADES_CONFIG,
+    base.NEEDRESTART_CONFIG,
     base.SSHD_CONFIG,
     base.SYSCTL_NET_FILE,
     base.SYSCTL_KERNEL_FILE,
@@ -64,6 +65,13 @@ def test_every_host_gets_the_baseline(rendered_inventories):
         paths = set(base_files(rendered_inventories, inventory, host))
         proxy = {base.APT_PROXY} if inventory == "lab" else set()
         assert paths == BASE_PATHS | proxy, (inventory, host)
+
+
+def test_needrestart_restarts_services_without_asking(rendered_inventories):
+    """An unattended upgrade reaches the running daemons, those of our own units included."""
+    text = base_files(rendered_inventories, "production")[base.NEEDRESTART_CONFIG].content
+    assert "$nrconf{restart} = 'a';" in text.splitlines()
+    assert "needrestart" in base.PACKAGES
 
 
 def test_apt_proxy_only_where_the_inventory_sets_one(rendered_inventories):
