@@ -248,6 +248,28 @@ def generated_vaults(tmp_path_factory: pytest.TempPathFactory) -> GeneratedVault
     return GeneratedVaults(tmp_path_factory.mktemp("generated-vaults"))
 
 
+@pytest.fixture
+def inventory_with_vault(
+    two_site_inventory: InventoryFile,
+    vault_key_env: Path,
+    generated_vaults: GeneratedVaults,
+    tmp_path: Path,
+) -> tuple[Path, Vault]:
+    """The two-site inventory written with a vault of its own (in tmp_path, key in
+    BULWARK_VAULT_KEY) holding every secret it needs, as `generate_secrets` makes them (a copy
+    of the session's run): the inventory's path and the open vault, free to change."""
+    from bulwark.inventory import load_topology
+    from bulwark.vault import load_key
+
+    vault_path = tmp_path / "inventory.vault"
+    two_site_inventory.set_platform("vault_file", str(vault_path))
+    inventory = two_site_inventory.write()
+    vault = generated_vaults.copy(
+        load_topology(inventory), tmp_path, vault_path.name, load_key(vault_key_env)
+    ).vault
+    return inventory, vault
+
+
 @pytest.fixture(scope="module")
 def lab_vault(tmp_path_factory: pytest.TempPathFactory, generated_vaults: GeneratedVaults) -> Vault:
     """Every secret inventory/lab.py needs, as `bulwark secrets generate` makes them: the

@@ -22,7 +22,6 @@ from bulwark import catalogue
 from bulwark.bundle import NAMESPACE, complete_manifest, signature_key, verify_bundle
 from bulwark.cli import main
 from bulwark.errors import BulwarkError
-from bulwark.inventory import load_topology
 from bulwark.render import (
     ALLOWED_SIGNERS,
     FACTS,
@@ -640,14 +639,9 @@ def _assert_no_secret_in(text: str, values: list[str]) -> None:
 
 
 def test_no_secret_in_a_signed_bundle_or_in_the_diff_of_a_rotated_secret(
-    two_site_inventory, vault_key_env, generated_vaults, tmp_path, operator_key
+    inventory_with_vault, tmp_path, operator_key
 ):
-    vault_module = pytest.importorskip("bulwark.vault")
-    vault_path = tmp_path / "inventory.vault"
-    two_site_inventory.set_platform("vault_file", str(vault_path))
-    inventory = two_site_inventory.write()
-    key = vault_module.load_key(vault_key_env)
-    vault = generated_vaults.copy(load_topology(inventory), tmp_path, vault_path.name, key).vault
+    inventory, vault = inventory_with_vault
     psk = "wireguard/psk/nj-sea"
     old_values = [vault.get(n).reveal() for n in vault.names() if not PUBLIC_ENTRY.match(n)]
 

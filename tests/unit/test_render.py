@@ -389,20 +389,12 @@ PLACEHOLDER = re.compile(r"<secret:([^ >]+) sha256:([0-9a-f]{8}|sealed)>")
 
 
 @pytest.fixture
-def vaulted_inventory(
-    two_site_inventory, vault_key_env, generated_vaults, tmp_path
-) -> tuple[Path, list[str]]:
+def vaulted_inventory(inventory_with_vault) -> tuple[Path, list[str]]:
     """An inventory whose vault (in tmp_path, key in BULWARK_VAULT_KEY) holds every secret it
     needs, made by `generate_secrets` as an operator would (a copy of the session's run, see
     conftest.py), plus one extra. Returns the inventory and every non-public value in the
     vault."""
-    vault_module = pytest.importorskip("bulwark.vault")
-
-    vault_path = tmp_path / "inventory.vault"
-    two_site_inventory.set_platform("vault_file", str(vault_path))
-    inventory = two_site_inventory.write()
-    key = vault_module.load_key(vault_key_env)
-    vault = generated_vaults.copy(load_topology(inventory), tmp_path, vault_path.name, key).vault
+    inventory, vault = inventory_with_vault
     vault.set("extra/unused-token", "SECRET-unused-token-value")
     vault.save()
     values = [vault.get(name).reveal() for name in vault.names() if not PUBLIC_ENTRY.match(name)]
