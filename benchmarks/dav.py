@@ -44,6 +44,7 @@ import requests
 from requests.auth import HTTPBasicAuth
 
 from bulwark import catalogue
+from bulwark.errors import BulwarkError
 from bulwark.inventory import load_topology
 from bulwark.lab import access, lifecycle, paths
 from bulwark.lab.accounts import LabAccount, lab_accounts
@@ -53,7 +54,6 @@ from bulwark.topology import Host, Topology
 
 REPO = Path(__file__).resolve().parents[1]
 INVENTORY = REPO / "inventory" / "lab.py"
-BIN = Path(sys.executable).parent
 TIMEOUT = 30  # seconds per request
 COLLECTION_TIMEOUT = 120  # seconds for a request on a whole scratch collection (list, delete)
 PART_TIMEOUT = 1800  # seconds one client part may run in the namespace before it is killed
@@ -557,29 +557,12 @@ def in_namespace(part: str, args: argparse.Namespace) -> dict[str, Any]:
     options = [f"--{name}={getattr(args, name)}" for name in ("objects", "seconds", "threads")]
     if args.samples:
         options.append(f"--samples={args.samples}")
-    argv = [str(BIN / "bulwark"), "lab", "internet", "-i", str(INVENTORY), "--",
-            sys.executable, __file__, "client", f"--part={part}", *options]  # fmt: skip
-    try:
-        result = subprocess.run(
-            argv, stdout=subprocess.PIPE, text=True, timeout=PART_TIMEOUT, check=False
-        )
-    except subprocess.TimeoutExpired:
-        return {"error": f"{part}: killed after {PART_TIMEOUT} s (scratch data may be left)"}
-    lines = result.stdout.strip().splitlines()
-    if result.returncode != 0 or not lines:
-        return {"error": f"{part}: exit status {result.returncode} (its stderr is above)"}
-    return json.loads(lines[-1])
+    argv = [__file__, "client", f"--part={part}", *options]
+    return access.internet_client_json(INVENTORY, argv, PART_TIMEOUT)
 
 
 def on_host(lab: lifecycle.Lab, host: Host, command: str, stdin: str | None = None) -> str:
-    """`command` through the lab's SSH as root on `host`; its stdout. Raises on failure."""
-    argv = access.ssh_argv(lab.plan, lab.plan.host(host.name), [command])
-    result = subprocess.run(
-        argv, input=stdin, capture_output=True, text=True, timeout=HOST_COMMAND_TIMEOUT, check=False
-    )
-    if result.returncode != 0:
-        raise RuntimeError(f"{host.name}: `{command}` failed: {result.stderr.strip()[-500:]}")
-    return result.stdout
+    return access.on_host(lab.plan, host.name, command, stdin, HOST_COMMAND_TIMEOUT)
 
 
 def cache_seconds(lab: lifecycle.Lab, host: Host) -> str | None:
@@ -633,7 +616,7 @@ def measure_auth(
         try:
             remove_dropin(lab, web)
             result["cache_seconds_restored"] = cache_seconds(lab, web)
-        except (RuntimeError, subprocess.TimeoutExpired) as error:
+        except (BulwarkError, subprocess.TimeoutExpired) as error:
             log(f"auth: REMOVE {DROPIN} ON {web.name} BY HAND, then: {RESTART}")
             result["restore_error"] = str(error)
     runs = ("with_cache", "without_cache")
@@ -663,7 +646,7 @@ def main() -> None:
         if part == "auth":
             try:
                 report[part] = measure_auth(topology, lab, args)
-            except (RuntimeError, subprocess.TimeoutExpired) as error:
+            except (BulwarkError, subprocess.TimeoutExpired) as error:
                 report[part] = {"error": str(error)}
         else:
             report[part] = in_namespace(part, args)

@@ -43,8 +43,6 @@ from roles import files
 
 REPO = Path(__file__).resolve().parents[1]
 INVENTORY = REPO / "inventory" / "lab.py"
-BIN = Path(sys.executable).parent
-HOST_COMMAND_TIMEOUT = 600  # seconds for one command on a lab host
 PART_TIMEOUT = 1800  # seconds for one client part
 CEILING_PORT = catalogue.FTP_PASSIVE_PORTS[1]  # open in the firewall, free unless FTP is busy
 SCRATCH = "/var/lib/bulwark/bench"  # on the web host (root's): the ceiling's nginx and its file
@@ -179,25 +177,14 @@ def run_client_part(topology: Topology, args: argparse.Namespace) -> None:
 
 
 def on_host(lab: lifecycle.Lab, host: Host, command: str) -> str:
-    argv = access.ssh_argv(lab.plan, lab.plan.host(host.name), [command])
-    result = subprocess.run(
-        argv, capture_output=True, text=True, timeout=HOST_COMMAND_TIMEOUT, check=False
-    )
-    if result.returncode != 0:
-        raise RuntimeError(f"{host.name}: `{command}` failed: {result.stderr.strip()[-500:]}")
-    return result.stdout
+    return access.on_host(lab.plan, host.name, command)
 
 
 def in_namespace(part: str, args: argparse.Namespace) -> dict[str, Any]:
-    argv = [str(BIN / "bulwark"), "lab", "internet", "-i", str(INVENTORY), "--",
-            sys.executable, __file__, "client", f"--part={part}",
-            f"--megabytes={args.megabytes}", f"--objects={args.objects}",
-            f"--samples={args.samples}", f"--folder={args.folder}"]  # fmt: skip
-    result = subprocess.run(argv, stdout=subprocess.PIPE, text=True, timeout=PART_TIMEOUT)
-    lines = result.stdout.strip().splitlines()
-    if result.returncode != 0 or not lines:
-        return {"error": f"{part}: exit status {result.returncode} (its stderr is above)"}
-    return json.loads(lines[-1])
+    argv = [__file__, "client", f"--part={part}", f"--megabytes={args.megabytes}",
+            f"--objects={args.objects}", f"--samples={args.samples}",
+            f"--folder={args.folder}"]  # fmt: skip
+    return access.internet_client_json(INVENTORY, argv, PART_TIMEOUT)
 
 
 CEILING_CONFIG = """pid {scratch}/nginx.pid;

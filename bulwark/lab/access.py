@@ -6,7 +6,10 @@ inventory's `ssh_config_file`, `ssh_known_hosts_file` and `ssh_key`).
 
 from __future__ import annotations
 
+import json
 import shutil
+import subprocess
+import sys
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -16,6 +19,9 @@ from bulwark.lab import paths, rootfs
 from bulwark.lab.plan import LabHost, LabPlan
 from bulwark.lab.sshconfig import render_known_hosts, render_ssh_config
 from bulwark.lab.system import installed, run, succeeds
+
+# Seconds one command on a lab host (`on_host`) may take.
+HOST_COMMAND_TIMEOUT = 600
 
 
 def ensure_client_key(plan: LabPlan) -> str:
@@ -60,3 +66,39 @@ def close_masters() -> None:
     for socket in sockets:
         run(["ssh", "-o", f"ControlPath={socket}", "-O", "exit", "lab"], check=False)
     shutil.rmtree(paths.SSH_CONTROL_DIR, ignore_errors=True)
+
+
+def on_host(
+    plan: LabPlan,
+    host_name: str,
+    command: str,
+    stdin: str | None = None,
+    timeout: float = HOST_COMMAND_TIMEOUT,
+) -> str:
+    """`command` through the lab's SSH as root on `host_name`; its stdout. Raises on failure
+    (benchmarks set up and clean away their scratch data this way)."""
+    argv = ssh_argv(plan, plan.host(host_name), [command])
+    result = subprocess.run(
+        argv, input=stdin, capture_output=True, text=True, timeout=timeout, check=False
+    )
+    if result.returncode != 0:
+        raise BulwarkError(f"{host_name}: `{command}` failed: {result.stderr.strip()[-500:]}")
+    return result.stdout
+
+
+def internet_client_json(inventory: Path, argv: Sequence[str], timeout: float) -> dict:
+    """Run `argv` (this Python and its arguments) in the lab's internet namespace, as a
+    benchmark's client part; the JSON object its last line of output holds, or
+    {"error": ...} saying what went wrong (its stderr is the caller's own)."""
+    command = [str(Path(sys.executable).parent / "bulwark"), "lab", "internet",
+               "-i", str(inventory), "--", sys.executable, *argv]  # fmt: skip
+    try:
+        result = subprocess.run(
+            command, stdout=subprocess.PIPE, text=True, timeout=timeout, check=False
+        )
+    except subprocess.TimeoutExpired:
+        return {"error": f"killed after {timeout} s (scratch data may be left)"}
+    lines = result.stdout.strip().splitlines()
+    if result.returncode != 0 or not lines:
+        return {"error": f"exit status {result.returncode} (its stderr is above)"}
+    return json.loads(lines[-1])
