@@ -7,11 +7,12 @@ INVENTORY ?= inventory/production.py
 AUDIT_DIR ?= audit
 
 # Daemons whose own checkers validate rendered files in the unit tests (sshd -t, nft -c ...),
-# the headless browser that opens the audit's report.html in them (chromium), and the WebDAV
-# client the end-to-end tests sync files with (rclone).
+# the headless browser that opens the audit's report.html in them (chromium), the WebDAV
+# client the end-to-end tests sync files with (rclone), and OpenLDAP's slaptest, slapadd and
+# ldapsearch (slapd, told to configure nothing; ldap-utils).
 # Installed without starting them: a policy-rc.d that denies service starts is in place meanwhile.
 CHECKER_PACKAGES := openssh-server nftables postfix dovecot-core dovecot-imapd dovecot-pop3d \
-	dovecot-lmtpd dovecot-auth-lua nginx-core libnginx-mod-stream chromium rclone
+	dovecot-lmtpd dovecot-auth-lua nginx-core libnginx-mod-stream chromium rclone slapd ldap-utils
 
 .PHONY: help venv checkers test unit lint render
 .PHONY: lab-up lab-down lab-status lab-secrets deploy-lab lab-verify molecule-lab
@@ -33,6 +34,7 @@ checkers:  ## install the daemons' config checkers (root; services are not start
 		echo "installing checkers: $$missing"; \
 		own_policy=; if [ ! -e /usr/sbin/policy-rc.d ]; then own_policy=1; \
 			printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d; chmod 755 /usr/sbin/policy-rc.d; fi; \
+		echo 'slapd slapd/no_configuration boolean true' | debconf-set-selections; \
 		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
 			--no-install-recommends $$missing >/dev/null; rc=$$?; \
 		if [ -n "$$own_policy" ]; then rm -f /usr/sbin/policy-rc.d; fi; exit $$rc; \

@@ -47,8 +47,7 @@ TARGET_SECONDS = 10.0
 HOST_KINDS: tuple[tuple[str, tuple[str, ...], bool], ...] = (
     ("mx", ("mx",), True),
     ("store", ("mailstore",), True),
-    ("web", ("dav", "files"), True),
-    ("dir", ("directory",), True),
+    ("web", ("dav", "files", "directory"), True),
     ("backup", ("backup",), False),
 )
 SITES = (

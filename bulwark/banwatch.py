@@ -50,7 +50,17 @@ POSTFIX_FAILURE = re.compile(
 # "login failed: rip=198.51.100.200 realm=caldav user='alice@example.net'"; rip is `-` when
 # nginx gave no address, and the user name, the client's text, comes last.
 WEBAUTH_FAILURE = re.compile(rf"^login failed: rip=(?P<address>{_IPV4}) realm=")
-# A watcher under attack from many addresses keeps at most this many addresses' failures.
+# slapd (loglevel stats) names a connection's address when it accepts it and the failure of a
+# bind later, by connection number only, e.g.
+# "conn=1003 fd=14 ACCEPT from IP=198.51.100.200:45678 (IP=198.51.100.12:636)" ...
+# "conn=1003 op=0 RESULT tag=97 err=49 qtime=0.000011 etime=0.290125 text=" (tag 97: a bind's
+# answer; err 49: invalid credentials) ... "conn=1003 fd=14 closed" (servers/slapd/daemon.c,
+# result.c). The bind's DN, the client's text, is on a line of its own that is never read.
+SLAPD_ACCEPT = re.compile(rf"^conn=(?P<conn>\d+) fd=\d+ ACCEPT from IP=(?P<address>{_IPV4}):\d+ ")
+SLAPD_FAILURE = re.compile(r"^conn=(?P<conn>\d+) op=\d+ RESULT tag=97 err=49 ")
+SLAPD_CLOSED = re.compile(r"^conn=(?P<conn>\d+) fd=\d+ closed")
+# A watcher under attack from many addresses keeps at most this many addresses' failures (and
+# slapd connections' addresses).
 MAX_TRACKED = 100_000
 
 
@@ -73,6 +83,28 @@ def parse(message: str) -> Failure | None:
     try:
         return Failure(Address(match["address"]), count)
     except ValueError:  # 999.1.2.3 matched the pattern; no such address
+        return None
+
+
+class SlapdConnections:
+    """slapd's open connections and their addresses, to attribute its failed binds."""
+
+    def __init__(self) -> None:
+        self.addresses: dict[str, str] = {}
+
+    def failure(self, message: str) -> Failure | None:
+        """The failed bind `message` reports, or None; remembers and forgets connections."""
+        if match := SLAPD_ACCEPT.match(message):
+            if len(self.addresses) >= MAX_TRACKED:
+                del self.addresses[next(iter(self.addresses))]
+            self.addresses[match["conn"]] = match["address"]
+        elif match := SLAPD_CLOSED.match(message):
+            self.addresses.pop(match["conn"], None)
+        elif (match := SLAPD_FAILURE.match(message)) and match["conn"] in self.addresses:
+            try:
+                return Failure(Address(self.addresses[match["conn"]]), 1)
+            except ValueError:
+                return None
         return None
 
 
@@ -154,11 +186,12 @@ def main(argv: Sequence[str] = sys.argv[1:]) -> int:
     """Watch until journalctl ends (systemd restarts the service then)."""
     options = _arguments(argv)
     window = Window(options.failures, options.window, options.exempt)
+    slapd = SlapdConnections()
     with subprocess.Popen(
         journal_command(options.unit), stdout=subprocess.PIPE, text=True, errors="replace"
     ) as journal:
         for message in messages(journal.stdout or ()):
-            failure = parse(message)
+            failure = parse(message) or slapd.failure(message)
             if failure is None or not window.record(failure, time.monotonic()):
                 continue
             command = ban_command(

@@ -47,13 +47,14 @@ TABLE = "bulwark"
 BAN_SET = "banned_v4"
 # Roles owning services with `logins` -> the units whose journal reports their failed logins:
 # Dovecot's login processes (IMAP, POP3), Postfix's smtpd (SMTP AUTH, through Dovecot's auth,
-# which logs nothing itself), and the web roles' credential checker. A new role with logins
-# adds its row (tests/unit check it).
+# which logs nothing itself), the web roles' credential checker, and slapd (its failed binds).
+# A new role with logins adds its row (tests/unit check it).
 WATCHED_UNITS: Mapping[str, tuple[str, ...]] = {
     "mx": (mail.POSTFIX_INSTANCE,),
     "mailstore": (mail.DOVECOT_UNIT,),
     "dav": (web.WEBAUTH_UNIT,),
     "files": (web.FILESAUTH_UNIT,),
+    "directory": ("bulwark-slapd.service",),
 }
 UNIT = "bulwark-banwatch.service"
 SCRIPT = "/usr/local/sbin/bulwark-banwatch"

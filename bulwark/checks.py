@@ -149,6 +149,22 @@ def _check_nginx(content: str, workdir: Path) -> str | None:
     return _run(["nginx", "-t", "-q", "-c", str(config)])
 
 
+def _check_slapd(content: str, workdir: Path) -> str | None:
+    """`slaptest -u`: slapd's own parser over the configuration, schemas and modules loaded,
+    the databases not opened; each database's directory, which must exist, is a scratch one
+    (the host's are the host's). slaptest does not read the TLS files."""
+    databases = iter(range(1_000))
+
+    def scratch_directory(match: re.Match) -> str:
+        path = workdir / f"database-{next(databases)}"
+        path.mkdir(exist_ok=True)
+        return f"{match[1]}{path}"
+
+    config = workdir / "slapd.conf"
+    config.write_text(re.sub(r"^(directory\s+)\S+$", scratch_directory, content, flags=re.M))
+    return _run(["slaptest", "-Q", "-u", "-f", str(config)])
+
+
 # checker name -> (tool that must be on PATH, check function)
 CHECKERS: dict[str, tuple[str, Callable[[str, Path], str | None]]] = {
     "apt": ("apt-config", _check_apt_config),
@@ -156,6 +172,7 @@ CHECKERS: dict[str, tuple[str, Callable[[str, Path], str | None]]] = {
     "nft": ("nft", _check_nft),
     "nginx": ("nginx", _check_nginx),
     "postfix": ("postfix", _check_postfix),
+    "slapd": ("slaptest", _check_slapd),
     "sshd": ("sshd", _check_sshd),
 }
 # Checkers whose tool reads other files of the same host along with the checked one:

@@ -98,11 +98,18 @@ def render_for_deploy(
     return {item.path: item for item in rendered}
 
 
-def packages(role: str, names: Iterable[str]) -> OperationMeta:
-    """Install Debian packages, the same way for every role: no recommends, retried, bounded."""
+def packages(role: str, names: Iterable[str], preseed: Iterable[str] = ()) -> OperationMeta:
+    """Install Debian packages, the same way for every role: no recommends, retried, bounded;
+    `preseed` answers their debconf questions first."""
     names = tuple(names)
     expect(packages=names)
-    return packages_present(name=f"{role}: packages", packages=names, _retries=2, _timeout=600)
+    return packages_present(
+        name=f"{role}: packages",
+        packages=names,
+        preseed=tuple(preseed),
+        _retries=2,
+        _timeout=600,
+    )
 
 
 def pending_actions() -> frozenset[str]:

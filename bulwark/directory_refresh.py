@@ -1,6 +1,7 @@
 """bulwark-directory-refresh: rebuild slapd's read-only LDAP address book from Radicale's books.
 
-Installed on the directory host as a script (standard library only) and run by systemd as root.
+Installed on the directory host as a script (standard library only) and run by systemd as slapd's
+own user, allowed to read the CardDAV store.
 Mail clients look people up over LDAP; people keep their contacts in CardDAV. This program turns
 the CardDAV address books Radicale 3.1 stores on the same host (its "multifilesystem": a book is a
 directory, each contact a file holding one or more vCards) into the tree of slapd's `dc=AddressBook`
@@ -8,26 +9,26 @@ database: every platform account under ou=Accounts (the global address list), th
 under ou=Shared, and each account's own book under ou=Personal, every entry there carrying
 `seeAlso` naming its owner's bind DN for slapd's ACL (`by dnattr=seeAlso read`) to show it to
 that owner alone. The users database (`dc=User`, the bind DNs and their app-password hashes) is
-rendered by the deploy (`user_ldif`) and only loaded here.
+rendered by the deploy (roles/directory.py) and only loaded here.
 
 Contacts are other people's text: a card or a value slapd's syntax would refuse is left out with a
 note (one line on stderr, for the journal), naming the book, the file and the attribute but never
 the value, and the rest of the book still loads. The same books give byte-identical LDIF.
 
-Each database is rebuilt offline with slapadd into a fresh directory beside the live one, then the
-live path (a symlink, the directory slapd's config names) is swapped to it atomically and a running
-slapd is told over ldapi to reopen the database. A database whose LDIF has not changed since the
+Each database is rebuilt offline with slapadd into a fresh directory beside the live one, whose
+data file then replaces the live one, and a running slapd is told over ldapi (cn=config, its
+olcDbDirectory set again) to reopen the database: searches see the old contents or the new,
+never a mix, and never a refused connection. A database whose LDIF has not changed since the
 last refresh (its SHA-256 is kept in `<directory>.digest`) is left alone. A failed slapadd leaves
 the old database serving.
 
 The configuration (JSON, `--config`):
   address_book, users: the two databases, each {"suffix", "directory", "build_config"}; users also
       names its "ldif" file. build_config is a slapd.conf holding a `database mdb` section per
-      suffix, for slapadd; directory is the symlink the running slapd's olcDbDirectory names.
+      suffix, for slapadd; directory is the one the running slapd's olcDbDirectory names.
   accounts: [{"address", "name", "book"}], book being the account's Radicale book directory.
   shared: {"owner", "book"} or null.
   ldapi_socket: the running slapd's ldapi socket.
-  slapd_user: the user slapd runs as, who must own the database files (optional).
 """
 
 from __future__ import annotations
@@ -39,7 +40,6 @@ import fcntl
 import hashlib
 import json
 import os
-import pwd
 import re
 import shutil
 import socket
@@ -71,6 +71,8 @@ SAFE_STRING = re.compile(
     r"[\x01-\x09\x0b\x0c\x0e-\x1f\x21-\x39\x3b\x3d-\x7f][\x01-\x09\x0b\x0c\x0e-\x7f]*"
 )
 LDIF_WIDTH = 76
+# back-mdb's data file in a database directory (its lock file, lock.mdb, stays slapd's own).
+DATA_FILE = "data.mdb"
 # A suffix this program writes a top entry for: one dc RDN.
 DC_SUFFIX = re.compile(r"dc=([A-Za-z0-9-]+)", re.IGNORECASE)
 # Database directories go into slapd.conf unquoted and into cn=config as they are.
@@ -81,7 +83,6 @@ PARAMETER = re.compile(r'(?:[^;"]|"[^"]*")+')
 FOLDING = re.compile(r"\r?\n[ \t]")
 LINE_BREAK = re.compile(r"\r\n|\r|\n")
 ESCAPE = re.compile(r"\\(.)", re.DOTALL)
-ARGON2_HASH = re.compile(r"\$argon2(?:id|i|d)\$[A-Za-z0-9$=,+/.-]+")
 
 Entry = tuple[str, list[tuple[str, str]]]
 Run = Callable[..., str]
@@ -125,7 +126,6 @@ class Config:
     accounts: tuple[Account, ...]
     shared: Book | None
     ldapi_socket: str
-    slapd_user: str | None
 
 
 @dataclass(frozen=True)
@@ -426,21 +426,6 @@ def top_entry(suffix: str) -> Entry:
     return suffix, [*classes, ("dc", match[1]), ("o", match[1])]
 
 
-def user_ldif(entries: list[tuple[str, list[str]]], suffix: str) -> str:
-    """The users database: per account (address, app-password Argon2 hashes) a bind DN
-    `cn=<address>,<suffix>`. An account without app passwords gets an entry nobody can bind as."""
-    ldif_entries = [top_entry(suffix)]
-    for address, hashes in sorted(entries):
-        for hash_ in hashes:
-            if not ARGON2_HASH.fullmatch(hash_):
-                raise ValueError(f"an app password hash of {address} is not an Argon2 hash")
-        classes = ["organizationalRole"] + (["simpleSecurityObject"] if hashes else [])
-        pairs = [("objectClass", oc) for oc in classes] + [("cn", address)]
-        pairs += [("userPassword", "{ARGON2}" + hash_) for hash_ in sorted(set(hashes))]
-        ldif_entries.append((f"cn={escape_dn_value(address)},{suffix}", pairs))
-    return format_ldif(ldif_entries)
-
-
 def account_pairs(account: Account) -> list[tuple[str, str]]:
     words = account.name.split()
     attributes = {
@@ -521,7 +506,6 @@ def load_config(path: str) -> Config:
     if len({account.address.casefold() for account in accounts}) != len(accounts):
         raise ConfigError(f"{path}: an account address is listed twice")
     shared = raw.get("shared")
-    slapd_user = raw.get("slapd_user")
     return Config(
         address_book=address_book_db,
         users=users_db,
@@ -530,7 +514,6 @@ def load_config(path: str) -> Config:
         if shared is not None
         else None,
         ldapi_socket=text(raw, "ldapi_socket", ""),
-        slapd_user=text(raw, "slapd_user", "") if slapd_user is not None else None,
     )
 
 
@@ -641,49 +624,30 @@ def reopen(database: Database, socket_path: str, run: Run) -> None:
     )
 
 
-def give_to(path: str, user: str) -> None:
-    """Hand a new database directory to slapd's user: slapd writes its lock file and checks it
-    may write the directory."""
-    account = pwd.getpwnam(user)
-    for root, _, files in os.walk(path):
-        for name in [root, *(os.path.join(root, file) for file in files)]:
-            os.chown(name, account.pw_uid, account.pw_gid)
-
-
 def refresh(database: Database, ldif: bytes, config: Config, run: Run = run_tool) -> bool:
-    """Rebuild and swap in the database unless its LDIF is the one loaded; True if rebuilt."""
+    """Rebuild the database and swap it in, unless its LDIF is the one loaded; True if rebuilt.
+
+    slapadd builds into `<directory>.build`; its data file then replaces the live one (a rename:
+    slapd keeps reading the old file until it reopens), and a running slapd reopens the database.
+    Until the digest is recorded, the next run builds and reopens again."""
     digest = hashlib.sha256(ldif).hexdigest()
     live, digest_path = database.directory, database.directory + ".digest"
-    target = f"{live}.{digest[:16]}"
+    if not os.path.isdir(live):
+        raise RefreshError(f"{live} is missing: the deploy makes it")
     recorded = Path(digest_path).read_text().strip() if os.path.exists(digest_path) else None
-    if os.path.isdir(live) and recorded == digest:
+    if recorded == digest and os.path.exists(os.path.join(live, DATA_FILE)):
         return False
-    if os.path.isdir(live) and not os.path.islink(live):
-        raise RefreshError(f"{live} is a directory, not the symbolic link the refresh swaps")
-    if os.path.realpath(live) != os.path.realpath(target):
-        shutil.rmtree(target, ignore_errors=True)
-        os.mkdir(target, 0o700)
-        try:
-            slapadd(database, ldif, target, False, run)
-        except (RefreshError, ConfigError):
-            shutil.rmtree(target, ignore_errors=True)
-            raise
-        if config.slapd_user:
-            give_to(target, config.slapd_user)
-        link = live + ".new-link"
-        if os.path.lexists(link):
-            os.unlink(link)
-        os.symlink(os.path.basename(target), link)
-        os.replace(link, live)
-    reopen(database, config.ldapi_socket, run)  # again after a failed one: the digest is not kept
+    build = live + ".build"
+    shutil.rmtree(build, ignore_errors=True)
+    os.mkdir(build, 0o700)
+    try:
+        slapadd(database, ldif, build, False, run)
+        os.replace(os.path.join(build, DATA_FILE), os.path.join(live, DATA_FILE))
+    finally:
+        shutil.rmtree(build, ignore_errors=True)
+    reopen(database, config.ldapi_socket, run)
     Path(digest_path + ".new").write_text(digest + "\n")
     os.replace(digest_path + ".new", digest_path)
-    parent, base = os.path.split(live)
-    previous = re.compile(re.escape(base) + r"\.[0-9a-f]{16}")
-    for name in os.listdir(parent):
-        path = os.path.join(parent, name)
-        if previous.fullmatch(name) and os.path.realpath(path) != os.path.realpath(live):
-            shutil.rmtree(path)
     return True
 
 

@@ -181,10 +181,12 @@ def run_pending(activation: Activation):
 
 
 @operation()
-def packages_present(packages: tuple[str, ...]):
+def packages_present(packages: tuple[str, ...], preseed: tuple[str, ...] = ()):
     """Install `packages` with apt, without recommends, unless dpkg has every one already.
 
     + packages: Debian package names
+    + preseed: debconf answers (`debconf-set-selections` lines) given before installing, so
+      that a package's scripts never act on their defaults
 
     **Example:**
 
@@ -196,6 +198,8 @@ def packages_present(packages: tuple[str, ...]):
     if all(found[name] for name in packages):
         host.noop(f"{', '.join(packages)} installed")
         return
+    for answer in preseed:
+        yield StringCommand("printf", "'%s\\n'", QuoteString(answer), "|", "debconf-set-selections")
     yield from apt.packages._inner(packages=list(packages), no_recommends=True)
 
 

@@ -27,7 +27,6 @@ from bulwark.pki import ensure_pki
 from bulwark.secret import write_private_file
 from bulwark.secret_names import (
     CONTENT_LINK_KEY,
-    DIRECTORY_ADMIN_PASSWORD,
     DOVEADM_PASSWORD,
     account_password,
     app_password_name,
@@ -134,9 +133,6 @@ _KINDS: dict[str, Callable[[Topology], _Required]] = {
     },
     "content-link-key": lambda topology: {
         CONTENT_LINK_KEY: ("key", "HMAC key of the expiring links to users' files")
-    },
-    "directory-admin-password": lambda topology: {
-        DIRECTORY_ADMIN_PASSWORD: ("password", "slapd administrator password")
     },
 }
 

@@ -163,6 +163,7 @@ _MAIN_PASSWORD_REFUSED = (
     "tests/unit/test_webauth.py::test_app_passwords_log_in_and_other_passwords_do_not",
     "tests/e2e/test_mail.py::test_the_main_password_is_refused_everywhere",
     "tests/e2e/test_dav.py::test_the_main_password_is_refused",
+    "tests/e2e/test_directory.py::test_the_main_and_a_wrong_password_are_refused",
 )
 _WEB_HEADERS = (
     "tests/unit/test_dav_role.py::test_every_served_response_carries_the_security_headers",
@@ -193,6 +194,10 @@ _APACHE = "/etc/bulwark/files/apache2.conf"
 _FTPD = "/etc/systemd/system/bulwark-ftpd.service"
 _FILES_WRITES = "/etc/nginx/bulwark-files-writes.conf"
 _FILES_RSYNCD = "/etc/bulwark/replication/files-rsyncd.conf"
+_SLAPD = "/etc/bulwark/directory/slapd.conf"
+_SLAPD_UNIT = "/etc/systemd/system/bulwark-slapd.service"
+_USERS_LDIF = "/etc/bulwark/directory/users.ldif"
+_LDAP_TESTS = "tests/e2e/test_directory.py::"
 
 PROMISES: tuple[Promise, ...] = (
     # --- 002: how the service is kept secure --------------------------------------------------
@@ -220,6 +225,8 @@ PROMISES: tuple[Promise, ...] = (
             Evidence("mx", _MAIN_CF, r"^smtpd_tls_auth_only = yes$"),
             Evidence("dav", _NGINX, r"listen \S+:443 ssl"),
             Evidence("files", _FTPD, r"^\s*--tls 3 \\$"),
+            Evidence("directory", _SLAPD_UNIT, r' -h "ldaps://[0-9.]+:636/ ldapi://[^" ]+"$'),
+            Evidence("directory", _SLAPD, r"^security ssf=128$"),
         ),
         tests=(
             "tests/unit/test_mail_roles.py::test_the_mx_offers_tls_and_submission_requires_it",
@@ -231,6 +238,7 @@ PROMISES: tuple[Promise, ...] = (
             "tests/e2e/test_dav.py::test_https_is_tls_1_2_or_later_with_a_verified_certificate",
             "tests/e2e/test_files.py::test_https_is_tls_1_2_or_later_with_a_verified_certificate",
             *_FTPS,
+            "tests/e2e/test_directory.py::test_ldaps_is_tls_1_2_or_later_and_forward_secret",
         ),
     ),
     Promise(
@@ -248,6 +256,8 @@ PROMISES: tuple[Promise, ...] = (
             Evidence("dav", _NGINX, r"^\s*ssl_protocols TLSv1\.2 TLSv1\.3;$"),
             Evidence("dav", _NGINX, r"^\s*ssl_ciphers ECDHE-"),
             Evidence("files", _FTPD, r"^\s*--tlsciphersuite ECDHE-"),
+            Evidence("directory", _SLAPD, r"^TLSCipherSuite SECURE128:.*:-KX-ALL:\+ECDHE-ECDSA:"),
+            Evidence("directory", _SLAPD, r"^TLSProtocolMin 3\.3$"),
         ),
         tests=(
             "tests/unit/test_mail_roles.py::test_postfix_tls_is_mozilla_intermediate_and_forward_secret",
@@ -256,6 +266,7 @@ PROMISES: tuple[Promise, ...] = (
             "tests/e2e/test_dav.py::test_https_is_tls_1_2_or_later_with_a_verified_certificate",
             "tests/e2e/test_files.py::test_https_is_tls_1_2_or_later_with_a_verified_certificate",
             "tests/e2e/test_files.py::test_ftps_is_tls_1_2_or_later_with_a_verified_certificate",
+            "tests/e2e/test_directory.py::test_ldaps_is_tls_1_2_or_later_and_forward_secret",
         ),
     ),
     Promise(
@@ -660,7 +671,10 @@ PROMISES: tuple[Promise, ...] = (
         "we do not support insecure access",
         "TLS on every protocol: the plaintext ports 143, 110 and 389 never listen.",
         roles=("mailstore", "directory"),
-        evidence=(Evidence("mailstore", _DOVECOT, r"^\s*port = 0$"),),
+        evidence=(
+            Evidence("mailstore", _DOVECOT, r"^\s*port = 0$"),
+            Evidence("directory", _SLAPD_UNIT, r' -h "ldaps://[0-9.]+:636/ ldapi://[^" ]+"$'),
+        ),
         tests=(
             "tests/unit/test_catalogue.py::test_plaintext_twins_never_listen",
             "tests/integration/test_mail.py::test_no_plaintext_twin_listens",
@@ -679,6 +693,9 @@ PROMISES: tuple[Promise, ...] = (
             Evidence("dav", _WEBAUTH_ACCOUNTS, r'^\s*"\w+": \["<secret:account/'),
             Evidence("files", _FTPD, r"^\s*--login extauth:"),
             Evidence("files", _FTPD, r"^\s*--noanonymous \\$"),
+            Evidence(
+                "directory", _USERS_LDIF, r"^userPassword: \{ARGON2\}<secret:account/\w+/app/"
+            ),
         ),
         tests=(
             *_MAIN_PASSWORD_REFUSED,
@@ -819,6 +836,25 @@ PROMISES: tuple[Promise, ...] = (
         "ldap.DOMAIN on port 636 (TLS, not STARTTLS), read-only contacts: bind "
         "cn=USER@DOMAIN,dc=User, search base dc=AddressBook.",
         roles=("directory",),
+        evidence=(
+            Evidence("directory", _SLAPD, r"^disallow bind_anon$"),
+            Evidence("directory", _SLAPD, r"^require authc$"),
+            Evidence("directory", _SLAPD, r'^defaultsearchbase "dc=AddressBook"$'),
+            Evidence("directory", _SLAPD, r"^readonly on$"),
+            Evidence("directory", _SLAPD, r"by dnattr=seeAlso read by \* none$"),
+            Evidence("directory", _USERS_LDIF, r"^dn: cn=\S+@\S+,dc=User$"),
+        ),
+        tests=(
+            f"{_LDAP_TESTS}test_each_account_binds_with_each_app_password",
+            f"{_LDAP_TESTS}test_client_filters_find_the_accounts",
+            f"{_LDAP_TESTS}test_contacts_from_carddav_reach_ldap_at_both_sites",
+            f"{_LDAP_TESTS}test_another_accounts_personal_contacts_stay_hidden",
+            f"{_LDAP_TESTS}test_every_write_is_refused",
+            f"{_LDAP_TESTS}test_anonymous_and_unauthenticated_access_is_refused",
+            f"{_LDAP_TESTS}test_starttls_is_refused_on_the_implicit_tls_port",
+        ),
+        note="Logins over LDAP name a DN, cn=USER@DOMAIN,dc=User, as this section gives it; the "
+        "alternative separators are for the other services.",
     ),
     Promise(
         "files",
@@ -899,7 +935,7 @@ PROMISES: tuple[Promise, ...] = (
         ENDPOINTS,
         "Alternative usernames",
         "user@domain, user#domain, user/domain and user=domain all log in.",
-        roles=("mx", "mailstore", "dav", "files", "directory"),
+        roles=("mx", "mailstore", "dav", "files"),
         evidence=(
             Evidence("mailstore", _DOVECOT, r'^auth_username_translation = "#@/@=@"$'),
             Evidence("mx", _DOVECOT, r'^auth_username_translation = "#@/@=@"$'),

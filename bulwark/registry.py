@@ -33,6 +33,7 @@ class Role:
     volumes: tuple[str, ...] = ()  # LUKS volumes (bulwark.volumes) holding its data
     secrets: tuple[str, ...] = ()  # kinds of vault entries it needs (bulwark.secret)
     peered: bool = False  # must be in every site: each site's copy is the other's peer
+    beside: tuple[str, ...] = ()  # roles it needs on the same host (it reads their data there)
 
     @property
     def implemented(self) -> bool:
@@ -115,9 +116,12 @@ ROLES: tuple[Role, ...] = (
     ),
     Role(
         "directory",
-        "slapd: the read-only LDAPS address book",
+        "slapd: the read-only LDAPS address book, rebuilt from the host's CardDAV books",
+        module="directory",
         volumes=("directory",),
-        secrets=("directory-admin-password",),
+        secrets=("account-passwords",),
+        # It serves the contacts of the CardDAV store beside it: each site its local replica.
+        beside=("dav",),
     ),
     Role("backup", "the other site's encrypted backups", volumes=("backups",), peered=True),
 )

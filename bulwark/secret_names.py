@@ -12,7 +12,6 @@ from bulwark.topology import Host
 CA_KEY = "pki/ca/key"
 CA_CERT = "pki/ca/cert"
 DOVEADM_PASSWORD = "mail/doveadm-password"  # noqa: S105 - an entry's name, not a password
-DIRECTORY_ADMIN_PASSWORD = "directory/admin-password"  # noqa: S105 - an entry's name
 # The HMAC key signing links to users' files on the content origin (every site's the same).
 CONTENT_LINK_KEY = "files/content-link-key"
 _ACCOUNT = "account"

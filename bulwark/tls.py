@@ -22,3 +22,11 @@ TLS13_SUITES: tuple[str, ...] = (
 )
 # Debian 12's OpenSSL 3.0 has no X25519MLKEM768 yet.
 GROUPS: tuple[str, ...] = ("X25519", "prime256v1", "secp384r1")
+# The same policy in GnuTLS's priority syntax, for slapd (Debian builds OpenLDAP with GnuTLS):
+# TLS 1.2 and 1.3, AEAD ciphers, ECDHE only, the three groups (hardening.md §4, checked with
+# gnutls-cli and, in the lab, with sslyze).
+GNUTLS_PRIORITY = (
+    "SECURE128:-VERS-ALL:+VERS-TLS1.3:+VERS-TLS1.2:-CIPHER-ALL:+AES-128-GCM:+AES-256-GCM:"
+    "+CHACHA20-POLY1305:-MAC-ALL:+AEAD:-KX-ALL:+ECDHE-ECDSA:+ECDHE-RSA:-GROUP-ALL:"
+    "+GROUP-X25519:+GROUP-SECP256R1:+GROUP-SECP384R1"
+)

@@ -32,6 +32,7 @@ def tls_context(secrets: SecretStore, host: Host) -> dict[str, Any]:
         "tls12_ciphers": tls.TLS12_CIPHERS,
         "tls13_suites": tls.TLS13_SUITES,
         "tls_groups": tls.GROUPS,
+        "tls_gnutls_priority": tls.GNUTLS_PRIORITY,
         "certificate": pki.HOST_CERT_PATH,
         "private_key": pki.HOST_KEY_PATH,
         "ca_certificate": pki.CA_CERT_PATH,

@@ -444,6 +444,15 @@ def _check_roles(record: InventoryHost, out: _Collector) -> tuple[str, ...]:
     for role, count in Counter(valid).items():
         if count > 1:
             out.add(record.name, "roles", f"role {role!r} is listed {count} times")
+    for role in valid:
+        for needed in registry.role(role).beside:
+            if needed not in valid:
+                out.add(
+                    record.name,
+                    "roles",
+                    f"role {role!r} needs role {needed!r} on the same host: it serves data "
+                    f"that {needed!r} keeps there",
+                )
     _check_port_conflicts(record.name, valid, out)
     return tuple(sorted(set(valid), key=registry.INVENTORY_ROLES.index))
 

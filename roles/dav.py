@@ -25,6 +25,15 @@ from pyinfra import host as current_host
 from pyinfra.api import QuoteString, StringCommand, deploy, operation
 
 from bulwark import bruteforce, replication, web
+from bulwark.davstore import (
+    DATA_DIR,
+    DEFAULT_COLLECTION,
+    SHARED_DIR,
+    SHARED_SUFFIX,
+    USER,
+    collection_root,
+    shared_book_name,
+)
 from bulwark.deploying import (
     directory,
     install,
@@ -40,24 +49,15 @@ from bulwark.plan import ManagedFile
 from bulwark.probes import Directories, Directory, Disk, Unit, Units, WriteSwitch
 from bulwark.secret import SecretStore
 from bulwark.topology import Host, Topology
-from bulwark.volumes import volume
 
 ROLE = "dav"
 
 PACKAGES: tuple[str, ...] = (*web.PACKAGES, "python3-radicale", "gunicorn")
-USER = "bulwark-dav"
 NO_LOGIN = "/usr/sbin/nologin"
-# Everything the role stores, one directory (the storage role's `dav` volume).
-DATA_DIR = volume("dav").path
 CONFIG_DIR = "/etc/bulwark/dav"
 # Radicale instance -> what its collections are (their `tag`), and the default one's name.
 INSTANCES: dict[str, str] = {"calendars": "VCALENDAR", "addressbooks": "VADDRESSBOOK"}
-DEFAULT_COLLECTION = "Default"
 DISPLAY_NAMES: dict[str, str] = {"calendars": "Calendar", "addressbooks": "Default"}
-# The shared address book's collection name in its owner's namespace, and where it really is:
-# outside every principal, so nobody reaches it but through the link in their own collection.
-SHARED_SUFFIX = "Shared"
-SHARED_DIR = f"{DATA_DIR}/addressbooks/shared"
 # Radicale's own per-host files: rebuilt by each instance, never replicated.
 LOCAL_FILES: tuple[str, ...] = (".Radicale.cache", ".Radicale.lock", ".Radicale.tmp-*")
 # gunicorn workers per instance, and threads per worker (Radicale serialises writes itself).
@@ -80,10 +80,6 @@ UNIT_FILES = (
     "/etc/systemd/system/bulwark-radicale@.socket",
     "/etc/systemd/system/bulwark-radicale@.service",
 )
-
-
-def collection_root(instance: str) -> str:
-    return f"{DATA_DIR}/{instance}/collection-root"
 
 
 def config_path(instance: str) -> str:
@@ -296,8 +292,7 @@ def collection_paths(
     principals: list[str] = [*(collection_root(name) for name in INSTANCES), SHARED_DIR]
     collections: dict[str, str] = {}
     links: dict[str, str] = {}
-    book = topology.shared_addressbook
-    shared_name = f"{book.owner}@{topology.domain}.{SHARED_SUFFIX}" if book else None
+    shared_name = shared_book_name(topology)
     if shared_name:
         collections[f"{SHARED_DIR}/{shared_name}"] = _props("VADDRESSBOOK", SHARED_SUFFIX)
     books = collection_root("addressbooks")

@@ -14,7 +14,7 @@ import pytest
 
 from bulwark import banwatch, bruteforce, exposure, mail
 from bulwark.audit import SealedSecrets
-from bulwark.banwatch import Failure, Window, parse
+from bulwark.banwatch import Failure, SlapdConnections, Window, parse
 from bulwark.exposure import management_sources, site_lans
 from bulwark.inventory import load_topology
 from bulwark.render import render_host_configs
@@ -102,6 +102,36 @@ def test_a_web_login_cannot_choose_whom_to_ban():
     line = f"login failed: rip=198.51.100.200 realm=caldav user={forged!r}"
     assert parse(line) == Failure(ATTACKER, 1)
     assert parse(f"login failed: rip=- realm=caldav user={forged!r}") is None
+
+
+# slapd 2.5 (loglevel stats), as the lab's journal shows it: the address on ACCEPT, the failed
+# bind (tag 97, err 49) later on the same connection, the bind's DN on a line of its own.
+SLAPD_SESSION = (
+    "conn=1005 fd=15 ACCEPT from IP=198.51.100.200:45678 (IP=198.51.100.12:636)",
+    "conn=1005 fd=15 TLS established tls_ssf=256 ssf=256 tls_proto=TLS1.3 tls_cipher=AES-256-GCM",
+    'conn=1005 op=0 BIND dn="cn=x conn=1005 fd=15 ACCEPT from IP=6.6.6.6:1 ,dc=User" method=128',
+    "conn=1005 op=0 RESULT tag=97 err=49 qtime=0.000011 etime=0.290125 text=",
+)
+
+
+def test_a_failed_ldap_bind_is_charged_to_the_connections_address():
+    slapd = SlapdConnections()
+    found = [slapd.failure(line) for line in SLAPD_SESSION]
+    assert found == [None, None, None, Failure(ATTACKER, 1)]
+    # The stateless parser knows none of these lines.
+    assert [parse(line) for line in SLAPD_SESSION] == [None] * 4
+
+
+def test_a_successful_bind_a_search_and_a_closed_connection_charge_nothing():
+    slapd = SlapdConnections()
+    slapd.failure(SLAPD_SESSION[0])
+    assert slapd.failure("conn=1005 op=0 RESULT tag=97 err=0 qtime=0.1 etime=0.3 text=") is None
+    assert slapd.failure("conn=1005 op=1 RESULT tag=101 err=49 qtime=0.1 etime=0.3 text=") is None
+    assert slapd.failure("conn=1005 fd=15 closed (connection lost)") is None
+    assert slapd.failure(SLAPD_SESSION[-1]) is None  # the connection is gone: no address
+    # ldapi connections have a path, never an address to ban.
+    slapd.failure("conn=7 fd=9 ACCEPT from PATH=/run/bulwark-slapd/ldapi (PATH=/run/x)")
+    assert slapd.failure("conn=7 op=0 RESULT tag=97 err=49 qtime=0 etime=0 text=") is None
 
 
 def _window(exempt=()) -> Window:

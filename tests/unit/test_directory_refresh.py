@@ -36,7 +36,6 @@ from bulwark.directory_refresh import (
     parse_vcards,
     refresh,
     reopen,
-    user_ldif,
 )
 
 HASH = "$argon2id$v=19$m=65536,t=3,p=4$c2FsdHNhbHRzYWx0$aGFzaGhhc2hoYXNoaGFzaGhhc2hoYXNoaGFzaA"
@@ -282,24 +281,6 @@ def test_ldif_base64_and_folding_read_back():
     assert parse_ldif(text) == entries
 
 
-def test_user_ldif_holds_bind_dns_and_sorted_hashes():
-    other = HASH.replace("c2Fsd", "b3RoZ")
-    text = user_ldif([("b+x@example.net", [HASH, other]), ("a@example.net", [])], "dc=User")
-    entries = parse_ldif(text)
-    assert [dn for dn, _ in entries] == [
-        "dc=User",
-        "cn=a@example.net,dc=User",
-        "cn=b\\+x@example.net,dc=User",
-    ]
-    assert values(entries[0][1], "objectClass") == ["top", "dcObject", "organization"]
-    assert values(entries[1][1], "objectClass") == ["organizationalRole"]
-    assert values(entries[2][1], "objectClass") == ["organizationalRole", "simpleSecurityObject"]
-    assert values(entries[2][1], "userPassword") == sorted(["{ARGON2}" + HASH, "{ARGON2}" + other])
-    with pytest.raises(ValueError, match=r"a@example\.net") as refused:
-        user_ldif([("a@example.net", ["plaintext"])], "dc=User")
-    assert "plaintext" not in str(refused.value)
-
-
 def make_config(tmp_path: Path) -> Config:
     dav = tmp_path / "dav"
     write_book(
@@ -320,7 +301,6 @@ def make_config(tmp_path: Path) -> Config:
         ),
         shared=Book("carol@example.net", str(dav / "shared")),
         ldapi_socket=str(tmp_path / "ldapi"),
-        slapd_user=None,
     )
 
 
@@ -379,14 +359,13 @@ def test_load_config(tmp_path: Path):
         "accounts": [{"address": "a@example.net", "name": "A B", "book": "/dav/a"}],
         "shared": None,
         "ldapi_socket": "/run/bulwark/slapd.sock",
-        "slapd_user": "openldap",
     }
     path = tmp_path / "refresh.json"
     path.write_text(json.dumps(raw))
     config = load_config(str(path))
     assert config.users.ldif == "/etc/bulwark/directory/users.ldif"
     assert config.accounts == (Account("a@example.net", "A B", "/dav/a"),)
-    assert config.shared is None and config.slapd_user == "openldap"
+    assert config.shared is None and config.ldapi_socket == "/run/bulwark/slapd.sock"
     raw["accounts"].append({"address": "A@example.net", "name": "Again", "book": "/dav/b"})
     path.write_text(json.dumps(raw))
     with pytest.raises(ConfigError, match="listed twice"):
@@ -456,8 +435,8 @@ def refresh_setup(tmp_path: Path) -> tuple[Database, Config]:
     build = tmp_path / "build.conf"
     build.write_text('database mdb\nsuffix "dc=AddressBook"\ndirectory /placeholder\n')
     database = Database("dc=AddressBook", str(tmp_path / "db" / "addressbook"), str(build))
-    (tmp_path / "db").mkdir()
-    config = Config(database, database, (), None, str(tmp_path / "absent.sock"), None)
+    Path(database.directory).mkdir(parents=True)
+    config = Config(database, database, (), None, str(tmp_path / "absent.sock"))
     return database, config
 
 
@@ -465,33 +444,45 @@ def test_refresh_builds_swaps_records_and_then_skips_the_same_ldif(tmp_path: Pat
     database, config = refresh_setup(tmp_path)
     tools = FakeTools()
     assert refresh(database, b"dn: dc=AddressBook\n\n", config, tools)
-    first_target = os.readlink(database.directory)
     assert Path(database.directory, "data.mdb").read_bytes() == b"dn: dc=AddressBook\n\n"
     digest = hashlib.sha256(b"dn: dc=AddressBook\n\n").hexdigest()
-    assert first_target == f"addressbook.{digest[:16]}"
     assert Path(database.directory + ".digest").read_text() == digest + "\n"
     assert [command[0] for command, _ in tools.calls] == ["slapadd"]  # no slapd: no reopen
     assert "-q" in tools.calls[0][0] and "dc=AddressBook" in tools.calls[0][0]
+    # The build went to a directory of its own, gone once its data file is the live one.
+    built = Path(tools.calls[0][0][tools.calls[0][0].index("-f") + 1])
+    assert not built.exists()
+    assert sorted(os.listdir(tmp_path / "db")) == ["addressbook", "addressbook.digest"]
 
     assert not refresh(database, b"dn: dc=AddressBook\n\n", config, tools)
     assert len(tools.calls) == 1
 
     assert refresh(database, b"dn: dc=AddressBook\n\ndn: ou=x\n\n", config, tools)
-    assert os.readlink(database.directory) != first_target
-    assert sorted(os.listdir(tmp_path / "db")) == sorted(
-        ["addressbook", "addressbook.digest", os.readlink(database.directory)]
-    )
+    assert b"ou=x" in Path(database.directory, "data.mdb").read_bytes()
+    assert sorted(os.listdir(tmp_path / "db")) == ["addressbook", "addressbook.digest"]
+
+
+def test_a_lost_data_file_is_rebuilt_though_the_digest_matches(tmp_path: Path):
+    database, config = refresh_setup(tmp_path)
+    refresh(database, b"dn: dc=AddressBook\n\n", config, FakeTools())
+    Path(database.directory, "data.mdb").unlink()
+    assert refresh(database, b"dn: dc=AddressBook\n\n", config, FakeTools())
 
 
 def test_a_failed_slapadd_keeps_the_old_database(tmp_path: Path):
     database, config = refresh_setup(tmp_path)
     refresh(database, b"dn: dc=AddressBook\n\n", config, FakeTools())
-    live = os.readlink(database.directory)
     with pytest.raises(RefreshError, match="slapadd failed"):
         refresh(database, b"dn: dc=AddressBook\n\ndn: ou=y\n\n", config, FakeTools(fail=True))
-    assert os.readlink(database.directory) == live
-    left = ["addressbook", "addressbook.digest", live]
-    assert sorted(os.listdir(tmp_path / "db")) == sorted(left)
+    assert Path(database.directory, "data.mdb").read_bytes() == b"dn: dc=AddressBook\n\n"
+    assert sorted(os.listdir(tmp_path / "db")) == ["addressbook", "addressbook.digest"]
+
+
+def test_a_missing_database_directory_is_refused(tmp_path: Path):
+    database, config = refresh_setup(tmp_path)
+    Path(database.directory).rmdir()
+    with pytest.raises(RefreshError, match="the deploy makes it"):
+        refresh(database, b"dn: dc=AddressBook\n\n", config, FakeTools())
 
 
 def test_reopen_tells_a_running_slapd_over_ldapi(tmp_path: Path):

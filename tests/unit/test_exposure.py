@@ -86,10 +86,10 @@ def test_a_client_role_without_a_host_opens_nothing():
 
 def test_a_client_role_not_deployed_yet_opens_nothing():
     """Clients of a role without a module never connect: they are not let in either."""
-    lmtp_from_directory = replace(
-        catalogue.service("lmtp"), clients=(Clients("directory", Scope.SAME_SITE),)
+    lmtp_from_proxy = replace(
+        catalogue.service("lmtp"), clients=(Clients("proxy", Scope.SAME_SITE),)
     )
-    assert role_sources(LAB, LAB.host("nj-mail"), lmtp_from_directory) == ()
+    assert role_sources(LAB, LAB.host("nj-mail"), lmtp_from_proxy) == ()
 
 
 @pytest.mark.usefixtures("every_role_deployed")

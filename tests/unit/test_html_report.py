@@ -129,7 +129,7 @@ def test_promise_statuses_follow_the_registry(rendered_inventories, inventory):
     assert {"imap", "pop", "smtp-465", "smtp-587", "caldav", "log-retention"} <= kept
     assert {"webdav", "ftp", "files", "isolated-domains", "hsts", "csp"} <= kept
     waiting = {row.promise.key for row in rows if row.status is Status.NOT_IMPLEMENTED}
-    assert {"ldap", "firewall-proxies", "backups"} <= waiting
+    assert {"firewall-proxies", "backups"} <= waiting
 
 
 def test_a_role_given_a_module_no_longer_reads_not_implemented(rendered_inventories, monkeypatch):

@@ -91,7 +91,7 @@ def test_loading_an_inventory_leaves_the_process_sound(tmp_path):
 
 def test_production_inventory_loads():
     topology = load_topology(REPO / "inventory" / "production.py")
-    assert len(topology.hosts) == 12
+    assert len(topology.hosts) == 10
     assert [site.name for site in topology.sites] == ["nj", "sea"]
     assert topology.primary_site.name == "nj"
     assert topology.domain == "example.com"
@@ -100,7 +100,7 @@ def test_production_inventory_loads():
     for site in ("nj", "sea"):
         assert topology.gateway(site).name == f"{site}-gw"
         assert topology.host(f"{site}-gw").roles == ("gateway", "proxy")
-        assert topology.host(f"{site}-web").roles == ("dav", "files")
+        assert topology.host(f"{site}-web").roles == ("dav", "files", "directory")
         assert topology.host(f"{site}-backup").public_address is None
         for role in ("mx", "mailstore", "directory", "backup"):
             assert len(topology.hosts_with_role(role, site)) == 1

@@ -191,14 +191,14 @@ def test_nft_ports_writes_each_run_of_ports_as_a_range(ports, written) -> None:
     assert firewall.nft_ports(ports) == written
 
 
-def test_a_files_hosts_ban_covers_its_public_ports_in_ranges() -> None:
+def test_a_web_hosts_ban_covers_its_public_ports_in_ranges() -> None:
     """A banned address is dropped on every public port of the host, FTP's passive range
-    included (no data connection either), in one rule whose runs are ranges."""
+    included (no data connection either) and LDAPS, in one rule whose runs are ranges."""
     ruleset = _ruleset(LAB, "nj-web")
     ban = [line.strip() for line in ruleset.splitlines() if f"@{bruteforce.BAN_SET} " in line]
     assert ban == [
         f"ip saddr @{bruteforce.BAN_SET} ip saddr != @management_v4 ip saddr != @site_lans_v4 "
-        "tcp dport { 21, 80, 443, 50000-50100 } drop"
+        "tcp dport { 21, 80, 443, 636, 50000-50100 } drop"
     ]
 
 

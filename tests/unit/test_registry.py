@@ -64,12 +64,12 @@ def test_a_gateway_runs_the_vpn_module_once_in_order():
 
 def test_roles_without_a_module_are_reported_with_their_hosts():
     waiting = registry.not_deployed(PRODUCTION)
-    assert list(waiting) == ["storage", "proxy", "directory", "backup"]
-    assert waiting["directory"] == ("nj-dir", "sea-dir")
+    assert list(waiting) == ["storage", "proxy", "backup"]
+    assert waiting["backup"] == ("nj-backup", "sea-backup")
     assert len(waiting["storage"]) == len(PRODUCTION.hosts)
     line = registry.describe_not_deployed(PRODUCTION)
     assert line.startswith("not deployed yet (no module; no port, secret or promise): ")
-    assert "storage (every host); proxy (nj-gw, sea-gw); directory (nj-dir, sea-dir)" in line
+    assert "storage (every host); proxy (nj-gw, sea-gw); backup (nj-backup, sea-backup)" in line
 
 
 @pytest.mark.parametrize("topology", [LAB, PRODUCTION], ids=["lab", "production"])
@@ -83,7 +83,6 @@ def test_the_audit_never_reports_a_service_of_a_role_without_a_module(topology):
 
 def test_a_role_without_a_module_needs_no_secret():
     names = required_secrets(PRODUCTION)
-    assert "directory/admin-password" not in names
     assert not any(name.startswith("luks/") for name in names)
 
 

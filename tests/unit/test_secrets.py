@@ -75,7 +75,7 @@ def test_required_names_cover_the_topology(topology: Topology) -> None:
         "account/bob/main",
         "account/bob/app/desktop",
     }
-    platform = {"mail/doveadm-password", "directory/admin-password", "files/content-link-key"}
+    platform = {"mail/doveadm-password", "files/content-link-key"}
     assert platform <= set(names)
     assert len(names) == len(wireguard) + len(luks) + len(accounts) + len(platform)
     assert list(names) == sorted(names) and all(names.values())
@@ -95,19 +95,18 @@ def test_entry_names_are_the_ones_roles_look_up(production: Topology) -> None:
 def test_luks_volumes_follow_the_roles(production: Topology) -> None:
     names = required_secrets(production)
     luks = sorted(name for name in names if name.startswith("luks/"))
-    assert len(luks) == 12 + 2 * 5  # logs everywhere; mail, dav, files, directory, backups x2
+    assert len(luks) == 10 + 2 * 5  # logs everywhere; mail, dav, files, directory, backups x2
     assert {"luks/nj-store/mail", "luks/sea-backup/backups", "luks/nj-web/dav"} <= set(luks)
     assert "luks/nj-gw/mail" not in names and "luks/nj-mx/logs" in names
-    assert volumes_for(production.host("nj-web")) == ("dav", "files", "logs")
+    assert volumes_for(production.host("nj-web")) == ("dav", "directory", "files", "logs")
     assert volumes_for(production.host("nj-gw")) == ("logs",)
 
 
 def test_roles_without_a_module_get_no_secret_and_no_volume(topology: Topology) -> None:
-    """Nothing mounts a volume before the storage role exists, nothing reads the directory's
-    password before the directory role does: `secrets generate` makes neither."""
+    """Nothing mounts a volume before the storage role exists: `secrets generate` makes no LUKS
+    key."""
     names = required_secrets(topology)
     assert not [name for name in names if name.startswith("luks/")]
-    assert "directory/admin-password" not in names
     assert all(volumes_for(host) == () for host in topology.hosts)
     assert {"mail/doveadm-password", "wireguard/psk/nj-sea", "account/alice/main"} <= set(names)
 
@@ -173,7 +172,7 @@ def test_generate_creates_every_secret_in_its_format(
     }
     for name, size in sizes.items():
         assert len(base64.b64decode(values[name], validate=True)) == size
-    for name in ("mail/doveadm-password", "directory/admin-password"):
+    for name in ("mail/doveadm-password",):
         assert re.fullmatch(r"[A-Za-z0-9_-]{32}", values[name])
     hashes = [value for name, value in values.items() if name.startswith("account/")]
     assert len(hashes) == 5 and all(value.startswith("$argon2id$v=19$") for value in hashes)

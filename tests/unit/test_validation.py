@@ -579,6 +579,16 @@ def test_web_roles_may_share_https(two_site_inventory):
     assert topology.host("nj-web").roles == ("dav", "files")
 
 
+def test_the_directory_needs_dav_on_its_host(two_site_inventory):
+    """slapd serves the CardDAV books of its own host: without dav there, nothing to serve."""
+    set_host("nj-web", "roles", ["files", "directory"])(two_site_inventory)
+    problems = problems_of(two_site_inventory.write())
+    assert (
+        "nj-web.roles: role 'directory' needs role 'dav' on the same host: it serves data that "
+        "'dav' keeps there"
+    ) in problems
+
+
 def test_port_conflicts_of_three_roles_are_each_reported(two_site_inventory):
     set_host("nj-web", "roles", ["dav", "files", "proxy"])(two_site_inventory)
     problems = problems_of(two_site_inventory.write())
