@@ -454,7 +454,8 @@ def address_book(config: Config) -> tuple[list[Entry], list[str]]:
         children[PERSONAL] += found[0]
         notes += found[1]
     if config.shared:
-        found = book_entries(config.shared, branch[SHARED], None)
+        shared = Book(f"{config.shared.label}'s shared book", config.shared.path)
+        found = book_entries(shared, branch[SHARED], None)
         children[SHARED] += found[0]
         notes += found[1]
     entries = [top_entry(suffix)]
@@ -693,8 +694,6 @@ def main(argv: list[str] | None = None) -> int:
                     elif refresh(database, ldif, config):
                         seconds = f"{time.monotonic() - started:.1f} s"
                         log(f"{database.suffix}: {count} entries in {seconds}, {note_count} notes")
-                    else:
-                        log(f"{database.suffix}: unchanged")
                 except RefreshError as error:
                     log(f"{database.suffix}: {error}")
                     failed = True

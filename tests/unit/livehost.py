@@ -190,6 +190,7 @@ class SimulatedLab:
             owners = {
                 "/var/vmail": "vmail vmail 700",
                 "/var/lib/bulwark/files": "bulwark-files bulwark-files 750",
+                "/var/lib/bulwark/directory": "openldap openldap 700",
             }
             return "\n".join(
                 f"{owners.get(path, 'bulwark-dav bulwark-dav 750')}\t{path}" for path in paths

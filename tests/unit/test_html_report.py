@@ -174,9 +174,9 @@ def test_a_large_inventory_is_drawn_as_groups_not_one_box_per_host(tmp_path):
     topology = load_topology(render_scale.write_inventory(tmp_path, 200))
     openings = {host.name: host_openings(topology, host) for host in topology.hosts}
     svg = topology_svg(topology, openings)
-    # One box per site, one per group of hosts sharing their roles (6 kinds per site).
-    assert svg.count("<rect x") - svg.count('width="10"') == 2 + 2 * 6
-    assert "20 hosts: nj-mx0001 … nj-mx0096" in svg
+    # One box per site, one per group of hosts sharing their roles (5 kinds per site).
+    assert svg.count("<rect x") - svg.count('width="10"') == 2 + 2 * 5
+    assert "25 hosts: nj-mx0001 … nj-mx0097" in svg
 
 
 def test_a_third_site_is_joined_to_both_others():

@@ -45,7 +45,7 @@ BULWARK = Path(sys.executable).with_name("bulwark")
 PRODUCTION_HOSTS = [
     f"{site}-{kind}"
     for site in ("nj", "sea")
-    for kind in ("backup", "dir", "gw", "mx", "store", "web")
+    for kind in ("backup", "gw", "mx", "store", "web")
 ]
 LAB_HOSTS = [f"{site}-{kind}" for site in ("nj", "sea") for kind in ("gw", "mail", "web")]
 
@@ -179,7 +179,7 @@ def test_cli_render_production(tmp_path, no_vault_key):
     files = sum(
         len(entries) for entries in json.loads((out / MANIFEST).read_text())["hosts"].values()
     )
-    assert f"rendered {files} files for 12 hosts into {out}" in result.stdout
+    assert f"rendered {files} files for 10 hosts into {out}" in result.stdout
     assert "0 failed" in result.stdout
     assert list(json.loads((out / MANIFEST).read_text())["hosts"]) == PRODUCTION_HOSTS
     assert "secrets render as <secret:NAME sha256:sealed>" in result.stderr

@@ -26,7 +26,7 @@ from bulwark.hoststate import Account, FileState, Found, UnitState, sysctl_setti
 from bulwark.inventory import load_topology
 from bulwark.render import render_host_configs
 from bulwark.vault import Vault
-from roles import dav, files, firewall, mailstore
+from roles import dav, directory, files, firewall, mailstore
 from roles.firewall import RulesetState
 
 REPO = Path(__file__).resolve().parents[2]
@@ -70,8 +70,14 @@ def converged(
         files.LOCK_DIR: FileState(files.USER, files.USER, "700", directory=True),
         files.APACHE_RUN_DIR: FileState("root", "root", "755", directory=True),
     }
-    # Debian's units of the files' daemons, masked: links to /dev/null.
-    for unit in files.DEBIAN_UNITS:
+    # The directory's databases, slapd's own.
+    for path in (
+        directory.DATA_DIR,
+        *(f"{directory.DATA_DIR}/{n}" for n, _ in directory.DATABASES.values()),
+    ):
+        files_directories[path] = FileState(directory.USER, directory.USER, "700", directory=True)
+    # Debian's units of the files' and the directory's daemons, masked: links to /dev/null.
+    for unit in (*files.DEBIAN_UNITS, *directory.DEBIAN_UNITS):
         files_directories[f"/etc/systemd/system/{unit}"] = FileState("root", "root", "777")
     for account in LAB.accounts:  # each account's tree, at the primary: root's top folders
         chroot = f"{files.DATA_DIR}/{LAB.files_root(account)}"
