@@ -43,9 +43,7 @@ PRODUCTION = REPO / "inventory" / "production.py"
 LAB = REPO / "inventory" / "lab.py"
 BULWARK = Path(sys.executable).with_name("bulwark")
 PRODUCTION_HOSTS = [
-    f"{site}-{kind}"
-    for site in ("nj", "sea")
-    for kind in ("backup", "gw", "mx", "store", "web")
+    f"{site}-{kind}" for site in ("nj", "sea") for kind in ("backup", "gw", "mx", "store", "web")
 ]
 LAB_HOSTS = [f"{site}-{kind}" for site in ("nj", "sea") for kind in ("gw", "mail", "web")]
 
