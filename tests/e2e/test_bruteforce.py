@@ -1,6 +1,7 @@
 """Brute force, as an attacker on the internet meets it: after MAX_FAILURES failed IMAP logins
-within the window the address is dropped, while another address still logs in; the ban is lifted
-at the end so no later run is affected. Runs after every other e2e test (marker, conftest).
+(or LDAP binds) within the window the address is dropped, while another address still logs in;
+the ban is lifted at the end so no later run is affected. Runs after every other e2e test
+(marker, conftest).
 
 Commands on lab hosts (restarting the watcher, lifting the ban, a login from another address)
 run through the container's own systemd, as `bulwark lab exec` does: the internet namespace has
@@ -19,6 +20,7 @@ import time
 from pathlib import Path
 
 import pytest
+from ldap3 import Connection, Server, Tls
 
 from bulwark import bruteforce, catalogue, exposure, pki
 from bulwark.lab import containers, lifecycle
@@ -29,6 +31,7 @@ pytestmark = pytest.mark.bans_the_client  # conftest.BANS_THE_CLIENT: run after 
 
 LAB_INVENTORY = Path(__file__).resolve().parents[2] / "inventory" / "lab.py"
 IMAPS = catalogue.service("imaps")
+LDAPS = catalogue.service("ldaps")
 TIMEOUT = 30  # seconds per IMAP exchange: a refused login may wait out Dovecot's penalty
 BAN_DEADLINE = 30  # seconds the watcher may take to ban once the last failure is logged
 CONNECT_TIMEOUT = 3  # a dropped SYN gets no answer; an open port answers at once
@@ -165,3 +168,32 @@ def test_an_address_failing_too_often_is_dropped_while_others_still_log_in(
     finally:
         _unban(topology, store, client)
     assert _connects(str(store.public_address), IMAPS.port), "still dropped after the unban"
+
+
+def test_failed_ldap_binds_ban_the_address_on_the_web_host(topology, ca_file, alice):
+    """slapd names the address when it accepts a connection and the failure of a bind later,
+    by connection number: the watcher pairs them (bulwark.banwatch.SlapdConnections)."""
+    ldap_name = f"{LDAPS.names[0]}.{topology.domain}"
+    address = ipaddress.IPv4Address(socket.gethostbyname(ldap_name))
+    (web,) = (host for host in topology.hosts if host.public_address == address)
+    client = _client_address(topology)
+    tls = Tls(ca_certs_file=str(ca_file), validate=ssl.CERT_REQUIRED)
+    server = Server(ldap_name, port=LDAPS.port, use_ssl=True, tls=tls, connect_timeout=TIMEOUT)
+    _unban(topology, web, client)
+    _on_host(topology, web, ["systemctl", "restart", bruteforce.UNIT])
+    time.sleep(2)  # journalctl follows from the moment it starts
+    try:
+        for attempt in range(bruteforce.MAX_FAILURES):
+            assert _connects(str(web.public_address), LDAPS.port), f"banned after {attempt}"
+            wrong = Connection(server, f"cn={alice.address},dc=User", "bulwark-e2e-wrong")
+            assert not wrong.bind()
+            wrong.unbind()
+        deadline = time.monotonic() + BAN_DEADLINE
+        while _connects(str(web.public_address), LDAPS.port):
+            assert time.monotonic() < deadline, (
+                f"still reachable {BAN_DEADLINE} s after {bruteforce.MAX_FAILURES} failed binds"
+            )
+            time.sleep(1)
+    finally:
+        _unban(topology, web, client)
+    assert _connects(str(web.public_address), LDAPS.port), "still dropped after the unban"
