@@ -1,31 +1,46 @@
-"""One DAV request from the lab's internet namespace, for integration tests that change the lab
-between requests (they run on the controller, which cannot reach the public addresses).
+"""One DAV request (or LDAP bind) from the lab's internet namespace, for integration tests that
+change the lab between requests (they run on the controller, which cannot reach the public
+addresses).
 
     bulwark lab internet -- .venv/bin/python tests/integration/davprobe.py \
         USER[/LABEL] METHOD URL [BODY]
 
 USER is a lab account, logging in with its app password LABEL (default: its first), from the
-lab's credentials file. Prints the status and the replica header as one JSON object. Refuses to
-run outside the namespace.
+lab's credentials file. Prints the status and the replica header as one JSON object. METHOD
+BIND with an `ldaps://HOST` URL binds as the account's `cn=ADDRESS,dc=User` instead; the status
+is then the bind's LDAP result code. Refuses to run outside the namespace.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import ssl
 import sys
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import requests
+from ldap3 import Connection, Server, Tls
 
 from bulwark.inventory import load_topology
 from bulwark.lab import paths
 from bulwark.lab.accounts import lab_accounts
 from bulwark.lab.plan import INTERNET_NETNS
 from bulwark.lab.trust import lab_ca_file
+from bulwark.secret import Secret
 
 LAB_INVENTORY = Path(__file__).resolve().parents[2] / "inventory" / "lab.py"
 TIMEOUT = 30
+
+
+def ldap_bind(url: str, address: str, password: Secret, ca: str) -> int:
+    """The result code of a simple bind as `address` (0: success, 49: invalid credentials)."""
+    tls = Tls(ca_certs_file=ca, validate=ssl.CERT_REQUIRED)
+    server = Server(urlsplit(url).hostname, port=636, use_ssl=True, tls=tls)
+    connection = Connection(server, f"cn={address},dc=User", password.reveal())
+    connection.bind()
+    return connection.result["result"]
 
 
 def main(argv: list[str]) -> int:
@@ -40,6 +55,9 @@ def main(argv: list[str]) -> int:
     labels = topology.accounts[[a.user for a in topology.accounts].index(user)].app_passwords
     password = account.app_passwords[labels.index(label)] if label else account.password
     with lab_ca_file(topology) as ca:
+        if method == "BIND":
+            print(json.dumps({"status": ldap_bind(url, account.address, password, ca)}))
+            return 0
         response = requests.request(
             method,
             url,

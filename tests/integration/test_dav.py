@@ -145,11 +145,12 @@ def _wait_for(site: str, uid: str, status: int) -> bool:
 
 
 def _deploy_dav(lab_pyinfra, primary: str | None = None, revoked: str = "") -> None:
-    """Deploy the web roles on both web hosts (the last one writes nginx's configuration and the
-    credential checkers), with `primary` the primary site and the `revoked` app passwords
-    removed (inventory/lab.py reads BULWARK_LAB_PRIMARY and BULWARK_LAB_REVOKED)."""
+    """Deploy the web roles and the directory on both web hosts (the last web role writes
+    nginx's configuration and the credential checkers), with `primary` the primary site and the
+    `revoked` app passwords removed (inventory/lab.py reads BULWARK_LAB_PRIMARY and
+    BULWARK_LAB_REVOKED)."""
     result = lab_pyinfra(
-        "deploy.py", PRIMARY, "--limit", SECONDARY, "--data", "only_roles=dav,files",
+        "deploy.py", PRIMARY, "--limit", SECONDARY, "--data", "only_roles=dav,files,directory",
         env={"BULWARK_LAB_PRIMARY": primary or TOPOLOGY.primary_site.name,
              "BULWARK_LAB_REVOKED": revoked},
     )  # fmt: skip
@@ -194,24 +195,26 @@ def test_switching_the_primary_site_moves_writes_and_loses_nothing(lab_host, lab
 
 def test_a_revoked_app_password_stops_working_once_the_deploy_has_run(lab_pyinfra):
     """Revoking is removing the label from the account and deploying: both checkers (DAV's and
-    the files role's) restart with the new accounts, so no cache keeps the old password alive.
-    Two failed logins."""
+    the files role's) restart with the new accounts, so no cache keeps the old password alive,
+    and the directory's users database is rebuilt without it. Three failed logins."""
     primary = TOPOLOGY.primary_site.name
-    # (method, URL, its answer to a good login): alice's address book, and her files folder
-    # (Apache refuses a PROPFIND of infinite depth, which is what one without Depth asks).
+    # (method, URL, its answer to a good login, to a refused one): alice's address book, her
+    # files folder (Apache refuses a PROPFIND of infinite depth, which is what one without
+    # Depth asks), and a bind to the LDAP address book.
     requests = (
         ("PROPFIND", f"https://carddav.{primary}.{TOPOLOGY.domain}/dav/addressbooks/user/"
-                     f"alice@{TOPOLOGY.domain}/{dav.DEFAULT_COLLECTION}/", 207),
-        ("OPTIONS", _file_url(primary, "").removesuffix(".txt"), 200),
+                     f"alice@{TOPOLOGY.domain}/{dav.DEFAULT_COLLECTION}/", 207, 401),
+        ("OPTIONS", _file_url(primary, "").removesuffix(".txt"), 200, 401),
+        ("BIND", f"ldaps://ldap.{primary}.{TOPOLOGY.domain}", 0, 49),
     )  # fmt: skip
-    for method, url, good in requests:
+    for method, url, good, _ in requests:
         assert _probe("alice/phone", method, url)["status"] == good  # now in the cache
     try:
         _deploy_dav(lab_pyinfra, revoked="alice/phone")
-        for method, url, good in requests:
-            assert _probe("alice/phone", method, url)["status"] == 401, url
+        for method, url, good, refused in requests:
+            assert _probe("alice/phone", method, url)["status"] == refused, url
             assert _probe("alice/laptop", method, url)["status"] == good, url
     finally:
         _deploy_dav(lab_pyinfra)
-    for method, url, good in requests:
+    for method, url, good, _ in requests:
         assert _probe("alice/phone", method, url)["status"] == good
