@@ -74,6 +74,8 @@ THRESHOLDS: dict[str, Threshold] = {
     ),
     "replica-warn": Threshold(60, "s", "a DAV replica's last successful pull older: WARN"),
     "replica-fail": Threshold(300, "s", "a DAV replica's last successful pull older: FAIL"),
+    "refresh-warn": Threshold(180, "s", "the LDAP address book's last refresh older: WARN"),
+    "refresh-fail": Threshold(300, "s", "the LDAP address book's last refresh older: FAIL"),
     "updates-grace": Threshold(
         2 * 86400,
         "s",

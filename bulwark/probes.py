@@ -826,6 +826,34 @@ class Replica(LiveCheck):
 
 
 @dataclass(frozen=True)
+class Refresh(LiveCheck):
+    """A periodic oneshot unit's last run (the directory's rebuild from the CardDAV books):
+    its result, and how long ago it ended (refresh-warn/-fail; never ran: FAIL)."""
+
+    name: str  # what it refreshes, in the operator's words
+    unit: str
+
+    def status_script(self) -> str:
+        return (
+            "systemctl show --timestamp=unix --property Result --property ExecMainExitTimestamp "
+            f"-- {shlex.quote(self.unit)}"
+        )
+
+    def status(self, reading: Reading, context: HostContext) -> list[Finding]:
+        check = f"{self.name} refresh"
+        shown = dict(line.partition("=")[::2] for line in reading.lines)
+        ended = shown.get("ExecMainExitTimestamp", "").removeprefix("@")
+        if not ended.isdigit():
+            return [Finding(check, Verdict.FAIL, f"{self.unit} never ran")]
+        age = context.age(int(ended))
+        if shown.get("Result") != "success":
+            return [Finding(check, Verdict.FAIL, f"last run {duration(age)} ago failed "
+                            f"({shown.get('Result')}): journalctl -u {self.unit}")]  # fmt: skip
+        verdict = older(age, context.limits["refresh-warn"], context.limits["refresh-fail"])
+        return [Finding(check, verdict, f"last run {duration(age)} ago", round(age))]
+
+
+@dataclass(frozen=True)
 class WriteSwitch(LiveCheck):
     """Whether the site's write switch (an nginx map's default, 1: refuse writes) agrees with
     `site_primary`: the primary takes writes, replicas refuse them."""

@@ -27,7 +27,7 @@ from bulwark.deploying import directory, install, keep_running, masked, packages
 from bulwark.livecheck import LiveCheck
 from bulwark.operations import STAGED, Activation, Check
 from bulwark.plan import ManagedFile
-from bulwark.probes import Directories, Directory, Disk, Unit, Units
+from bulwark.probes import Directories, Directory, Disk, Refresh, Unit, Units
 from bulwark.secret import SecretStore
 from bulwark.secret_names import app_password_name
 from bulwark.topology import Host, Topology
@@ -197,9 +197,11 @@ def template_context(topology: Topology, host: Host, secrets: SecretStore) -> Ma
 
 
 def live_checks(topology: Topology, host: Host) -> tuple[LiveCheck, ...]:
-    """slapd and the refresh's timer; the databases' directory and its disk."""
+    """slapd and the refresh's timer, the last refresh's result and age; the databases'
+    directory and its disk."""
     return (
         Units((Unit(UNIT), Unit(REFRESH_TIMER))),
+        Refresh("LDAP address book", REFRESH_UNIT),
         Directories((Directory(DATA_DIR, USER, USER, "0700"),)),
         Disk((DATA_DIR,)),
     )

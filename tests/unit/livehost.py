@@ -113,6 +113,8 @@ class SimulatedLab:
             return "systemd-nspawn", 0
         if command.startswith("ss -H"):
             return self.ss(name), 0
+        if command.startswith("systemctl show --timestamp=unix"):  # a periodic unit's last run
+            return f"Result=success\nExecMainExitTimestamp=@{int(NOW - 20)}", 0
         if command.startswith("systemctl show"):
             units = shlex.split(command.split(" -- ", 1)[1])
             blocks = []

@@ -39,6 +39,7 @@ from bulwark.probes import (
     Listening,
     MailReplication,
     ManagedFiles,
+    Refresh,
     Replica,
     SecurityUpdates,
     Sysctl,
@@ -534,6 +535,23 @@ def test_a_replicas_lag_is_the_age_of_its_last_pull(text, rc, verdict, figure):
     check = Replica("dav", False, "/x/dav.synced", "/x/dav.source")
     (finding,) = check.status(reading(text, rc), context("sea-web"))
     assert (finding.verdict.name, finding.figure.split(" (")[0]) == (verdict, figure)
+
+
+@pytest.mark.parametrize(
+    ("text", "verdict", "figure"),
+    [
+        (f"Result=success\nExecMainExitTimestamp=@{int(NOW - 30)}", "OK", "last run 30 s ago"),
+        (f"Result=success\nExecMainExitTimestamp=@{int(NOW - 200)}", "WARN", "last run 3 min"),
+        (f"Result=success\nExecMainExitTimestamp=@{int(NOW - 400)}", "FAIL", "last run 6 min"),
+        (f"Result=exit-code\nExecMainExitTimestamp=@{int(NOW - 30)}", "FAIL",
+         "last run 30 s ago failed (exit-code)"),
+        ("Result=success\nExecMainExitTimestamp=", "FAIL", "r.service never ran"),
+    ],
+)  # fmt: skip
+def test_a_refresh_is_its_last_runs_result_and_age(text, verdict, figure):
+    (finding,) = Refresh("LDAP", "r.service").status(reading(text), context("nj-web"))
+    assert finding.verdict.name == verdict
+    assert finding.figure.startswith(figure), finding.figure
 
 
 def test_a_primary_that_still_owes_its_final_pull_warns():
