@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import os
 import statistics
 import subprocess
@@ -107,23 +106,6 @@ def log(message: str) -> None:
 
 
 # --- figures ------------------------------------------------------------------------------------
-
-
-def percentile(values: list[float], fraction: float) -> float:
-    """Nearest-rank percentile."""
-    ordered = sorted(values)
-    return ordered[max(0, math.ceil(fraction * len(ordered)) - 1)]
-
-
-def summary_ms(seconds: list[float]) -> dict[str, Any]:
-    if not seconds:
-        return {"count": 0}
-    return {
-        "count": len(seconds),
-        "median_ms": round(statistics.median(seconds) * 1000, 1),
-        "p95_ms": round(percentile(seconds, 0.95) * 1000, 1),
-        "max_ms": round(max(seconds) * 1000, 1),
-    }
 
 
 def rate_limit_note(statuses: Counter[int]) -> str | None:
@@ -329,7 +311,7 @@ def time_propfinds(client: Client, collection: str, samples: int) -> dict[str, A
             root = ET.fromstring(response.content)  # noqa: S314
             listed = sum(1 for _ in root.iter("{DAV:}response"))
     return {
-        **summary_ms(seconds),
+        **access.summary_ms(seconds),
         "responses_listed": listed,  # the collection itself and each object
         "statuses": {str(status): n for status, n in sorted(statuses.items())},
         "rate_limited_note": rate_limit_note(statuses),
@@ -459,7 +441,7 @@ def client_auth(client: Client, args: argparse.Namespace) -> dict[str, Any]:
         "ready_after_seconds": round(ready_after, 2),
         "requests": sum(statuses.values()),
         "authenticated_per_second": round(statuses[207] / elapsed, 1),
-        "latency": summary_ms(latencies),
+        "latency": access.summary_ms(latencies),
         "statuses": {str(status): n for status, n in sorted(statuses.items())},
         "rate_limited": sum(statuses[status] for status in RATE_LIMITED),
         "rate_limited_note": rate_limit_note(statuses),

@@ -21,7 +21,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -148,18 +147,10 @@ def client_propfind(topology: Topology, ca: str, args: argparse.Namespace) -> di
     return {
         "objects": args.objects,
         "samples": len(seconds),
-        **milliseconds(seconds),
+        **access.summary_ms(seconds),
         "response_bytes": transfer["bytes"],
         # A 1 KB PUT into the same folder: the quota check counts the account's whole tree.
-        "put_1kb": milliseconds(puts),
-    }
-
-
-def milliseconds(seconds: list[float]) -> dict[str, float]:
-    ordered = sorted(seconds)
-    return {
-        "median_ms": round(statistics.median(ordered) * 1000, 1),
-        "p95_ms": round(ordered[max(0, int(len(ordered) * 0.95) - 1)] * 1000, 1),
+        "put_1kb": access.summary_ms(puts),
     }
 
 

@@ -7,7 +7,9 @@ inventory's `ssh_config_file`, `ssh_known_hosts_file` and `ssh_key`).
 from __future__ import annotations
 
 import json
+import math
 import shutil
+import statistics
 import subprocess
 import sys
 from collections.abc import Sequence
@@ -102,3 +104,17 @@ def internet_client_json(inventory: Path, argv: Sequence[str], timeout: float) -
     if result.returncode != 0 or not lines:
         return {"error": f"exit status {result.returncode} (its stderr is above)"}
     return json.loads(lines[-1])
+
+
+def summary_ms(seconds: Sequence[float]) -> dict[str, float]:
+    """A benchmark's latencies as its report gives them: count, median, nearest-rank p95, max
+    (milliseconds)."""
+    if not seconds:
+        return {"count": 0}
+    ordered = sorted(seconds)
+    return {
+        "count": len(ordered),
+        "median_ms": round(statistics.median(ordered) * 1000, 1),
+        "p95_ms": round(ordered[max(0, math.ceil(0.95 * len(ordered)) - 1)] * 1000, 1),
+        "max_ms": round(ordered[-1] * 1000, 1),
+    }
