@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import statistics
 import subprocess
 import sys
@@ -45,10 +44,8 @@ from requests.auth import HTTPBasicAuth
 from bulwark import catalogue
 from bulwark.errors import BulwarkError
 from bulwark.inventory import load_topology
-from bulwark.lab import access, lifecycle, paths
+from bulwark.lab import access, lifecycle
 from bulwark.lab.accounts import LabAccount, lab_accounts
-from bulwark.lab.plan import INTERNET_NETNS
-from bulwark.lab.trust import lab_ca_file
 from bulwark.topology import Host, Topology
 
 REPO = Path(__file__).resolve().parents[1]
@@ -522,15 +519,6 @@ def delete_and_follow(
 CLIENT_PARTS = {"propfind": client_propfind, "auth": client_auth, "replication": client_replication}
 
 
-def run_client_part(topology: Topology, args: argparse.Namespace) -> None:
-    if not os.path.samefile("/proc/self/ns/net", paths.NETNS_DIR / INTERNET_NETNS):
-        sys.exit("the client measurements run in the lab's internet namespace")
-    alice = lab_accounts(topology)[0]
-    with lab_ca_file(topology) as ca:
-        result = CLIENT_PARTS[args.part](Client(topology, ca, alice), args)
-    print(json.dumps(result))
-
-
 # --- controller side (root, outside the namespace) ----------------------------------------------
 
 
@@ -619,7 +607,10 @@ def main() -> None:
     args = parser.parse_args()
     topology = load_topology(INVENTORY)
     if args.what == "client":
-        run_client_part(topology, args)
+        alice = lab_accounts(topology)[0]
+        access.run_client_part(
+            topology, lambda ca: CLIENT_PARTS[args.part](Client(topology, ca, alice), args)
+        )
         return
     lab = lifecycle.require_up(INVENTORY)
     report: dict[str, Any] = {}

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import random
 import ssl
 import sys
@@ -38,10 +37,8 @@ from ldap3 import SUBTREE, Connection, Server, Tls
 
 from bulwark import catalogue, davstore
 from bulwark.inventory import load_topology
-from bulwark.lab import access, lifecycle, paths
+from bulwark.lab import access, lifecycle
 from bulwark.lab.accounts import lab_accounts
-from bulwark.lab.plan import INTERNET_NETNS
-from bulwark.lab.trust import lab_ca_file
 from bulwark.topology import Host, Topology
 from roles import directory
 
@@ -159,13 +156,6 @@ def client_binds(topology: Topology, ca: str, args: argparse.Namespace) -> dict[
 CLIENT_PARTS = {"search": client_search, "binds": client_binds}
 
 
-def run_client_part(topology: Topology, args: argparse.Namespace) -> None:
-    if not os.path.samefile("/proc/self/ns/net", paths.NETNS_DIR / INTERNET_NETNS):
-        sys.exit("the client measurements run in the lab's internet namespace")
-    with lab_ca_file(topology) as ca:
-        print(json.dumps(CLIENT_PARTS[args.part](topology, ca, args)))
-
-
 # --- controller side ------------------------------------------------------------------------------
 
 
@@ -217,7 +207,7 @@ def main() -> None:
     args = parser.parse_args()
     topology = load_topology(INVENTORY)
     if args.what == "client":
-        run_client_part(topology, args)
+        access.run_client_part(topology, lambda ca: CLIENT_PARTS[args.part](topology, ca, args))
         return
     lab = lifecycle.require_up(INVENTORY)
     host = primary_web(topology)

@@ -33,10 +33,8 @@ from typing import Any
 
 from bulwark import catalogue, pki
 from bulwark.inventory import load_topology
-from bulwark.lab import access, lifecycle, paths
+from bulwark.lab import access, lifecycle
 from bulwark.lab.accounts import lab_accounts
-from bulwark.lab.plan import INTERNET_NETNS
-from bulwark.lab.trust import lab_ca_file
 from bulwark.topology import Host, Topology
 from roles import files
 
@@ -157,13 +155,6 @@ def client_propfind(topology: Topology, ca: str, args: argparse.Namespace) -> di
 CLIENT_PARTS = {"throughput": client_throughput, "propfind": client_propfind}
 
 
-def run_client_part(topology: Topology, args: argparse.Namespace) -> None:
-    if not os.path.samefile("/proc/self/ns/net", paths.NETNS_DIR / INTERNET_NETNS):
-        sys.exit("the client measurements run in the lab's internet namespace")
-    with lab_ca_file(topology) as ca:
-        print(json.dumps(CLIENT_PARTS[args.part](topology, ca, args)))
-
-
 # --- controller side ------------------------------------------------------------------------------
 
 
@@ -240,7 +231,7 @@ def main() -> None:
     args = parser.parse_args()
     topology = load_topology(INVENTORY)
     if args.what == "client":
-        run_client_part(topology, args)
+        access.run_client_part(topology, lambda ca: CLIENT_PARTS[args.part](topology, ca, args))
         return
     lab = lifecycle.require_up(INVENTORY)
     report: dict[str, Any] = {}

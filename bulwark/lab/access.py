@@ -8,19 +8,22 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import shutil
 import statistics
 import subprocess
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from bulwark.errors import BulwarkError
 from bulwark.lab import paths, rootfs
-from bulwark.lab.plan import LabHost, LabPlan
+from bulwark.lab.plan import INTERNET_NETNS, LabHost, LabPlan
 from bulwark.lab.sshconfig import render_known_hosts, render_ssh_config
 from bulwark.lab.system import installed, run, succeeds
+from bulwark.lab.trust import lab_ca_file
+from bulwark.topology import Topology
 
 # Seconds one command on a lab host (`on_host`) may take.
 HOST_COMMAND_TIMEOUT = 600
@@ -86,6 +89,15 @@ def on_host(
     if result.returncode != 0:
         raise BulwarkError(f"{host_name}: `{command}` failed: {result.stderr.strip()[-500:]}")
     return result.stdout
+
+
+def run_client_part(topology: Topology, part: Callable[[str], dict]) -> None:
+    """A benchmark's client part, inside the lab's internet namespace only: `part(CA file)`'s
+    figures printed as one JSON line, which `internet_client_json` reads back."""
+    if not os.path.samefile("/proc/self/ns/net", paths.NETNS_DIR / INTERNET_NETNS):
+        sys.exit("the client measurements run in the lab's internet namespace")
+    with lab_ca_file(topology) as ca:
+        print(json.dumps(part(ca)))
 
 
 def internet_client_json(inventory: Path, argv: Sequence[str], timeout: float) -> dict:
