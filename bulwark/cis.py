@@ -131,6 +131,13 @@ DEVIATIONS: tuple[Deviation, ...] = (
         "The read-only address book over LDAP is one of the seed's endpoints.",
     ),
     Deviation(
+        "directory",
+        "Ensure ldap client is not installed",
+        "ldap-utils (ldapsearch, ldapmodify, ldapwhoami), used over slapd's local socket only",
+        "The refresh tells the running slapd to reopen each rebuilt database, and slapd's "
+        "start waits until it answers; nothing connects to another host's LDAP.",
+    ),
+    Deviation(
         "proxy",
         "Ensure web server services are not in use",
         "nginx (stream module) passes TLS through on the gateway's firewall-friendly ports",
