@@ -35,11 +35,12 @@ def _dav_hosts(host) -> None:
 
 
 def test_only_nginx_listens_on_tcp_and_the_backends_are_nginx_only_sockets(host):
-    """nginx alone, but for SSH and the files role's FTP (tests/integration/test_files.py)."""
+    """nginx alone, but for SSH, the files role's FTP (tests/integration/test_files.py) and the
+    directory's slapd (tests/integration/test_directory.py)."""
     _dav_hosts(host)
     listeners = host.check_output("ss -Hltnp")
     for line in listeners.splitlines():
-        if ":22 " in line or '"pure-ftpd"' in line:
+        if ":22 " in line or '"pure-ftpd"' in line or '"slapd"' in line:
             continue
         assert '"nginx"' in line, line
     for name in (*dav.INSTANCES, "webauth", f"replica-{dav.ROLE}"):
