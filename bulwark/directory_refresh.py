@@ -16,9 +16,12 @@ note (one line on stderr, for the journal), naming the book, the file and the at
 the value, and the rest of the book still loads. The same books give byte-identical LDIF.
 
 Each database is rebuilt offline with slapadd into a fresh directory beside the live one, whose
-data file then replaces the live one, and a running slapd is told over ldapi (cn=config, its
-olcDbDirectory set again) to reopen the database: searches see the old contents or the new,
-never a mix, and never a refused connection. A database whose LDIF has not changed since the
+data file then replaces the live one (a rename: the running slapd keeps reading the old file),
+and the program leaves the restart marker for its unit's privileged last step, which restarts
+slapd on the new file: searches see the old contents or the new, never a mix. (Reopening the
+database inside the running slapd, through cn=config, is not enough: back-mdb keeps the
+attribute numbering of the database it first opened and misreads a rebuilt one, whose
+numbering differs.) A database whose LDIF has not changed since the
 last refresh (its SHA-256 is kept in `<directory>.digest`) is left alone. A failed slapadd leaves
 the old database serving.
 
@@ -28,7 +31,7 @@ The configuration (JSON, `--config`):
       suffix, for slapadd; directory is the one the running slapd's olcDbDirectory names.
   accounts: [{"address", "name", "book"}], book being the account's Radicale book directory.
   shared: {"owner", "book"} or null.
-  ldapi_socket: the running slapd's ldapi socket.
+  restart_marker: the file whose presence asks for slapd's restart (the unit removes it).
 """
 
 from __future__ import annotations
@@ -42,13 +45,11 @@ import json
 import os
 import re
 import shutil
-import socket
 import stat
 import subprocess
 import sys
 import tempfile
 import time
-import urllib.parse
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -93,7 +94,7 @@ class ConfigError(Exception):
 
 
 class RefreshError(Exception):
-    """A database could not be rebuilt or swapped; the message is one line without LDIF content."""
+    """A database could not be rebuilt; the message is one line without LDIF content."""
 
 
 @dataclass(frozen=True)
@@ -125,7 +126,7 @@ class Config:
     users: Database
     accounts: tuple[Account, ...]
     shared: Book | None
-    ldapi_socket: str
+    restart_marker: str
 
 
 @dataclass(frozen=True)
@@ -392,11 +393,6 @@ def escape_dn_value(value: str) -> str:
     return "".join(chars)
 
 
-def escape_filter_value(value: str) -> str:
-    """An assertion value as written in a search filter (RFC 4515 §3)."""
-    return "".join(f"\\{ord(char):02x}" if char in "*()\\\0" else char for char in value)
-
-
 def ldif_line(attribute: str, value: str) -> str:
     """`attribute: value`, base64 unless a SAFE-STRING (RFC 2849), folded at 76 columns."""
     if SAFE_STRING.fullmatch(value) and not value.endswith(" "):
@@ -514,11 +510,11 @@ def load_config(path: str) -> Config:
         shared=Book(text(shared, "owner", "shared."), text(shared, "book", "shared."))
         if shared is not None
         else None,
-        ldapi_socket=text(raw, "ldapi_socket", ""),
+        restart_marker=text(raw, "restart_marker", ""),
     )
 
 
-# --- rebuild and swap -----------------------------------------------------------------------
+# --- rebuild --------------------------------------------------------------------------------------
 
 
 @dataclass
@@ -559,9 +555,9 @@ def build_config_for(text: str, suffix: str, directory: str, scratch: str) -> st
     return "".join(lines)
 
 
-def run_tool(command: list[str], stdin: str | None = None, *, quiet: bool = False) -> str:
+def run_tool(command: list[str], *, quiet: bool = False) -> str:
     """A tool's standard output; RefreshError naming it (and, unless quiet, its last error line)."""
-    done = subprocess.run(command, input=stdin, capture_output=True, text=True, check=False)
+    done = subprocess.run(command, capture_output=True, text=True, check=False)
     if done.returncode != 0:
         detail = (
             "" if quiet else ": " + " ".join((done.stderr.strip().splitlines() or [""])[-1].split())
@@ -590,47 +586,13 @@ def slapadd(database: Database, ldif: bytes, target: str, dry_run: bool, run: Ru
         run(command, quiet=bool(database.ldif))
 
 
-def ldapi_url(socket_path: str) -> str:
-    return "ldapi://" + urllib.parse.quote(socket_path, safe="")
-
-
-def slapd_listening(socket_path: str) -> bool:
-    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as probe:
-        try:
-            probe.connect(socket_path)
-        except (FileNotFoundError, ConnectionRefusedError):
-            return False
-    return True
-
-
-def reopen(database: Database, socket_path: str, run: Run) -> None:
-    """Have a running slapd reopen the database at its (swapped) directory; a stopped one opens
-    it when it starts."""
-    if not slapd_listening(socket_path):
-        return
-    url = ldapi_url(socket_path)
-    ldap = ["-Q", "-Y", "EXTERNAL", "-H", url]
-    search_filter = f"(olcSuffix={escape_filter_value(database.suffix)})"
-    found = run(
-        ["ldapsearch", *ldap, "-b", "cn=config", "-LLL", "-o", "ldif_wrap=no", search_filter, "dn"]
-    )
-    dns = re.findall(r"^dn: (olcDatabase=\{\d+\}mdb,cn=config)$", found, re.MULTILINE)
-    if len(dns) != 1:
-        raise RefreshError(f"slapd's cn=config has no single mdb database for {database.suffix}")
-    change = [("dn", dns[0]), ("changetype", "modify"), ("replace", "olcDbDirectory")]
-    lines = [ldif_line(name, value) for name, value in change]
-    run(
-        ["ldapmodify", *ldap],
-        "\n".join([*lines, ldif_line("olcDbDirectory", database.directory), "-", ""]),
-    )
-
-
 def refresh(database: Database, ldif: bytes, config: Config, run: Run = run_tool) -> bool:
-    """Rebuild the database and swap it in, unless its LDIF is the one loaded; True if rebuilt.
+    """Rebuild the database and put it in place, unless its LDIF is the one loaded; True if
+    rebuilt.
 
     slapadd builds into `<directory>.build`; its data file then replaces the live one (a rename:
-    slapd keeps reading the old file until it reopens), and a running slapd reopens the database.
-    Until the digest is recorded, the next run builds and reopens again."""
+    slapd keeps reading the old file until it restarts), and the restart marker is left for the
+    unit's last step. Until the digest is recorded, the next run builds again."""
     digest = hashlib.sha256(ldif).hexdigest()
     live, digest_path = database.directory, database.directory + ".digest"
     if not os.path.isdir(live):
@@ -646,7 +608,7 @@ def refresh(database: Database, ldif: bytes, config: Config, run: Run = run_tool
         os.replace(os.path.join(build, DATA_FILE), os.path.join(live, DATA_FILE))
     finally:
         shutil.rmtree(build, ignore_errors=True)
-    reopen(database, config.ldapi_socket, run)
+    Path(config.restart_marker).touch()
     Path(digest_path + ".new").write_text(digest + "\n")
     os.replace(digest_path + ".new", digest_path)
     return True

@@ -6,11 +6,12 @@ platform's accounts (ou=Accounts) and the shared book (ou=Shared) for everyone, 
 own Default book (ou=Personal) for that account alone. Nothing is ever written over LDAP: both
 databases are read-only and rebuilt offline by `bulwark-directory-refresh` (bulwark/
 directory_refresh.py), from the deploy's users file and, every REFRESH_SECONDS, from the host's
-CardDAV store, then swapped into the running slapd. Each site serves its own local copy of the
+CardDAV store, and slapd restarted on the new build. Each site serves its own local copy of the
 books (its dav replica at the secondary): nothing LDAP crosses the WAN.
 
 slapd listens on the host's public address, port 636 (implicit TLS) alone, and on a Unix
-socket (ldapi) in a directory only its own user and root may enter, for the swap.
+socket (ldapi) in a directory only its own user and root may enter: root administers the
+configuration (cn=config) there.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import json
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 from pyinfra.api import deploy
 
@@ -62,10 +64,13 @@ USERS_MAX_BYTES = 64 * 1024**2
 BOOK_MAX_BYTES = 1024**3
 RUNTIME_DIR_NAME = "bulwark-slapd"
 LDAPI_SOCKET = f"/run/{RUNTIME_DIR_NAME}/ldapi"
-LDAPI_URL = directory_refresh.ldapi_url(LDAPI_SOCKET)
+LDAPI_URL = f"ldapi://{quote(LDAPI_SOCKET, safe='')}"
 UNIT = bruteforce.WATCHED_UNITS[ROLE][0]  # bulwark-slapd.service
 REFRESH_UNIT = "bulwark-directory-refresh.service"
 REFRESH_TIMER = "bulwark-directory-refresh.timer"
+# Left by the refresh when slapd must restart to read a new build; the refresh unit's privileged
+# last step restarts slapd and removes it (a run cut short leaves it for the next one).
+RESTART_MARKER = f"{DATA_DIR}/restart-slapd"
 SCRIPT = "/usr/local/sbin/bulwark-directory-refresh"
 REFRESH_SOURCE = Path(directory_refresh.__file__)
 # How often the CardDAV books are read again (the issue allows five minutes).
@@ -130,7 +135,7 @@ def refresh_config(topology: Topology) -> dict[str, Any]:
     }
     return {
         **databases,
-        "ldapi_socket": LDAPI_SOCKET,
+        "restart_marker": RESTART_MARKER,
         "accounts": [
             {
                 "address": account.address(topology.domain),
@@ -180,6 +185,7 @@ def template_context(topology: Topology, host: Host, secrets: SecretStore) -> Ma
             "refresh_source": REFRESH_SOURCE.read_text(),
             "refresh_config": REFRESH_CONFIG,
             "refresh_seconds": REFRESH_SECONDS,
+            "restart_marker": RESTART_MARKER,
             "refresh_json": json.dumps(refresh_config(topology), indent=1, sort_keys=True),
             "accounts": [
                 {

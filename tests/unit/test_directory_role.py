@@ -173,9 +173,10 @@ def running_slapd(tmp_path: Path) -> Iterator[tuple[int, Path]]:
             f"BEGIN:VCARD\nFN:Friend Of {user}\nEMAIL:friend-of-{user}@example.org\nEND:VCARD\n"
         )
     refresh["shared"] = None
-    refresh["ldapi_socket"] = str(tmp_path / "ldapi")
+    refresh["restart_marker"] = str(tmp_path / "restart-slapd")
     (tmp_path / "refresh.json").write_text(json.dumps(refresh))
     assert directory_refresh.main(["--config", str(tmp_path / "refresh.json")]) == 0
+    assert (tmp_path / "restart-slapd").exists()  # the unit restarts slapd on the new build
     port = _free_port()
     daemon = subprocess.Popen(
         [str(SLAPD), "-d", "0", "-f", str(tmp_path / "slapd.conf"),
