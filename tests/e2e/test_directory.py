@@ -29,7 +29,7 @@ from pathlib import Path
 import pytest
 import requests
 from endpoints import assert_modern_tls, host_name, port
-from ldap3 import BASE, MODIFY_REPLACE, SUBTREE, Connection, Server, Tls
+from ldap3 import BASE, MODIFY_REPLACE, RESTARTABLE, SUBTREE, Connection, Server, Tls
 from ldap3.core.exceptions import LDAPException
 
 from bulwark.lab.accounts import LabAccount
@@ -60,6 +60,16 @@ def bind_dn(account: LabAccount) -> str:
     return f"cn={account.address},{USERS}"
 
 
+def connection(server: Server, user: str | None = None, password: str | None = None) -> Connection:
+    """A client connection as a mail client keeps one: slapd restarts on each rebuilt book
+    (about a second), and the client connects and binds again (ldap3's RESTARTABLE strategy,
+    every 0.5 s, 20 times at most)."""
+    client = Connection(server, user, password, client_strategy=RESTARTABLE)
+    client.strategy.restartable_sleep_time = 0.5
+    client.strategy.restartable_tries = 20
+    return client
+
+
 def server(topology: Topology, ca_file: Path, site: str | None = None) -> Server:
     tls = Tls(ca_certs_file=str(ca_file), validate=ssl.CERT_REQUIRED)
     return Server(ldap_name(topology, site), port=port("ldaps"), use_ssl=True, tls=tls)
@@ -70,9 +80,9 @@ def bound(
 ) -> Connection:
     """A connection bound as `account` with one of its app passwords (revealed into it only)."""
     password = account.app_passwords[label].reveal()
-    connection = Connection(server(topology, ca_file, site), bind_dn(account), password)
-    assert connection.bind(), connection.result
-    return connection
+    bound_connection = connection(server(topology, ca_file, site), bind_dn(account), password)
+    assert bound_connection.bind(), bound_connection.result
+    return bound_connection
 
 
 def search(connection: Connection, base: str, ldap_filter: str, attributes=ATTRIBUTES) -> dict:
@@ -112,16 +122,16 @@ def test_starttls_is_refused_on_the_implicit_tls_port(topology, ca_file, alice):
 
 
 def test_anonymous_and_unauthenticated_access_is_refused(topology, ca_file):
-    anonymous = Connection(server(topology, ca_file))
+    anonymous = connection(server(topology, ca_file))
     assert not anonymous.bind()
     assert anonymous.result["result"] == INAPPROPRIATE_AUTHENTICATION
     # Searching without any bind: nothing.
-    unbound = Connection(server(topology, ca_file))
+    unbound = connection(server(topology, ca_file))
     unbound.open()
     assert not unbound.search(BOOK, "(objectClass=*)", SUBTREE, attributes=["cn"])
     assert unbound.entries == []
     # A DN with an empty password (an "unauthenticated" simple bind) is no login either.
-    empty = Connection(server(topology, ca_file), f"cn=nobody@{topology.domain},{USERS}", "")
+    empty = connection(server(topology, ca_file), f"cn=nobody@{topology.domain},{USERS}", "")
     with contextlib.suppress(LDAPException):  # ldap3 refuses to send it unless told it may
         empty.bind()
     assert empty.bound is False
@@ -234,13 +244,27 @@ def contacts(topology, ca_file, alice) -> Iterator[dict[str, str]]:
             url = f"{book_url(topology, alice, book, primary)}{uid}.vcf"
             with contextlib.suppress(requests.RequestException):
                 requests.delete(url, auth=auth, verify=str(ca_file), timeout=30)
+    # Deleted over CardDAV, gone from LDAP at both sites (and no rebuild left to restart slapd
+    # while later tests connect).
+    deadline = time.monotonic() + FRESHNESS_DEADLINE
+    for site in sites(topology):
+        client = bound(topology, ca_file, alice, site)
+        for uid in written.values():
+            gone = _wait_for_mail(client, BOOK, f"{uid}@example.org", deadline, present=False)
+            assert gone == {}, f"{uid} still in LDAP at {site} {FRESHNESS_DEADLINE} s after"
 
 
-def _wait_for_mail(connection: Connection, base: str, mail: str, deadline: float) -> dict | None:
+def _wait_for_mail(
+    client: Connection, base: str, mail: str, deadline: float, present: bool = True
+) -> dict | None:
+    """The entry with `mail` once it is there (or, not `present`, {} once it is gone), polled
+    until `deadline`; None if that never happened."""
     while time.monotonic() < deadline:
-        found = search(connection, base, f"(mail={mail})", CONTACT_ATTRIBUTES)
-        if found:
+        found = search(client, base, f"(mail={mail})", CONTACT_ATTRIBUTES)
+        if found and present:
             return next(iter(found.values()))
+        if not found and not present:
+            return {}
         time.sleep(FRESHNESS_POLL)
     return None
 
@@ -250,9 +274,8 @@ def test_contacts_from_carddav_reach_ldap_at_both_sites(
 ):
     written = time.monotonic()
     for site in sites(topology):
-        connection = bound(topology, ca_file, alice, site)
         personal = _wait_for_mail(
-            connection,
+            bound(topology, ca_file, alice, site),
             f"ou=Personal,{BOOK}",
             f"{contacts['Default']}@example.org",
             written + FRESHNESS_DEADLINE,
@@ -271,17 +294,21 @@ def test_contacts_from_carddav_reach_ldap_at_both_sites(
         # The fax number with an `@` is not an LDAP telephone number: left out, nothing else.
         assert personal.get("facsimileTelephoneNumber", []) == []
         shared_mail = f"{contacts[f'{alice.address}.Shared']}@example.org"
-        reader = bound(topology, ca_file, bob, site)
-        shared = _wait_for_mail(reader, f"ou=Shared,{BOOK}", shared_mail, written + 60)
+        shared = _wait_for_mail(
+            bound(topology, ca_file, bob, site),
+            f"ou=Shared,{BOOK}",
+            shared_mail,
+            written + 60,
+        )
         assert shared is not None and shared["cn"] == ["Sam Shared"]
 
 
 def test_another_accounts_personal_contacts_stay_hidden(topology, ca_file, alice, bob, contacts):
     """bob sees alice's shared-book contact but never her own ones, however he asks: wider
     filters, the Personal branch as base, the entry's own DN, a filter on the hidden owner."""
-    alice_view = bound(topology, ca_file, alice)
     mail = f"{contacts['Default']}@example.org"
     deadline = time.monotonic() + FRESHNESS_DEADLINE
+    alice_view = bound(topology, ca_file, alice)
     assert _wait_for_mail(alice_view, BOOK, mail, deadline), "alice's contact never appeared"
     (dn,) = search(alice_view, BOOK, f"(mail={mail})")
     connection = bound(topology, ca_file, bob)
@@ -325,6 +352,6 @@ def test_every_write_is_refused(topology, ca_file, alice):
 
 def test_the_main_and_a_wrong_password_are_refused(topology, ca_file, alice):
     for password in (alice.main_password.reveal(), f"wrong-{uuid.uuid4().hex}"):
-        connection = Connection(server(topology, ca_file), bind_dn(alice), password)
-        assert not connection.bind()
-        assert connection.result["result"] == INVALID_CREDENTIALS
+        refused = connection(server(topology, ca_file), bind_dn(alice), password)
+        assert not refused.bind()
+        assert refused.result["result"] == INVALID_CREDENTIALS
