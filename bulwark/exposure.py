@@ -88,19 +88,34 @@ def host_network(address: ipaddress.IPv4Address) -> Network:
     return Network((address, 32))
 
 
+# role_sources per topology (by identity: hashing a topology walks all its hosts), then per
+# site and service: every host of a site gets the same answer, and a ruleset, the audit and the
+# HTML report each ask it for every internal service of every host.
+_SOURCES: dict[int, tuple[Topology, dict[tuple[str, Service], tuple[Network, ...]]]] = {}
+_SOURCES_TOPOLOGIES = 8
+
+
 def role_sources(topology: Topology, host: Host, service: Service) -> tuple[Network, ...]:
     """The LAN addresses (as /32) of every host of `service.clients`; empty when none exists.
     LAN addresses: the same site's hosts reach `host` on the LAN, the other sites' through the
     VPN, which routes their LANs without translating addresses."""
-    return tuple(
-        sorted(
-            {
-                host_network(client.lan_address)
-                for clients in service.clients
-                for client in client_hosts(topology, host, clients)
-            }
+    held = _SOURCES.get(id(topology))
+    if held is None or held[0] is not topology:
+        if len(_SOURCES) >= _SOURCES_TOPOLOGIES:
+            _SOURCES.clear()
+        held = _SOURCES[id(topology)] = (topology, {})
+    key = (host.site, service)
+    if key not in held[1]:
+        held[1][key] = tuple(
+            sorted(
+                {
+                    host_network(client.lan_address)
+                    for clients in service.clients
+                    for client in client_hosts(topology, host, clients)
+                }
+            )
         )
-    )
+    return held[1][key]
 
 
 def _sources(topology: Topology, host: Host, service: Service) -> tuple[Network, ...] | None:

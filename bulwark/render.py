@@ -114,9 +114,12 @@ def write_audit_tree(
     """
     _prepare_output_dir(out)
     hosts: dict[str, list[dict]] = {}
+    made: set[Path] = set()  # directories made so far: a thousand hosts share a few dozen paths
     for rendered in files:
         target = out / rendered.host / rendered.path.lstrip("/")
-        target.parent.mkdir(parents=True, exist_ok=True)
+        if target.parent not in made:
+            target.parent.mkdir(parents=True, exist_ok=True)
+            made.add(target.parent)
         target.write_text(rendered.content)
         target.chmod(0o600 if int(rendered.mode, 8) & 0o077 == 0 else 0o644)
         hosts.setdefault(rendered.host, []).append(
