@@ -15,7 +15,7 @@ Usage: .venv/bin/python benchmarks/directory.py [--contacts 10000] [--changed 10
        [--samples 200] [--threads 4] [--seconds 10]
 Run as root on the controller, from the repository root, with the lab up and deployed. Prints
 one JSON object; nothing is asserted. The scratch contacts are removed afterwards, whatever
-happened, and the address book rebuilt without them.
+happened, and the address book rebuilt without them; the refresh's timer is stopped meanwhile.
 """
 
 from __future__ import annotations
@@ -188,11 +188,14 @@ def scratch_contacts(lab: lifecycle.Lab, topology: Topology, count: int) -> Iter
     host = primary_web(topology)
     book = davstore.default_book(topology, topology.accounts[0])
     prefix = f"bench-{uuid.uuid4().hex[:12]}-"
+    # The timer stays off meanwhile: a refresh of its own, amid the writing, would be timed.
+    on_host(lab, host, f"systemctl stop {directory.REFRESH_TIMER}")
     try:
         yield prefix
     finally:
         on_host(lab, host, f"find {book} -maxdepth 1 -name '{prefix}*' -delete")
         timed_refresh(lab, host)
+        on_host(lab, host, f"systemctl start {directory.REFRESH_TIMER}")
 
 
 def main() -> None:
