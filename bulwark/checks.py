@@ -6,6 +6,7 @@ complaint. Identical contents are checked once (a thousand hosts share most file
 
 from __future__ import annotations
 
+import itertools
 import os
 import re
 import shutil
@@ -153,7 +154,7 @@ def _check_slapd(content: str, workdir: Path) -> str | None:
     """`slaptest -u`: slapd's own parser over the configuration, schemas and modules loaded,
     the databases not opened; each database's directory, which must exist, is a scratch one
     (the host's are the host's). slaptest does not read the TLS files."""
-    databases = iter(range(1_000))
+    databases = itertools.count()
 
     def scratch_directory(match: re.Match) -> str:
         path = workdir / f"database-{next(databases)}"

@@ -631,10 +631,10 @@ def main(argv: list[str] | None = None) -> int:
         config = load_config(args.config)
         started = time.monotonic()
         entries, notes = address_book(config)
-        for note in notes:
-            log(note)
         book_ldif = format_ldif(entries).encode()
         if args.print_ldif:
+            for note in notes:
+                log(note)
             sys.stdout.write(book_ldif.decode())
             return 0
         try:
@@ -643,19 +643,28 @@ def main(argv: list[str] | None = None) -> int:
             raise ConfigError(f"{config.users.ldif}: {error.strerror}") from None
         with open(args.config, "rb") as lock:
             fcntl.flock(lock, fcntl.LOCK_EX)
-            for database, ldif, note_count in (
-                (config.address_book, book_ldif, len(notes)),
-                (config.users, users_ldif, 0),
+            # A database's notes are logged when it is built: once per change of the books,
+            # not at every run of the timer.
+            for database, ldif, built_notes in (
+                (config.address_book, book_ldif, notes),
+                (config.users, users_ldif, []),
             ):
                 count = entry_count(ldif)
                 try:
                     if args.dry_run:
                         with tempfile.TemporaryDirectory() as target:
                             slapadd(database, ldif, target, True, run_tool)
-                        print(f"{database.suffix}: {count} entries, {note_count} notes")
+                        for note in built_notes:
+                            log(note)
+                        print(f"{database.suffix}: {count} entries, {len(built_notes)} notes")
                     elif refresh(database, ldif, config):
+                        for note in built_notes:
+                            log(note)
                         seconds = f"{time.monotonic() - started:.1f} s"
-                        log(f"{database.suffix}: {count} entries in {seconds}, {note_count} notes")
+                        log(
+                            f"{database.suffix}: {count} entries in {seconds}, "
+                            f"{len(built_notes)} notes"
+                        )
                 except RefreshError as error:
                     log(f"{database.suffix}: {error}")
                     failed = True

@@ -138,10 +138,10 @@ def _free_port() -> int:
 
 
 @pytest.fixture
-def running_slapd(tmp_path: Path) -> Iterator[tuple[int, Path]]:
+def running_slapd(tmp_path: Path) -> Iterator[tuple[int, Path, Path]]:
     """The lab's rendered slapd.conf with scratch paths, plain LDAP on a loopback port (TLS is
     the lab's part), loaded by the refresh program from a scratch store: alice's and bob's
-    own books hold one contact each. Yields (port, store)."""
+    own books hold one contact each. Yields (port, store, the refresh's configuration)."""
     if not SLAPD.exists():
         pytest.skip("slapd is not installed (make checkers does)")
     store = tmp_path / "dav"
@@ -190,7 +190,7 @@ def running_slapd(tmp_path: Path) -> Iterator[tuple[int, Path]]:
                 if probe.connect_ex(("127.0.0.1", port)) == 0:
                     break
             time.sleep(0.05)
-        yield port, store
+        yield port, store, tmp_path / "refresh.json"
     finally:
         daemon.terminate()
         daemon.wait(timeout=10)
@@ -206,7 +206,7 @@ def _as(port: int, user: str) -> Connection:
 
 
 def test_the_rendered_acls_on_a_real_slapd(running_slapd):
-    port, _ = running_slapd
+    port, _, _ = running_slapd
     for user, other in (("alice", "bob"), ("bob", "alice")):
         connection = _as(port, user)
         connection.search("dc=AddressBook", "(mail=*)", SUBTREE, attributes=["mail", "seeAlso"])
@@ -223,3 +223,24 @@ def test_the_rendered_acls_on_a_real_slapd(running_slapd):
     assert not anonymous.bind()
     wrong = Connection(Server("127.0.0.1", port=port), f"cn=alice@{LAB.domain},dc=User", "x")
     assert not wrong.bind() and wrong.result["result"] == 49
+
+
+def test_a_refused_value_is_logged_when_the_book_is_built_not_at_every_run(running_slapd, capsys):
+    """The timer runs the refresh every minute: a contact's refused value is noted once, when
+    the book holding it is built, not once a minute for as long as it stays."""
+    _, store, config = running_slapd
+    run = ["--config", str(config)]
+    capsys.readouterr()
+    assert directory_refresh.main(run) == 0
+    assert capsys.readouterr().err == ""  # nothing changed: nothing built, nothing said
+    book = next(path for path in store.iterdir() if path.name.startswith("alice@"))
+    (book / "fax.vcf").write_text("BEGIN:VCARD\nFN:Fax Only\nTEL;TYPE=FAX:f@x\nEND:VCARD\n")
+    assert directory_refresh.main(run) == 0
+    said = capsys.readouterr().err.splitlines()
+    assert said[0] == (
+        f"{book.name} 'fax.vcf': facsimileTelephoneNumber: a value of 3 characters left out: "
+        "not a telephone number"
+    )
+    assert said[1].startswith("dc=AddressBook: ") and said[1].endswith(", 1 notes")
+    assert directory_refresh.main(run) == 0
+    assert capsys.readouterr().err == ""
