@@ -96,12 +96,15 @@ UNIT_FILES: tuple[str, ...] = (
 )
 CONFIG_CHECK = Check(CONFIG, ("slaptest", "-Q", "-u", "-f", STAGED))
 # Any change: rebuild what changed (systemctl waits for the refresh), then restart slapd on the
-# result. slapd also starts without a build (empty databases: every bind fails).
+# result. slapd also starts without a build (empty databases: every bind fails). A restart, not
+# a start: a start would merge with a run the timer began before the new files were written, and
+# that run's build (an app password just revoked still in it) would stand until the next tick.
+# Stopping a run midway is safe: its build is renamed into place whole or not at all.
 REBUILD_AND_RESTART = Activation(
     f"{UNIT}-rebuild",
     (
         ("systemctl", "daemon-reload"),
-        ("systemctl", "start", REFRESH_UNIT),
+        ("systemctl", "restart", REFRESH_UNIT),
         ("systemctl", "restart", UNIT),
     ),
 )

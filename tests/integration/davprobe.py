@@ -21,7 +21,7 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 import requests
-from ldap3 import Connection, Server, Tls
+from ldap3 import RESTARTABLE, Connection, Server, Tls
 
 from bulwark.inventory import load_topology
 from bulwark.lab import paths
@@ -35,10 +35,16 @@ TIMEOUT = 30
 
 
 def ldap_bind(url: str, address: str, password: Secret, ca: str) -> int:
-    """The result code of a simple bind as `address` (0: success, 49: invalid credentials)."""
+    """The result code of a simple bind as `address` (0: success, 49: invalid credentials).
+    slapd restarts on every rebuilt address book (a contact written by an earlier test); the
+    client connects again, as mail clients do (ldap3's RESTARTABLE strategy)."""
     tls = Tls(ca_certs_file=ca, validate=ssl.CERT_REQUIRED)
     server = Server(urlsplit(url).hostname, port=636, use_ssl=True, tls=tls)
-    connection = Connection(server, f"cn={address},dc=User", password.reveal())
+    connection = Connection(
+        server, f"cn={address},dc=User", password.reveal(), client_strategy=RESTARTABLE
+    )
+    connection.strategy.restartable_sleep_time = 0.5
+    connection.strategy.restartable_tries = 20
     connection.bind()
     return connection.result["result"]
 
