@@ -82,6 +82,12 @@ def _site_group(name: str, primary: bool, lan: str, public: str, management: str
         for kind, network in networks.items():
             if kind != "public" or has_public:
                 data[f"{kind}_address"] = str(network.network_address + index + 1)
+        if "proxy" in roles:  # the proxies' own addresses: the top of the public range
+            top = networks["public"].broadcast_address
+            data["proxy_addresses"] = {
+                label: str(top - offset)
+                for offset, label in enumerate(("imaps-proxy", "pops-proxy", "smtps-proxy"), 1)
+            }
         hosts.append((host_name, data))
     data = {
         **PLATFORM,

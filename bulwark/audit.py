@@ -14,7 +14,7 @@ from pathlib import Path
 import click
 
 from bulwark import catalogue, registry, replication, web
-from bulwark.exposure import host_openings, port_span
+from bulwark.exposure import host_openings, ports_text
 from bulwark.render import PORTS_REPORT, REPORT
 from bulwark.secret import Secret, SecretStore
 from bulwark.topology import Topology
@@ -73,12 +73,18 @@ def port_matrix(topology: Topology) -> list[dict]:
                     "site": host.site,
                     "service": service.name,
                     "transport": str(service.transport),
-                    "ports": _port_text(service.ports),
+                    "ports": ports_text(service.ports),
                     "exposure": exposure_text(service),
                     "sources": "any"
                     if opening.sources is None
                     else ", ".join(str(network) for network in opening.sources),
                     "tls": str(service.tls),
+                    # A proxy's ports are on its own address, each translated to its listener.
+                    **(
+                        {"address": str(opening.address), "translated_to": service.listen}
+                        if opening.address is not None
+                        else {}
+                    ),
                 }
             )
     return rows
@@ -99,20 +105,13 @@ def tls_table(topology: Topology) -> list[dict]:
         {
             "service": service.name,
             "role": service.role,
-            "ports": _port_text(service.ports),
+            "ports": ports_text(service.ports),
             "tls": str(service.tls),
             "names": ", ".join(service.fqdns(topology.domain)),
         }
         for service in catalogue.SERVICES
         if service.role in present
     ]
-
-
-def _port_text(ports: tuple[int, ...]) -> str:
-    """`993`, `50000-50100` or `21, 25, 80`: ports as an auditor reads them."""
-    if span := port_span(ports):
-        return f"{span[0]}-{span[1]}"
-    return ", ".join(str(port) for port in ports)
 
 
 def not_deployed_table(topology: Topology) -> list[dict]:

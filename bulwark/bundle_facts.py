@@ -189,11 +189,13 @@ def _port_key(item: str) -> int:
 
 
 def _openings(rows: list[dict]) -> dict[tuple[str, str, str], dict]:
-    """(host, transport, port) -> its row of ports.json."""
+    """(host, transport, port) -> its row of ports.json; a proxy's rows are on an address of
+    their own, which then follows the host's name."""
     found = {}
     for row in rows:
+        where = " ".join(str(row[key]) for key in ("host", "address") if key in row)
         for item in _port_items(str(row.get("ports", ""))):
-            found[(str(row.get("host")), str(row.get("transport")), item)] = row
+            found[(where, str(row.get("transport")), item)] = row
     return found
 
 

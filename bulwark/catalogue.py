@@ -56,10 +56,16 @@ class Transport(StrEnum):
     UDP = "udp"
 
 
-# The firewall-friendly proxies answer on these ports (seed: "any port; commonly open ports
-# include 80, 21, 25 and 443"). They route by SNI, so they need an address of their own: the
-# gateway's, which carries no other public service on these ports.
-PROXY_PORTS: tuple[int, ...] = (21, 25, 80, 443, 465, 587, 993, 995)
+# SSH's port: the operator's way in on every host, never given to anything else.
+SSH_PORT = 22
+# The firewall-friendly proxies (seed: "any port; commonly open ports include 80, 21, 25 and
+# 443") each have an address of their own, and every TCP port of it reaches the proxied
+# protocol, except the proxy host's own TCP services: SSH from the management networks.
+# (WireGuard, the gateway's other service, is UDP; the proxies translate TCP only.)
+PROXY_EXCLUDED_PORTS: tuple[int, ...] = (SSH_PORT,)
+PROXY_PORTS: tuple[int, ...] = tuple(
+    port for port in range(1, 65536) if port not in PROXY_EXCLUDED_PORTS
+)
 
 # pure-ftpd's passive data ports. The nftables FTP helper cannot read an encrypted control
 # channel, so the range is opened explicitly.
@@ -80,6 +86,9 @@ class Service:
     an address that keeps failing is banned (bulwark.bruteforce).
     `on_demand`: a port listens only while a client's session asked for it (FTP's passive
     data ports): open in the firewall, but silent to a scan.
+    `listen`: a proxy's one socket. It is served on an address of its own (the host's
+    `proxy_addresses[names[0]]`), where the firewall translates every port of `ports` to
+    `listen`. `forwards_to`: the service the proxy passes each connection to, untouched.
     """
 
     name: str
@@ -93,6 +102,8 @@ class Service:
     clients: tuple[Clients, ...] = ()
     logins: bool = False
     on_demand: bool = False
+    listen: int | None = None
+    forwards_to: str = ""
 
     @property
     def port(self) -> int:
@@ -117,7 +128,7 @@ SERVICES: tuple[Service, ...] = (
     Service(
         "ssh",
         "base",
-        (22,),
+        (SSH_PORT,),
         Transport.TCP,
         Tls.NATIVE,
         Exposure.MANAGEMENT,
@@ -132,15 +143,25 @@ SERVICES: tuple[Service, ...] = (
         Exposure.PEER_GATEWAY,
         description="site-to-site tunnel; all traffic between the data centers",
     ),
-    Service(
-        "imaps-proxy",
-        "proxy",
-        PROXY_PORTS,
-        Transport.TCP,
-        Tls.IMPLICIT,
-        Exposure.PUBLIC,
-        names=("imaps-proxy", "pops-proxy", "smtps-proxy"),
-        description="TLS pass-through by SNI to IMAP, POP and SMTP on firewall-friendly ports",
+    *(
+        Service(
+            name,
+            "proxy",
+            PROXY_PORTS,
+            Transport.TCP,
+            Tls.IMPLICIT,
+            Exposure.PUBLIC,
+            names=(name,),
+            description=f"{protocol} over TLS on every port of its own address, passed through "
+            "untouched to the site's mail hosts with the client's address (PROXY protocol)",
+            listen=listen,
+            forwards_to=backend,
+        )
+        for name, protocol, listen, backend in (
+            ("imaps-proxy", "IMAP", 993, "imaps-proxied"),
+            ("pops-proxy", "POP", 995, "pop3s-proxied"),
+            ("smtps-proxy", "SMTP submission", 465, "submissions-proxied"),
+        )
     ),
     Service(
         "smtp",
@@ -162,6 +183,17 @@ SERVICES: tuple[Service, ...] = (
         names=("smtp",),
         description="authenticated submission, implicit TLS",
         logins=True,
+    ),
+    Service(
+        "submissions-proxied",
+        "mx",
+        (10465,),
+        Transport.TCP,
+        Tls.IMPLICIT,
+        Exposure.ROLE,
+        description="authenticated submission over TLS from the site's proxies, a PROXY "
+        "protocol header naming the client first; on the LAN address only",
+        clients=(Clients("proxy", Scope.SAME_SITE),),
     ),
     Service(
         "submission",
@@ -195,6 +227,28 @@ SERVICES: tuple[Service, ...] = (
         names=("pop",),
         description="POP3, implicit TLS only; 110 never listens",
         logins=True,
+    ),
+    Service(
+        "imaps-proxied",
+        "mailstore",
+        (10993,),
+        Transport.TCP,
+        Tls.IMPLICIT,
+        Exposure.ROLE,
+        description="IMAP over TLS from the site's proxies, a PROXY protocol header "
+        "naming the client first; on the LAN address only",
+        clients=(Clients("proxy", Scope.SAME_SITE),),
+    ),
+    Service(
+        "pop3s-proxied",
+        "mailstore",
+        (10995,),
+        Transport.TCP,
+        Tls.IMPLICIT,
+        Exposure.ROLE,
+        description="POP3 over TLS from the site's proxies, a PROXY protocol header "
+        "naming the client first; on the LAN address only",
+        clients=(Clients("proxy", Scope.SAME_SITE),),
     ),
     Service(
         "lmtp",
@@ -326,13 +380,6 @@ SERVICES: tuple[Service, ...] = (
     ),
 )
 
-# The proxies pass TLS through untouched, so each backend's certificate must also carry the
-# proxy name that reaches it: proxy host-name label -> the service it forwards to.
-PROXY_BACKENDS: dict[str, str] = {
-    "imaps-proxy": "imaps",
-    "pops-proxy": "pop3s",
-    "smtps-proxy": "submissions",
-}
 
 # Ports that must never listen anywhere: the plaintext twins of the services above.
 FORBIDDEN_PORTS: tuple[int, ...] = (110, 143, 389)
@@ -342,6 +389,11 @@ def services_for_roles(roles: Iterable[str]) -> tuple[Service, ...]:
     """The services a host with these roles runs (SSH always), in catalogue order."""
     wanted = {"base", *roles}
     return tuple(service for service in SERVICES if service.role in wanted)
+
+
+def proxies() -> tuple[Service, ...]:
+    """The firewall-friendly proxies, in catalogue order."""
+    return tuple(service for service in SERVICES if service.listen is not None)
 
 
 def service(name: str) -> Service:

@@ -142,7 +142,7 @@ def _check_nginx(content: str, workdir: Path) -> str | None:
     text = re.sub(r"^(\s*ssl_certificate_key) \S+;", rf"\1 {key};", text, flags=re.M)
     for path, name in COMPANIONS["nginx"].items():
         text = text.replace(f"include {path};", f"include {workdir / name};")
-    text = text.replace("pid /run/nginx.pid;", f"pid {workdir / 'nginx.pid'};")
+    text = re.sub(r"^pid \S+;", f"pid {workdir / 'nginx.pid'};", text, flags=re.M)
     # `nginx -t` binds its listeners: the host's addresses are not this machine's.
     text = re.sub(r"^(\s*listen )[0-9.]+:", r"\g<1>127.0.0.1:", text, flags=re.M)
     config = workdir / "nginx.conf"

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import functools
 import ipaddress
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 from bulwark import catalogue, registry
@@ -25,10 +26,12 @@ VPN_INTERFACE = "wg0"
 
 @dataclass(frozen=True)
 class Opening:
-    """One service's ports opened on a host, to `sources` (None: from anywhere; never empty)."""
+    """One service's ports opened on a host, to `sources` (None: from anywhere; never empty).
+    `address`: a proxy's own address, the only one its ports open on (None: any of the host's)."""
 
     service: Service
     sources: tuple[Network, ...] | None
+    address: ipaddress.IPv4Address | None = None
 
     @property
     def ports(self) -> tuple[int, ...]:
@@ -40,6 +43,25 @@ def port_span(ports: tuple[int, ...] | list[int]) -> tuple[int, int] | None:
     if len(ports) > 1 and list(ports) == list(range(ports[0], ports[-1] + 1)):
         return ports[0], ports[-1]
     return None
+
+
+def port_runs(ports: Iterable[int]) -> list[tuple[int, int]]:
+    """Each run of consecutive ports as (first, last), in order: a proxy's 65,534 ports are
+    two runs."""
+    runs: list[list[int]] = []
+    for port in sorted(set(ports)):
+        if runs and port == runs[-1][1] + 1:
+            runs[-1][1] = port
+        else:
+            runs.append([port, port])
+    return [(first, last) for first, last in runs]
+
+
+def ports_text(ports: Iterable[int]) -> str:
+    """`993`, `50000-50100`, `21, 25, 80` or `1-21, 23-65535`: ports as an auditor reads them."""
+    return ", ".join(
+        str(first) if first == last else f"{first}-{last}" for first, last in port_runs(ports)
+    )
 
 
 def management_sources(topology: Topology) -> tuple[Network, ...]:
@@ -136,7 +158,11 @@ def host_openings(topology: Topology, host: Host) -> tuple[Opening, ...]:
     out: no source, no rule."""
     roles = [role.name for role in registry.deployed_roles(host)]
     openings = (
-        Opening(service, _sources(topology, host, service))
+        Opening(
+            service,
+            _sources(topology, host, service),
+            None if service.listen is None else host.proxy_address(service.names[0]),
+        )
         for service in catalogue.services_for_roles(roles)
         if service.exposure is not Exposure.LOCAL
     )

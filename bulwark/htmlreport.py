@@ -24,14 +24,14 @@ from pathlib import Path
 
 from bulwark import bruteforce, catalogue, cis, registry, tls, volumes
 from bulwark.audit import exposure_text, not_deployed_table
-from bulwark.catalogue import Exposure, Scope, Service
+from bulwark.catalogue import Exposure, Scope
 from bulwark.exposure import (
     VPN_INTERFACE,
     Network,
     Opening,
     host_network,
     host_openings,
-    port_span,
+    ports_text,
 )
 from bulwark.promises import PROMISES, Evidence, Found, Promise, RenderedIndex, Status, status
 from bulwark.render import REPORT_HTML, RenderedFile
@@ -161,12 +161,6 @@ def hosts_text(hosts: Sequence[str], full: bool = False, total: int = 0) -> str:
     return f"{len(hosts)} hosts: {hosts[0]}, {hosts[1]} … {hosts[-1]}"
 
 
-def ports_text(service: Service) -> str:
-    if span := port_span(service.ports):
-        return f"{span[0]}-{span[1]}"
-    return ", ".join(str(port) for port in service.ports)
-
-
 def _table(
     headers: Sequence[str], rows: Iterable[Sequence[str]], widths: Sequence[int] = ()
 ) -> list[str]:
@@ -246,7 +240,7 @@ def _categories(openings: Sequence[Opening]) -> dict[str, list[str]]:
     for opening in openings:
         category = _CATEGORY_OF[opening.service.exposure]
         found.setdefault(category, {}).setdefault(str(opening.service.transport), []).append(
-            ports_text(opening.service)
+            ports_text(opening.service.ports)
         )
     return {
         category: [
@@ -451,7 +445,7 @@ def _opening_cells(opening: Opening) -> tuple[str, ...]:
     return (
         service.name,
         str(service.transport),
-        ports_text(service),
+        ports_text(service.ports),
         exposure_text(service),
         sources,
         str(service.tls),
@@ -515,7 +509,7 @@ def _tls_section(topology: Topology) -> list[str]:
             (
                 esc(service.name),
                 esc(service.role),
-                esc(f"{service.transport} {ports_text(service)}"),
+                esc(f"{service.transport} {ports_text(service.ports)}"),
                 f"<b>{esc(service.tls)}</b>: {esc(TLS_WORDS[service.tls])}",
                 esc(", ".join(service.fqdns(topology.domain)) or "—"),
                 state,
@@ -573,7 +567,7 @@ def firewall_words(
     for opening in openings:
         service = opening.service
         words.append(
-            f"Accepts {service.transport} {ports_text(service)} ({service.name}, "
+            f"Accepts {service.transport} {ports_text(service.ports)} ({service.name}, "
             f"{TLS_WORDS[service.tls]}) from {_source_words(topology, host, opening, names)}."
         )
     if host.has_role("gateway") and registry.role("gateway").implemented:

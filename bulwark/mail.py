@@ -14,7 +14,9 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from bulwark import catalogue
 from bulwark.deploying import install, keep_running, reloaded
+from bulwark.exposure import role_sources
 from bulwark.operations import STAGED, Check
 from bulwark.plan import ManagedFile
 from bulwark.probes import Unit
@@ -76,6 +78,22 @@ def dovecot_units(role: str, host: Host) -> tuple[Unit, ...]:
 def site_mailstore(topology: Topology, site: str) -> Host:
     """The mail store of `site` (topology validation guarantees every site has one)."""
     return topology.hosts_with_role("mailstore", site)[0]
+
+
+def proxied_context(topology: Topology, host: Host, service: str) -> Mapping[str, Any] | None:
+    """The listener for a proxied service (bulwark.catalogue: a PROXY protocol header first,
+    then the client's own TLS), on the LAN address: its port and the proxies (LAN addresses)
+    that may send one. None when the site has no proxy: no listener then."""
+    proxied = catalogue.service(service)
+    proxies = role_sources(topology, host, proxied)
+    if not proxies:
+        return None
+    return {
+        "name": proxied.name,
+        "address": str(host.lan_address),
+        "port": proxied.port,
+        "proxies": [str(network) for network in proxies],
+    }
 
 
 def auth_context(topology: Topology, host: Host, secrets: SecretStore) -> Mapping[str, Any]:

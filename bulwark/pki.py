@@ -93,11 +93,15 @@ def certificate_names(topology: Topology, host: Host) -> tuple[str, ...]:
     answers the TLS handshake the proxy forwards; on a files host, the content origin.
     """
     services = topology.services(host)
-    labels = {label for service in services for label in service.names}
+    # A proxy passes TLS through: its name is on the certificate of the host it forwards to.
+    labels = {label for service in services if service.listen is None for label in service.names}
     if topology.hosts_with_role("proxy"):
         served = {service.name for service in services}
         labels |= {
-            label for label, backend in catalogue.PROXY_BACKENDS.items() if backend in served
+            label
+            for proxy in catalogue.proxies()
+            if proxy.forwards_to in served
+            for label in proxy.names
         }
     domain = topology.domain
     names = {topology.fqdn(host)}

@@ -25,6 +25,7 @@ from cryptography import x509
 
 from bulwark import catalogue, registry
 from bulwark.catalogue import Exposure
+from bulwark.exposure import role_sources
 from bulwark.hoststate import FileState, HostState, sysctl_settings
 from bulwark.livecheck import Difference, Finding, HostContext, LiveCheck, Reading, Verdict
 from bulwark.render import RenderedFile
@@ -450,7 +451,8 @@ def expected_ports(topology: Topology, host: Host) -> tuple[Port, ...]:
     """The catalogue's sockets for `host`'s deployed roles: public services on its public
     address (or every address: the firewall keeps the rest out), internal ones on its LAN
     address only, management ones on its management address or every address, local ones on
-    loopback."""
+    loopback. An internal service no deployed host may reach (a proxied listener in a site
+    without a proxy) is not configured, so not expected."""
     roles = [role.name for role in registry.deployed_roles(host)]
     public = (str(host.public_address),) if host.public_address else ()
     addresses = {
@@ -462,6 +464,13 @@ def expected_ports(topology: Topology, host: Host) -> tuple[Port, ...]:
     }
     ports = []
     for service in catalogue.services_for_roles(roles):
+        if service.listen is not None:  # a proxy: one socket, on its own address
+            own = host.proxy_address(service.names[0])
+            where = (str(own),) if own else ()
+            ports.append(Port(service.name, str(service.transport), service.listen, where, False))
+            continue
+        if service.exposure is Exposure.ROLE and not role_sources(topology, host, service):
+            continue
         where, wildcard = addresses[service.exposure]
         required = not service.on_demand
         ports += [
@@ -489,14 +498,15 @@ class Listening(LiveCheck):
     anywhere but loopback). Built from the catalogue (`for_host`), never declared by a role."""
 
     ports: tuple[Port, ...]
-    public: str | None
+    public: tuple[str, ...]  # the host's public address and its proxy addresses
 
     RANK = 20
 
     @classmethod
     def for_host(cls, topology: Topology, host: Host) -> Listening:
-        public = str(host.public_address) if host.public_address else None
-        return cls(expected_ports(topology, host), public)
+        public = (host.public_address,) if host.public_address else ()
+        public += tuple(address for _, address in host.proxy_addresses)
+        return cls(expected_ports(topology, host), tuple(str(address) for address in public))
 
     def _script(self) -> str:
         return "ss -Hlntup"
@@ -541,7 +551,7 @@ class Listening(LiveCheck):
             for socket in sockets
             if socket not in claimed
             and (
-                (self.public is not None and (socket.wildcard or socket.address == self.public))
+                (self.public and (socket.wildcard or socket.address in self.public))
                 or (socket.port in catalogue.FORBIDDEN_PORTS and not socket.loopback)
             )
         ]
@@ -563,7 +573,7 @@ class Listening(LiveCheck):
         if stray:
             figure = "not in the catalogue: " + ", ".join(sorted(str(s) for s in stray))
             findings.append(Finding("public sockets", Verdict.FAIL, figure, len(stray)))
-        elif self.public is not None:
+        elif self.public:
             findings.append(
                 Finding("public sockets", Verdict.OK, "only the catalogue's services", 0)
             )

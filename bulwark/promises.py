@@ -195,6 +195,7 @@ _FTPD = "/etc/systemd/system/bulwark-ftpd.service"
 _FILES_WRITES = "/etc/nginx/bulwark-files-writes.conf"
 _FILES_RSYNCD = "/etc/bulwark/replication/files-rsyncd.conf"
 _SLAPD = "/etc/bulwark/directory/slapd.conf"
+_PROXY_NGINX = "/etc/bulwark/proxy/nginx.conf"
 _SLAPD_UNIT = "/etc/systemd/system/bulwark-slapd.service"
 _USERS_LDIF = "/etc/bulwark/directory/users.ldif"
 _LDAP_TESTS = "tests/e2e/test_directory.py::"
@@ -954,6 +955,19 @@ PROMISES: tuple[Promise, ...] = (
         "imaps-proxy, pops-proxy and smtps-proxy.DOMAIN answer IMAP, POP and SMTP over TLS on "
         "any commonly open port (80, 21, 25, 443 ...).",
         roles=("proxy",),
+        evidence=(
+            Evidence("firewall", _NFTABLES, r'dnat ip to \S+:\d+ comment "\w+-proxy"$'),
+            Evidence("proxy", _PROXY_NGINX, r"^\s*proxy_protocol on;$"),
+            Evidence("mailstore", _DOVECOT, r"^\s*haproxy = yes$"),
+            Evidence("mailstore", _DOVECOT, r"^haproxy_trusted_networks = "),
+            Evidence("mx", _MASTER_CF, r"smtpd_upstream_proxy_protocol=haproxy"),
+        ),
+        tests=(
+            "tests/unit/test_proxy_role.py::test_every_port_but_ssh_reaches_each_proxys_listener",
+            "tests/e2e/test_proxy.py::test_imap_pop_and_smtp_log_in_through_their_proxies",
+            "tests/e2e/test_proxy.py::test_the_mail_host_logs_the_clients_own_address",
+            "tests/e2e/test_proxy.py::test_a_forged_proxy_header_is_refused",
+        ),
     ),
 )
 

@@ -34,6 +34,7 @@ class Role:
     secrets: tuple[str, ...] = ()  # kinds of vault entries it needs (bulwark.secret)
     peered: bool = False  # must be in every site: each site's copy is the other's peer
     beside: tuple[str, ...] = ()  # roles it needs on the same host (it reads their data there)
+    apart: tuple[tuple[str, str], ...] = ()  # (role, why) it cannot share a host with
 
     @property
     def implemented(self) -> bool:
@@ -82,7 +83,15 @@ ROLES: tuple[Role, ...] = (
         every_host=True,
         module="firewall",
     ),
-    Role("proxy", "IMAP, POP and SMTP over TLS on firewall-friendly ports"),
+    Role(
+        "proxy",
+        "IMAP, POP and SMTP over TLS on every port of their own addresses",
+        module="proxy",
+        apart=tuple(
+            (web, "a proxy host masks Debian's nginx unit, which the web roles run")
+            for web in ("dav", "files")
+        ),
+    ),
     Role(
         "mx",
         "Postfix: inbound MX and authenticated submission",

@@ -34,9 +34,16 @@ class Host:
     lan_address: IPv4Address
     management_address: IPv4Address
     public_address: IPv4Address | None = None
+    # A proxy host's own public addresses, one per proxy name (label, address), sorted by label:
+    # every TCP port of each reaches its proxy (bulwark.catalogue.Service.listen).
+    proxy_addresses: tuple[tuple[str, IPv4Address], ...] = ()
 
     def has_role(self, role: str) -> bool:
         return role in self.roles
+
+    def proxy_address(self, label: str) -> IPv4Address | None:
+        """The address of the proxy named `label` on this host, if it has one."""
+        return dict(self.proxy_addresses).get(label)
 
 
 # Bytes each account may store in its files (WebDAV and FTP together) unless the inventory

@@ -453,6 +453,15 @@ def _check_roles(record: InventoryHost, out: _Collector) -> tuple[str, ...]:
                     f"role {role!r} needs role {needed!r} on the same host: it serves data "
                     f"that {needed!r} keeps there",
                 )
+    for role in valid:
+        for other, why in registry.role(role).apart:
+            if other in valid:
+                out.add(
+                    record.name,
+                    "roles",
+                    f"roles {role} and {other} cannot share a host ({why}): "
+                    "put them on different hosts",
+                )
     _check_port_conflicts(record.name, valid, out)
     return tuple(sorted(set(valid), key=registry.INVENTORY_ROLES.index))
 
@@ -460,7 +469,8 @@ def _check_roles(record: InventoryHost, out: _Collector) -> tuple[str, ...]:
 def _check_port_conflicts(host: str, roles: list[str], out: _Collector) -> None:
     owners: dict[tuple[int, str], set[str]] = defaultdict(set)
     for service in catalogue.services_for_roles(roles):
-        for port in service.ports:
+        # A proxy's ports are on its own address; its daemon binds one socket there.
+        for port in service.ports if service.listen is None else (service.listen,):
             owners[(port, service.transport)].add(service.role)
     reported = set()
     for (port, transport), claimants in sorted(owners.items()):
@@ -521,6 +531,7 @@ def _check_host(record: InventoryHost, sites: Mapping[str, Site], out: _Collecto
                 field_name,
                 f"{address} is the network or broadcast address of {network}",
             )
+    proxy_addresses = _check_proxy_addresses(record, roles, site, out)
     if site is None or addresses["lan_address"] is None or addresses["management_address"] is None:
         return None
     if _needs_public(roles) and addresses["public_address"] is None:
@@ -532,7 +543,53 @@ def _check_host(record: InventoryHost, sites: Mapping[str, Site], out: _Collecto
         lan_address=addresses["lan_address"],
         management_address=addresses["management_address"],
         public_address=addresses["public_address"],
+        proxy_addresses=proxy_addresses,
     )
+
+
+def _check_proxy_addresses(
+    record: InventoryHost, roles: Iterable[str], site: Site | None, out: _Collector
+) -> tuple[tuple[str, IPv4Address], ...]:
+    """`proxy_addresses`: on a proxy host, one public address per proxy name (every port of it
+    reaches that proxy, so it can be no other service's), inside the site's public range."""
+    value = record.data.get("proxy_addresses")
+    labels = [name for proxy in catalogue.proxies() for name in proxy.names]
+    if "proxy" not in roles:
+        if value is not None:
+            out.add(record.name, "proxy_addresses", "only a host with role 'proxy' has them")
+        return ()
+    example = ", ".join(f"'{label}': '203.0.113.{n}'" for n, label in enumerate(labels, 11))
+    if not isinstance(value, Mapping) or not value:
+        out.add(
+            record.name,
+            "proxy_addresses",
+            f"missing: role proxy needs an address of its own per proxy name, e.g. {{{example}}}",
+        )
+        return ()
+    found = []
+    for label in sorted(set(value) - set(labels), key=str):
+        hint = did_you_mean(str(label), labels)
+        out.add(record.name, f"proxy_addresses.{label}", f"not a proxy name{hint}")
+    for label in labels:
+        where = f"proxy_addresses.{label}"
+        if label not in value:
+            out.add(record.name, where, "missing: every proxy name needs its own address")
+            continue
+        address = _address(value[label], record.name, where, out)
+        if address is None or site is None:
+            continue
+        if address not in site.public or address in (
+            site.public.network_address,
+            site.public.broadcast_address,
+        ):
+            out.add(
+                record.name,
+                where,
+                f"{address} is not a host address of site {site.name}'s site_public {site.public}",
+            )
+            continue
+        found.append((label, address))
+    return tuple(sorted(found))
 
 
 def _needs_public(roles: Iterable[str]) -> str | None:
@@ -549,6 +606,9 @@ def _check_unique_addresses(hosts: list[Host], out: _Collector) -> None:
             address = getattr(host, field_name)
             if address is not None:
                 owners[address].append((host.name, field_name))
+    for host in hosts:  # after every host's own: a proxy address is the one to move
+        for label, address in host.proxy_addresses:
+            owners[address].append((host.name, f"proxy_addresses.{label}"))
     for address, users in sorted(owners.items()):
         if len(users) > 1:
             first = f"{users[0][0]}.{users[0][1]}"

@@ -53,7 +53,7 @@ _PLATFORM = {
 }
 
 
-def _host(name: str, roles: list[str], public: str, lan: str, management: str):
+def _host(name: str, roles: list[str], public: str, lan: str, management: str, **more):
     """One lab container; pyinfra reaches it by name through the lab's ssh_config."""
     return (
         name,
@@ -62,13 +62,26 @@ def _host(name: str, roles: list[str], public: str, lan: str, management: str):
             "public_address": public,
             "lan_address": lan,
             "management_address": management,
+            **more,
         },
     )
 
 
+def _proxy_addresses(imaps: str, pops: str, smtps: str) -> dict[str, str]:
+    """A gateway's proxy addresses: every TCP port of each (but SSH's) reaches its proxy."""
+    return {"imaps-proxy": imaps, "pops-proxy": pops, "smtps-proxy": smtps}
+
+
 nj = (
     [
-        _host("nj-gw", ["gateway", "proxy"], "198.51.100.10", "10.81.1.10", "10.89.0.10"),
+        _host(
+            "nj-gw",
+            ["gateway", "proxy"],
+            "198.51.100.10",
+            "10.81.1.10",
+            "10.89.0.10",
+            proxy_addresses=_proxy_addresses("198.51.100.13", "198.51.100.14", "198.51.100.15"),
+        ),
         _host("nj-mail", ["mx", "mailstore"], "198.51.100.11", "10.81.1.11", "10.89.0.11"),
         _host("nj-web", ["dav", "files", "directory"], "198.51.100.12", "10.81.1.12", "10.89.0.12"),
     ],
@@ -85,7 +98,14 @@ nj = (
 
 sea = (
     [
-        _host("sea-gw", ["gateway", "proxy"], "198.51.100.74", "10.82.1.10", "10.89.0.74"),
+        _host(
+            "sea-gw",
+            ["gateway", "proxy"],
+            "198.51.100.74",
+            "10.82.1.10",
+            "10.89.0.74",
+            proxy_addresses=_proxy_addresses("198.51.100.77", "198.51.100.78", "198.51.100.79"),
+        ),
         _host("sea-mail", ["mx", "mailstore"], "198.51.100.75", "10.82.1.11", "10.89.0.75"),
         _host(
             "sea-web", ["dav", "files", "directory"], "198.51.100.76", "10.82.1.12", "10.89.0.76"

@@ -21,9 +21,9 @@ _PLATFORM = {
 }
 
 
-def _host(name: str, roles: list[str], public: str | None, lan: str, management: str):
+def _host(name: str, roles: list[str], public: str | None, lan: str, management: str, **more):
     """One host entry; pyinfra connects over the management address."""
-    data = {"roles": roles, "lan_address": lan, "management_address": management}
+    data = {"roles": roles, "lan_address": lan, "management_address": management, **more}
     if public is not None:
         data["public_address"] = public
     return (name, {**data, "ssh_hostname": management})
@@ -31,7 +31,19 @@ def _host(name: str, roles: list[str], public: str | None, lan: str, management:
 
 nj = (
     [
-        _host("nj-gw", ["gateway", "proxy"], "192.0.2.10", "10.1.0.1", "10.101.0.1"),
+        # The proxies' own addresses: IMAP, POP and SMTP over TLS on every TCP port but SSH's.
+        _host(
+            "nj-gw",
+            ["gateway", "proxy"],
+            "192.0.2.10",
+            "10.1.0.1",
+            "10.101.0.1",
+            proxy_addresses={
+                "imaps-proxy": "192.0.2.13",
+                "pops-proxy": "192.0.2.14",
+                "smtps-proxy": "192.0.2.15",
+            },
+        ),
         _host("nj-mx", ["mx"], "192.0.2.25", "10.1.0.25", "10.101.0.25"),
         _host("nj-store", ["mailstore"], "192.0.2.30", "10.1.0.30", "10.101.0.30"),
         _host("nj-web", ["dav", "files", "directory"], "192.0.2.40", "10.1.0.40", "10.101.0.40"),
@@ -50,7 +62,18 @@ nj = (
 
 sea = (
     [
-        _host("sea-gw", ["gateway", "proxy"], "198.51.100.10", "10.2.0.1", "10.102.0.1"),
+        _host(
+            "sea-gw",
+            ["gateway", "proxy"],
+            "198.51.100.10",
+            "10.2.0.1",
+            "10.102.0.1",
+            proxy_addresses={
+                "imaps-proxy": "198.51.100.13",
+                "pops-proxy": "198.51.100.14",
+                "smtps-proxy": "198.51.100.15",
+            },
+        ),
         _host("sea-mx", ["mx"], "198.51.100.25", "10.2.0.25", "10.102.0.25"),
         _host("sea-store", ["mailstore"], "198.51.100.30", "10.2.0.30", "10.102.0.30"),
         _host(

@@ -27,7 +27,7 @@ from bulwark.exposure import (
     Opening,
     host_openings,
     management_sources,
-    port_span,
+    port_runs,
     public_ports,
     site_lans,
 )
@@ -247,6 +247,7 @@ def template_context(topology: Topology, host: Host, secrets: SecretStore) -> Ma
         "client_sets": client_sets(topology, host),
         "ban": ban(topology, host),
         "input_rules": input_rules(topology, host),
+        "nat_rules": nat_rules(topology, host),
         "forward_rules": forward_rules(topology, host),
         "output_rules": output_rules(topology, host),
     }
@@ -271,18 +272,9 @@ def converge(topology: Topology, host: Host, secrets: SecretStore) -> None:
 def nft_ports(ports: Iterable[int]) -> str:
     """nftables port syntax: `993`, `50000-50100` or `{ 21, 80, 50000-50100 }` (each run of
     consecutive ports written as a range)."""
-    ports = sorted(set(ports))
-    if len(ports) == 1:
-        return str(ports[0])
-    if span := port_span(ports):
-        return f"{span[0]}-{span[1]}"
-    runs: list[list[int]] = []
-    for port in ports:
-        if runs and port == runs[-1][-1] + 1:
-            runs[-1].append(port)
-        else:
-            runs.append([port])
-    return "{ " + ", ".join(nft_ports(run) for run in runs) + " }"
+    runs = port_runs(ports)
+    text = ", ".join(str(first) if first == last else f"{first}-{last}" for first, last in runs)
+    return text if len(runs) == 1 else "{ " + text + " }"
 
 
 def client_set_name(opening: Opening) -> str:
@@ -329,15 +321,36 @@ def _source_match(opening: Opening) -> str:
     return "ip saddr { " + ", ".join(str(network) for network in opening.sources) + " } "
 
 
+def nat_rules(topology: Topology, host: Host) -> list[str]:
+    """A proxy host's translations: every port of a proxy's range on the proxy's own address
+    goes to its one listener there (`dnat`, not `redirect`, which would rewrite the address to
+    the interface's first and lose which proxy was asked)."""
+    return [
+        f"ip daddr {opening.address} tcp dport {nft_ports(opening.ports)} "
+        f'dnat ip to {opening.address}:{opening.service.listen} comment "{opening.service.name}"'
+        for opening in host_openings(topology, host)
+        if opening.address is not None
+    ]
+
+
 def input_rules(topology: Topology, host: Host) -> list[str]:
-    """One accept rule per distinct (sources, transport, ports); services sharing one merged."""
+    """One accept rule per distinct (sources, transport, ports); services sharing one merged.
+    A proxy's rule accepts its listener on its own address alone: the input hook sees the
+    translated port (nat_rules run first, at prerouting)."""
     merged: dict[tuple[str, str, str], list[str]] = {}
     for opening in host_openings(topology, host):
-        key = (
-            _source_match(opening),
-            str(opening.service.transport),
-            nft_ports(opening.ports),
-        )
+        if opening.address is not None:
+            key = (
+                f"ip daddr {opening.address} ",
+                str(opening.service.transport),
+                str(opening.service.listen),
+            )
+        else:
+            key = (
+                _source_match(opening),
+                str(opening.service.transport),
+                nft_ports(opening.ports),
+            )
         merged.setdefault(key, []).append(opening.service.name)
     return [
         f'{source}{transport} dport {ports} ct state new accept comment "{", ".join(names)}"'

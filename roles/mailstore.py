@@ -47,6 +47,8 @@ PACKAGES: tuple[str, ...] = (
 # Created for every account, subscribed, with their RFC 6154 special-use flag.
 MAILBOXES: tuple[str, ...] = ("Drafts", "Sent", "Junk", "Trash", "Archive")
 SERVICES: tuple[str, ...] = ("imaps", "pop3s", "lmtp", "mail-replication")
+# Its listeners for the site's proxies (roles/proxy.py), when the site has one.
+PROXIED_SERVICES: tuple[str, ...] = ("imaps-proxied", "pop3s-proxied")
 # The vmail user's login shell: nobody logs in as it.
 NO_LOGIN = "/usr/sbin/nologin"
 
@@ -120,6 +122,7 @@ def managed_files(topology: Topology, host: Host) -> tuple[ManagedFile, ...]:
 
 def template_context(topology: Topology, host: Host, secrets: SecretStore) -> Mapping[str, Any]:
     peer = replica(topology, host)
+    proxied = {name: mail.proxied_context(topology, host, name) for name in PROXIED_SERVICES}
     return {
         **mail.auth_context(topology, host, secrets),
         **tlsconfig.tls_context(secrets, host),
@@ -127,6 +130,10 @@ def template_context(topology: Topology, host: Host, secrets: SecretStore) -> Ma
         "host": host.name,
         "lan_address": str(host.lan_address),
         "ports": {name: catalogue.service(name).port for name in SERVICES},
+        "proxied": proxied,
+        "proxy_networks": sorted(
+            {network for each in proxied.values() if each for network in each["proxies"]}
+        ),
         "vmail_user": mail.VMAIL_USER,
         "vmail_home": mail.VMAIL_HOME,
         "mailboxes": MAILBOXES,

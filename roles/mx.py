@@ -50,6 +50,17 @@ SUBMISSION_SERVICES: tuple[tuple[str, tuple[str, ...]], ...] = (
 )
 
 
+# Submission from the site's proxies (roles/proxy.py), when the site has one: a PROXY protocol
+# header naming the client, then TLS from the first byte. Postfix trusts any sender's header:
+# the listener is on the LAN address alone, and the firewall admits the site's proxies alone.
+PROXIED_SERVICE = "submissions-proxied"
+PROXIED_OPTIONS: tuple[str, ...] = (
+    "smtpd_upstream_proxy_protocol=haproxy",
+    "smtpd_upstream_proxy_timeout=5s",
+    "smtpd_tls_wrappermode=yes",
+)
+
+
 def managed_files(topology: Topology, host: Host) -> tuple[ManagedFile, ...]:
     return (
         ManagedFile(MAIN_CF, "main.cf.j2", checker="postfix"),
@@ -71,6 +82,8 @@ def template_context(topology: Topology, host: Host, secrets: SecretStore) -> Ma
         "addresses": [account.address(topology.domain) for account in topology.accounts],
         "ports": {name: catalogue.service(name).port for name in names},
         "submission_services": SUBMISSION_SERVICES,
+        "proxied": mail.proxied_context(topology, host, PROXIED_SERVICE),
+        "proxied_options": PROXIED_OPTIONS,
         "deferred_retry": DEFERRED_RETRY,
         "sasl_socket": mail.SASL_SOCKET,
         "lmtp": {

@@ -163,6 +163,8 @@ def add_segments(plan: LabPlan) -> None:
         if host.public is not None:
             _switch_port(host.netns, "wan0", WAN_NETNS, host.switch_port)
             _ip("-n", host.netns, "addr", "add", str(host.public), "dev", "wan0")
+            for extra in host.extra_public:  # a proxy's own address, after the host's own
+                _ip("-n", host.netns, "addr", "add", str(extra), "dev", "wan0")
         _management_port(host.netns, host.management_port)
         _ip("-n", host.netns, "addr", "add", str(host.management), "dev", "mgmt0")
     _switch_port(INTERNET_NETNS, "wan0", WAN_NETNS, _INTERNET_PORT)

@@ -49,6 +49,7 @@ class LabHost:
     lan: IPv4Interface
     management: IPv4Interface
     public: IPv4Interface | None
+    extra_public: tuple[IPv4Interface, ...] = ()  # a proxy host's own addresses, on wan0 too
 
     @property
     def netns(self) -> str:
@@ -160,6 +161,11 @@ def build_plan(topology: Topology, data: Mapping[str, Any]) -> LabPlan:
             if host.public_address is not None
             else None
         )
+        for label, address in host.proxy_addresses:
+            if address not in wan:
+                problems.append(
+                    f"{host.name}.proxy_addresses.{label} {address} is outside lab_wan {wan}"
+                )
         hosts.append(
             LabHost(
                 name=host.name,
@@ -167,6 +173,10 @@ def build_plan(topology: Topology, data: Mapping[str, Any]) -> LabPlan:
                 lan=IPv4Interface(f"{host.lan_address}/{site.lan.prefixlen}"),
                 management=IPv4Interface(f"{host.management_address}/{bridge.network.prefixlen}"),
                 public=public,
+                extra_public=tuple(
+                    IPv4Interface(f"{address}/{wan.prefixlen}")
+                    for _, address in host.proxy_addresses
+                ),
             )
         )
     if bridge.ip in {host.management.ip for host in hosts}:
@@ -178,6 +188,8 @@ def build_plan(topology: Topology, data: Mapping[str, Any]) -> LabPlan:
         problems.append(f"lab_internet_address {internet_address} is not a host address of {wan}")
     if internet_address in {host.public.ip for host in hosts if host.public}:
         problems.append(f"lab_internet_address {internet_address} is also a host's public_address")
+    if internet_address in {extra.ip for host in hosts for extra in host.extra_public}:
+        problems.append(f"lab_internet_address {internet_address} is also a host's proxy address")
     proxy = urlsplit(data["apt_proxy"])
     if proxy.hostname != str(bridge.ip):
         problems.append(

@@ -63,6 +63,11 @@ def _two_site_groups() -> dict[str, tuple[list[tuple[str, dict]], dict]]:
             }
             if has_public:
                 host_data["public_address"] = f"{public}.{number}"
+            if "proxy" in roles:  # the proxies' own addresses, right after the host's own
+                host_data["proxy_addresses"] = {
+                    label: f"{public}.{number + offset}"
+                    for offset, label in enumerate(("imaps-proxy", "pops-proxy", "smtps-proxy"), 3)
+                }
             entries.append((f"{name}-{host}", host_data))
         return entries, data
 

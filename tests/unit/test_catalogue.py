@@ -37,29 +37,33 @@ def test_every_service_has_ports_in_range_without_repeats():
         assert service.port == service.ports[0]
 
 
+def bound_ports(service: catalogue.Service) -> tuple[int, ...]:
+    """The ports a service's daemon binds: a proxy's one listener (its ports are all on an
+    address of its own, translated to it), any other's ports."""
+    return service.ports if service.listen is None else (service.listen,)
+
+
 def test_ports_are_unique_within_each_role_and_transport():
     owners: dict[tuple[str, Transport, int], list[str]] = defaultdict(list)
     for service in SERVICES:
-        for port in service.ports:
+        for port in bound_ports(service):
             owners[(service.role, service.transport, port)].append(service.name)
     assert {key: names for key, names in owners.items() if len(names) > 1} == {}
 
 
 def test_ports_shared_between_roles_are_only_the_expected_ones():
-    """dav and files share nginx; the proxies take the firewall-friendly ports, so topology
-    refuses them beside mx, dav or files. Any other sharing is a catalogue mistake."""
+    """dav and files share nginx; the proxies' listeners take the ports of the services they
+    stand for, so topology refuses them beside mx or mailstore. Any other sharing is a
+    catalogue mistake."""
     roles_by_port: dict[tuple[Transport, int], set[str]] = defaultdict(set)
     for service in SERVICES:
-        for port in service.ports:
+        for port in bound_ports(service):
             roles_by_port[(service.transport, port)].add(service.role)
     shared = {key: roles for key, roles in roles_by_port.items() if len(roles) > 1}
     assert shared == {
-        (Transport.TCP, 21): {"proxy", "files"},
-        (Transport.TCP, 25): {"proxy", "mx"},
-        (Transport.TCP, 80): {"proxy", "dav", "files"},
-        (Transport.TCP, 443): {"proxy", "dav", "files"},
+        (Transport.TCP, 80): {"dav", "files"},
+        (Transport.TCP, 443): {"dav", "files"},
         (Transport.TCP, 465): {"proxy", "mx"},
-        (Transport.TCP, 587): {"proxy", "mx"},
         (Transport.TCP, 993): {"proxy", "mailstore"},
         (Transport.TCP, 995): {"proxy", "mailstore"},
     }
@@ -67,8 +71,17 @@ def test_ports_shared_between_roles_are_only_the_expected_ones():
 
 @pytest.mark.parametrize("port", [110, 143, 389])
 def test_plaintext_twins_never_listen(port):
+    """Nothing binds them; on a proxy's own address they are one more port of its range, which
+    speaks TLS from the first byte (the issue: every port)."""
     assert port in catalogue.FORBIDDEN_PORTS
-    assert [service.name for service in SERVICES if port in service.ports] == []
+    assert [service.name for service in SERVICES if port in bound_ports(service)] == []
+    through_proxies = [service for service in SERVICES if port in service.ports]
+    assert {service.name for service in through_proxies} == {
+        "imaps-proxy",
+        "pops-proxy",
+        "smtps-proxy",
+    }
+    assert {service.tls for service in through_proxies} == {Tls.IMPLICIT}
 
 
 def test_forbidden_ports_are_exactly_the_plaintext_twins():
@@ -99,6 +112,9 @@ def test_internal_services_use_tls_inside_the_vpn():
         "dav-replication",
         "files-replication",
         "backup",
+        "imaps-proxied",
+        "pop3s-proxied",
+        "submissions-proxied",
     }
     for service in internal.values():
         assert service.tls in {Tls.IMPLICIT, Tls.STARTTLS}, service.name
@@ -182,11 +198,18 @@ def test_ssh_is_22_from_management_only():
     assert [service.name for service in SERVICES if 22 in service.ports] == ["ssh"]
 
 
-def test_proxies_answer_on_the_firewall_friendly_ports():
-    proxy = catalogue.service("imaps-proxy")
-    assert {21, 25, 80, 443} <= set(proxy.ports)
-    assert proxy.tls is Tls.IMPLICIT
-    assert set(proxy.names) == {"imaps-proxy", "pops-proxy", "smtps-proxy"}
+def test_proxies_answer_on_every_port_but_the_proxy_hosts_own():
+    """The seed's commonly open ports and any other (8443, 2525, a high one), all but SSH's:
+    the proxy host's own TCP service. Each proxy is one name on one address of its own."""
+    proxies = catalogue.proxies()
+    assert [proxy.name for proxy in proxies] == ["imaps-proxy", "pops-proxy", "smtps-proxy"]
+    for proxy in proxies:
+        assert set(proxy.ports) == set(range(1, 65536)) - {catalogue.SSH_PORT}, proxy.name
+        assert {21, 25, 80, 443, 8443, 2525, 61000} <= set(proxy.ports)
+        assert proxy.tls is Tls.IMPLICIT and proxy.exposure is Exposure.PUBLIC
+        assert proxy.names == (proxy.name,)
+        assert not proxy.logins  # the mail host behind it checks the password and counts
+    assert (catalogue.service("ssh").port,) == catalogue.PROXY_EXCLUDED_PORTS
 
 
 def test_ftp_passive_range_is_opened_explicitly():
@@ -196,15 +219,18 @@ def test_ftp_passive_range_is_opened_explicitly():
     assert passive.role == catalogue.service("ftp").role
 
 
-def test_proxy_backends_point_at_real_implicit_tls_services():
-    proxy_names = set(catalogue.service("imaps-proxy").names)
-    assert set(catalogue.PROXY_BACKENDS) == proxy_names
-    for name, backend in catalogue.PROXY_BACKENDS.items():
-        target = catalogue.service(backend)  # raises KeyError if not a real service
-        assert target.tls is Tls.IMPLICIT, name
-        assert target.exposure is Exposure.PUBLIC, name
-        assert target.role != "proxy", name
-    assert sorted(catalogue.PROXY_BACKENDS.values()) == ["imaps", "pop3s", "submissions"]
+def test_each_proxy_passes_to_a_lan_listener_of_the_service_it_stands_for():
+    """Its listener is the port of the public service it stands for, and it forwards to an
+    implicit-TLS listener of that service's role that only the site's proxies reach."""
+    stands_for = {"imaps-proxy": "imaps", "pops-proxy": "pop3s", "smtps-proxy": "submissions"}
+    for proxy in catalogue.proxies():
+        public = catalogue.service(stands_for[proxy.name])
+        backend = catalogue.service(proxy.forwards_to)  # KeyError if not a real service
+        assert proxy.listen == public.port, proxy.name
+        assert backend.role == public.role != "proxy", proxy.name
+        assert backend.tls is Tls.IMPLICIT, proxy.name
+        assert backend.clients == (Clients("proxy", Scope.SAME_SITE),), proxy.name
+        assert backend.port not in public.ports
 
 
 def test_service_lookup_of_an_unknown_name_says_so():

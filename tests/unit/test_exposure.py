@@ -86,10 +86,10 @@ def test_a_client_role_without_a_host_opens_nothing():
 
 def test_a_client_role_not_deployed_yet_opens_nothing():
     """Clients of a role without a module never connect: they are not let in either."""
-    lmtp_from_proxy = replace(
-        catalogue.service("lmtp"), clients=(Clients("proxy", Scope.SAME_SITE),)
+    lmtp_from_backup = replace(
+        catalogue.service("lmtp"), clients=(Clients("backup", Scope.SAME_SITE),)
     )
-    assert role_sources(LAB, LAB.host("nj-mail"), lmtp_from_proxy) == ()
+    assert role_sources(PRODUCTION, PRODUCTION.host("nj-store"), lmtp_from_backup) == ()
 
 
 @pytest.mark.usefixtures("every_role_deployed")

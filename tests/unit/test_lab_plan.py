@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import ipaddress
 from pathlib import Path
 
@@ -9,6 +10,7 @@ import pytest
 
 from bulwark.errors import BulwarkError
 from bulwark.inventory import load_inventory, load_topology
+from bulwark.lab import hostsfile
 from bulwark.lab.plan import LabPlan, build_plan, link_name
 
 LAB = Path(__file__).resolve().parents[2] / "inventory" / "lab.py"
@@ -44,6 +46,42 @@ def test_interfaces_carry_inventory_addresses_with_their_segment_prefix(plan, to
         assert host.management.network == plan.bridge.network
         assert host.public.ip == inventory_host.public_address
         assert host.public.network == plan.wan
+
+
+def test_a_proxy_hosts_own_addresses_join_its_wan_interface(plan, topology):
+    """Each proxy name's address sits on the gateway's wan0 beside its own (the WAN is one
+    segment with the internet namespace: no route needed), inside the blackholed lab_wan."""
+    for host in plan.hosts:
+        inventory_host = topology.host(host.name)
+        assert [extra.ip for extra in host.extra_public] == [
+            address for _, address in inventory_host.proxy_addresses
+        ]
+        assert all(extra.network == plan.wan for extra in host.extra_public)
+    assert sum(len(host.extra_public) for host in plan.hosts) == 6
+
+
+def test_the_proxy_names_resolve_to_their_own_addresses(topology):
+    names = hostsfile.host_names(topology)
+    for gateway in topology.hosts_with_role("proxy"):
+        for label, address in gateway.proxy_addresses:
+            assert names[f"{label}.{gateway.site}.{topology.domain}"] == str(address)
+    primary = topology.hosts_with_role("proxy", topology.primary_site.name)[0]
+    assert names[f"imaps-proxy.{topology.domain}"] == str(primary.proxy_address("imaps-proxy"))
+    assert names[f"imap.{topology.domain}"] != names[f"imaps-proxy.{topology.domain}"]
+
+
+def test_a_proxy_address_outside_the_lab_wan_is_refused(topology, lab_data):
+    gateway = topology.host("nj-gw")
+    moved = dataclasses.replace(
+        gateway,
+        proxy_addresses=(("imaps-proxy", ipaddress.IPv4Address("203.0.113.13")),),
+    )
+    broken = dataclasses.replace(
+        topology, hosts=tuple(moved if h is gateway else h for h in topology.hosts)
+    )
+    with pytest.raises(BulwarkError, match=r"nj-gw.proxy_addresses.imaps-proxy 203.0.113.13 is "
+                       r"outside lab_wan 198.51.100.0/24"):  # fmt: skip
+        build_plan(broken, lab_data)
 
 
 def test_every_lab_range_is_blackholed(plan, topology):

@@ -219,6 +219,9 @@ tcp   LISTEN 0      100          0.0.0.0:993         0.0.0.0:*    users:(("dovec
 tcp   LISTEN 0      100          0.0.0.0:995         0.0.0.0:*    users:(("dovecot",pid=410,fd=40))
 tcp   LISTEN 0      100       10.81.1.11:24          0.0.0.0:*    users:(("dovecot",pid=410,fd=42))
 tcp   LISTEN 0      100       10.81.1.11:12345       0.0.0.0:*    users:(("dovecot",pid=410,fd=44))
+tcp   LISTEN 0      100       10.81.1.11:10993       0.0.0.0:*    users:(("dovecot",pid=410,fd=46))
+tcp   LISTEN 0      100       10.81.1.11:10995       0.0.0.0:*    users:(("dovecot",pid=410,fd=48))
+tcp   LISTEN 0      100       10.81.1.11:10465       0.0.0.0:*    users:(("master",pid=501,fd=25))
 tcp   LISTEN 0      128          0.0.0.0:22          0.0.0.0:*    users:(("sshd",pid=120,fd=3))
 tcp   LISTEN 0      128             [::]:22             [::]:*    users:(("sshd",pid=120,fd=4))
 udp   UNCONN 0      0      127.0.0.53%lo:53          0.0.0.0:*    users:(("resolved",pid=90,fd=12))
@@ -287,14 +290,49 @@ def test_loopback_only_services_never_count_as_public():
     assert set(verdicts(listening().status(reading(extra), context())).values()) == {"OK"}
 
 
-def test_a_gateway_listens_for_wireguard_on_every_address():
-    ss = """
+SS_GATEWAY = """
 udp UNCONN 0 0 0.0.0.0:51820 0.0.0.0:* users:(("wireguard-go",pid=312,fd=7))
 udp UNCONN 0 0    [::]:51820    [::]:* users:(("wireguard-go",pid=312,fd=8))
 tcp LISTEN 0 128 0.0.0.0:22 0.0.0.0:* users:(("sshd",pid=120,fd=3))
+tcp LISTEN 0 511 198.51.100.13:993 0.0.0.0:* users:(("nginx",pid=700,fd=6))
+tcp LISTEN 0 511 198.51.100.14:995 0.0.0.0:* users:(("nginx",pid=700,fd=7))
+tcp LISTEN 0 511 198.51.100.15:465 0.0.0.0:* users:(("nginx",pid=700,fd=8))
 """
-    findings = listening("nj-gw").status(reading(ss), context("nj-gw"))
-    assert verdicts(findings) == {"port ssh": "OK", "port wireguard": "OK", "public sockets": "OK"}
+
+
+def test_a_gateway_listens_for_wireguard_on_every_address_and_each_proxy_on_its_own():
+    findings = listening("nj-gw").status(reading(SS_GATEWAY), context("nj-gw"))
+    assert verdicts(findings) == {
+        "port ssh": "OK",
+        "port wireguard": "OK",
+        "port imaps-proxy": "OK",
+        "port pops-proxy": "OK",
+        "port smtps-proxy": "OK",
+        "public sockets": "OK",
+    }
+
+
+@pytest.mark.parametrize(
+    ("change", "check", "figure"),
+    [
+        (  # a proxy on the gateway's own address instead of its own
+            lambda text: text.replace("198.51.100.13:993", "198.51.100.10:993"),
+            "port imaps-proxy",
+            "993/tcp not listening (want 198.51.100.13); "
+            "198.51.100.10:993/tcp (nginx) listening, want 198.51.100.13",
+        ),
+        (  # something else on a proxy address
+            lambda text: text + 'tcp LISTEN 0 5 198.51.100.14:8443 0.0.0.0:* users:(("x",pid=9))\n',
+            "public sockets",
+            "not in the catalogue: 198.51.100.14:8443/tcp (x)",
+        ),
+    ],
+)
+def test_a_proxy_off_its_address_or_a_stranger_on_one_fails(change, check, figure):
+    findings = listening("nj-gw").status(reading(change(SS_GATEWAY)), context("nj-gw"))
+    assert {f.check: f.figure for f in findings if f.verdict is Verdict.FAIL} == {
+        check: figure
+    }
 
 
 # --- disks -------------------------------------------------------------------------------------

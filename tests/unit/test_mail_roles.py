@@ -221,7 +221,13 @@ def test_the_mx_offers_tls_and_submission_requires_it():
         assert "smtpd_recipient_restrictions=permit_sasl_authenticated,reject" in services[service]
     assert "smtpd_tls_wrappermode=yes" in services[submissions]
     assert "smtpd_tls_wrappermode=yes" not in services[submission]
-    assert set(services) == {smtp, submissions, submission}
+    proxied = (
+        f"{PRODUCTION.host('nj-mx').lan_address}:{catalogue.service('submissions-proxied').port}"
+    )
+    assert "smtpd_tls_wrappermode=yes" in services[proxied]
+    assert "smtpd_tls_security_level=encrypt" in services[proxied]
+    assert "smtpd_upstream_proxy_protocol=haproxy" in services[proxied]
+    assert set(services) == {smtp, submissions, submission, proxied}
 
 
 def test_relaying_is_for_authenticated_users_only():

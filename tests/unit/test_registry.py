@@ -44,13 +44,13 @@ def test_what_roles_own_exists_where_it_is_defined():
     assert sorted(volumes) == sorted(volume.name for volume in VOLUMES)
     assert {service.role for service in catalogue.SERVICES} <= {r.name for r in registry.ROLES}
     assert [service.name for service in registry.role("mx").services] == [
-        "smtp", "submissions", "submission",
+        "smtp", "submissions", "submissions-proxied", "submission",
     ]  # fmt: skip
 
 
 def test_a_gateway_runs_the_vpn_module_once_in_order():
     modules = registry.host_modules(LAB.host("nj-gw"))
-    assert [module.ROLE for module in modules] == ["base", "pki", "vpn", "firewall"]
+    assert [module.ROLE for module in modules] == ["base", "pki", "vpn", "firewall", "proxy"]
     modules = registry.host_modules(LAB.host("nj-mail"))
     assert [module.ROLE for module in modules] == [
         "base",
@@ -64,12 +64,12 @@ def test_a_gateway_runs_the_vpn_module_once_in_order():
 
 def test_roles_without_a_module_are_reported_with_their_hosts():
     waiting = registry.not_deployed(PRODUCTION)
-    assert list(waiting) == ["storage", "proxy", "backup"]
+    assert list(waiting) == ["storage", "backup"]
     assert waiting["backup"] == ("nj-backup", "sea-backup")
     assert len(waiting["storage"]) == len(PRODUCTION.hosts)
     line = registry.describe_not_deployed(PRODUCTION)
     assert line.startswith("not deployed yet (no module; no port, secret or promise): ")
-    assert "storage (every host); proxy (nj-gw, sea-gw); backup (nj-backup, sea-backup)" in line
+    assert "storage (every host); backup (nj-backup, sea-backup)" in line
 
 
 @pytest.mark.parametrize("topology", [LAB, PRODUCTION], ids=["lab", "production"])

@@ -26,7 +26,7 @@ from bulwark.hoststate import Account, FileState, Found, UnitState, sysctl_setti
 from bulwark.inventory import load_topology
 from bulwark.render import render_host_configs
 from bulwark.vault import Vault
-from roles import dav, directory, files, firewall, mailstore
+from roles import dav, directory, files, firewall, mailstore, proxy
 from roles.firewall import RulesetState
 
 REPO = Path(__file__).resolve().parents[2]
@@ -76,8 +76,8 @@ def converged(
         *(f"{directory.DATA_DIR}/{n}" for n, _ in directory.DATABASES.values()),
     ):
         files_directories[path] = FileState(directory.USER, directory.USER, "700", directory=True)
-    # Debian's units of the files' and the directory's daemons, masked: links to /dev/null.
-    for unit in (*files.DEBIAN_UNITS, *directory.DEBIAN_UNITS):
+    # Debian's units of the files', directory's and proxy's daemons, masked: links to /dev/null.
+    for unit in (*files.DEBIAN_UNITS, *directory.DEBIAN_UNITS, *proxy.DEBIAN_UNITS):
         files_directories[f"/etc/systemd/system/{unit}"] = FileState("root", "root", "777")
     for account in LAB.accounts:  # each account's tree, at the primary: root's top folders
         chroot = f"{files.DATA_DIR}/{LAB.files_root(account)}"

@@ -73,7 +73,45 @@ NJ_WITHOUT_FILES = (
     "site nj.roles: no 'files' host, but site sea has one: 'files' needs its peer in every site"
 )
 
+NJ_PROXIES = {"imaps-proxy": "192.0.2.13", "pops-proxy": "192.0.2.14", "smtps-proxy": "192.0.2.15"}
+
 BAD_INVENTORIES = [
+    # the proxies' own addresses
+    (
+        "proxy-addresses-unknown-and-missing-label",
+        set_host(
+            "nj-gw",
+            "proxy_addresses",
+            {"imap-proxy": "192.0.2.13", "pops-proxy": "192.0.2.14", "smtps-proxy": "192.0.2.15"},
+        ),
+        [
+            "nj-gw.proxy_addresses.imap-proxy: not a proxy name (did you mean 'imaps-proxy'?)",
+            "nj-gw.proxy_addresses.imaps-proxy: missing: every proxy name needs its own address",
+        ],
+    ),
+    (
+        "proxy-address-outside-the-sites-public-range",
+        set_host("nj-gw", "proxy_addresses", {**NJ_PROXIES, "pops-proxy": "198.51.100.14"}),
+        [
+            "nj-gw.proxy_addresses.pops-proxy: 198.51.100.14 is not a host address of site nj's "
+            "site_public 192.0.2.0/25"
+        ],
+    ),
+    (
+        "proxy-address-is-a-hosts-public-address",
+        set_host("nj-gw", "proxy_addresses", {**NJ_PROXIES, "smtps-proxy": "192.0.2.25"}),
+        ["nj-gw.proxy_addresses.smtps-proxy: 192.0.2.25 is already used by nj-mail.public_address"],
+    ),
+    (
+        "proxy-address-not-an-address",
+        set_host("nj-gw", "proxy_addresses", {**NJ_PROXIES, "imaps-proxy": "192.0.2"}),
+        ["nj-gw.proxy_addresses.imaps-proxy: '192.0.2' is not an IPv4 address"],
+    ),
+    (
+        "proxy-addresses-on-a-host-without-the-proxy-role",
+        set_host("nj-mail", "proxy_addresses", NJ_PROXIES),
+        ["nj-mail.proxy_addresses: only a host with role 'proxy' has them"],
+    ),
     # addresses: malformed, out of range, network/broadcast, duplicated, missing
     (
         "lan-address-malformed",
@@ -276,7 +314,20 @@ BAD_INVENTORIES = [
     (
         "roles-port-conflict-proxy-mx",
         set_host("nj-gw", "roles", ["gateway", "proxy", "mx"]),
-        ["nj-gw.roles: roles mx and proxy both listen on tcp 25: put them on different hosts"],
+        ["nj-gw.roles: roles mx and proxy both listen on tcp 465: put them on different hosts"],
+    ),
+    (
+        "roles-proxy-beside-a-web-role",
+        set_host("nj-web", "roles", ["dav", "files", "proxy"]),
+        [
+            "nj-web.roles: roles proxy and dav cannot share a host (a proxy host masks "
+            "Debian's nginx unit, which the web roles run): put them on different hosts",
+            "nj-web.roles: roles proxy and files cannot share a host (a proxy host masks "
+            "Debian's nginx unit, which the web roles run): put them on different hosts",
+            "nj-web.proxy_addresses: missing: role proxy needs an address of its own per proxy "
+            "name, e.g. {'imaps-proxy': '203.0.113.11', 'pops-proxy': '203.0.113.12', "
+            "'smtps-proxy': '203.0.113.13'}",
+        ],
     ),
     (
         "roles-not-a-list",
@@ -590,11 +641,15 @@ def test_the_directory_needs_dav_on_its_host(two_site_inventory):
 
 
 def test_port_conflicts_of_three_roles_are_each_reported(two_site_inventory):
-    set_host("nj-web", "roles", ["dav", "files", "proxy"])(two_site_inventory)
+    set_host("nj-mail", "roles", ["mx", "mailstore", "proxy"])(two_site_inventory)
+    two_site_inventory.host("nj-mail")["proxy_addresses"] = dict(
+        two_site_inventory.host("nj-gw").pop("proxy_addresses")
+    )
+    two_site_inventory.host("nj-gw")["roles"] = ["gateway"]
     problems = problems_of(two_site_inventory.write())
-    assert [problem for problem in problems if problem.startswith("nj-web.roles:")] == problems
-    assert any("proxy" in problem and "tcp 21" in problem for problem in problems)
-    assert any("proxy" in problem and "tcp 80" in problem for problem in problems)
+    assert [problem for problem in problems if problem.startswith("nj-mail.roles:")] == problems
+    assert any("mx and proxy" in problem and "tcp 465" in problem for problem in problems)
+    assert any("mailstore and proxy" in problem and "tcp 993" in problem for problem in problems)
 
 
 def test_host_in_a_group_without_site_data(two_site_inventory):
