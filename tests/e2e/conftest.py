@@ -12,9 +12,11 @@ import json
 import os
 import ssl
 import subprocess
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from mailclient import find, imap
 
 from bulwark import pki
 from bulwark.inventory import load_inventory, load_topology
@@ -85,6 +87,20 @@ def alice(topology: Topology) -> LabAccount:
 def bob(topology: Topology) -> LabAccount:
     """The second account: one app password."""
     return lab_accounts(topology)[1]
+
+
+@pytest.fixture
+def cleanup(topology: Topology, tls_context: ssl.SSLContext) -> Iterator[list]:
+    """Collects (account, folder, subject) of test messages and deletes them afterwards
+    (the deletion replicates to the other site)."""
+    created: list[tuple[LabAccount, str, str]] = []
+    yield created
+    for account, folder, subject in created:
+        with imap(topology, tls_context) as mailbox:
+            mailbox.login(account.address, account.password.reveal())
+            for number in find(mailbox, folder, subject):
+                mailbox.store(number, "+FLAGS", "\\Deleted")
+            mailbox.expunge()
 
 
 # Tests that get the clients' own address banned run after every other test.

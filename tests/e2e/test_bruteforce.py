@@ -15,41 +15,23 @@ import imaplib
 import ipaddress
 import socket
 import ssl
-import subprocess
 import time
-from pathlib import Path
 
 import pytest
+from labhost import on_host
 from ldap3 import Connection, Server, Tls
 
 from bulwark import bruteforce, catalogue, exposure, pki
-from bulwark.lab import containers, lifecycle
 from bulwark.lab.accounts import LabAccount
 from bulwark.topology import Host, Topology
 
 pytestmark = pytest.mark.bans_the_client  # conftest.BANS_THE_CLIENT: run after every other test
 
-LAB_INVENTORY = Path(__file__).resolve().parents[2] / "inventory" / "lab.py"
 IMAPS = catalogue.service("imaps")
 LDAPS = catalogue.service("ldaps")
 TIMEOUT = 30  # seconds per IMAP exchange: a refused login may wait out Dovecot's penalty
 BAN_DEADLINE = 30  # seconds the watcher may take to ban once the last failure is logged
 CONNECT_TIMEOUT = 3  # a dropped SYN gets no answer; an open port answers at once
-HOST_COMMAND_TIMEOUT = 60
-
-
-def _on_host(topology: Topology, host: Host, argv: list[str], stdin: str = "") -> str:
-    """Run `argv` in the lab container `host` (its systemd, its capabilities); its stdout."""
-    plan = lifecycle.load(LAB_INVENTORY).plan
-    pid = containers.init_pid(plan.host(host.name))
-    result = subprocess.run(
-        ["nsenter", f"--target={pid}", "--all", "systemd-run", "--quiet", "--wait", "--collect",
-         "--pipe", "--", *argv],
-        input=stdin, capture_output=True, text=True, timeout=HOST_COMMAND_TIMEOUT, check=False,
-    )  # fmt: skip
-    if result.returncode != 0:
-        raise AssertionError(f"{host.name}: {argv[:3]} failed: {result.stderr.strip()}")
-    return result.stdout
 
 
 def _client_address(topology: Topology) -> ipaddress.IPv4Address:
@@ -91,10 +73,10 @@ def _connects(address: str, port: int) -> bool:
 
 def _unban(topology: Topology, store: Host, address: ipaddress.IPv4Address) -> None:
     """Delete the element if it is there (a set lookup first: deleting a missing one fails)."""
-    listing = _on_host(topology, store, ["nft", "list", "set", "inet", bruteforce.TABLE,
+    listing = on_host(topology, store, ["nft", "list", "set", "inet", bruteforce.TABLE,
                                          bruteforce.BAN_SET])  # fmt: skip
     if str(address) in listing:
-        _on_host(topology, store, ["nft", "delete", "element", "inet", bruteforce.TABLE,
+        on_host(topology, store, ["nft", "delete", "element", "inet", bruteforce.TABLE,
                                    bruteforce.BAN_SET, "{", str(address), "}"])  # fmt: skip
 
 
@@ -126,7 +108,7 @@ def _logs_in_from(topology: Topology, host: Host, store: Host, alice: LabAccount
         name=_imap_name(topology),
         plain=plain,
     )
-    return _on_host(topology, host, ["python3", "-"], stdin=script).strip() == "OK"
+    return on_host(topology, host, ["python3", "-"], stdin=script).strip() == "OK"
 
 
 def test_an_address_failing_too_often_is_dropped_while_others_still_log_in(
@@ -148,7 +130,7 @@ def test_an_address_failing_too_often_is_dropped_while_others_still_log_in(
     assert not any(elsewhere.public_address in network for network in exempt)
     _unban(topology, store, client)
     # A fresh count: the failures earlier e2e tests made must not decide when the ban comes.
-    _on_host(topology, store, ["systemctl", "restart", bruteforce.UNIT])
+    on_host(topology, store, ["systemctl", "restart", bruteforce.UNIT])
     time.sleep(2)  # journalctl follows from the moment it starts
     try:
         for attempt in range(bruteforce.MAX_FAILURES - 1):
@@ -161,7 +143,7 @@ def test_an_address_failing_too_often_is_dropped_while_others_still_log_in(
                 f"still reachable {BAN_DEADLINE} s after {bruteforce.MAX_FAILURES} failures"
             )
             time.sleep(1)
-        listing = _on_host(topology, store, ["nft", "list", "set", "inet", bruteforce.TABLE,
+        listing = on_host(topology, store, ["nft", "list", "set", "inet", bruteforce.TABLE,
                                              bruteforce.BAN_SET])  # fmt: skip
         assert str(client) in listing
         assert _logs_in_from(topology, elsewhere, store, alice), "another address was refused"
@@ -180,7 +162,7 @@ def test_failed_ldap_binds_ban_the_address_on_the_web_host(topology, ca_file, al
     tls = Tls(ca_certs_file=str(ca_file), validate=ssl.CERT_REQUIRED)
     server = Server(ldap_name, port=LDAPS.port, use_ssl=True, tls=tls, connect_timeout=TIMEOUT)
     _unban(topology, web, client)
-    _on_host(topology, web, ["systemctl", "restart", bruteforce.UNIT])
+    on_host(topology, web, ["systemctl", "restart", bruteforce.UNIT])
     time.sleep(2)  # journalctl follows from the moment it starts
     try:
         for attempt in range(bruteforce.MAX_FAILURES):

@@ -18,77 +18,23 @@ import poplib
 import smtplib
 import socket
 import ssl
-import time
-import uuid
-from collections.abc import Iterator
 
 import pytest
 from endpoints import assert_modern_tls, name, port
+from mailclient import TIMEOUT, imap, message, wait_for
 from sslyze import ProtocolWithOpportunisticTlsEnum
 
 from bulwark import catalogue
-from bulwark.lab.accounts import LabAccount
 from bulwark.topology import Topology
 
-TIMEOUT = 30  # seconds per client operation; a refused login may wait out Dovecot's penalty
-DELIVERY_DEADLINE = 60  # seconds a message may take to show up before the test gives up
 FOREIGN_DOMAIN = "example.org"  # nobody's domain on this platform (RFC 2606)
 
 
 # --- fixtures -----------------------------------------------------------------------------------
 
 
-def message(sender: str, recipient: str) -> email.message.EmailMessage:
-    """A message whose subject is a fresh token, to find it again."""
-    mail = email.message.EmailMessage()
-    mail["From"], mail["To"] = sender, recipient
-    mail["Subject"] = f"bulwark-e2e-{uuid.uuid4().hex}"
-    mail.set_content("end-to-end test message\n")
-    return mail
-
-
-def imap(topology: Topology, context: ssl.SSLContext, site: str | None = None):
-    return imaplib.IMAP4_SSL(
-        name(topology, "imaps", site), port("imaps"), ssl_context=context, timeout=TIMEOUT
-    )
-
-
 def pop3(topology: Topology, context: ssl.SSLContext) -> poplib.POP3_SSL:
     return poplib.POP3_SSL(name(topology, "pop3s"), port("pop3s"), context=context, timeout=TIMEOUT)
-
-
-def find(mailbox, folder: str, subject: str) -> list[bytes]:
-    """Message numbers in `folder` with this subject."""
-    mailbox.select(folder)
-    status, data = mailbox.search(None, "HEADER", "Subject", subject)
-    assert status == "OK"
-    return data[0].split()
-
-
-def wait_for(topology, context, account: LabAccount, subject: str, site: str | None = None) -> bool:
-    """Whether the message shows up in the account's INBOX at `site` before the deadline."""
-    deadline = time.monotonic() + DELIVERY_DEADLINE
-    with imap(topology, context, site) as mailbox:
-        mailbox.login(account.address, account.password.reveal())
-        while not find(mailbox, "INBOX", subject):
-            if time.monotonic() > deadline:
-                return False
-            time.sleep(0.2)
-    return True
-
-
-@pytest.fixture
-def cleanup(topology: Topology, tls_context: ssl.SSLContext) -> Iterator[list]:
-    """Collects (account, folder, subject) of test messages and deletes them afterwards
-    (the deletion replicates to the other site)."""
-    created: list[tuple[LabAccount, str, str]] = []
-    yield created
-    for account, folder, subject in created:
-        with imap(topology, tls_context) as mailbox:
-            mailbox.login(account.address, account.password.reveal())
-            for number in find(mailbox, folder, subject):
-                mailbox.store(number, "+FLAGS", "\\Deleted")
-            mailbox.expunge()
 
 
 # --- IMAP and POP3: implicit TLS, app passwords, every separator ------------------------------

@@ -13,7 +13,7 @@ import socket
 import pytest
 
 from bulwark import catalogue, registry
-from bulwark.exposure import public_ports
+from bulwark.exposure import host_openings
 
 _CONCURRENCY = 400
 _CONNECT_TIMEOUT = 3
@@ -39,7 +39,8 @@ async def _open_ports(address: str, ports: range) -> set[int]:
 
 def _expected_open(topology, host) -> set[int]:
     """Public TCP ports of the host's services whose role is implemented, but those that
-    listen only on a client's demand (FTP's passive range)."""
+    listen only on a client's demand (FTP's passive range) and the proxies (on addresses of
+    their own)."""
     return {
         port
         for service in catalogue.services_for_roles(host.roles)
@@ -47,16 +48,33 @@ def _expected_open(topology, host) -> set[int]:
         and service.transport is catalogue.Transport.TCP
         and registry.role(service.role).implemented
         and not service.on_demand
+        and service.listen is None
         for port in service.ports
     }
 
 
 def test_every_tcp_port_scanned_only_the_catalogue_answers(topology, public_host):
     opened = asyncio.run(_open_ports(str(public_host.public_address), range(1, 65536)))
-    allowed = set(public_ports(topology, public_host).get("tcp", ()))
+    allowed = {
+        port
+        for opening in host_openings(topology, public_host)
+        if opening.sources is None and opening.address is None
+        and opening.service.transport is catalogue.Transport.TCP
+        for port in opening.ports
+    }  # fmt: skip
     assert opened <= allowed, f"open beyond the catalogue: {sorted(opened - allowed)}"
     missing = _expected_open(topology, public_host) - opened
     assert not missing, f"catalogue ports of deployed roles not answering: {sorted(missing)}"
+
+
+def test_every_tcp_port_of_a_proxy_address_answers_but_ssh(topology):
+    """A proxy's own address: each of its 65,534 ports is the proxy (tests/e2e/test_proxy.py
+    shows what answers), SSH's is not."""
+    for gateway in topology.hosts_with_role("proxy"):
+        for service in catalogue.proxies():
+            address = str(gateway.proxy_address(service.name))
+            opened = asyncio.run(_open_ports(address, range(1, 65536)))
+            assert opened == set(service.ports), (address, sorted(set(range(1, 65536)) - opened))
 
 
 def test_wireguard_refuses_the_internet(public_host):
