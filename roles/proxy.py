@@ -38,7 +38,8 @@ DEBIAN_UNITS: tuple[str, ...] = ("nginx.service",)
 UNIT = "bulwark-proxy.service"
 UNIT_FILE = f"/etc/systemd/system/{UNIT}"
 CONFIG = "/etc/bulwark/proxy/nginx.conf"
-RUNTIME_DIR_NAME = "bulwark-proxy"
+# In /run itself: `nginx -t` opens the pid file's directory before the unit has made any.
+PID_FILE = "/run/bulwark-proxy.pid"
 # Each proxied connection takes two of a worker's connections (client and mail host): with two
 # workers, about 8,000 clients at once (benchmarks/proxy.py), within the descriptor limit.
 WORKER_CONNECTIONS = 8192
@@ -75,8 +76,7 @@ def template_context(topology: Topology, host: Host, secrets: SecretStore) -> Ma
     return {
         "proxy": {
             "config": CONFIG,
-            "pid_file": f"/run/{RUNTIME_DIR_NAME}/nginx.pid",
-            "runtime_dir_name": RUNTIME_DIR_NAME,
+            "pid_file": PID_FILE,
             "worker_connections": WORKER_CONNECTIONS,
             "open_files": OPEN_FILES,
             "idle_timeout": IDLE_TIMEOUT,
