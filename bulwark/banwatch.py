@@ -5,7 +5,10 @@ values) and run by systemd. It follows the journal of the daemons that check pas
 each address's failed logins over a sliding window, and once an address reaches the threshold
 adds it to an nftables set with a timeout; the firewall's ruleset (roles/firewall.py) drops that
 set's members on the host's public ports. Exempt networks (management, admin, site LANs) are
-never added, whatever the logs say; the ruleset excepts them as well.
+never added, whatever the logs say; the ruleset excepts them as well. It also lists each ban
+with its end in a file (`--ban-file`) that Dovecot's passdb reads: a client coming through a
+proxy (roles/proxy.py) reaches the host from the proxy's address, which the firewall cannot
+drop, and is refused at authentication instead.
 
 Only the daemons' own lines count (journal matches on the trusted `_SYSTEMD_UNIT` field), and
 the address is read where the user cannot write: Dovecot puts the attacker-chosen user name
@@ -18,6 +21,7 @@ from __future__ import annotations
 import argparse
 import ipaddress
 import json
+import os
 import re
 import subprocess
 import sys
@@ -149,6 +153,28 @@ def ban_command(table: str, set_name: str, address: Address, minutes: int) -> li
             f"{minutes}m", "}"]  # fmt: skip
 
 
+def record_ban(path: str, address: Address, minutes: int, now: float) -> None:
+    """List `address` in the ban file until `now` + `minutes` ("ADDRESS END" per line, END in
+    epoch seconds), dropping the bans that have ended; replaced whole, so a reader never sees
+    half a file."""
+    until = int(now) + minutes * 60
+    kept = {}
+    try:
+        with open(path, encoding="ascii") as listing:
+            for line in listing:
+                listed, _, end = line.partition(" ")
+                if end.strip().isdigit() and int(end) > now and listed != str(address):
+                    kept[listed] = int(end)
+    except FileNotFoundError:
+        pass
+    kept[str(address)] = until
+    scratch = f"{path}.new"
+    with open(scratch, "w", encoding="ascii") as listing:
+        listing.writelines(f"{listed} {end}\n" for listed, end in sorted(kept.items()))
+    os.chmod(scratch, 0o644)
+    os.replace(scratch, path)
+
+
 def journal_command(units: Sequence[str]) -> list[str]:
     """Follow the units' new journal entries, one JSON object per line, from now on."""
     return ["journalctl", "--follow", "--lines=0", "--output=json",
@@ -179,6 +205,7 @@ def _arguments(argv: Sequence[str]) -> argparse.Namespace:
     parser.add_argument("--set", dest="set_name", required=True, help="the set of banned addresses")
     parser.add_argument("--unit", action="append", required=True, help="a unit to watch")
     parser.add_argument("--exempt", action="append", default=[], type=Network, help="never banned")
+    parser.add_argument("--ban-file", help="also list each ban here, for Dovecot's passdb")
     return parser.parse_args(argv)
 
 
@@ -199,6 +226,8 @@ def main(argv: Sequence[str] = sys.argv[1:]) -> int:
             )
             result = subprocess.run(command, capture_output=True, text=True, check=False)
             outcome = "banned" if result.returncode == 0 else f"not banned: {result.stderr.strip()}"
+            if options.ban_file:
+                record_ban(options.ban_file, failure.address, options.ban_minutes, time.time())
             print(
                 f"{failure.address}: {options.failures} failed logins within {options.window} s, "
                 f"{outcome} for {options.ban_minutes} min",

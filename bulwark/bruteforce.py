@@ -45,6 +45,11 @@ BAN_MINUTES = 30
 # Our nftables table (templates/firewall/nftables.conf.j2) and the set of banned addresses.
 TABLE = "bulwark"
 BAN_SET = "banned_v4"
+# The bans again, each with its end, for Dovecot's passdb (templates/mail-shared/auth.lua.j2):
+# a client through a proxy comes from the proxy's address, which the ruleset cannot drop. In
+# the watcher's runtime directory, kept across its restarts as the nftables set is.
+RUNTIME_DIR_NAME = "bulwark-banwatch"
+BAN_FILE = f"/run/{RUNTIME_DIR_NAME}/banned"
 # Roles owning services with `logins` -> the units whose journal reports their failed logins:
 # Dovecot's login processes (IMAP, POP3), Postfix's smtpd (SMTP AUTH, through Dovecot's auth,
 # which logs nothing itself), the web roles' credential checker, and slapd (its failed binds).
@@ -112,6 +117,8 @@ def watcher_context(topology: Topology, host: Host) -> dict[str, Any]:
             "ban_minutes": BAN_MINUTES,
             "table": TABLE,
             "set": BAN_SET,
+            "runtime_dir_name": RUNTIME_DIR_NAME,
+            "ban_file": BAN_FILE,
             "units": [unit for role in login_roles(host) for unit in WATCHED_UNITS[role]],
             "exempt": exempt_networks(topology),
             "services": [

@@ -51,16 +51,29 @@ def _store(topology: Topology) -> Host:
     return store
 
 
-def _fail_once(topology: Topology, context: ssl.SSLContext, alice: LabAccount) -> None:
+def _login(
+    topology: Topology,
+    context: ssl.SSLContext,
+    alice: LabAccount,
+    password: str,
+    via: tuple[str, int] | None = None,
+) -> None:
+    """One IMAP connection and login, to imap.DOMAIN or `via` (a proxy name and port)."""
+    name, port = via or (_imap_name(topology), IMAPS.port)
+    with imaplib.IMAP4_SSL(name, port, ssl_context=context, timeout=TIMEOUT) as mailbox:
+        mailbox.login(alice.address, password)
+
+
+def _fail_once(
+    topology: Topology,
+    context: ssl.SSLContext,
+    alice: LabAccount,
+    via: tuple[str, int] | None = None,
+) -> None:
     """One connection, one wrong password (always the same: Dovecot then does not raise its
     penalty), logged out: Dovecot logs the failure as the connection ends."""
-    with (
-        imaplib.IMAP4_SSL(
-            _imap_name(topology), IMAPS.port, ssl_context=context, timeout=TIMEOUT
-        ) as mailbox,
-        pytest.raises(imaplib.IMAP4.error),
-    ):
-        mailbox.login(alice.address, "bulwark-e2e-wrong-password")
+    with pytest.raises(imaplib.IMAP4.error):
+        _login(topology, context, alice, "bulwark-e2e-wrong-password", via)
 
 
 def _connects(address: str, port: int) -> bool:
@@ -72,12 +85,16 @@ def _connects(address: str, port: int) -> bool:
 
 
 def _unban(topology: Topology, store: Host, address: ipaddress.IPv4Address) -> None:
-    """Delete the element if it is there (a set lookup first: deleting a missing one fails)."""
+    """Delete the element if it is there (a set lookup first: deleting a missing one fails),
+    and its line from the list Dovecot's passdb reads."""
     listing = on_host(topology, store, ["nft", "list", "set", "inet", bruteforce.TABLE,
                                          bruteforce.BAN_SET])  # fmt: skip
     if str(address) in listing:
         on_host(topology, store, ["nft", "delete", "element", "inet", bruteforce.TABLE,
                                    bruteforce.BAN_SET, "{", str(address), "}"])  # fmt: skip
+    pattern = "/^" + str(address).replace(".", "[.]") + " /d"
+    on_host(topology, store, ["sh", "-c", 'test ! -e "$0" || sed -i "$1" "$0"',
+                              bruteforce.BAN_FILE, pattern])  # fmt: skip
 
 
 # Logs in over IMAP from a lab host's own public address (stdin carries the script and the
@@ -179,3 +196,27 @@ def test_failed_ldap_binds_ban_the_address_on_the_web_host(topology, ca_file, al
     finally:
         _unban(topology, web, client)
     assert _connects(str(web.public_address), LDAPS.port), "still dropped after the unban"
+
+
+def test_failed_logins_through_a_proxy_are_refused_at_authentication(topology, tls_context, alice):
+    """Through imaps-proxy the failures reach the mail host from the gateway, whose address
+    the firewall's ban never drops: the watcher's list makes Dovecot refuse the banned
+    client's next login, the right password included, until the ban ends (lifted here)."""
+    store = _store(topology)
+    client = _client_address(topology)
+    proxy = (f"{catalogue.proxies()[0].names[0]}.{topology.domain}", 8443)
+    _unban(topology, store, client)
+    on_host(topology, store, ["systemctl", "restart", bruteforce.UNIT])
+    time.sleep(2)  # journalctl follows from the moment it starts
+    try:
+        for _ in range(bruteforce.MAX_FAILURES):
+            _fail_once(topology, tls_context, alice, via=proxy)
+        deadline = time.monotonic() + BAN_DEADLINE
+        while str(client) not in on_host(topology, store, ["cat", bruteforce.BAN_FILE]):
+            assert time.monotonic() < deadline, "the watcher listed no ban"
+            time.sleep(1)
+        with pytest.raises(imaplib.IMAP4.error):
+            _login(topology, tls_context, alice, alice.password.reveal(), via=proxy)
+    finally:
+        _unban(topology, store, client)
+    _login(topology, tls_context, alice, alice.password.reveal(), via=proxy)

@@ -278,3 +278,18 @@ def test_every_role_with_logins_names_the_units_reporting_its_failures():
     assert with_logins == {"mx", "mailstore", "dav", "files", "directory"}
     implemented = {name for name in with_logins if registry.role(name).module is not None}
     assert implemented <= set(bruteforce.WATCHED_UNITS)
+
+
+def test_a_ban_is_listed_with_its_end_and_ended_bans_are_dropped(tmp_path):
+    """The list Dovecot's passdb reads: one line per address in force, its end in epoch
+    seconds; a repeated ban moves the end, an ended one disappears at the next write."""
+    listing = tmp_path / "banned"
+    first, second = ipaddress.IPv4Address("198.51.100.200"), ipaddress.IPv4Address("203.0.113.9")
+    banwatch.record_ban(str(listing), first, 30, now=1000.0)
+    assert listing.read_text() == "198.51.100.200 2800\n"
+    assert listing.stat().st_mode & 0o777 == 0o644
+    banwatch.record_ban(str(listing), second, 30, now=2000.0)
+    assert listing.read_text() == "198.51.100.200 2800\n203.0.113.9 3800\n"
+    banwatch.record_ban(str(listing), second, 30, now=3000.0)  # the first has ended
+    assert listing.read_text() == "203.0.113.9 4800\n"
+    assert not (tmp_path / "banned.new").exists()

@@ -330,9 +330,7 @@ def test_a_gateway_listens_for_wireguard_on_every_address_and_each_proxy_on_its_
 )
 def test_a_proxy_off_its_address_or_a_stranger_on_one_fails(change, check, figure):
     findings = listening("nj-gw").status(reading(change(SS_GATEWAY)), context("nj-gw"))
-    assert {f.check: f.figure for f in findings if f.verdict is Verdict.FAIL} == {
-        check: figure
-    }
+    assert {f.check: f.figure for f in findings if f.verdict is Verdict.FAIL} == {check: figure}
 
 
 # --- disks -------------------------------------------------------------------------------------

@@ -15,6 +15,7 @@ import re
 import shutil
 import subprocess
 import tempfile
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -428,11 +429,14 @@ class ScratchDovecot:
         self.directory = directory
         self.config = config
 
-    def login(self, user: str, password: str, service: str = "imap") -> dict[str, str] | None:
-        """passdb then userdb (`doveadm auth login`): the userdb's fields (those it returns, not
-        Dovecot's own auth_*), or None if refused. No penalty: Dovecot's growing delay after
-        failed logins would slow the refusals down, not change them."""
-        options = ["-x", f"service={service}", "-x", "no-penalty"]
+    def login(
+        self, user: str, password: str, service: str = "imap", rip: str = "198.51.100.200"
+    ) -> dict[str, str] | None:
+        """passdb then userdb (`doveadm auth login`) from the client address `rip`: the userdb's
+        fields (those it returns, not Dovecot's own auth_*), or None if refused. No penalty:
+        Dovecot's growing delay after failed logins would slow the refusals down, not change
+        them."""
+        options = ["-x", f"service={service}", "-x", "no-penalty", "-x", f"rip={rip}"]
         result = subprocess.run(
             ["doveadm", "-c", str(self.config), "auth", "login", *options, user, password],
             capture_output=True,
@@ -479,6 +483,7 @@ def dovecot(lab_credentials) -> Iterator[ScratchDovecot]:
         "auth_script": str(script),
         "sasl_listener": None,
     }
+    context["banwatch"] = {**context["banwatch"], "ban_file": str(directory / "banned")}
     script.write_text(render_template("mx", "auth.lua.j2", context, reveal=True))
     config = directory / "dovecot.conf"
     config.write_text(
@@ -511,6 +516,25 @@ def test_main_and_wrong_passwords_and_strangers_are_refused(dovecot, lab_credent
     assert dovecot.login(f"alice@{LAB.domain}", credentials["bob"]["app"]["desktop"]) is None
     assert dovecot.login(f"mallory@{LAB.domain}", alice["app"]["laptop"]) is None
     assert dovecot.login("alice@example.org", alice["app"]["laptop"]) is None
+
+
+def test_a_banned_address_is_refused_whatever_the_password(dovecot, lab_credentials):
+    """What a client through a proxy meets once the watcher has banned it (the firewall's ban
+    cannot drop it: its packets come from the proxy); a ban that has ended, or another
+    address, logs in."""
+    _, credentials = lab_credentials
+    password = credentials["alice"]["app"]["laptop"]
+    now = int(time.time())
+    (dovecot.directory / "banned").write_text(
+        f"198.51.100.200 {now + 600}\n203.0.113.9 {now - 1}\n"
+    )
+    try:
+        assert dovecot.login(f"alice@{LAB.domain}", password, rip="198.51.100.200") is None
+        assert dovecot.login(f"alice@{LAB.domain}", password, rip="203.0.113.9") == {}
+        assert dovecot.login(f"alice@{LAB.domain}", password, rip="198.51.100.201") == {}
+    finally:
+        (dovecot.directory / "banned").unlink()
+    assert dovecot.login(f"alice@{LAB.domain}", password, rip="198.51.100.200") == {}
 
 
 @pytest.mark.parametrize("login", ["alice#{d}", "alice/{d}", "alice={d}", "ALICE@{d}"])
