@@ -134,7 +134,12 @@ def write_report(topology: Topology, out: Path) -> None:
         "",
         "## Port matrix (host x port x exposure)",
         "",
-        *_markdown(matrix, ("host", "service", "transport", "ports", "exposure", "sources")),
+        "A proxy's ports are on an address of its own, each translated to its one listener.",
+        "",
+        *_markdown(
+            [_matrix_row_shown(row) for row in matrix],
+            ("host", "address", "service", "transport", "ports", "exposure", "sources"),
+        ),
         "",
         "## TLS per service",
         "",
@@ -153,6 +158,14 @@ def write_report(topology: Topology, out: Path) -> None:
             *_markdown(waiting, ("role", "what", "hosts")),
         ]
     (out / REPORT).write_text("\n".join(lines) + "\n")
+
+
+def _matrix_row_shown(row: dict) -> dict:
+    """A port matrix row as report.md shows it: the address its ports are on, and for a
+    proxy the listener they are translated to."""
+    if "address" not in row:
+        return {**row, "address": "the host's"}
+    return {**row, "ports": f"{row['ports']} (to {row['translated_to']})"}
 
 
 def _data_section(topology: Topology) -> list[str]:

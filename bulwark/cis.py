@@ -134,13 +134,14 @@ DEVIATIONS: tuple[Deviation, ...] = (
         "directory",
         "Ensure ldap client is not installed",
         "ldap-utils (ldapsearch, ldapmodify, ldapwhoami), used over slapd's local socket only",
-        "The refresh tells the running slapd to reopen each rebuilt database, and slapd's "
-        "start waits until it answers; nothing connects to another host's LDAP.",
+        "slapd's start waits until it answers ldapwhoami on its local socket; nothing connects "
+        "to another host's LDAP.",
     ),
     Deviation(
         "proxy",
         "Ensure web server services are not in use",
-        "nginx (stream module) passes TLS through on the gateway's firewall-friendly ports",
+        "nginx (stream module, its own unit; Debian's masked) passes TLS through on the "
+        "proxies' own addresses, every port but SSH's",
         "The seed's IMAP, POP and SMTP proxies answer on any commonly open port.",
     ),
     Deviation(

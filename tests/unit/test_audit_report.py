@@ -70,8 +70,15 @@ def test_render_writes_the_report_identically_and_can_render_over_itself(tmp_pat
         assert result.exit_code == 0, result.output
         reports.append(((out / "report.md").read_text(), (out / "ports.json").read_text()))
     assert reports[0] == reports[1]
-    assert "| nj-store | imaps | tcp | 993 | public | any |" in reports[0][0]
-    assert "| nj-store | lmtp | tcp | 24 | from mx (same site) | 10.1.0.25/32 |" in reports[0][0]
+    assert "| nj-store | the host's | imaps | tcp | 993 | public | any |" in reports[0][0]
+    assert (
+        "| nj-store | the host's | lmtp | tcp | 24 | from mx (same site) | 10.1.0.25/32 |"
+        in reports[0][0]
+    )
+    assert (
+        "| nj-gw | 192.0.2.13 | imaps-proxy | tcp | 1-21, 23-65535 (to 993) | public | any |"
+        in reports[0][0]
+    )
     assert "Plaintext ports never open: 110, 143, 389." in reports[0][0]
 
 
