@@ -120,6 +120,22 @@ def qualified_name(label: str, domain: str, site: str | None = None) -> str:
     return f"{label}.{site}.{domain}" if site else f"{label}.{domain}"
 
 
+def _proxied(name: str, role: str, port: int, protocol: str) -> Service:
+    """A mail role's listener for the site's proxies (roles/proxy.py): the client's own TLS,
+    after a PROXY protocol header naming it, which only the proxies may send."""
+    return Service(
+        name,
+        role,
+        (port,),
+        Transport.TCP,
+        Tls.IMPLICIT,
+        Exposure.ROLE,
+        description=f"{protocol} over TLS from the site's proxies, a PROXY protocol header "
+        "naming the client first; on the LAN address only",
+        clients=(Clients("proxy", Scope.SAME_SITE),),
+    )
+
+
 def _range(first: int, last: int) -> tuple[int, ...]:
     return tuple(range(first, last + 1))
 
@@ -184,17 +200,7 @@ SERVICES: tuple[Service, ...] = (
         description="authenticated submission, implicit TLS",
         logins=True,
     ),
-    Service(
-        "submissions-proxied",
-        "mx",
-        (10465,),
-        Transport.TCP,
-        Tls.IMPLICIT,
-        Exposure.ROLE,
-        description="authenticated submission over TLS from the site's proxies, a PROXY "
-        "protocol header naming the client first; on the LAN address only",
-        clients=(Clients("proxy", Scope.SAME_SITE),),
-    ),
+    _proxied("submissions-proxied", "mx", 10465, "authenticated submission"),
     Service(
         "submission",
         "mx",
@@ -228,28 +234,8 @@ SERVICES: tuple[Service, ...] = (
         description="POP3, implicit TLS only; 110 never listens",
         logins=True,
     ),
-    Service(
-        "imaps-proxied",
-        "mailstore",
-        (10993,),
-        Transport.TCP,
-        Tls.IMPLICIT,
-        Exposure.ROLE,
-        description="IMAP over TLS from the site's proxies, a PROXY protocol header "
-        "naming the client first; on the LAN address only",
-        clients=(Clients("proxy", Scope.SAME_SITE),),
-    ),
-    Service(
-        "pop3s-proxied",
-        "mailstore",
-        (10995,),
-        Transport.TCP,
-        Tls.IMPLICIT,
-        Exposure.ROLE,
-        description="POP3 over TLS from the site's proxies, a PROXY protocol header "
-        "naming the client first; on the LAN address only",
-        clients=(Clients("proxy", Scope.SAME_SITE),),
-    ),
+    _proxied("imaps-proxied", "mailstore", 10993, "IMAP"),
+    _proxied("pop3s-proxied", "mailstore", 10995, "POP3"),
     Service(
         "lmtp",
         "mailstore",

@@ -654,6 +654,17 @@ def _check_role_placement(hosts: list[_Placement], sites: Iterable[str], out: _C
                 f"{len(gateways)} gateways ({', '.join(gateways)}): "
                 "a site has exactly one 'gateway' host",
             )
+    for site in sites:  # a proxy passes connections to its own site's mail hosts only
+        if not any(host.site == site and host.has_role("proxy") for host in hosts):
+            continue
+        for backend in sorted({catalogue.service(p.forwards_to).role for p in catalogue.proxies()}):
+            if not any(host.site == site and host.has_role(backend) for host in hosts):
+                out.add(
+                    f"site {site}",
+                    "roles",
+                    f"a 'proxy' host but no '{backend}' host: the proxies pass connections to "
+                    "their own site's mail hosts",
+                )
     if len(sites) < 2:
         return
     for role in PEERED_ROLES:

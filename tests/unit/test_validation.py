@@ -108,6 +108,18 @@ BAD_INVENTORIES = [
         ["nj-gw.proxy_addresses.imaps-proxy: '192.0.2' is not an IPv4 address"],
     ),
     (
+        "proxy-in-a-site-without-mail-hosts",
+        set_host("nj-mail", "roles", ["dav"]),
+        [
+            "site nj.roles: a 'proxy' host but no 'mailstore' host: the proxies pass connections "
+            "to their own site's mail hosts",
+            "site nj.roles: a 'proxy' host but no 'mx' host: the proxies pass connections to "
+            "their own site's mail hosts",
+            "site nj.roles: no 'mailstore' host, but site sea has one: 'mailstore' needs its "
+            "peer in every site",
+        ],
+    ),
+    (
         "proxy-addresses-on-a-host-without-the-proxy-role",
         set_host("nj-mail", "proxy_addresses", NJ_PROXIES),
         ["nj-mail.proxy_addresses: only a host with role 'proxy' has them"],
@@ -278,6 +290,8 @@ BAD_INVENTORIES = [
         "mailstore-without-peer",
         set_host("sea-mail", "roles", ["mx"]),
         [
+            "site sea.roles: a 'proxy' host but no 'mailstore' host: the proxies pass connections "
+            "to their own site's mail hosts",
             "site sea.roles: no 'mailstore' host, but site nj has one: 'mailstore' needs its "
             "peer in every site"
         ],
