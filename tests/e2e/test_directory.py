@@ -298,7 +298,7 @@ def test_contacts_from_carddav_reach_ldap_at_both_sites(
             bound(topology, ca_file, bob, site),
             f"ou=Shared,{BOOK}",
             shared_mail,
-            written + 60,
+            written + FRESHNESS_DEADLINE,
         )
         assert shared is not None and shared["cn"] == ["Sam Shared"]
 
