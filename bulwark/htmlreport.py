@@ -636,7 +636,13 @@ def _volumes_section(topology: Topology) -> list[str]:
         if not would:
             continue
         has = [host.name for host in topology.hosts if volume.name in volumes.volumes_for(host)]
+        plain = [name for name in would if not topology.host(name).volumes_encrypted]
         everywhere = len(would) == len(topology.hosts)
+        missing = (
+            f"not encrypted on {hosts_text(plain)} (volumes_encrypted: false)"
+            if plain and storage.implemented
+            else _volume_missing(storage, owners[volume.name])
+        )
         rows.append(
             (
                 esc(volume.name),
@@ -644,9 +650,8 @@ def _volumes_section(topology: Topology) -> list[str]:
                 esc(", ".join(owners[volume.name])),
                 esc("every host" if everywhere else hosts_text(would)),
                 esc(f"encrypted on {hosts_text(has)}")
-                if has
-                else f'<span class="missing">{esc(_volume_missing(storage, owners[volume.name]))}'
-                "</span>",
+                if has and not plain
+                else f'<span class="missing">{esc(missing)}</span>',
             )
         )
     state = (
@@ -655,8 +660,9 @@ def _volumes_section(topology: Topology) -> list[str]:
         else f'<span class="missing">{esc(_not_deployed_words("storage"))}</span>'
     )
     lines = [
-        "<p>Every kind of customer data, the backups and the system logs get a LUKS2 volume of "
-        "their own, each with its own key from the vault (bulwark/volumes.py).</p>",
+        "<p>Every kind of customer data and the backups get a LUKS2 volume of their own, each "
+        "with its own key from the vault (bulwark/volumes.py). The system logs do not yet: "
+        "they stay on each host's root disk.</p>",
         *_table(("volume", "holds", "owned by", "hosts", "status"), rows),
         f"<h3>Unlock paths: {state}</h3>",
         '<ul class="words">' + "".join(f"<li>{esc(path)}</li>" for path in UNLOCK_PATHS),
@@ -665,7 +671,7 @@ def _volumes_section(topology: Topology) -> list[str]:
     if not storage.implemented:
         lines.append(
             "<p>Until the storage role exists, no volume is created: mail, calendars, contacts "
-            "and logs are on each host's root disk, unencrypted.</p>"
+            "and files are on each host's root disk, unencrypted.</p>"
         )
     return lines
 

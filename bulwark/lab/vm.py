@@ -49,8 +49,8 @@ ACCEL_ENV = "BULWARK_VM_ACCEL"
 KVM_CPU = "host,-arch-capabilities"
 # Seconds a KVM guest kernel gets to print its banner (it takes well under one when KVM works).
 KVM_PROBE_SECONDS = 10
-# The root disk by its serial; the initrd waits for it as long as an emulated boot may take.
-KERNEL_ARGS = f"root={vmimage.ROOT_DEVICE} rootdelay=300 rw console=ttyS0"
+# The root disk by its serial (the initrd waits up to 180 s for it).
+KERNEL_ARGS = f"root={vmimage.ROOT_DEVICE} rw console=ttyS0"
 MEMORY_MB = 1024
 CPUS = 2
 # Seconds a guest gets to answer on SSH: ~10 s with KVM, ~60 s emulated on a loaded machine.

@@ -1,0 +1,138 @@
+"""bulwark.luks offline: what the fact reads, which device is refused and why, and the commands
+each state of a volume gets (facts in, commands out). The real thing runs in tests/vm."""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+
+import pytest
+from offline import run_operation
+from pyinfra.api import OperationError
+
+from bulwark import luks
+from bulwark.secret import Secret
+
+SPEC = luks.VolumeSpec(
+    name="mail",
+    device="/dev/disk/by-id/virtio-mail",
+    mapper="bulwark-mail",
+    mount_point="/var/vmail",
+    mount_unit="var-vmail.mount",
+)
+BLANK = luks.DeviceState(
+    block=True, blkid=2, content="", signatures="", luks2=False, opened=False, backing="",
+    resolved="/dev/vdb", mapped_blkid=2, mapped_content="", mapped_signatures="", mounted="",
+    entries="",
+)  # fmt: skip
+CLOSED = dataclasses.replace(
+    BLANK, blkid=0, content="crypto_LUKS", signatures="crypto_LUKS", luks2=True
+)
+OPEN = dataclasses.replace(
+    CLOSED, opened=True, backing="/dev/vdb", mapped_blkid=0, mapped_content="ext4",
+    mapped_signatures="ext4",
+)  # fmt: skip
+MOUNTED = dataclasses.replace(OPEN, mounted="/dev/mapper/bulwark-mail", entries="lost+found")
+WHERE = "host: volume mail on /dev/disk/by-id/virtio-mail"
+MKFS = "mkfs.ext4 -q -L mail /dev/mapper/bulwark-mail"
+OPEN_COMMAND = (
+    "base64 -d | cryptsetup open --type luks2 --key-file=- /dev/disk/by-id/virtio-mail bulwark-mail"
+)
+MOUNT = "systemctl start var-vmail.mount"
+
+
+def commands(found: luks.DeviceState) -> list[str]:
+    facts = {"LuksVolumes": {"mail": found}}
+    return run_operation(luks.luks_volume, facts, spec=SPEC).commands
+
+
+def test_a_blank_device_is_formatted_opened_made_ext4_and_mounted():
+    format_, *rest = commands(BLANK)
+    assert format_ == (
+        "base64 -d | cryptsetup luksFormat --batch-mode --type luks2 --cipher aes-xts-plain64 "
+        "--key-size 512 --pbkdf argon2id --pbkdf-memory 262144 --pbkdf-parallel 2 "
+        "--pbkdf-force-iterations 4 --label bulwark-mail --key-file=- /dev/disk/by-id/virtio-mail"
+    )
+    assert rest == [OPEN_COMMAND, MKFS, MOUNT]
+
+
+def test_a_closed_luks_volume_is_opened_never_formatted_and_mkfs_only_if_blank_inside():
+    open_, mkfs, mount = commands(CLOSED)
+    assert open_ == OPEN_COMMAND
+    assert mkfs.startswith("blkid -p /dev/mapper/bulwark-mail >/dev/null; test $? -ne 2 ||")
+    assert mkfs.endswith(f"|| {MKFS}") and "wipefs -n -i" in mkfs
+    assert mount == MOUNT
+
+
+def test_an_open_volume_is_mounted_and_a_mounted_one_left_alone():
+    assert commands(OPEN) == [MOUNT]
+    assert commands(MOUNTED) == []
+
+
+@pytest.mark.parametrize(
+    ("found", "reason"),
+    [
+        (
+            dataclasses.replace(BLANK, blkid=0, content="ext4", signatures="ext4"),
+            f"{WHERE}: holds ext4, not LUKS2 and not blank: refused, nothing written to it",
+        ),
+        (  # a partition table: blkid finds no TYPE but is not silent
+            dataclasses.replace(BLANK, blkid=0, signatures="gpt PMBR"),
+            f"{WHERE}: holds gpt PMBR, not LUKS2 and not blank: refused, nothing written to it",
+        ),
+        (  # blkid silent, wipefs not: still not blank
+            dataclasses.replace(BLANK, signatures="xfs"),
+            f"{WHERE}: holds xfs, not LUKS2 and not blank: refused, nothing written to it",
+        ),
+        (
+            dataclasses.replace(BLANK, blkid=8),
+            f"{WHERE}: holds data blkid cannot name (8), not LUKS2 and not blank: refused, "
+            "nothing written to it",
+        ),
+        (
+            dataclasses.replace(BLANK, block=False),
+            f"{WHERE}: not a block device (inventory field volume_devices)",
+        ),
+        (
+            dataclasses.replace(OPEN, backing="/dev/vdc"),
+            f"{WHERE}: /dev/mapper/bulwark-mail is already opened on /dev/vdc",
+        ),
+        (
+            dataclasses.replace(OPEN, mapped_content="xfs", mapped_signatures="xfs"),
+            f"{WHERE}: the opened volume holds xfs, not ext4: refused",
+        ),
+        (
+            dataclasses.replace(OPEN, mounted="/dev/vdd"),
+            f"{WHERE}: /var/vmail has /dev/vdd mounted on it",
+        ),
+        (
+            dataclasses.replace(BLANK, entries="cur new "),
+            f"{WHERE}: /var/vmail holds files (cur new), which the volume would hide: move them "
+            "onto the volume first",
+        ),
+    ],
+    ids=["ext4", "gpt", "wipefs-only", "ambivalent", "missing", "opened-elsewhere",
+         "xfs-inside", "other-mount", "mount-point-full"],
+)  # fmt: skip
+def test_anything_else_is_refused_naming_host_volume_and_device(found, reason):
+    assert luks.refusal("host", SPEC, found) == reason
+    with pytest.raises(OperationError, match=re.escape(f"offline-{reason}")):
+        commands(found)  # the operation's host is "offline-host": nothing is run
+
+
+def test_the_fact_reads_each_volume_from_its_lines():
+    output = [
+        "volume mail", "block 1", "blkid 0", "content crypto_LUKS", "signatures crypto_LUKS ",
+        "luks2 1", "opened 1", "backing /dev/vdb", "resolved /dev/vdb", "mapped_blkid 0",
+        "mapped_content ext4", "mapped_signatures ext4 ", "mounted /dev/mapper/bulwark-mail",
+        "entries lost+found ",
+    ]  # fmt: skip
+    assert luks.LuksVolumes().process(output) == {"mail": MOUNTED}
+
+
+def test_the_key_reaches_stdin_only_and_never_shows_itself():
+    key = Secret("luks/nj-store/mail", "c2VjcmV0")
+    stdin = luks.KeyStdin(key)
+    assert stdin.readlines() == ["c2VjcmV0"] and list(stdin) == ["c2VjcmV0"]
+    assert "c2VjcmV0" not in repr(stdin) and "c2VjcmV0" not in str(stdin)
+    assert not [line for line in commands(BLANK) if "c2VjcmV0" in line]
