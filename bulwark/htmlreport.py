@@ -612,11 +612,13 @@ def _firewall_section(topology: Topology, openings: dict[str, tuple[Opening, ...
 # --- volumes, retention, backups ----------------------------------------------------------------
 
 UNLOCK_PATHS: tuple[str, ...] = (
-    "At boot, Clevis opens each volume through a Tang server at the other site, reachable only "
-    "over the VPN: a stolen disk or host, away from the VPN, stays locked.",
-    "Otherwise the operator's bulwark storage unlock command streams the volume key from the "
-    "vault over SSH; no key is ever written to the host's disks.",
-    "For recovery, a passphrase and the LUKS header backups are escrowed in the vault.",
+    "No key is on the host: after a reboot every volume stays closed, and the units keeping "
+    "data on it stay down, until it is unlocked.",
+    "The operator's bulwark storage unlock command (and every deploy) streams each volume key "
+    "from the vault over SSH into cryptsetup; no key is ever written to the host's disks.",
+    "Not built yet: unattended unlock at boot through Clevis and a Tang server at the other "
+    "site, reachable only over the VPN; a recovery passphrase and the LUKS header backups "
+    "escrowed in the vault.",
 )
 
 

@@ -15,13 +15,15 @@ Nothing writes it to the host's disks.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 
 from pyinfra import host
 from pyinfra.api import FactBase, OperationError, QuoteString, StringCommand, operation
 
 from bulwark.secret import Secret
+from bulwark.topology import Host
+from bulwark.volumes import volume
 
 # hardening.md §8: AES-XTS with two 256-bit keys.
 CIPHER = "aes-xts-plain64"
@@ -67,6 +69,7 @@ class VolumeSpec:
     mapper: str
     mount_point: str
     mount_unit: str
+    units: tuple[str, ...] = ()  # the units keeping data on it (started once it is unlocked)
 
     @property
     def mapped(self) -> str:
@@ -248,3 +251,53 @@ def luks_volume(spec: VolumeSpec):
         yield StringCommand("systemctl", "start", QuoteString(spec.mount_unit))
     elif found.opened:
         host.noop(f"{spec.name}: {spec.device} opened and mounted on {spec.mount_point}")
+
+
+def volume_spec(host: Host, name: str) -> VolumeSpec:
+    """What the operation and the unlock script need of `host`'s volume `name`."""
+    found = volume(name)
+    return VolumeSpec(
+        name=name,
+        device=host.volume_device(name),
+        mapper=found.mapper,
+        mount_point=found.path,
+        mount_unit=found.mount_unit,
+        units=found.units,
+    )
+
+
+# The last line an unlock script prints when every volume is open and mounted.
+UNLOCKED = "bulwark: every volume unlocked"
+
+
+def unlock_script(volumes: Sequence[tuple[VolumeSpec, Secret]]) -> str:
+    """A script for the host's `sh -s` over SSH (bulwark.remote): open each closed volume with
+    its key, mount it, start the enabled units keeping data on it (a boot left them down), then
+    print UNLOCKED. Only opens: a device that is not LUKS2 fails `cryptsetup open`, and the
+    script stops there. Each key is in a here-document, which the remote shell feeds to
+    `base64 -d` through a pipe: never an argument, never a file."""
+    lines = ["set -e", "exec 2>&1"]
+    for spec, key in volumes:
+        mapped = QuoteString(spec.mapped)
+        opened = StringCommand(
+            "test", "-b", mapped, "||", "base64", "-d", "<<'KEY'", "|", "cryptsetup", "open",
+            "--type", "luks2", "--key-file=-", QuoteString(spec.device), QuoteString(spec.mapper),
+        )  # fmt: skip
+        lines += [opened.get_raw_value(), key.reveal(), "KEY"]
+        lines.append(
+            StringCommand("systemctl", "start", QuoteString(spec.mount_unit)).get_raw_value()
+        )
+        for unit in spec.units:
+            if "@." in unit:  # a template: its instances start as their sockets are used
+                continue
+            quoted = QuoteString(unit)
+            started = StringCommand(
+                "if", "systemctl", "is-enabled", "--quiet", quoted, ";", "then",
+                "systemctl", "start", quoted, ";", "fi",
+            )  # fmt: skip
+            lines.append(started.get_raw_value())
+        lines.append(
+            StringCommand("echo", QuoteString(f"{spec.name}: opened and mounted")).get_raw_value()
+        )
+    lines.append(StringCommand("echo", QuoteString(UNLOCKED)).get_raw_value())
+    return "\n".join(lines) + "\n"

@@ -516,11 +516,13 @@ PROMISES: tuple[Promise, ...] = (
             "tests/vm/test_storage.py::"
             "test_a_disk_holding_a_filesystem_is_refused_and_not_a_byte_of_it_changes",
             "tests/vm/test_storage.py::test_the_unit_keeping_data_on_a_volume_requires_its_mount",
+            "tests/vm/test_storage.py::"
+            "test_after_a_reboot_the_volume_stays_closed_until_the_operator_unlocks_it",
         ),
-        note="Each volume's key is streamed from the vault to cryptsetup's stdin at deploy time "
-        "and never written to the host: after a reboot the volumes stay closed, and the units "
-        "keeping data on them do not start, until the next deploy opens them (unattended "
-        "unlock through Tang is not built yet).",
+        note="Each volume's key is streamed from the vault to cryptsetup's stdin and never "
+        "written to the host: after a reboot the volumes stay closed, and the units keeping "
+        "data on them do not start, until the operator's `bulwark storage unlock` (or a deploy) "
+        "opens them. Unattended unlock through Tang is not built yet.",
     ),
     Promise(
         "logs-encrypted-at-rest",

@@ -41,18 +41,6 @@ def drop_in_path(unit: str) -> str:
     return f"{UNIT_DIR}/{unit}.d/{DROP_IN_NAME}"
 
 
-def volume_spec(host: Host, name: str) -> luks.VolumeSpec:
-    """What bulwark.luks needs of the host's volume `name`."""
-    found = volume(name)
-    return luks.VolumeSpec(
-        name=name,
-        device=host.volume_device(name),
-        mapper=found.mapper,
-        mount_point=found.path,
-        mount_unit=found.mount_unit,
-    )
-
-
 def managed_files(topology: Topology, host: Host) -> tuple[ManagedFile, ...]:
     names = volumes_for(host)
     return (
@@ -115,6 +103,6 @@ def converge(topology: Topology, host: Host, secrets: SecretStore) -> None:
         key = secrets.get(luks_key_name(host, name))
         luks.luks_volume(
             name=f"storage: {name} volume",
-            spec=volume_spec(host, name),
+            spec=luks.volume_spec(host, name),
             _stdin=luks.KeyStdin(key),
         )

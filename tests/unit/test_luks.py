@@ -136,3 +136,22 @@ def test_the_key_reaches_stdin_only_and_never_shows_itself():
     assert stdin.readlines() == ["c2VjcmV0"] and list(stdin) == ["c2VjcmV0"]
     assert "c2VjcmV0" not in repr(stdin) and "c2VjcmV0" not in str(stdin)
     assert not [line for line in commands(BLANK) if "c2VjcmV0" in line]
+
+
+def test_the_unlock_script_opens_mounts_and_starts_and_holds_the_key_only_in_a_heredoc():
+    spec = dataclasses.replace(SPEC, units=("dovecot.service", "bulwark-radicale@.service"))
+    key = Secret("luks/nj-store/mail", "c2VjcmV0")
+    script = luks.unlock_script([(spec, key)]).splitlines()
+    assert script == [
+        "set -e",
+        "exec 2>&1",
+        "test -b /dev/mapper/bulwark-mail || base64 -d <<'KEY' | cryptsetup open --type luks2 "
+        "--key-file=- /dev/disk/by-id/virtio-mail bulwark-mail",
+        "c2VjcmV0",
+        "KEY",
+        MOUNT,
+        "if systemctl is-enabled --quiet dovecot.service ; then "
+        "systemctl start dovecot.service ; fi",
+        "echo 'mail: opened and mounted'",
+        f"echo '{luks.UNLOCKED}'",
+    ]

@@ -57,14 +57,26 @@ def vault_env(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
         KEY_ENV: str(directory / "vault.key"),
         "BULWARK_VM_VAULT": str(directory / "vm.vault"),
     }
-    bulwark = [str(BIN / "python"), "-m", "bulwark.cli"]
     for argv in (
-        [*bulwark, "vault", "init", "--vault", env["BULWARK_VM_VAULT"]],
-        [*bulwark, "secrets", "generate", str(INVENTORY), "--credentials-out",
+        ["vault", "init", "--vault", env["BULWARK_VM_VAULT"]],
+        ["secrets", "generate", str(INVENTORY), "--credentials-out",
          str(directory / "credentials.json")],
     ):  # fmt: skip
-        subprocess.run(argv, cwd=REPO, env={**os.environ, **env}, check=True, capture_output=True)
+        result = bulwark_cli(argv, env)
+        assert result.returncode == 0, result.stderr
     return env
+
+
+def bulwark_cli(argv: list[str], env: dict[str, str]) -> subprocess.CompletedProcess:
+    """Run `bulwark ARGV` as an operator would, with `env` added to the environment."""
+    return subprocess.run(
+        [str(BIN / "python"), "-m", "bulwark.cli", *argv],
+        cwd=REPO,
+        env={**os.environ, **env},
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
 
 
 @pytest.fixture(scope="session")

@@ -9,8 +9,12 @@ or only reopen.
 from __future__ import annotations
 
 import re
+import time
+
+from conftest import GUEST, INVENTORY, bulwark_cli
 
 from bulwark import luks
+from bulwark.lab import vm
 from bulwark.volumes import volume
 
 MAIL = volume("mail")
@@ -18,7 +22,10 @@ MAIL_DEVICE = "/dev/disk/by-id/virtio-mail"
 DIRTY_DEVICE = "/dev/disk/by-id/virtio-dirty"
 # A stand-in for Dovecot's unit (the mailstore role, which installs the real one, needs apt):
 # what the storage role's drop-in adds to it is what counts.
-STAND_IN = "[Unit]\nDescription=stand-in for Dovecot\n[Service]\nExecStart=/bin/sleep infinity\n"
+STAND_IN = (
+    "[Unit]\nDescription=stand-in for Dovecot\n[Service]\nExecStart=/bin/sleep infinity\n"
+    "[Install]\nWantedBy=multi-user.target\n"
+)
 
 
 def _sha256(on_guest, device: str) -> str:
@@ -83,6 +90,9 @@ def test_the_unit_keeping_data_on_a_volume_requires_its_mount(on_guest):
     assert properties["RequiresMountsFor"] == MAIL.path
     assert MAIL.mount_unit in properties["After"].split()
     assert MAIL.mount_unit in properties["Requires"].split()
+    # A boot with the volume closed must not hold up local-fs.target (and sshd after it).
+    before = on_guest(f"systemctl show -p Before --value {MAIL.mount_unit}").stdout.split()
+    assert "local-fs.target" not in before and "umount.target" in before
 
 
 def test_a_second_deploy_changes_nothing(deploy):
@@ -102,3 +112,25 @@ def test_a_closed_volume_is_opened_again_with_its_data_never_reformatted(on_gues
     assert run.changed == ["storage | storage: mail volume"]
     assert on_guest(f"cat {MAIL.path}/kept").stdout == "kept\n"
     assert on_guest(f"cryptsetup luksUUID {MAIL_DEVICE}").stdout.strip() == uuid
+
+
+def test_after_a_reboot_the_volume_stays_closed_until_the_operator_unlocks_it(
+    guest, on_guest, vault_env
+):
+    """No key on the host: a boot opens nothing, the mount point is bare, the unit keeping data
+    there stays down; `bulwark storage unlock` streams the key in, and it all comes back."""
+    on_guest(f"echo 'before the reboot' > {MAIL.path}/note && systemctl enable --now dovecot")
+    vm.stop(guest)
+    print(f"\nreboot: boot to SSH {vm.start(guest):.1f} s")
+    assert on_guest(f"cryptsetup status {MAIL.mapper}", check=False).returncode != 0
+    assert on_guest(f"ls -A {MAIL.path}").stdout == ""
+    assert on_guest("systemctl is-active dovecot", check=False).stdout.strip() != "active"
+    started = time.monotonic()
+    run = bulwark_cli(["storage", "unlock", str(INVENTORY), "--limit", GUEST], vault_env)
+    assert run.returncode == 0, run.stderr
+    assert run.stdout == f"{GUEST}: mail: opened and mounted\n"
+    print(f"unlock to services up: {time.monotonic() - started:.1f} s")
+    assert on_guest(f"cat {MAIL.path}/note").stdout == "before the reboot\n"
+    assert on_guest("systemctl is-active dovecot").stdout.strip() == "active"
+    again = bulwark_cli(["storage", "unlock", str(INVENTORY), "--limit", GUEST], vault_env)
+    assert again.returncode == 0 and again.stdout == run.stdout  # already open: nothing to do
