@@ -616,9 +616,10 @@ UNLOCK_PATHS: tuple[str, ...] = (
     "data on it stay down, until it is unlocked.",
     "The operator's bulwark storage unlock command (and every deploy) streams each volume key "
     "from the vault over SSH into cryptsetup; no key is ever written to the host's disks.",
+    "For recovery at the console, each volume's second key slot: a passphrase kept in the "
+    "vault (luks-recovery/HOST/VOLUME).",
     "Not built yet: unattended unlock at boot through Clevis and a Tang server at the other "
-    "site, reachable only over the VPN; a recovery passphrase and the LUKS header backups "
-    "escrowed in the vault.",
+    "site, reachable only over the VPN; the LUKS header backups escrowed in the vault.",
 )
 
 

@@ -10,7 +10,8 @@ point holding files is never mounted over (its files would vanish beneath the vo
 Keys never appear in an argv, a log, a diff or an exception: the vault holds each volume's key
 as base64 of 64 random bytes, which reaches the host on the command's stdin (pyinfra's
 `_stdin`), is decoded there by `base64 -d` and read whole by `cryptsetup --key-file=-`.
-Nothing writes it to the host's disks.
+Nothing writes it to the host's disks. Each volume has a second key slot, its recovery
+passphrase from the vault, for an operator at the console when the vault cannot reach it.
 """
 
 from __future__ import annotations
@@ -43,20 +44,37 @@ BLKID_NOTHING = 2
 
 
 class KeyStdin:
-    """A volume key as pyinfra's `_stdin`: revealed only when pyinfra writes it to the command's
-    stdin; its repr is the secret's placeholder."""
+    """A volume's key and recovery passphrase as pyinfra's `_stdin`, one line each: revealed
+    only when pyinfra writes them to the command's stdin (every command reads the lines it
+    needs with the shell's `read`); its repr is the secrets' placeholders."""
 
-    def __init__(self, key: Secret):
-        self._key = key
+    def __init__(self, key: Secret, recovery: Secret):
+        self._secrets = (key, recovery)
 
     def readlines(self) -> list[str]:
-        return [self._key.reveal()]
+        return [secret.reveal() for secret in self._secrets]
 
     def __iter__(self) -> Iterator[str]:  # what pyinfra checks `_stdin` against
         return iter(self.readlines())
 
     def __repr__(self) -> str:
-        return repr(self._key)
+        return " ".join(repr(secret) for secret in self._secrets)
+
+
+# The shell words that read KeyStdin's lines into $key and $recovery (`read` and `printf` are
+# the shell's own: the values never become a process's argument), then hand the decoded key
+# to what follows on a pipe.
+_KEY_ON_STDIN = (
+    "read", "-r", "key", ";", "read", "-r", "recovery", ";",
+    "printf", "'%s'", '"$key"', "|", "base64", "-d", "|",
+)  # fmt: skip
+# Argon2id as every key slot gets it (see PBKDF_MEMORY_KIB).
+_PBKDF_ARGS = (
+    "--pbkdf", PBKDF, "--pbkdf-memory", str(PBKDF_MEMORY_KIB),
+    "--pbkdf-parallel", str(PBKDF_PARALLEL), "--pbkdf-force-iterations", str(PBKDF_ITERATIONS),
+)  # fmt: skip
+# Key slots a volume has: the vault's key, then the recovery passphrase.
+KEY_SLOTS = 2
 
 
 @dataclass(frozen=True)
@@ -85,6 +103,7 @@ class DeviceState:
     content: str  # the TYPE blkid found ("" if none)
     signatures: str  # what `wipefs -n` lists, types joined by spaces ("" if nothing)
     luks2: bool  # `cryptsetup isLuks --type luks2`
+    keyslots: int  # the LUKS2 key slots in use (0 on anything else)
     opened: bool  # /dev/mapper/<mapper> exists
     backing: str  # the device the mapping is opened on ("" when closed)
     resolved: str  # the inventory's device with its links resolved
@@ -121,6 +140,8 @@ def _probe(spec: VolumeSpec) -> list[object]:
         "2>/dev/null", "|", "tr", "'\\n'", "' ')\";",
         "if", "cryptsetup", "isLuks", "--type", "luks2", device, "2>/dev/null", ";",
         "then", "echo", "luks2", "1", ";", "else", "echo", "luks2", "0", ";", "fi", ";",
+        'echo "keyslots $(cryptsetup', "luksDump", device, "2>/dev/null", "|",
+        "grep", "-c", "'^  [0-9]*: luks2$')\";",
         "if", "test", "-b", mapped, ";", "then", "echo", "opened", "1", ";",
         "else", "echo", "opened", "0", ";", "fi", ";",
         'echo "backing $(cryptsetup', "status", QuoteString(spec.mapper), "2>/dev/null", "|",
@@ -164,6 +185,7 @@ class LuksVolumes(FactBase):
                 content=values["content"],
                 signatures=values["signatures"],
                 luks2=values["luks2"] == "1",
+                keyslots=int(values["keyslots"]),
                 opened=values["opened"] == "1",
                 backing=values["backing"],
                 resolved=values["resolved"],
@@ -209,32 +231,39 @@ def luks_volume(spec: VolumeSpec):
 
     + spec: the volume: name, device, mapper name, mount point, mount unit
 
-    The volume's key (the vault's base64) comes as `_stdin=KeyStdin(key)`: cryptsetup reads
-    it there, never from an argument.
+    The volume's key (the vault's base64) and recovery passphrase come as
+    `_stdin=KeyStdin(key, recovery)`: cryptsetup reads them there, never from an argument. A
+    volume with fewer than KEY_SLOTS slots gets the passphrase added (a second slot).
 
     **Example:**
 
     .. code:: python
 
-        luks_volume(name="storage: mail", spec=spec, _stdin=KeyStdin(key))
+        luks_volume(name="storage: mail", spec=spec, _stdin=KeyStdin(key, recovery))
     """
     found = host.get_fact(LuksVolumes, volumes=(spec,))[spec.name]
     if reason := refusal(host.name, spec, found):
         raise OperationError(reason)
     fresh = not found.luks2
+    device = QuoteString(spec.device)
     if fresh:
         yield StringCommand(
-            "base64", "-d", "|", "cryptsetup", "luksFormat", "--batch-mode", "--type", "luks2",
-            "--cipher", CIPHER, "--key-size", str(KEY_BITS), "--pbkdf", PBKDF,
-            "--pbkdf-memory", str(PBKDF_MEMORY_KIB), "--pbkdf-parallel", str(PBKDF_PARALLEL),
-            "--pbkdf-force-iterations", str(PBKDF_ITERATIONS),
-            "--label", QuoteString(f"bulwark-{spec.name}"), "--key-file=-",
-            QuoteString(spec.device),
+            *_KEY_ON_STDIN, "cryptsetup", "luksFormat", "--batch-mode", "--type", "luks2",
+            "--cipher", CIPHER, "--key-size", str(KEY_BITS), *_PBKDF_ARGS,
+            "--label", QuoteString(f"bulwark-{spec.name}"), "--key-file=-", device,
+        )  # fmt: skip
+    if fresh or found.keyslots < KEY_SLOTS:
+        # The passphrase goes on fd 3, the decoded key on stdin: `3<&0` keeps the outer pipe.
+        yield StringCommand(
+            "read", "-r", "key", ";", "read", "-r", "recovery", ";",
+            "printf", "'%s'", '"$recovery"', "|", "{", "printf", "'%s'", '"$key"', "|",
+            "base64", "-d", "|", "cryptsetup", "luksAddKey", "--batch-mode", *_PBKDF_ARGS,
+            "--key-file=-", device, "/dev/fd/3", ";", "}", "3<&0",
         )  # fmt: skip
     if fresh or not found.opened:
         yield StringCommand(
-            "base64", "-d", "|", "cryptsetup", "open", "--type", "luks2", "--key-file=-",
-            QuoteString(spec.device), QuoteString(spec.mapper),
+            *_KEY_ON_STDIN, "cryptsetup", "open", "--type", "luks2", "--key-file=-", device,
+            QuoteString(spec.mapper),
         )  # fmt: skip
     mkfs = StringCommand("mkfs.ext4", "-q", "-L", QuoteString(spec.name), QuoteString(spec.mapped))
     if fresh or (found.opened and found.mapped_blank):

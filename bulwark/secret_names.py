@@ -48,6 +48,11 @@ def luks_key_name(host: Host, volume: str) -> str:
     return f"luks/{host.name}/{volume}"
 
 
+def luks_recovery_name(host: Host, volume: str) -> str:
+    """The passphrase of the volume's second key slot, for an operator at the console."""
+    return f"luks-recovery/{host.name}/{volume}"
+
+
 def main_password_name(user: str) -> str:
     """The Argon2id hash of `user`'s main (web) password."""
     return f"{_ACCOUNT}/{user}/main"

@@ -23,7 +23,7 @@ from bulwark.operations import UNIT_DIR
 from bulwark.plan import ManagedFile
 from bulwark.probes import Unit, Units
 from bulwark.secret import SecretStore
-from bulwark.secret_names import luks_key_name
+from bulwark.secret_names import luks_key_name, luks_recovery_name
 from bulwark.topology import Host, Topology
 from bulwark.volumes import volume, volumes_for
 
@@ -101,8 +101,9 @@ def converge(topology: Topology, host: Host, secrets: SecretStore) -> None:
     )
     for name in names:
         key = secrets.get(luks_key_name(host, name))
+        recovery = secrets.get(luks_recovery_name(host, name))
         luks.luks_volume(
             name=f"storage: {name} volume",
             spec=luks.volume_spec(host, name),
-            _stdin=luks.KeyStdin(key),
+            _stdin=luks.KeyStdin(key, recovery),
         )

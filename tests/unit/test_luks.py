@@ -21,12 +21,13 @@ SPEC = luks.VolumeSpec(
     mount_unit="var-vmail.mount",
 )
 BLANK = luks.DeviceState(
-    block=True, blkid=2, content="", signatures="", luks2=False, opened=False, backing="",
+    block=True, blkid=2, content="", signatures="", luks2=False, keyslots=0, opened=False,
+    backing="",
     resolved="/dev/vdb", mapped_blkid=2, mapped_content="", mapped_signatures="", mounted="",
     entries="",
 )  # fmt: skip
 CLOSED = dataclasses.replace(
-    BLANK, blkid=0, content="crypto_LUKS", signatures="crypto_LUKS", luks2=True
+    BLANK, blkid=0, content="crypto_LUKS", signatures="crypto_LUKS", luks2=True, keyslots=2
 )
 OPEN = dataclasses.replace(
     CLOSED, opened=True, backing="/dev/vdb", mapped_blkid=0, mapped_content="ext4",
@@ -35,8 +36,16 @@ OPEN = dataclasses.replace(
 MOUNTED = dataclasses.replace(OPEN, mounted="/dev/mapper/bulwark-mail", entries="lost+found")
 WHERE = "host: volume mail on /dev/disk/by-id/virtio-mail"
 MKFS = "mkfs.ext4 -q -L mail /dev/mapper/bulwark-mail"
+READ = "read -r key ; read -r recovery ;"
+PBKDF_ARGS = "--pbkdf argon2id --pbkdf-memory 262144 --pbkdf-parallel 2 --pbkdf-force-iterations 4"
 OPEN_COMMAND = (
-    "base64 -d | cryptsetup open --type luks2 --key-file=- /dev/disk/by-id/virtio-mail bulwark-mail"
+    f"{READ} printf '%s' \"$key\" | base64 -d | cryptsetup open --type luks2 --key-file=- "
+    "/dev/disk/by-id/virtio-mail bulwark-mail"
+)
+ADD_RECOVERY = (
+    f"{READ} printf '%s' \"$recovery\" | {{ printf '%s' \"$key\" | base64 -d | cryptsetup "
+    f"luksAddKey --batch-mode {PBKDF_ARGS} --key-file=- /dev/disk/by-id/virtio-mail /dev/fd/3 "
+    "; } 3<&0"
 )
 MOUNT = "systemctl start var-vmail.mount"
 
@@ -49,11 +58,16 @@ def commands(found: luks.DeviceState) -> list[str]:
 def test_a_blank_device_is_formatted_opened_made_ext4_and_mounted():
     format_, *rest = commands(BLANK)
     assert format_ == (
-        "base64 -d | cryptsetup luksFormat --batch-mode --type luks2 --cipher aes-xts-plain64 "
-        "--key-size 512 --pbkdf argon2id --pbkdf-memory 262144 --pbkdf-parallel 2 "
-        "--pbkdf-force-iterations 4 --label bulwark-mail --key-file=- /dev/disk/by-id/virtio-mail"
+        f"{READ} printf '%s' \"$key\" | base64 -d | cryptsetup luksFormat --batch-mode "
+        f"--type luks2 --cipher aes-xts-plain64 --key-size 512 {PBKDF_ARGS} --label bulwark-mail "
+        "--key-file=- /dev/disk/by-id/virtio-mail"
     )
-    assert rest == [OPEN_COMMAND, MKFS, MOUNT]
+    assert rest == [ADD_RECOVERY, OPEN_COMMAND, MKFS, MOUNT]
+
+
+def test_a_volume_with_one_key_slot_gets_its_recovery_passphrase_and_no_more():
+    assert commands(dataclasses.replace(MOUNTED, keyslots=1)) == [ADD_RECOVERY]
+    assert commands(dataclasses.replace(MOUNTED, keyslots=3)) == []
 
 
 def test_a_closed_luks_volume_is_opened_never_formatted_and_mkfs_only_if_blank_inside():
@@ -123,19 +137,22 @@ def test_anything_else_is_refused_naming_host_volume_and_device(found, reason):
 def test_the_fact_reads_each_volume_from_its_lines():
     output = [
         "volume mail", "block 1", "blkid 0", "content crypto_LUKS", "signatures crypto_LUKS ",
-        "luks2 1", "opened 1", "backing /dev/vdb", "resolved /dev/vdb", "mapped_blkid 0",
+        "luks2 1", "keyslots 2", "opened 1", "backing /dev/vdb", "resolved /dev/vdb",
+        "mapped_blkid 0",
         "mapped_content ext4", "mapped_signatures ext4 ", "mounted /dev/mapper/bulwark-mail",
         "entries lost+found ",
     ]  # fmt: skip
     assert luks.LuksVolumes().process(output) == {"mail": MOUNTED}
 
 
-def test_the_key_reaches_stdin_only_and_never_shows_itself():
+def test_the_key_and_passphrase_reach_stdin_only_and_never_show_themselves():
     key = Secret("luks/nj-store/mail", "c2VjcmV0")
-    stdin = luks.KeyStdin(key)
-    assert stdin.readlines() == ["c2VjcmV0"] and list(stdin) == ["c2VjcmV0"]
-    assert "c2VjcmV0" not in repr(stdin) and "c2VjcmV0" not in str(stdin)
-    assert not [line for line in commands(BLANK) if "c2VjcmV0" in line]
+    recovery = Secret("luks-recovery/nj-store/mail", "abcd-efgh")
+    stdin = luks.KeyStdin(key, recovery)
+    assert stdin.readlines() == ["c2VjcmV0", "abcd-efgh"] == list(stdin)
+    for value in ("c2VjcmV0", "abcd-efgh"):
+        assert value not in repr(stdin) and value not in str(stdin)
+        assert not [line for line in commands(BLANK) if value in line]
 
 
 def test_the_unlock_script_opens_mounts_and_starts_and_holds_the_key_only_in_a_heredoc():

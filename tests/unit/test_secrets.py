@@ -67,6 +67,8 @@ def test_required_names_cover_the_topology(topology: Topology) -> None:
     ]
     luks = {name for name in names if name.startswith("luks/")}
     assert luks == {f"luks/{h.name}/{v}" for h in topology.hosts for v in volumes_for(h)}
+    recovery = {name for name in names if name.startswith("luks-recovery/")}
+    assert recovery == {f"luks-recovery/{name.removeprefix('luks/')}" for name in luks}
     accounts = {name for name in names if name.startswith("account/")}
     assert accounts == {
         "account/alice/main",
@@ -77,7 +79,9 @@ def test_required_names_cover_the_topology(topology: Topology) -> None:
     }
     platform = {"mail/doveadm-password", "files/content-link-key"}
     assert platform <= set(names)
-    assert len(names) == len(wireguard) + len(luks) + len(accounts) + len(platform)
+    assert len(names) == (
+        len(wireguard) + len(luks) + len(recovery) + len(accounts) + len(platform)
+    )
     assert list(names) == sorted(names) and all(names.values())
 
 

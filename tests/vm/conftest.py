@@ -96,11 +96,14 @@ def guest() -> Iterator[vm.Guest]:
 
 @pytest.fixture(scope="session")
 def on_guest(guest: vm.Guest) -> Callable[..., subprocess.CompletedProcess]:
-    """Run a shell command in the guest over SSH, as root; raises if it fails unless told."""
+    """Run a shell command in the guest over SSH, as root, `stdin` on its stdin; raises if it
+    fails unless told."""
 
-    def run(command: str, check: bool = True) -> subprocess.CompletedProcess:
+    def run(
+        command: str, check: bool = True, stdin: str | None = None
+    ) -> subprocess.CompletedProcess:
         return subprocess.run(
-            vm.ssh_argv(guest, [command]), capture_output=True, text=True, check=check
+            vm.ssh_argv(guest, [command]), input=stdin, capture_output=True, text=True, check=check
         )
 
     return run

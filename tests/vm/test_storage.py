@@ -75,10 +75,21 @@ def test_the_first_deploy_formats_opens_and_mounts_every_volume(on_guest, deploy
     keyslots = re.findall(
         r"^  (\d+): luks2$", on_guest(f"cryptsetup luksDump {MAIL_DEVICE}").stdout, re.M
     )
-    assert keyslots == ["0"]  # one key, the vault's
+    assert keyslots == ["0", "1"]  # the vault's key, then the recovery passphrase
     mounted = on_guest(f"findmnt -n -o SOURCE,FSTYPE,OPTIONS {MAIL.path}").stdout.split()
     assert mounted[:2] == [f"/dev/mapper/{MAIL.mapper}", luks.FILESYSTEM]
     assert {"nodev", "nosuid"} <= set(mounted[2].split(","))
+
+
+def test_the_recovery_passphrase_opens_the_volume_and_nothing_else_does(on_guest, vault_env):
+    """What an operator at the console types when the vault's key cannot reach the host."""
+    name = f"luks-recovery/{GUEST}/mail"
+    got = bulwark_cli(["vault", "get", "--vault", vault_env["BULWARK_VM_VAULT"], name], vault_env)
+    passphrase = got.stdout.rstrip("\n")
+    test = f"cryptsetup open --test-passphrase --key-slot 1 --key-file=- {MAIL_DEVICE}"
+    assert on_guest(test, check=False, stdin=passphrase).returncode == 0
+    assert on_guest(test, check=False, stdin=passphrase[:-1] + "x").returncode != 0
+    assert on_guest(test, check=False, stdin="").returncode != 0
 
 
 def test_the_unit_keeping_data_on_a_volume_requires_its_mount(on_guest):
