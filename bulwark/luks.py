@@ -330,3 +330,48 @@ def unlock_script(volumes: Sequence[tuple[VolumeSpec, Secret]]) -> str:
         )
     lines.append(StringCommand("echo", QuoteString(UNLOCKED)).get_raw_value())
     return "\n".join(lines) + "\n"
+
+
+# The line a rotate script prints for each volume whose old key is gone and new key proven.
+ROTATED = "rotated"
+
+
+def _decoded(variable: str) -> tuple[str, ...]:
+    """Shell words printing $variable's base64 decoded, for a pipe (builtins: no argv)."""
+    return ("printf", "'%s'", f'"${variable}"', "|", "base64", "-d", "|")
+
+
+def _assigned(variable: str, secret: Secret) -> list[str]:
+    """Lines setting $variable to the secret's value through a here-document (no argv)."""
+    return [f"{variable}=$(cat <<'KEY'", secret.reveal(), "KEY", ")"]
+
+
+def rotate_script(volumes: Sequence[tuple[VolumeSpec, Secret, Secret]]) -> str:
+    """A script for the host's `sh -s` over SSH: for each (volume, old key, new key), add the
+    new key unless it opens the volume already, prove it opens it, then remove the old key if
+    it still opens it, and print "<volume>: rotated". Run again after a cut, it finishes the
+    job; the recovery slot is never touched."""
+    lines = ["set -e", "exec 2>&1"]
+    for spec, old, new in volumes:
+        device = QuoteString(spec.device)
+        opens = ("cryptsetup", "open", "--test-passphrase", "--key-file=-", device)
+        lines += [*_assigned("old", old), *_assigned("new", new)]
+        steps = (
+            ("if", "!", *_decoded("new"), *opens, "2>/dev/null", ";", "then"),
+            (
+                *_decoded("new"), "{", *_decoded("old"), "cryptsetup", "luksAddKey",
+                "--batch-mode", *_PBKDF_ARGS, "--key-file=-", device, "/dev/fd/3", ";", "}",
+                "3<&0",
+            ),
+            ("fi",),
+            (*_decoded("new"), *opens),
+            ("if", *_decoded("old"), *opens, "2>/dev/null", ";", "then"),
+            (
+                *_decoded("old"), "cryptsetup", "luksRemoveKey", "--batch-mode",
+                "--key-file=-", device,
+            ),
+            ("fi",),
+            ("echo", QuoteString(f"{spec.name}: {ROTATED}")),
+        )  # fmt: skip
+        lines += [StringCommand(*words).get_raw_value() for words in steps]
+    return "\n".join(lines) + "\n"

@@ -68,6 +68,11 @@ def wireguard_public_key(private_b64: str) -> str:
     return base64.b64encode(key.public_key().public_bytes_raw()).decode()
 
 
+def new_luks_key() -> str:
+    """A volume key: 64 random bytes, base64 (cryptsetup reads the decoded bytes)."""
+    return _random_base64(64)
+
+
 def _user_password(groups: int = 4) -> str:
     """Groups of 4 lower-case letters and digits, dash-separated (20.7 bits a group)."""
     return "-".join(
@@ -80,7 +85,7 @@ def _user_password(groups: int = 4) -> str:
 _GENERATORS: dict[str, Callable[[], str]] = {
     "wireguard": new_wireguard_private_key,
     "psk": lambda: _random_base64(32),  # WireGuard pre-shared key: a post-quantum hedge
-    "luks": lambda: _random_base64(64),  # cryptsetup reads the decoded 64 bytes
+    "luks": new_luks_key,
     # A volume's second key slot, typed by hand when the vault's key cannot reach the host
     # (8 groups: 165 bits).
     "luks-recovery": lambda: _user_password(groups=8),

@@ -520,6 +520,8 @@ PROMISES: tuple[Promise, ...] = (
             "test_after_a_reboot_the_volume_stays_closed_until_the_operator_unlocks_it",
             "tests/vm/test_storage.py::"
             "test_the_recovery_passphrase_opens_the_volume_and_nothing_else_does",
+            "tests/vm/test_storage.py::"
+            "test_after_rotate_key_the_new_key_opens_the_volume_and_the_old_one_does_not",
         ),
         note="Each volume's key is streamed from the vault to cryptsetup's stdin and never "
         "written to the host: after a reboot the volumes stay closed, and the units keeping "

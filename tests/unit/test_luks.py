@@ -172,3 +172,24 @@ def test_the_unlock_script_opens_mounts_and_starts_and_holds_the_key_only_in_a_h
         "echo 'mail: opened and mounted'",
         f"echo '{luks.UNLOCKED}'",
     ]
+
+
+def test_the_rotate_script_adds_proves_then_removes_and_holds_keys_only_in_heredocs():
+    old = Secret("luks/nj-store/mail", "b2xk")
+    new = Secret("luks-next/nj-store/mail", "bmV3")
+    script = luks.rotate_script([(SPEC, old, new)])
+    lines = script.splitlines()
+    assert lines[2:10] == [
+        "old=$(cat <<'KEY'",
+        "b2xk",
+        "KEY",
+        ")",
+        "new=$(cat <<'KEY'",
+        "bmV3",
+        "KEY",
+        ")",
+    ]
+    actions = [line.split(" cryptsetup ")[1].split()[0] for line in lines if " cryptsetup " in line]
+    assert actions == ["open", "luksAddKey", "open", "open", "luksRemoveKey"]
+    assert lines[-1] == "echo 'mail: rotated'"
+    assert script.count("b2xk") == script.count("bmV3") == 1  # only in its here-document

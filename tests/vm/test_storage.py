@@ -145,3 +145,27 @@ def test_after_a_reboot_the_volume_stays_closed_until_the_operator_unlocks_it(
     assert on_guest("systemctl is-active dovecot").stdout.strip() == "active"
     again = bulwark_cli(["storage", "unlock", str(INVENTORY), "--limit", GUEST], vault_env)
     assert again.returncode == 0 and again.stdout == run.stdout  # already open: nothing to do
+
+
+def test_after_rotate_key_the_new_key_opens_the_volume_and_the_old_one_does_not(
+    on_guest, vault_env, deploy
+):
+    def vault_get(name: str) -> str:
+        argv = ["vault", "get", "--vault", vault_env["BULWARK_VM_VAULT"], name]
+        return bulwark_cli(argv, vault_env).stdout.rstrip("\n")
+
+    old = vault_get(f"luks/{GUEST}/mail")
+    run = bulwark_cli(["storage", "rotate-key", str(INVENTORY), "--limit", GUEST], vault_env)
+    assert run.returncode == 0, run.stdout + run.stderr
+    assert run.stdout == f"{GUEST}: mail: key rotated\n"
+    new = vault_get(f"luks/{GUEST}/mail")
+    assert new != old
+    listed = bulwark_cli(["vault", "list", "--vault", vault_env["BULWARK_VM_VAULT"]], vault_env)
+    assert "luks-next/" not in listed.stdout
+    test = f"base64 -d | cryptsetup open --test-passphrase --key-file=- {MAIL_DEVICE}"
+    assert on_guest(test, check=False, stdin=new).returncode == 0
+    assert on_guest(test, check=False, stdin=old).returncode != 0
+    recovery = vault_get(f"luks-recovery/{GUEST}/mail")
+    plain = f"cryptsetup open --test-passphrase --key-file=- {MAIL_DEVICE}"
+    assert on_guest(plain, check=False, stdin=recovery).returncode == 0
+    assert deploy().changed == []  # two slots still: the vault's new key, the recovery
