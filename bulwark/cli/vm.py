@@ -6,8 +6,8 @@ import os
 
 import click
 
+from bulwark.lab import hostpkgs, vmimage
 from bulwark.lab import vm as vms
-from bulwark.lab import vmimage
 from bulwark.lab.system import require_root
 
 
@@ -19,7 +19,9 @@ def vm() -> None:
 
 @vm.command()
 def image() -> None:
-    """Build the guest image if it is not cached (mmdebstrap, about two minutes)."""
+    """Build the guest image if it is not cached (mmdebstrap, about two minutes), installing
+    the controller's packages it and the guests need first."""
+    hostpkgs.ensure(vms.HOST_PACKAGES)
     click.echo(vmimage.ensure().directory)
 
 

@@ -110,11 +110,6 @@ def image_key(sources: list[aptsources.AptSource]) -> str:
     return hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:16]
 
 
-def current() -> Image:
-    """The image for the controller's sources and today's package list (maybe not built)."""
-    return Image(CACHE_DIR / image_key(aptsources.controller_sources()))
-
-
 def ensure() -> Image:
     """The cached image, built first if it is not there (about two minutes)."""
     sources = aptsources.controller_sources()
