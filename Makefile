@@ -15,7 +15,7 @@ CHECKER_PACKAGES := openssh-server nftables postfix dovecot-core dovecot-imapd d
 	dovecot-lmtpd dovecot-auth-lua nginx-core libnginx-mod-stream chromium rclone slapd ldap-utils
 
 .PHONY: help venv checkers test unit lint render
-.PHONY: lab-up lab-down lab-status lab-secrets deploy-lab lab-verify molecule-lab
+.PHONY: lab-up lab-down lab-status lab-secrets deploy-lab lab-verify molecule-lab molecule-vm
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
@@ -47,7 +47,7 @@ lint: venv  ## ruff over the whole tree
 unit: venv checkers  ## unit tests: no hosts
 	$(BIN)/pytest -q tests/unit
 
-test: lint unit molecule-lab  ## the one test command (CI runs this): lint, unit, then the lab scenario
+test: lint unit molecule-lab molecule-vm  ## the one test command (CI runs this): lint, unit, lab, VMs
 
 render: venv  ## render every config of INVENTORY into AUDIT_DIR
 	$(BIN)/bulwark render $(INVENTORY) --out $(AUDIT_DIR)
@@ -95,3 +95,11 @@ molecule-lab: venv  ## create, converge, idempotence, verify, destroy the lab sc
 	rm -f $(LAB_STATE)/verify-*.xml
 	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/molecule test -s lab \
 		|| { $(BIN)/python -m bulwark.lab.failures $(LAB_STATE)/verify-*.xml; exit 1; }
+
+# --- The VM scenario: what needs a real kernel (LUKS), in qemu guests (root; bulwark/lab/vm.py) ---
+VM_STATE := /var/lib/bulwark-vm
+
+molecule-vm: venv  ## the storage role proven in qemu guests (KVM if it boots here, else TCG)
+	rm -f $(VM_STATE)/verify-*.xml
+	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/molecule test -s vm \
+		|| { $(BIN)/python -m bulwark.lab.failures $(VM_STATE)/verify-*.xml; exit 1; }

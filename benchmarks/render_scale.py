@@ -38,6 +38,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from bulwark import registry
+
 REPO = Path(__file__).resolve().parents[1]
 BULWARK = Path(sys.executable).with_name("bulwark")
 TARGET_SECONDS = 10.0
@@ -79,6 +81,9 @@ def _site_group(name: str, primary: bool, lan: str, public: str, management: str
             prefix, roles, has_public = HOST_KINDS[(index - 1) % len(HOST_KINDS)]
             host_name = f"{name}-{prefix}{index:04d}"
         data: dict[str, Any] = {"roles": list(roles)}
+        volumes = [volume for role in roles for volume in registry.role(role).volumes]
+        if volumes:  # each volume on the disk of its own name
+            data["volume_devices"] = {volume: f"/dev/disk/by-id/{volume}" for volume in volumes}
         for kind, network in networks.items():
             if kind != "public" or has_public:
                 data[f"{kind}_address"] = str(network.network_address + index + 1)

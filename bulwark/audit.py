@@ -178,12 +178,19 @@ def _data_section(topology: Topology) -> list[str]:
         if role.name in deployed or (role.every_host and role.implemented)
         for name in role.volumes
     ]  # fmt: skip
-    note = (
-        "Each directory is its own LUKS2 volume (the storage role)."
-        if registry.role("storage").implemented
-        else "Not encrypted yet: the storage role, which puts each directory on its own LUKS2 "
-        "volume, is not deployed."
-    )
+    plain = [host.name for host in topology.hosts if not host.volumes_encrypted]
+    if not registry.role("storage").implemented:
+        note = (
+            "Not encrypted yet: the storage role, which puts each directory on its own LUKS2 "
+            "volume, is not deployed."
+        )
+    elif plain:
+        note = (
+            f"Not encrypted on {', '.join(plain)} (volumes_encrypted: false, where no device "
+            "can be encrypted): there each directory stays on the root filesystem."
+        )
+    else:
+        note = "Each directory is its own LUKS2 volume (the storage role)."
     return [
         "",
         "## Data (one directory per role)",

@@ -606,11 +606,14 @@ def _firewall_section(topology: Topology, openings: dict[str, tuple[Opening, ...
 # --- volumes, retention, backups ----------------------------------------------------------------
 
 UNLOCK_PATHS: tuple[str, ...] = (
-    "At boot, Clevis opens each volume through a Tang server at the other site, reachable only "
-    "over the VPN: a stolen disk or host, away from the VPN, stays locked.",
-    "Otherwise the operator's bulwark storage unlock command streams the volume key from the "
-    "vault over SSH; no key is ever written to the host's disks.",
-    "For recovery, a passphrase and the LUKS header backups are escrowed in the vault.",
+    "No key is on the host: after a reboot every volume stays closed, and the units keeping "
+    "data on it stay down, until it is unlocked.",
+    "The operator's bulwark storage unlock command (and every deploy) streams each volume key "
+    "from the vault over SSH into cryptsetup; no key is ever written to the host's disks.",
+    "For recovery at the console, each volume's second key slot: a passphrase kept in the "
+    "vault (luks-recovery/HOST/VOLUME).",
+    "Not built yet: unattended unlock at boot through Clevis and a Tang server at the other "
+    "site, reachable only over the VPN; the LUKS header backups escrowed in the vault.",
 )
 
 
@@ -630,7 +633,13 @@ def _volumes_section(topology: Topology) -> list[str]:
         if not would:
             continue
         has = [host.name for host in topology.hosts if volume.name in volumes.volumes_for(host)]
+        plain = [name for name in would if not topology.host(name).volumes_encrypted]
         everywhere = len(would) == len(topology.hosts)
+        missing = (
+            f"not encrypted on {hosts_text(plain)} (volumes_encrypted: false)"
+            if plain and storage.implemented
+            else _volume_missing(storage, owners[volume.name])
+        )
         rows.append(
             (
                 esc(volume.name),
@@ -638,9 +647,8 @@ def _volumes_section(topology: Topology) -> list[str]:
                 esc(", ".join(owners[volume.name])),
                 esc("every host" if everywhere else hosts_text(would)),
                 esc(f"encrypted on {hosts_text(has)}")
-                if has
-                else f'<span class="missing">{esc(_volume_missing(storage, owners[volume.name]))}'
-                "</span>",
+                if has and not plain
+                else f'<span class="missing">{esc(missing)}</span>',
             )
         )
     state = (
@@ -649,8 +657,9 @@ def _volumes_section(topology: Topology) -> list[str]:
         else f'<span class="missing">{esc(_not_deployed_words("storage"))}</span>'
     )
     lines = [
-        "<p>Every kind of customer data, the backups and the system logs get a LUKS2 volume of "
-        "their own, each with its own key from the vault (bulwark/volumes.py).</p>",
+        "<p>Every kind of customer data and the backups get a LUKS2 volume of their own, each "
+        "with its own key from the vault (bulwark/volumes.py). The system logs do not yet: "
+        "they stay on each host's root disk.</p>",
         *_table(("volume", "holds", "owned by", "hosts", "status"), rows),
         f"<h3>Unlock paths: {state}</h3>",
         '<ul class="words">' + "".join(f"<li>{esc(path)}</li>" for path in UNLOCK_PATHS),
@@ -659,7 +668,7 @@ def _volumes_section(topology: Topology) -> list[str]:
     if not storage.implemented:
         lines.append(
             "<p>Until the storage role exists, no volume is created: mail, calendars, contacts "
-            "and logs are on each host's root disk, unencrypted.</p>"
+            "and files are on each host's root disk, unencrypted.</p>"
         )
     return lines
 

@@ -24,6 +24,8 @@ class ManagedFile:
     """A file a role writes: destination, template under templates/<role>/, owner and mode.
 
     `checker` names the daemon's own syntax check (see bulwark.checks) run on the rendered file.
+    `item` is added to the role's context as `item`: one template renders a file per volume,
+    unit or instance, each told which one it is.
     """
 
     path: str
@@ -32,6 +34,7 @@ class ManagedFile:
     user: str = "root"
     group: str = "root"
     checker: str | None = None
+    item: str | None = None
 
 
 class RoleModule(Protocol):

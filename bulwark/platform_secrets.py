@@ -31,6 +31,7 @@ from bulwark.secret_names import (
     account_password,
     app_password_name,
     luks_key_name,
+    luks_recovery_name,
     main_password_name,
     psk_name,
     wireguard_key_name,
@@ -67,8 +68,16 @@ def wireguard_public_key(private_b64: str) -> str:
     return base64.b64encode(key.public_key().public_bytes_raw()).decode()
 
 
-def _user_password() -> str:
-    return "-".join("".join(secrets.choice(_PASSWORD_ALPHABET) for _ in range(4)) for _ in range(4))
+def new_luks_key() -> str:
+    """A volume key: 64 random bytes, base64 (cryptsetup reads the decoded bytes)."""
+    return _random_base64(64)
+
+
+def _user_password(groups: int = 4) -> str:
+    """Groups of 4 lower-case letters and digits, dash-separated (20.7 bits a group)."""
+    return "-".join(
+        "".join(secrets.choice(_PASSWORD_ALPHABET) for _ in range(4)) for _ in range(groups)
+    )
 
 
 # How each kind of secret is made. "account" entries are Argon2id hashes of a new user password,
@@ -76,7 +85,10 @@ def _user_password() -> str:
 _GENERATORS: dict[str, Callable[[], str]] = {
     "wireguard": new_wireguard_private_key,
     "psk": lambda: _random_base64(32),  # WireGuard pre-shared key: a post-quantum hedge
-    "luks": lambda: _random_base64(64),  # the storage role writes the decoded 64 bytes
+    "luks": new_luks_key,
+    # A volume's second key slot, typed by hand when the vault's key cannot reach the host
+    # (8 groups: 165 bits).
+    "luks-recovery": lambda: _user_password(groups=8),
     "password": lambda: secrets.token_urlsafe(24),  # 32 URL-safe characters
     "key": lambda: _random_base64(48),  # 64 characters, 384 random bits: an HMAC key
 }
@@ -151,6 +163,10 @@ def _required(topology: Topology) -> _Required:
             required[luks_key_name(host, volume)] = (
                 "luks",
                 f"LUKS key file of {host.name}'s {volume} volume",
+            )
+            required[luks_recovery_name(host, volume)] = (
+                "luks-recovery",
+                f"recovery passphrase of {host.name}'s {volume} volume",
             )
     return dict(sorted(required.items()))
 

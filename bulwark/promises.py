@@ -506,17 +506,39 @@ PROMISES: tuple[Promise, ...] = (
         "All customer data is stored on encrypted disk volumes, backups included; no volume "
         "key is kept on the host's own disks.",
         roles=("storage", "backup"),
+        evidence=(
+            Evidence("storage", "/etc/systemd/system/*.mount", r"^What=/dev/mapper/bulwark-\w+$"),
+            Evidence(
+                "storage", "/etc/systemd/system/*.d/bulwark-storage.conf", r"^RequiresMountsFor=/"
+            ),
+        ),
+        tests=(
+            "tests/vm/test_storage.py::test_the_first_deploy_formats_opens_and_mounts_every_volume",
+            "tests/vm/test_storage.py::"
+            "test_a_disk_holding_a_filesystem_is_refused_and_not_a_byte_of_it_changes",
+            "tests/vm/test_storage.py::test_the_unit_keeping_data_on_a_volume_requires_its_mount",
+            "tests/vm/test_storage.py::"
+            "test_after_a_reboot_the_volume_stays_closed_until_the_operator_unlocks_it",
+            "tests/vm/test_storage.py::"
+            "test_the_recovery_passphrase_opens_the_volume_and_nothing_else_does",
+            "tests/vm/test_storage.py::"
+            "test_after_rotate_key_the_new_key_opens_the_volume_and_the_old_one_does_not",
+        ),
+        note="Each volume's key is streamed from the vault to cryptsetup's stdin and never "
+        "written to the host: after a reboot the volumes stay closed, and the units keeping "
+        "data on them do not start, until the operator's `bulwark storage unlock` (or a deploy) "
+        "opens them. Unattended unlock through Tang is not built yet.",
     ),
     Promise(
         "logs-encrypted-at-rest",
         PRACTICES,
         "On-disk encryption",
         "System logs, which may hold personal data, on encrypted disks too.",
-        roles=("storage",),
+        roles=("logs",),
         note="The seed admits that some of its own system logs are still on unencrypted disks. "
-        "bulwark means to do better (the base role's logs volume, opened by the storage role); "
-        "until the storage role exists, journald and /var/log are on each host's root disk, "
-        "unencrypted.",
+        "bulwark means to do better (the logs role: /var/log on a volume the storage role opens, "
+        "journald kept volatile until it is mounted); until then journald and /var/log are on "
+        "each host's root disk, unencrypted.",
     ),
     Promise(
         "staff-access",

@@ -70,8 +70,9 @@ def render_role_files(
     }
     rendered = []
     for managed in role.managed_files(topology, host):
-        content = render_template(role.ROLE, managed.template, context, reveal)
-        sealed = render_template(role.ROLE, managed.template, context, False) if reveal else content
+        own = {**context, "item": managed.item}
+        content = render_template(role.ROLE, managed.template, own, reveal)
+        sealed = render_template(role.ROLE, managed.template, own, False) if reveal else content
         rendered.append(
             RenderedFile(
                 host=host.name,

@@ -48,6 +48,17 @@ def luks_key_name(host: Host, volume: str) -> str:
     return f"luks/{host.name}/{volume}"
 
 
+def luks_next_key_name(host: Host, volume: str) -> str:
+    """A volume's new key while `bulwark storage rotate-key` replaces the old one: saved before
+    the host sees it, so a run cut short never loses a key that opens the volume."""
+    return f"luks-next/{host.name}/{volume}"
+
+
+def luks_recovery_name(host: Host, volume: str) -> str:
+    """The passphrase of the volume's second key slot, for an operator at the console."""
+    return f"luks-recovery/{host.name}/{volume}"
+
+
 def main_password_name(user: str) -> str:
     """The Argon2id hash of `user`'s main (web) password."""
     return f"{_ACCOUNT}/{user}/main"

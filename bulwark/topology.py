@@ -37,6 +37,16 @@ class Host:
     # A proxy host's own public addresses, one per proxy name (label, address), sorted by label:
     # every TCP port of each reaches its proxy (bulwark.catalogue.Service.listen).
     proxy_addresses: tuple[tuple[str, IPv4Address], ...] = ()
+    # Volume name -> the block device holding it (`volume_devices`), one per volume the host's
+    # roles store (bulwark.volumes); sorted by volume.
+    volume_devices: tuple[tuple[str, str], ...] = ()
+    # False only where no volume can be encrypted (containers: no device-mapper): the host's
+    # data stays on its root filesystem and it gets no volume at all.
+    volumes_encrypted: bool = True
+
+    def volume_device(self, volume: str) -> str:
+        """The device the inventory names for `volume` (validation made sure there is one)."""
+        return dict(self.volume_devices)[volume]
 
     def has_role(self, role: str) -> bool:
         return role in self.roles

@@ -28,6 +28,7 @@ from bulwark.topology import (
     Site,
     Topology,
 )
+from bulwark.volumes import VOLUMES, volume, volumes_of_roles
 
 # Roles whose services are exposed publicly need a public address.
 _PUBLIC_EXPOSURES = {catalogue.Exposure.PUBLIC, catalogue.Exposure.PEER_GATEWAY}
@@ -51,6 +52,8 @@ _APT_UNSAFE = re.compile(r'[\s"\\;{}]')
 _RFC1918 = tuple(
     ipaddress.IPv4Network(block) for block in ("10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16")
 )
+# A block device: a path under /dev, no spaces or shell characters.
+_DEVICE = re.compile(r"^/dev/[A-Za-z0-9._:+@/-]+$")
 _SITE_FIELDS = ("site_location", "site_primary", "site_lan", "site_public", "site_management")
 
 
@@ -536,6 +539,7 @@ def _check_host(record: InventoryHost, sites: Mapping[str, Site], out: _Collecto
         return None
     if _needs_public(roles) and addresses["public_address"] is None:
         return None
+    encrypted, devices = _check_volumes(record, roles, out)
     return Host(
         name=record.name,
         site=site.name,
@@ -544,6 +548,8 @@ def _check_host(record: InventoryHost, sites: Mapping[str, Site], out: _Collecto
         management_address=addresses["management_address"],
         public_address=addresses["public_address"],
         proxy_addresses=proxy_addresses,
+        volume_devices=devices,
+        volumes_encrypted=encrypted,
     )
 
 
@@ -590,6 +596,63 @@ def _check_proxy_addresses(
             continue
         found.append((label, address))
     return tuple(sorted(found))
+
+
+def _check_volumes(
+    record: InventoryHost, roles: tuple[str, ...], out: _Collector
+) -> tuple[bool, tuple[tuple[str, str], ...]]:
+    """`volumes_encrypted` and `volume_devices`: a device for every volume the host's deployed
+    roles store, none for a volume no role of the host stores, each a distinct path under /dev."""
+    encrypted = record.data.get("volumes_encrypted", True)
+    if not isinstance(encrypted, bool):
+        out.add(record.name, "volumes_encrypted", f"expected true or false, got {encrypted!r}")
+        return True, ()
+    devices = record.data.get("volume_devices", {})
+    if not isinstance(devices, Mapping):
+        out.add(record.name, "volume_devices", f"expected volume: device, got {devices!r}")
+        return encrypted, ()
+    if not encrypted:
+        if devices:
+            out.add(
+                record.name,
+                "volume_devices",
+                "volumes_encrypted is false: no device is encrypted, so name none",
+            )
+        return encrypted, ()
+    host_roles = [registry.role(name) for name in registry.EVERY_HOST_ROLES + roles]
+    needed = volumes_of_roles(host_roles)
+    # A role not deployed yet may have its device named already, ready for when it is.
+    allowed = {name for role in host_roles for name in role.volumes}
+    for name in sorted(set(needed) - set(devices)):
+        out.add(
+            record.name,
+            "volume_devices",
+            f"missing the device of volume {name!r} ({volume(name).description}): name one, "
+            "or set volumes_encrypted: false where no device can be encrypted",
+        )
+    valid = []
+    for name, device in sorted(devices.items(), key=lambda item: str(item[0])):
+        if name not in allowed and isinstance(record.data.get("roles"), list | tuple):
+            known = [candidate.name for candidate in VOLUMES]
+            why = (
+                f"no role of this host stores volume {name!r}"
+                if name in known
+                else f"unknown volume {name!r}{did_you_mean(str(name), known)}"
+            )
+            out.add(record.name, "volume_devices", why)
+        elif not isinstance(device, str) or not _DEVICE.match(device) or "/../" in device:
+            out.add(
+                record.name,
+                "volume_devices",
+                f"volume {name!r}: expected a device path like '/dev/disk/by-id/...', "
+                f"got {device!r}",
+            )
+        else:
+            valid.append((name, device))
+    for device, count in Counter(device for _, device in valid).items():
+        if count > 1:
+            out.add(record.name, "volume_devices", f"{device} is named for {count} volumes")
+    return encrypted, tuple(valid)
 
 
 def _needs_public(roles: Iterable[str]) -> str | None:

@@ -1,13 +1,17 @@
 """The LUKS volumes each host gets, by role (bulwark.registry says which role owns which).
 
 Every volume is encrypted with its own key file from the vault (`luks/<host>/<volume>`), so one
-leaked key opens one volume on one host. The storage role opens and mounts them; this module only
-says which exist, so that the vault, the storage role and the audit agree. Until the storage
-role is deployed nothing mounts a volume, so no host gets one (and the vault no key for one).
+leaked key opens one volume on one host. The storage role (roles/storage.py) opens and mounts
+them on the device the inventory names (`volume_devices`); this module only says which exist,
+so that the vault, the storage role and the audit agree. A host whose inventory says
+`volumes_encrypted: false` (the container lab: no device-mapper) gets none.
+
+The logs volume belongs to the logs role, which has no module yet: no host gets it until then.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 from bulwark import registry
@@ -22,17 +26,59 @@ class Volume:
     name: str
     description: str
     path: str
+    # The units that read or write `path`: each gets `RequiresMountsFor=path`, so it never
+    # starts on the bare mount point of a volume that is not open.
+    units: tuple[str, ...] = ()
+
+    @property
+    def mapper(self) -> str:
+        """The device-mapper name the volume is opened as (/dev/mapper/<mapper>)."""
+        return f"bulwark-{self.name}"
+
+    @property
+    def mount_unit(self) -> str:
+        """The systemd mount unit of `path` (`systemd-escape --path --suffix=mount`)."""
+        return unit_path_name(self.path) + ".mount"
 
 
 VOLUMES: tuple[Volume, ...] = (
     # Logs hold addresses, user names and message ids: encrypted on every host, kept 180 days.
     Volume("logs", "journald and /var/log", "/var/log"),
-    Volume("mail", "Dovecot maildirs and indexes", "/var/vmail"),
-    Volume("dav", "Radicale calendars and address books", "/var/lib/bulwark/dav"),
-    Volume("files", "users' files served over WebDAV and FTPS", "/var/lib/bulwark/files"),
-    Volume("directory", "the slapd address-book database", "/var/lib/bulwark/directory"),
+    Volume("mail", "Dovecot maildirs and indexes", "/var/vmail", ("dovecot.service",)),
+    Volume(
+        "dav",
+        "Radicale calendars and address books",
+        "/var/lib/bulwark/dav",
+        ("bulwark-radicale@.service",),
+    ),
+    Volume(
+        "files",
+        "users' files served over WebDAV and FTPS",
+        "/var/lib/bulwark/files",
+        ("bulwark-apache.service", "bulwark-files-backend.service", "bulwark-ftpd.service"),
+    ),
+    Volume(
+        "directory",
+        "the slapd address-book database",
+        "/var/lib/bulwark/directory",
+        ("bulwark-slapd.service", "bulwark-directory-refresh.service"),
+    ),
     Volume("backups", "the other site's encrypted backups", "/var/lib/bulwark/backups"),
 )
+
+
+def unit_path_name(path: str) -> str:
+    """A path as systemd names its units: slashes become dashes, anything else not a letter,
+    digit, ':' , '_' or inner '.' becomes \\xNN (systemd.unit(5), "String Escaping")."""
+    escaped = []
+    for index, char in enumerate(path.strip("/")):
+        if char == "/":
+            escaped.append("-")
+        elif char.isascii() and (char.isalnum() or char in ":_" or (char == "." and index)):
+            escaped.append(char)
+        else:
+            escaped.append(f"\\x{ord(char):02x}")
+    return "".join(escaped) or "-"
 
 
 def volume(name: str) -> Volume:
@@ -45,7 +91,16 @@ def volume(name: str) -> Volume:
 
 def volumes_for(host: Host) -> tuple[str, ...]:
     """Names of the volumes `host` gets, sorted so that every caller sees the same order: those
-    of its deployed roles, once the storage role that mounts them is deployed."""
+    of its deployed roles, once the storage role that mounts them is deployed, unless the
+    host's volumes are not encrypted at all."""
+    if not host.volumes_encrypted:
+        return ()
+    return volumes_of_roles(registry.deployed_roles(host))
+
+
+def volumes_of_roles(roles: Iterable[registry.Role]) -> tuple[str, ...]:
+    """Names of the volumes holding these roles' data, sorted; none until the storage role that
+    mounts them is deployed."""
     if not registry.role("storage").implemented:
         return ()
-    return tuple(sorted({name for role in registry.deployed_roles(host) for name in role.volumes}))
+    return tuple(sorted({name for role in roles if role.implemented for name in role.volumes}))

@@ -42,6 +42,9 @@ _PLATFORM = {
     # apt-cacher-ng on the controller's end of the management bridge.
     "apt_proxy": "http://10.89.0.1:3142",
     "vault_file": str(Path(__file__).resolve().with_suffix(".vault")),
+    # Containers have no device-mapper: their data stays on the root filesystem, and the
+    # storage role is proven in qemu guests instead (tests/vm).
+    "volumes_encrypted": False,
     # The lab's network plumbing (read by bulwark.lab only).
     "lab_management_bridge": "10.89.0.1/24",
     "lab_wan": "198.51.100.0/24",

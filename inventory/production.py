@@ -21,9 +21,27 @@ _PLATFORM = {
 }
 
 
-def _host(name: str, roles: list[str], public: str | None, lan: str, management: str, **more):
-    """One host entry; pyinfra connects over the management address."""
-    data = {"roles": roles, "lan_address": lan, "management_address": management, **more}
+def _host(
+    name: str,
+    roles: list[str],
+    public: str | None,
+    lan: str,
+    management: str,
+    volumes: tuple[str, ...] = (),
+    **more,
+):
+    """One host entry; pyinfra connects over the management address. `volumes`: those its
+    roles keep data on (bulwark/volumes.py) besides every host's logs, each on the GPT partition
+    labelled `bulwark-<volume>`; `more`: other fields (a proxy host's `proxy_addresses`)."""
+    data = {
+        "roles": roles,
+        "lan_address": lan,
+        "management_address": management,
+        "volume_devices": {
+            name: f"/dev/disk/by-partlabel/bulwark-{name}" for name in ("logs", *volumes)
+        },
+        **more,
+    }
     if public is not None:
         data["public_address"] = public
     return (name, {**data, "ssh_hostname": management})
@@ -45,9 +63,16 @@ nj = (
             },
         ),
         _host("nj-mx", ["mx"], "192.0.2.25", "10.1.0.25", "10.101.0.25"),
-        _host("nj-store", ["mailstore"], "192.0.2.30", "10.1.0.30", "10.101.0.30"),
-        _host("nj-web", ["dav", "files", "directory"], "192.0.2.40", "10.1.0.40", "10.101.0.40"),
-        _host("nj-backup", ["backup"], None, "10.1.0.60", "10.101.0.60"),
+        _host("nj-store", ["mailstore"], "192.0.2.30", "10.1.0.30", "10.101.0.30", ("mail",)),
+        _host(
+            "nj-web",
+            ["dav", "files", "directory"],
+            "192.0.2.40",
+            "10.1.0.40",
+            "10.101.0.40",
+            ("dav", "files", "directory"),
+        ),
+        _host("nj-backup", ["backup"], None, "10.1.0.60", "10.101.0.60", ("backups",)),
     ],
     {
         **_PLATFORM,
@@ -75,11 +100,16 @@ sea = (
             },
         ),
         _host("sea-mx", ["mx"], "198.51.100.25", "10.2.0.25", "10.102.0.25"),
-        _host("sea-store", ["mailstore"], "198.51.100.30", "10.2.0.30", "10.102.0.30"),
+        _host("sea-store", ["mailstore"], "198.51.100.30", "10.2.0.30", "10.102.0.30", ("mail",)),
         _host(
-            "sea-web", ["dav", "files", "directory"], "198.51.100.40", "10.2.0.40", "10.102.0.40"
+            "sea-web",
+            ["dav", "files", "directory"],
+            "198.51.100.40",
+            "10.2.0.40",
+            "10.102.0.40",
+            ("dav", "files", "directory"),
         ),
-        _host("sea-backup", ["backup"], None, "10.2.0.60", "10.102.0.60"),
+        _host("sea-backup", ["backup"], None, "10.2.0.60", "10.102.0.60", ("backups",)),
     ],
     {
         **_PLATFORM,

@@ -1,4 +1,5 @@
-"""The `bulwark` command: vault, secrets, render, audit, status, drift and lab (see `--help`)."""
+"""The `bulwark` command: vault, secrets, render, audit, status, drift, storage and lab (see
+`--help`)."""
 
 from __future__ import annotations
 
@@ -6,7 +7,7 @@ import sys
 
 import click
 
-from bulwark.cli import audit, lab, live, pki, render, secrets, vault
+from bulwark.cli import audit, lab, live, pki, render, secrets, storage, vault
 from bulwark.errors import BulwarkError
 from bulwark.validation import TopologyError
 
@@ -39,6 +40,7 @@ for _command in (
     audit.audit,
     live.status,
     live.drift,
+    storage.storage,
     lab.lab,
 ):
     main.add_command(_command)

@@ -1,4 +1,4 @@
-"""`bulwark lab`: the two-site platform as containers on this machine."""
+"""`bulwark lab`: the two-site platform as containers on this machine, and qemu guests (`vm`)."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ import sys
 
 import click
 
+from bulwark.cli.vm import vm
 from bulwark.lab import access, aptwarm, containers, lifecycle
 from bulwark.lab.plan import INTERNET_NETNS
 from bulwark.lab.system import require_root
@@ -111,3 +112,6 @@ def internet(inventory: str, command: tuple[str, ...]) -> None:
     lifecycle.require_up(inventory)
     argv = ["ip", "netns", "exec", INTERNET_NETNS, *command]
     _become(argv)
+
+
+lab.add_command(vm)

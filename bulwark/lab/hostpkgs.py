@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -24,18 +24,19 @@ _APT_ENV = {"DEBIAN_FRONTEND": "noninteractive"}
 _POLICY_RC_D = Path("/usr/sbin/policy-rc.d")
 
 
-def missing() -> list[str]:
+def missing(packages: Sequence[str] = PACKAGES) -> list[str]:
     listing = run(
-        ["dpkg-query", "--show", "--showformat=${Package} ${db:Status-Abbrev}\\n", *PACKAGES],
+        ["dpkg-query", "--show", "--showformat=${Package} ${db:Status-Abbrev}\\n", *packages],
         check=False,
     )
     installed = {line.split()[0] for line in listing.splitlines() if line.split()[1:2] == ["ii"]}
-    return [package for package in PACKAGES if package not in installed]
+    return [package for package in packages if package not in installed]
 
 
-def ensure() -> None:
-    """Install the missing ones, refreshing the package lists first."""
-    wanted = missing()
+def ensure(packages: Sequence[str] = PACKAGES) -> None:
+    """Install the missing ones of `packages` (the container lab's by default), refreshing the
+    package lists first."""
+    wanted = missing(packages)
     if not wanted:
         return
     with step(f"installing controller packages: {' '.join(wanted)}"):

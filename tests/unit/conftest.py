@@ -35,6 +35,8 @@ def vault_key_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 def _two_site_groups() -> dict[str, tuple[list[tuple[str, dict]], dict]]:
     """A small, valid two-site inventory: per site a gateway, a mail host and a backup host, plus
     a web host in nj only (no peer needed). Every host is a fresh dict, free to mutate."""
+    from bulwark import registry
+
     platform = {
         "domain": "example.com",
         "admin_networks": ["203.0.113.0/28"],
@@ -68,6 +70,13 @@ def _two_site_groups() -> dict[str, tuple[list[tuple[str, dict]], dict]]:
                     label: f"{public}.{number + offset}"
                     for offset, label in enumerate(("imaps-proxy", "pops-proxy", "smtps-proxy"), 3)
                 }
+            devices = {
+                volume: f"/dev/disk/by-id/virtio-{volume}"
+                for role in roles
+                for volume in registry.role(role).volumes
+            }
+            if devices:
+                host_data["volume_devices"] = devices
             entries.append((f"{name}-{host}", host_data))
         return entries, data
 

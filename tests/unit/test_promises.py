@@ -27,10 +27,10 @@ SEEDS = REPO.parent / "shared" / "seeds"
 
 
 def suite_test_ids() -> set[str]:
-    """Every test function of tests/unit, tests/integration and tests/e2e as a node id without
-    parameters: `tests/unit/test_x.py::test_y` (or `::TestClass::test_y`)."""
+    """Every test function of tests/unit, tests/integration, tests/e2e and tests/vm as a node id
+    without parameters: `tests/unit/test_x.py::test_y` (or `::TestClass::test_y`)."""
     ids = set()
-    for tier in ("unit", "integration", "e2e"):
+    for tier in ("unit", "integration", "e2e", "vm"):
         for path in sorted((REPO / "tests" / tier).glob("test_*.py")):
             module = str(path.relative_to(REPO))
             for node in ast.parse(path.read_text()).body:

@@ -21,10 +21,10 @@ PRODUCTION = load_topology(REPO / "inventory/production.py")
 
 def test_roles_are_in_the_designed_order():
     assert [role.name for role in registry.ROLES] == [
-        "base", "pki", "storage", "vpn", "gateway", "firewall",
+        "base", "pki", "storage", "logs", "vpn", "gateway", "firewall",
         "proxy", "mx", "mailstore", "dav", "files", "directory", "backup",
     ]  # fmt: skip
-    assert registry.EVERY_HOST_ROLES == ("base", "pki", "storage", "vpn", "firewall")
+    assert registry.EVERY_HOST_ROLES == ("base", "pki", "storage", "logs", "vpn", "firewall")
 
 
 def test_role_names_are_unique_and_every_module_is_a_file_in_roles():
@@ -50,11 +50,14 @@ def test_what_roles_own_exists_where_it_is_defined():
 
 def test_a_gateway_runs_the_vpn_module_once_in_order():
     modules = registry.host_modules(LAB.host("nj-gw"))
-    assert [module.ROLE for module in modules] == ["base", "pki", "vpn", "firewall", "proxy"]
+    assert [module.ROLE for module in modules] == [
+        "base", "pki", "storage", "vpn", "firewall", "proxy",
+    ]  # fmt: skip
     modules = registry.host_modules(LAB.host("nj-mail"))
     assert [module.ROLE for module in modules] == [
         "base",
         "pki",
+        "storage",
         "vpn",
         "firewall",
         "mx",
@@ -64,12 +67,12 @@ def test_a_gateway_runs_the_vpn_module_once_in_order():
 
 def test_roles_without_a_module_are_reported_with_their_hosts():
     waiting = registry.not_deployed(PRODUCTION)
-    assert list(waiting) == ["storage", "backup"]
+    assert list(waiting) == ["logs", "backup"]
     assert waiting["backup"] == ("nj-backup", "sea-backup")
-    assert len(waiting["storage"]) == len(PRODUCTION.hosts)
+    assert len(waiting["logs"]) == len(PRODUCTION.hosts)
     line = registry.describe_not_deployed(PRODUCTION)
     assert line.startswith("not deployed yet (no module; no port, secret or promise): ")
-    assert "storage (every host); backup (nj-backup, sea-backup)" in line
+    assert "logs (every host); backup (nj-backup, sea-backup)" in line
 
 
 @pytest.mark.parametrize("topology", [LAB, PRODUCTION], ids=["lab", "production"])
@@ -82,8 +85,9 @@ def test_the_audit_never_reports_a_service_of_a_role_without_a_module(topology):
 
 
 def test_a_role_without_a_module_needs_no_secret():
+    """The backup hosts name their volume's device, but no key is made before the role is."""
     names = required_secrets(PRODUCTION)
-    assert not any(name.startswith("luks/") for name in names)
+    assert not any(name.startswith("luks/") and name.endswith("/backups") for name in names)
 
 
 @pytest.mark.parametrize(
@@ -114,9 +118,9 @@ def test_only_roles_keeps_the_order_and_skips_the_rest():
 
 def test_every_host_gets_the_infrastructure_roles_first_in_order():
     roles = [role.name for role in registry.host_roles(LAB.host("nj-mail"))]
-    assert roles == ["base", "pki", "storage", "vpn", "firewall", "mx", "mailstore"]
+    assert roles == ["base", "pki", "storage", "logs", "vpn", "firewall", "mx", "mailstore"]
     gateway = [role.name for role in registry.host_roles(LAB.host("nj-gw"))]
-    assert gateway[:6] == ["base", "pki", "storage", "vpn", "gateway", "firewall"]
+    assert gateway[:7] == ["base", "pki", "storage", "logs", "vpn", "gateway", "firewall"]
 
 
 def test_an_unknown_role_name_is_a_programming_error():

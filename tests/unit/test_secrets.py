@@ -67,6 +67,8 @@ def test_required_names_cover_the_topology(topology: Topology) -> None:
     ]
     luks = {name for name in names if name.startswith("luks/")}
     assert luks == {f"luks/{h.name}/{v}" for h in topology.hosts for v in volumes_for(h)}
+    recovery = {name for name in names if name.startswith("luks-recovery/")}
+    assert recovery == {f"luks-recovery/{name.removeprefix('luks/')}" for name in luks}
     accounts = {name for name in names if name.startswith("account/")}
     assert accounts == {
         "account/alice/main",
@@ -77,7 +79,9 @@ def test_required_names_cover_the_topology(topology: Topology) -> None:
     }
     platform = {"mail/doveadm-password", "files/content-link-key"}
     assert platform <= set(names)
-    assert len(names) == len(wireguard) + len(luks) + len(accounts) + len(platform)
+    assert len(names) == (
+        len(wireguard) + len(luks) + len(recovery) + len(accounts) + len(platform)
+    )
     assert list(names) == sorted(names) and all(names.values())
 
 
@@ -102,12 +106,15 @@ def test_luks_volumes_follow_the_roles(production: Topology) -> None:
     assert volumes_for(production.host("nj-gw")) == ("logs",)
 
 
-def test_roles_without_a_module_get_no_secret_and_no_volume(topology: Topology) -> None:
-    """Nothing mounts a volume before the storage role exists: `secrets generate` makes no LUKS
-    key."""
+def test_keys_are_made_for_the_volumes_a_host_mounts_and_no_other(topology: Topology) -> None:
+    """A role without a module (backup) and a host that cannot encrypt (the lab's containers,
+    volumes_encrypted: false) get no volume, so `secrets generate` makes them no key."""
     names = required_secrets(topology)
-    assert not [name for name in names if name.startswith("luks/")]
-    assert all(volumes_for(host) == () for host in topology.hosts)
+    luks = {name for name in names if name.startswith("luks/")}
+    assert luks == {luks_key_name(h, v) for h in topology.hosts for v in volumes_for(h)}
+    assert not {name for name in luks if name.endswith("/backups")}
+    encrypted = [host for host in topology.hosts if host.volumes_encrypted]
+    assert bool(luks) == bool(encrypted)
     assert {"mail/doveadm-password", "wireguard/psk/nj-sea", "account/alice/main"} <= set(names)
 
 

@@ -28,6 +28,7 @@ from mutations import (
 
 from bulwark.inventory import load_topology
 from bulwark.validation import Problem, TopologyError
+from bulwark.volumes import volumes_for
 
 
 def problems_of(path: Path) -> list[str]:
@@ -108,15 +109,14 @@ BAD_INVENTORIES = [
         ["nj-gw.proxy_addresses.imaps-proxy: '192.0.2' is not an IPv4 address"],
     ),
     (
-        "proxy-in-a-site-without-mail-hosts",
-        set_host("nj-mail", "roles", ["dav"]),
+        "proxy-in-a-site-without-a-mail-store",
+        set_host("nj-mail", "roles", ["mx"]),
         [
             "site nj.roles: a 'proxy' host but no 'mailstore' host: the proxies pass connections "
             "to their own site's mail hosts",
-            "site nj.roles: a 'proxy' host but no 'mx' host: the proxies pass connections to "
-            "their own site's mail hosts",
             "site nj.roles: no 'mailstore' host, but site sea has one: 'mailstore' needs its "
             "peer in every site",
+            "nj-mail.volume_devices: no role of this host stores volume 'mail'",
         ],
     ),
     (
@@ -292,8 +292,9 @@ BAD_INVENTORIES = [
         [
             "site sea.roles: a 'proxy' host but no 'mailstore' host: the proxies pass connections "
             "to their own site's mail hosts",
+            "sea-mail.volume_devices: no role of this host stores volume 'mail'",
             "site sea.roles: no 'mailstore' host, but site nj has one: 'mailstore' needs its "
-            "peer in every site"
+            "peer in every site",
         ],
     ),
     (
@@ -590,6 +591,64 @@ BAD_INVENTORIES = [
         ],
     ),
     # the inventory as a whole
+    # volume_devices: one device per volume the host's roles keep data on
+    (
+        "volume-device-missing",
+        drop_host_field("nj-mail", "volume_devices"),
+        [
+            "nj-mail.volume_devices: missing the device of volume 'mail' (Dovecot maildirs and "
+            "indexes): name one, or set volumes_encrypted: false where no device can be encrypted"
+        ],
+    ),
+    (
+        "volume-device-of-no-role",
+        set_host("nj-gw", "volume_devices", {"mail": "/dev/vdb"}),
+        ["nj-gw.volume_devices: no role of this host stores volume 'mail'"],
+    ),
+    (
+        "volume-unknown",
+        set_host("nj-mail", "volume_devices", {"mail": "/dev/vdb", "mial": "/dev/vdc"}),
+        ["nj-mail.volume_devices: unknown volume 'mial' (did you mean 'mail'?)"],
+    ),
+    (
+        "volume-device-not-a-path",
+        set_host("nj-mail", "volume_devices", {"mail": "vdb; rm -rf /"}),
+        [
+            "nj-mail.volume_devices: volume 'mail': expected a device path like "
+            "'/dev/disk/by-id/...', got 'vdb; rm -rf /'"
+        ],
+    ),
+    (
+        "volume-device-escapes-dev",
+        set_host("nj-web", "volume_devices", {"dav": "/dev/../etc/passwd", "files": "/dev/vdc"}),
+        [
+            "nj-web.volume_devices: volume 'dav': expected a device path like "
+            "'/dev/disk/by-id/...', got '/dev/../etc/passwd'"
+        ],
+    ),
+    (
+        "volume-device-twice",
+        set_host("nj-web", "volume_devices", {"dav": "/dev/vdb", "files": "/dev/vdb"}),
+        ["nj-web.volume_devices: /dev/vdb is named for 2 volumes"],
+    ),
+    (
+        "volume-devices-not-a-mapping",
+        set_host("nj-mail", "volume_devices", ["/dev/vdb"]),
+        ["nj-mail.volume_devices: expected volume: device, got ['/dev/vdb']"],
+    ),
+    (
+        "volumes-encrypted-not-a-bool",
+        set_host("nj-mail", "volumes_encrypted", "no"),
+        ["nj-mail.volumes_encrypted: expected true or false, got 'no'"],
+    ),
+    (
+        "volumes-unencrypted-but-devices-named",
+        set_host("nj-mail", "volumes_encrypted", False),
+        [
+            "nj-mail.volume_devices: volumes_encrypted is false: no device is encrypted, so "
+            "name none"
+        ],
+    ),
     (
         "empty-inventory",
         lambda inventory: inventory.groups.clear(),
@@ -615,6 +674,28 @@ def test_there_are_at_least_thirty_distinct_bad_inputs():
     assert len(set(names)) == len(names) >= 30
     messages = [tuple(expected) for _, _, expected in BAD_INVENTORIES]
     assert len(set(messages)) == len(messages)
+
+
+def test_a_host_that_cannot_encrypt_gets_no_volume_and_says_so(two_site_inventory):
+    """The container lab's way: `volumes_encrypted: false` and no device anywhere."""
+    two_site_inventory.set_platform("volumes_encrypted", False)
+    for hosts, _ in two_site_inventory.groups.values():
+        for _, data in hosts:
+            data.pop("volume_devices", None)
+    topology = load_topology(two_site_inventory.write())
+    assert all(not host.volumes_encrypted for host in topology.hosts)
+    assert all(volumes_for(host) == () for host in topology.hosts)
+
+
+def test_each_volume_gets_the_device_its_host_names(two_site_inventory):
+    topology = load_topology(two_site_inventory.write())
+    web = topology.host("nj-web")
+    assert volumes_for(web) == ("dav", "files")
+    assert web.volume_device("dav") == "/dev/disk/by-id/virtio-dav"
+    # A role without a module (backup) may have its device named already; it gets no volume.
+    backup = topology.host("nj-backup")
+    assert backup.volume_devices == (("backups", "/dev/disk/by-id/virtio-backups"),)
+    assert volumes_for(backup) == ()
 
 
 def test_the_untouched_fixture_inventory_is_valid(two_site_inventory):

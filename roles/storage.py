@@ -1,0 +1,109 @@
+"""storage: every volume the host's roles keep data on, LUKS2 with ext4 inside, mounted where
+the data lives, and the units using it ordered after the mount.
+
+The inventory names the block device of each volume (`volume_devices`); bulwark.volumes says
+which volumes a host gets and where each is mounted; bulwark.luks formats, opens and mounts
+them without ever destroying data: a device is formatted only when it is blank, a LUKS2 one
+is opened, anything else is refused naming host, volume and device. Each key comes from the
+vault on the command's stdin and is never written to the host, so a volume stays closed after
+a reboot until the operator's deploy opens it again: no unit keeping data on it starts before.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from pyinfra.api import deploy
+
+from bulwark import luks
+from bulwark.deploying import install, packages, render_for_deploy, units_reread
+from bulwark.livecheck import LiveCheck
+from bulwark.operations import UNIT_DIR
+from bulwark.plan import ManagedFile
+from bulwark.probes import Unit, Units
+from bulwark.secret import SecretStore
+from bulwark.secret_names import luks_key_name, luks_recovery_name
+from bulwark.topology import Host, Topology
+from bulwark.volumes import volume, volumes_for
+
+ROLE = "storage"
+
+PACKAGES: tuple[str, ...] = ("cryptsetup", "e2fsprogs")
+# No device files or set-uid programs on a data volume.
+MOUNT_OPTIONS = "nodev,nosuid"
+# The drop-in each unit keeping data on a volume gets (beside its own unit file).
+DROP_IN_NAME = "bulwark-storage.conf"
+
+
+def drop_in_path(unit: str) -> str:
+    """Where `unit`'s RequiresMountsFor drop-in goes."""
+    return f"{UNIT_DIR}/{unit}.d/{DROP_IN_NAME}"
+
+
+def managed_files(topology: Topology, host: Host) -> tuple[ManagedFile, ...]:
+    names = volumes_for(host)
+    return (
+        *(
+            ManagedFile(f"{UNIT_DIR}/{volume(name).mount_unit}", "volume.mount.j2", item=name)
+            for name in names
+        ),
+        *(
+            ManagedFile(drop_in_path(unit), "requires-mounts.conf.j2", item=unit)
+            for name in names
+            for unit in volume(name).units
+        ),
+    )
+
+
+def template_context(topology: Topology, host: Host, secrets: SecretStore) -> Mapping[str, Any]:
+    names = volumes_for(host)
+    return {
+        "storage": {
+            "filesystem": luks.FILESYSTEM,
+            "mount_options": MOUNT_OPTIONS,
+            "volumes": {
+                name: {
+                    "name": name,
+                    "description": volume(name).description,
+                    "device": host.volume_device(name),
+                    "mapped": f"/dev/mapper/{volume(name).mapper}",
+                    "path": volume(name).path,
+                }
+                for name in names
+            },
+            "unit_volumes": {unit: name for name in names for unit in volume(name).units},
+        }
+    }
+
+
+def live_checks(topology: Topology, host: Host) -> tuple[LiveCheck, ...]:
+    """Every volume mounted (a mount unit is never enabled: what needs it pulls it in)."""
+    names = volumes_for(host)
+    if not names:
+        return ()
+    return (Units(tuple(Unit(volume(name).mount_unit, enabled=None) for name in names)),)
+
+
+@deploy("storage")
+def converge(topology: Topology, host: Host, secrets: SecretStore) -> None:
+    """The tools, the mount units and drop-ins (systemd rereads them), then each volume
+    formatted if blank, opened and mounted. A host without volumes gets nothing."""
+    names = volumes_for(host)
+    if not names:
+        return
+    packages(ROLE, PACKAGES)
+    rendered = render_for_deploy(ROLE, topology, host, secrets)
+    install(
+        ROLE,
+        [rendered[managed.path] for managed in managed_files(topology, host)],
+        then=units_reread(),
+    )
+    for name in names:
+        key = secrets.get(luks_key_name(host, name))
+        recovery = secrets.get(luks_recovery_name(host, name))
+        luks.luks_volume(
+            name=f"storage: {name} volume",
+            spec=luks.volume_spec(host, name),
+            _stdin=luks.KeyStdin(key, recovery),
+        )

@@ -1,0 +1,195 @@
+"""bulwark.luks offline: what the fact reads, which device is refused and why, and the commands
+each state of a volume gets (facts in, commands out). The real thing runs in tests/vm."""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+
+import pytest
+from offline import run_operation
+from pyinfra.api import OperationError
+
+from bulwark import luks
+from bulwark.secret import Secret
+
+SPEC = luks.VolumeSpec(
+    name="mail",
+    device="/dev/disk/by-id/virtio-mail",
+    mapper="bulwark-mail",
+    mount_point="/var/vmail",
+    mount_unit="var-vmail.mount",
+)
+BLANK = luks.DeviceState(
+    block=True, blkid=2, content="", signatures="", luks2=False, keyslots=0, opened=False,
+    backing="",
+    resolved="/dev/vdb", mapped_blkid=2, mapped_content="", mapped_signatures="", mounted="",
+    entries="",
+)  # fmt: skip
+CLOSED = dataclasses.replace(
+    BLANK, blkid=0, content="crypto_LUKS", signatures="crypto_LUKS", luks2=True, keyslots=2
+)
+OPEN = dataclasses.replace(
+    CLOSED, opened=True, backing="/dev/vdb", mapped_blkid=0, mapped_content="ext4",
+    mapped_signatures="ext4",
+)  # fmt: skip
+MOUNTED = dataclasses.replace(OPEN, mounted="/dev/mapper/bulwark-mail", entries="lost+found")
+WHERE = "host: volume mail on /dev/disk/by-id/virtio-mail"
+MKFS = "mkfs.ext4 -q -L mail /dev/mapper/bulwark-mail"
+READ = "read -r key ; read -r recovery ;"
+PBKDF_ARGS = "--pbkdf argon2id --pbkdf-memory 262144 --pbkdf-parallel 2 --pbkdf-force-iterations 4"
+OPEN_COMMAND = (
+    f"{READ} printf '%s' \"$key\" | base64 -d | cryptsetup open --type luks2 --key-file=- "
+    "/dev/disk/by-id/virtio-mail bulwark-mail"
+)
+ADD_RECOVERY = (
+    f"{READ} printf '%s' \"$recovery\" | {{ printf '%s' \"$key\" | base64 -d | cryptsetup "
+    f"luksAddKey --batch-mode {PBKDF_ARGS} --key-file=- /dev/disk/by-id/virtio-mail /dev/fd/3 "
+    "; } 3<&0"
+)
+MOUNT = "systemctl start var-vmail.mount"
+
+
+def commands(found: luks.DeviceState) -> list[str]:
+    facts = {"LuksVolumes": {"mail": found}}
+    return run_operation(luks.luks_volume, facts, spec=SPEC).commands
+
+
+def test_a_blank_device_is_formatted_opened_made_ext4_and_mounted():
+    format_, *rest = commands(BLANK)
+    assert format_ == (
+        f"{READ} printf '%s' \"$key\" | base64 -d | cryptsetup luksFormat --batch-mode "
+        f"--type luks2 --cipher aes-xts-plain64 --key-size 512 {PBKDF_ARGS} --label bulwark-mail "
+        "--key-file=- /dev/disk/by-id/virtio-mail"
+    )
+    assert rest == [ADD_RECOVERY, OPEN_COMMAND, MKFS, MOUNT]
+
+
+def test_a_volume_with_one_key_slot_gets_its_recovery_passphrase_and_no_more():
+    assert commands(dataclasses.replace(MOUNTED, keyslots=1)) == [ADD_RECOVERY]
+    assert commands(dataclasses.replace(MOUNTED, keyslots=3)) == []
+
+
+def test_a_closed_luks_volume_is_opened_never_formatted_and_mkfs_only_if_blank_inside():
+    open_, mkfs, mount = commands(CLOSED)
+    assert open_ == OPEN_COMMAND
+    assert mkfs.startswith("blkid -p /dev/mapper/bulwark-mail >/dev/null; test $? -ne 2 ||")
+    assert mkfs.endswith(f"|| {MKFS}") and "wipefs -n -i" in mkfs
+    assert mount == MOUNT
+
+
+def test_an_open_volume_is_mounted_and_a_mounted_one_left_alone():
+    assert commands(OPEN) == [MOUNT]
+    assert commands(MOUNTED) == []
+
+
+@pytest.mark.parametrize(
+    ("found", "reason"),
+    [
+        (
+            dataclasses.replace(BLANK, blkid=0, content="ext4", signatures="ext4"),
+            f"{WHERE}: holds ext4, not LUKS2 and not blank: refused, nothing written to it",
+        ),
+        (  # a partition table: blkid finds no TYPE but is not silent
+            dataclasses.replace(BLANK, blkid=0, signatures="gpt PMBR"),
+            f"{WHERE}: holds gpt PMBR, not LUKS2 and not blank: refused, nothing written to it",
+        ),
+        (  # blkid silent, wipefs not: still not blank
+            dataclasses.replace(BLANK, signatures="xfs"),
+            f"{WHERE}: holds xfs, not LUKS2 and not blank: refused, nothing written to it",
+        ),
+        (
+            dataclasses.replace(BLANK, blkid=8),
+            f"{WHERE}: holds data blkid cannot name (8), not LUKS2 and not blank: refused, "
+            "nothing written to it",
+        ),
+        (
+            dataclasses.replace(BLANK, block=False),
+            f"{WHERE}: not a block device (inventory field volume_devices)",
+        ),
+        (
+            dataclasses.replace(OPEN, backing="/dev/vdc"),
+            f"{WHERE}: /dev/mapper/bulwark-mail is already opened on /dev/vdc",
+        ),
+        (
+            dataclasses.replace(OPEN, mapped_content="xfs", mapped_signatures="xfs"),
+            f"{WHERE}: the opened volume holds xfs, not ext4: refused",
+        ),
+        (
+            dataclasses.replace(OPEN, mounted="/dev/vdd"),
+            f"{WHERE}: /var/vmail has /dev/vdd mounted on it",
+        ),
+        (
+            dataclasses.replace(BLANK, entries="cur new "),
+            f"{WHERE}: /var/vmail holds files (cur new), which the volume would hide: move them "
+            "onto the volume first",
+        ),
+    ],
+    ids=["ext4", "gpt", "wipefs-only", "ambivalent", "missing", "opened-elsewhere",
+         "xfs-inside", "other-mount", "mount-point-full"],
+)  # fmt: skip
+def test_anything_else_is_refused_naming_host_volume_and_device(found, reason):
+    assert luks.refusal("host", SPEC, found) == reason
+    with pytest.raises(OperationError, match=re.escape(f"offline-{reason}")):
+        commands(found)  # the operation's host is "offline-host": nothing is run
+
+
+def test_the_fact_reads_each_volume_from_its_lines():
+    output = [
+        "volume mail", "block 1", "blkid 0", "content crypto_LUKS", "signatures crypto_LUKS ",
+        "luks2 1", "keyslots 2", "opened 1", "backing /dev/vdb", "resolved /dev/vdb",
+        "mapped_blkid 0",
+        "mapped_content ext4", "mapped_signatures ext4 ", "mounted /dev/mapper/bulwark-mail",
+        "entries lost+found ",
+    ]  # fmt: skip
+    assert luks.LuksVolumes().process(output) == {"mail": MOUNTED}
+
+
+def test_the_key_and_passphrase_reach_stdin_only_and_never_show_themselves():
+    key = Secret("luks/nj-store/mail", "c2VjcmV0")
+    recovery = Secret("luks-recovery/nj-store/mail", "abcd-efgh")
+    stdin = luks.KeyStdin(key, recovery)
+    assert stdin.readlines() == ["c2VjcmV0", "abcd-efgh"] == list(stdin)
+    for value in ("c2VjcmV0", "abcd-efgh"):
+        assert value not in repr(stdin) and value not in str(stdin)
+        assert not [line for line in commands(BLANK) if value in line]
+
+
+def test_the_unlock_script_opens_mounts_and_starts_and_holds_the_key_only_in_a_heredoc():
+    spec = dataclasses.replace(SPEC, units=("dovecot.service", "bulwark-radicale@.service"))
+    key = Secret("luks/nj-store/mail", "c2VjcmV0")
+    script = luks.unlock_script([(spec, key)]).splitlines()
+    assert script == [
+        "set -e",
+        "exec 2>&1",
+        "test -b /dev/mapper/bulwark-mail || base64 -d <<'KEY' | cryptsetup open --type luks2 "
+        "--key-file=- /dev/disk/by-id/virtio-mail bulwark-mail",
+        "c2VjcmV0",
+        "KEY",
+        MOUNT,
+        "if systemctl is-enabled --quiet dovecot.service ; then "
+        "systemctl start dovecot.service ; fi",
+        "echo 'mail: opened and mounted'",
+        f"echo '{luks.UNLOCKED}'",
+    ]
+
+
+def test_the_rotate_script_adds_proves_then_removes_and_holds_keys_only_in_heredocs():
+    old = Secret("luks/nj-store/mail", "b2xk")
+    new = Secret("luks-next/nj-store/mail", "bmV3")
+    script = luks.rotate_script([(SPEC, old, new)])
+    lines = script.splitlines()
+    assert lines[2:10] == [
+        "old=$(cat <<'KEY'",
+        "b2xk",
+        "KEY",
+        ")",
+        "new=$(cat <<'KEY'",
+        "bmV3",
+        "KEY",
+        ")",
+    ]
+    actions = [line.split(" cryptsetup ")[1].split()[0] for line in lines if " cryptsetup " in line]
+    assert actions == ["open", "luksAddKey", "open", "open", "luksRemoveKey"]
+    assert lines[-1] == "echo 'mail: rotated'"
+    assert script.count("b2xk") == script.count("bmV3") == 1  # only in its here-document

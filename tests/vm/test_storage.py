@@ -1,0 +1,171 @@
+"""The storage role on a real kernel: LUKS2 volumes formatted only when blank, opened, mounted,
+refused when they hold anything else, and left alone by a second deploy.
+
+Run in order on one guest (tests/vm/conftest.py): the refusal first, while the mail disk is
+still blank; then the first deploy and what it made; then the deploys that must change nothing
+or only reopen.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+
+from conftest import GUEST, INVENTORY, bulwark_cli
+
+from bulwark import luks
+from bulwark.lab import vm
+from bulwark.volumes import volume
+
+MAIL = volume("mail")
+MAIL_DEVICE = "/dev/disk/by-id/virtio-mail"
+DIRTY_DEVICE = "/dev/disk/by-id/virtio-dirty"
+# A stand-in for Dovecot's unit (the mailstore role, which installs the real one, needs apt):
+# what the storage role's drop-in adds to it is what counts.
+STAND_IN = (
+    "[Unit]\nDescription=stand-in for Dovecot\n[Service]\nExecStart=/bin/sleep infinity\n"
+    "[Install]\nWantedBy=multi-user.target\n"
+)
+
+
+def _sha256(on_guest, device: str) -> str:
+    return on_guest(f"sha256sum {device}").stdout.split()[0]
+
+
+def _dump(on_guest) -> dict[str, str]:
+    """`cryptsetup luksDump` of the mail disk, as "field: value" pairs (the first of each)."""
+    fields: dict[str, str] = {}
+    for line in on_guest(f"cryptsetup luksDump {MAIL_DEVICE}").stdout.splitlines():
+        key, _, value = line.strip().partition(":")
+        if value.strip():
+            fields.setdefault(key.strip(), value.strip())
+    return fields
+
+
+def test_a_disk_holding_a_filesystem_is_refused_and_not_a_byte_of_it_changes(on_guest, deploy):
+    on_guest(
+        f"mkfs.ext4 -q {DIRTY_DEVICE} && mkdir -p /mnt/dirty && mount {DIRTY_DEVICE} /mnt/dirty"
+        " && echo 'a customer mail' > /mnt/dirty/mail && umount /mnt/dirty"
+    )
+    before = _sha256(on_guest, DIRTY_DEVICE)
+    run = deploy(env={"BULWARK_VM_MAIL_DISK": "dirty"})
+    assert run.returncode != 0
+    assert (
+        f"nj-store: volume mail on {DIRTY_DEVICE}: holds ext4, not LUKS2 and not blank: refused, "
+        "nothing written to it"
+    ) in run.stderr
+    assert _sha256(on_guest, DIRTY_DEVICE) == before
+    assert on_guest(f"cryptsetup isLuks {DIRTY_DEVICE}", check=False).returncode != 0
+    assert on_guest(f"blkid -p {MAIL_DEVICE}", check=False).returncode == luks.BLKID_NOTHING
+
+
+def test_the_first_deploy_formats_opens_and_mounts_every_volume(on_guest, deploy):
+    run = deploy()
+    assert run.returncode == 0, run.stderr[-3000:]
+    print(f"\nfirst deploy: {run.seconds:.1f} s, changed: {run.changed}")
+    dump = _dump(on_guest)
+    assert dump["Version"] == "2"
+    assert dump["Label"] == f"bulwark-{MAIL.name}"
+    assert dump["cipher"] == luks.CIPHER
+    assert dump["Cipher key"] == f"{luks.KEY_BITS} bits"
+    assert dump["PBKDF"] == luks.PBKDF
+    assert dump["Memory"] == str(luks.PBKDF_MEMORY_KIB)
+    assert dump["Time cost"] == str(luks.PBKDF_ITERATIONS)
+    assert dump["Threads"] == str(luks.PBKDF_PARALLEL)
+    keyslots = re.findall(
+        r"^  (\d+): luks2$", on_guest(f"cryptsetup luksDump {MAIL_DEVICE}").stdout, re.M
+    )
+    assert keyslots == ["0", "1"]  # the vault's key, then the recovery passphrase
+    mounted = on_guest(f"findmnt -n -o SOURCE,FSTYPE,OPTIONS {MAIL.path}").stdout.split()
+    assert mounted[:2] == [f"/dev/mapper/{MAIL.mapper}", luks.FILESYSTEM]
+    assert {"nodev", "nosuid"} <= set(mounted[2].split(","))
+
+
+def test_the_recovery_passphrase_opens_the_volume_and_nothing_else_does(on_guest, vault_env):
+    """What an operator at the console types when the vault's key cannot reach the host."""
+    name = f"luks-recovery/{GUEST}/mail"
+    got = bulwark_cli(["vault", "get", "--vault", vault_env["BULWARK_VM_VAULT"], name], vault_env)
+    passphrase = got.stdout.rstrip("\n")
+    test = f"cryptsetup open --test-passphrase --key-slot 1 --key-file=- {MAIL_DEVICE}"
+    assert on_guest(test, check=False, stdin=passphrase).returncode == 0
+    assert on_guest(test, check=False, stdin=passphrase[:-1] + "x").returncode != 0
+    assert on_guest(test, check=False, stdin="").returncode != 0
+
+
+def test_the_unit_keeping_data_on_a_volume_requires_its_mount(on_guest):
+    on_guest(
+        f"printf '{STAND_IN}' > /etc/systemd/system/dovecot.service && systemctl daemon-reload"
+    )
+    shown = on_guest("systemctl show -p RequiresMountsFor -p After -p Requires dovecot.service")
+    properties = dict(line.split("=", 1) for line in shown.stdout.splitlines())
+    assert properties["RequiresMountsFor"] == MAIL.path
+    assert MAIL.mount_unit in properties["After"].split()
+    assert MAIL.mount_unit in properties["Requires"].split()
+    # A boot with the volume closed must not hold up local-fs.target (and sshd after it).
+    before = on_guest(f"systemctl show -p Before --value {MAIL.mount_unit}").stdout.split()
+    assert "local-fs.target" not in before and "umount.target" in before
+
+
+def test_a_second_deploy_changes_nothing(deploy):
+    run = deploy()
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert run.changed == []
+
+
+def test_a_closed_volume_is_opened_again_with_its_data_never_reformatted(on_guest, deploy):
+    """As after a reboot: the volume closed, its mount point bare; the deploy opens it."""
+    on_guest(f"echo kept > {MAIL.path}/kept")
+    uuid = on_guest(f"cryptsetup luksUUID {MAIL_DEVICE}").stdout.strip()
+    on_guest(f"systemctl stop {MAIL.mount_unit} && cryptsetup close {MAIL.mapper}")
+    assert on_guest(f"ls -A {MAIL.path}").stdout == ""
+    run = deploy()
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert run.changed == ["storage | storage: mail volume"]
+    assert on_guest(f"cat {MAIL.path}/kept").stdout == "kept\n"
+    assert on_guest(f"cryptsetup luksUUID {MAIL_DEVICE}").stdout.strip() == uuid
+
+
+def test_after_a_reboot_the_volume_stays_closed_until_the_operator_unlocks_it(
+    guest, on_guest, vault_env
+):
+    """No key on the host: a boot opens nothing, the mount point is bare, the unit keeping data
+    there stays down; `bulwark storage unlock` streams the key in, and it all comes back."""
+    on_guest(f"echo 'before the reboot' > {MAIL.path}/note && systemctl enable --now dovecot")
+    vm.stop(guest)
+    print(f"\nreboot: boot to SSH {vm.start(guest):.1f} s")
+    assert on_guest(f"cryptsetup status {MAIL.mapper}", check=False).returncode != 0
+    assert on_guest(f"ls -A {MAIL.path}").stdout == ""
+    assert on_guest("systemctl is-active dovecot", check=False).stdout.strip() != "active"
+    started = time.monotonic()
+    run = bulwark_cli(["storage", "unlock", str(INVENTORY), "--limit", GUEST], vault_env)
+    assert run.returncode == 0, run.stderr
+    assert run.stdout == f"{GUEST}: mail: opened and mounted\n"
+    print(f"unlock to services up: {time.monotonic() - started:.1f} s")
+    assert on_guest(f"cat {MAIL.path}/note").stdout == "before the reboot\n"
+    assert on_guest("systemctl is-active dovecot").stdout.strip() == "active"
+    again = bulwark_cli(["storage", "unlock", str(INVENTORY), "--limit", GUEST], vault_env)
+    assert again.returncode == 0 and again.stdout == run.stdout  # already open: nothing to do
+
+
+def test_after_rotate_key_the_new_key_opens_the_volume_and_the_old_one_does_not(
+    on_guest, vault_env, deploy
+):
+    def vault_get(name: str) -> str:
+        argv = ["vault", "get", "--vault", vault_env["BULWARK_VM_VAULT"], name]
+        return bulwark_cli(argv, vault_env).stdout.rstrip("\n")
+
+    old = vault_get(f"luks/{GUEST}/mail")
+    run = bulwark_cli(["storage", "rotate-key", str(INVENTORY), "--limit", GUEST], vault_env)
+    assert run.returncode == 0, run.stdout + run.stderr
+    assert run.stdout == f"{GUEST}: mail: key rotated\n"
+    new = vault_get(f"luks/{GUEST}/mail")
+    assert new != old
+    listed = bulwark_cli(["vault", "list", "--vault", vault_env["BULWARK_VM_VAULT"]], vault_env)
+    assert "luks-next/" not in listed.stdout
+    test = f"base64 -d | cryptsetup open --test-passphrase --key-file=- {MAIL_DEVICE}"
+    assert on_guest(test, check=False, stdin=new).returncode == 0
+    assert on_guest(test, check=False, stdin=old).returncode != 0
+    recovery = vault_get(f"luks-recovery/{GUEST}/mail")
+    plain = f"cryptsetup open --test-passphrase --key-file=- {MAIL_DEVICE}"
+    assert on_guest(plain, check=False, stdin=recovery).returncode == 0
+    assert deploy().changed == []  # two slots still: the vault's new key, the recovery
