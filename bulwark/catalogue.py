@@ -110,6 +110,12 @@ class Service:
         """The service's main port (the first of `ports`)."""
         return self.ports[0]
 
+    @property
+    def bound_ports(self) -> tuple[int, ...]:
+        """The ports its daemon binds: a proxy's one listener (its ports are all on an address
+        of its own, translated to it), any other service's ports."""
+        return self.ports if self.listen is None else (self.listen,)
+
     def fqdns(self, domain: str) -> tuple[str, ...]:
         return tuple(qualified_name(label, domain) for label in self.names)
 

@@ -161,7 +161,7 @@ def host_openings(topology: Topology, host: Host) -> tuple[Opening, ...]:
         Opening(
             service,
             _sources(topology, host, service),
-            None if service.listen is None else host.proxy_address(service.names[0]),
+            host.own_address(service),
         )
         for service in catalogue.services_for_roles(roles)
         if service.exposure is not Exposure.LOCAL

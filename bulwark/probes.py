@@ -465,7 +465,7 @@ def expected_ports(topology: Topology, host: Host) -> tuple[Port, ...]:
     ports = []
     for service in catalogue.services_for_roles(roles):
         if service.listen is not None:  # a proxy: one socket, on its own address
-            own = host.proxy_address(service.names[0])
+            own = host.own_address(service)
             where = (str(own),) if own else ()
             ports.append(Port(service.name, str(service.transport), service.listen, where, False))
             continue

@@ -55,6 +55,11 @@ class Host:
         """The address of the proxy named `label` on this host, if it has one."""
         return dict(self.proxy_addresses).get(label)
 
+    def own_address(self, service: catalogue.Service) -> IPv4Address | None:
+        """Where `service` has an address of its own on this host (a proxy's), else None: it
+        is served on the host's addresses."""
+        return None if service.listen is None else self.proxy_address(service.names[0])
+
 
 # Bytes each account may store in its files (WebDAV and FTP together) unless the inventory
 # says otherwise: platform field `files_quota`, or the account's own.

@@ -472,8 +472,7 @@ def _check_roles(record: InventoryHost, out: _Collector) -> tuple[str, ...]:
 def _check_port_conflicts(host: str, roles: list[str], out: _Collector) -> None:
     owners: dict[tuple[int, str], set[str]] = defaultdict(set)
     for service in catalogue.services_for_roles(roles):
-        # A proxy's ports are on its own address; its daemon binds one socket there.
-        for port in service.ports if service.listen is None else (service.listen,):
+        for port in service.bound_ports:  # a proxy's: one socket, on its own address
             owners[(port, service.transport)].add(service.role)
     reported = set()
     for (port, transport), claimants in sorted(owners.items()):

@@ -29,8 +29,7 @@ def host_names(topology: Topology) -> dict[str, str]:
             if not serving:
                 continue
             # A proxy answers on an address of its own, the host's for anything else.
-            own = serving[0].proxy_address(service.name) if service.listen else None
-            address = str(own or serving[0].public_address)
+            address = str(serving[0].own_address(service) or serving[0].public_address)
             for label in service.names:
                 names.setdefault(f"{label}.{site.name}.{topology.domain}", address)
                 if site.name == primary:

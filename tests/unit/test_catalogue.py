@@ -37,16 +37,10 @@ def test_every_service_has_ports_in_range_without_repeats():
         assert service.port == service.ports[0]
 
 
-def bound_ports(service: catalogue.Service) -> tuple[int, ...]:
-    """The ports a service's daemon binds: a proxy's one listener (its ports are all on an
-    address of its own, translated to it), any other's ports."""
-    return service.ports if service.listen is None else (service.listen,)
-
-
 def test_ports_are_unique_within_each_role_and_transport():
     owners: dict[tuple[str, Transport, int], list[str]] = defaultdict(list)
     for service in SERVICES:
-        for port in bound_ports(service):
+        for port in service.bound_ports:
             owners[(service.role, service.transport, port)].append(service.name)
     assert {key: names for key, names in owners.items() if len(names) > 1} == {}
 
@@ -57,7 +51,7 @@ def test_ports_shared_between_roles_are_only_the_expected_ones():
     catalogue mistake."""
     roles_by_port: dict[tuple[Transport, int], set[str]] = defaultdict(set)
     for service in SERVICES:
-        for port in bound_ports(service):
+        for port in service.bound_ports:
             roles_by_port[(service.transport, port)].add(service.role)
     shared = {key: roles for key, roles in roles_by_port.items() if len(roles) > 1}
     assert shared == {
@@ -74,7 +68,7 @@ def test_plaintext_twins_never_listen(port):
     """Nothing binds them; on a proxy's own address they are one more port of its range, which
     speaks TLS from the first byte (the issue: every port)."""
     assert port in catalogue.FORBIDDEN_PORTS
-    assert [service.name for service in SERVICES if port in bound_ports(service)] == []
+    assert [service.name for service in SERVICES if port in service.bound_ports] == []
     through_proxies = [service for service in SERVICES if port in service.ports]
     assert {service.name for service in through_proxies} == {
         "imaps-proxy",

@@ -60,8 +60,7 @@ def test_generic_names_point_at_the_primary_site(topology):
     for service in catalogue.SERVICES:
         for fqdn in service.fqdns(topology.domain):
             serving = topology.hosts_with_role(service.role, primary)[0]
-            own = serving.proxy_address(service.name) if service.listen else None
-            assert names[fqdn] == str(own or serving.public_address)
+            assert names[fqdn] == str(serving.own_address(service) or serving.public_address)
 
 
 def test_per_site_names_point_at_each_sites_host(topology):
