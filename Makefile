@@ -12,7 +12,8 @@ AUDIT_DIR ?= audit
 # ldapsearch (slapd, told to configure nothing; ldap-utils).
 # Installed without starting them: a policy-rc.d that denies service starts is in place meanwhile.
 CHECKER_PACKAGES := openssh-server nftables postfix dovecot-core dovecot-imapd dovecot-pop3d \
-	dovecot-lmtpd dovecot-auth-lua nginx-core libnginx-mod-stream chromium rclone slapd ldap-utils
+	dovecot-lmtpd dovecot-auth-lua nginx-core libnginx-mod-stream chromium rclone slapd ldap-utils \
+	knot knot-dnsutils
 
 .PHONY: help venv checkers test unit lint render
 .PHONY: lab-up lab-down lab-status lab-secrets deploy-lab lab-verify molecule-lab molecule-vm
@@ -80,6 +81,8 @@ lab-secrets: venv  ## the lab vault (key in /var/lib/bulwark-lab) with every sec
 		$(LAB_ENV) $(BIN)/bulwark vault init --vault $(LAB_VAULT); }
 	$(LAB_ENV) $(BIN)/bulwark secrets generate $(LAB_INVENTORY) --credentials-out $(LAB_STATE)/credentials.json
 	echo "$(abspath $(LAB_VAULT))" > $(LAB_STATE)/credentials.vault
+	@# The platform's DNS records (TLSA from the certificates just made) served to the internet.
+	$(LAB_ENV) $(BIN)/bulwark lab dns -i $(LAB_INVENTORY)
 
 deploy-lab: lab-up lab-secrets  ## the whole platform deployed into the lab
 	$(BIN)/bulwark lab apt-update -i $(LAB_INVENTORY)

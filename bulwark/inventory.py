@@ -60,6 +60,7 @@ PLATFORM_FIELDS: tuple[str, ...] = (
     "shared_addressbook",
     "files_quota",
     "content_origin",
+    "caa_issuers",
 )
 
 # A check an inventory adds to the run's: called with the inventory's path as given to pyinfra

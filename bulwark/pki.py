@@ -1,7 +1,8 @@
 """The platform's PKI: an internal CA and one TLS certificate per host, all kept in the vault.
 
 The CA is ECDSA P-256, self-signed, valid ten years and may sign host certificates only
-(pathlen 0). Each host gets one ECDSA P-256 certificate valid 397 days, for serverAuth and
+(pathlen 0). Each host gets one ECDSA P-256 key, kept across renewals (DANE records name it),
+and a certificate for it valid 397 days, for serverAuth and
 clientAuth (replication and LMTP peers authenticate each other), carrying every name clients
 use to reach it (`certificate_names`). An operator may supply a host's certificate instead
 (`import_certificate`); bulwark then never replaces it, and only warns when it falls short.
@@ -140,7 +141,9 @@ def ensure_pki(
                     "%s: %s (supplied: replace it with `bulwark pki import`)", host.name, problem
                 )
             continue
-        key, cert = _new_host_certificate(topology, host, ca_key, ca_cert, now)
+        key, cert = _new_host_certificate(
+            topology, host, _kept_key(vault, host.name), ca_key, ca_cert, now
+        )
         written += _store(
             vault,
             {
@@ -284,12 +287,13 @@ def _new_ca(domain: str, now: datetime) -> tuple[ec.EllipticCurvePrivateKey, x50
 def _new_host_certificate(
     topology: Topology,
     host: Host,
+    kept: ec.EllipticCurvePrivateKey | None,
     ca_key: ec.EllipticCurvePrivateKey,
     ca_cert: x509.Certificate,
     now: datetime,
 ) -> tuple[ec.EllipticCurvePrivateKey, x509.Certificate]:
-    """A fresh key and its certificate for the host, signed by the CA."""
-    key = ec.generate_private_key(ec.SECP256R1())
+    """A certificate for the host, signed by the CA, for the `kept` key or a fresh one."""
+    key = kept or ec.generate_private_key(ec.SECP256R1())
     names = certificate_names(topology, host)
     cert = (
         _builder(_name(topology.fqdn(host)), ca_cert.subject, key, now, HOST_LIFETIME)
@@ -350,6 +354,21 @@ def _parse_chain(pem: str) -> list[x509.Certificate]:
     return x509.load_pem_x509_certificates(pem.encode())
 
 
+def _kept_key(vault: SecretStore, host_name: str) -> ec.EllipticCurvePrivateKey | None:
+    """The host's key already in the vault, if it is a P-256 key bulwark made: a renewed or
+    re-named certificate keeps it, so the TLSA records of its public key (DANE `3 1 1`,
+    bulwark.dns) stay valid across renewals."""
+    if host_key_name(host_name) not in vault:
+        return None
+    try:
+        key = _parse_key(vault.get(host_key_name(host_name)).reveal())
+    except ValueError:
+        return None
+    if isinstance(key, ec.EllipticCurvePrivateKey) and isinstance(key.curve, ec.SECP256R1):
+        return key
+    return None
+
+
 def _parse_key(pem: str) -> PrivateKeyTypes:
     """The private key in `pem`; the ValueError never quotes it."""
     try:
@@ -397,9 +416,15 @@ def _require(vault: SecretStore, entry: str) -> Secret:
 
 
 def _store(vault: MutableSecretStore, entries: dict[str, str]) -> list[str]:
-    for entry, value in entries.items():
-        vault.set(entry, value)
-    return list(entries)
+    """Set each entry whose value changed (a kept key is not rewritten); the names set."""
+    changed = [
+        entry
+        for entry, value in entries.items()
+        if entry not in vault or vault.get(entry).reveal() != value
+    ]
+    for entry in changed:
+        vault.set(entry, entries[entry])
+    return changed
 
 
 def _name(common_name: str) -> x509.Name:

@@ -101,6 +101,9 @@ class Topology:
     shared_addressbook: SharedAddressBook | None = None
     files_quota: int = DEFAULT_FILES_QUOTA  # bytes, for accounts that set none
     content_origin_name: str | None = None  # the inventory's `content_origin`, if any
+    # The certificate authorities whose domains the CAA records name (`caa_issuers`); none:
+    # no public CA may issue for the domain (the platform's own CA signs its certificates).
+    caa_issuers: tuple[str, ...] = ()
 
     @property
     def content_origin(self) -> str:

@@ -303,6 +303,28 @@ def _check_content_origin(value: Any, domain: str, out: _Collector) -> str | Non
     return value
 
 
+def _check_caa_issuers(value: Any, out: _Collector) -> tuple[str, ...]:
+    """The CAs allowed to issue for the domain (CAA `issue`): lower-case DNS names, e.g.
+    'letsencrypt.org'."""
+    if value is None:
+        return ()
+    if not isinstance(value, list) or not value:
+        out.add("platform", "caa_issuers", f"expected a list of CA domains, got {value!r}")
+        return ()
+    issuers = []
+    for issuer in value:
+        labels = issuer.split(".") if isinstance(issuer, str) else []
+        if len(labels) < 2 or not all(_DNS_LABEL.match(label) for label in labels):
+            out.add(
+                "platform",
+                "caa_issuers",
+                f"expected a CA's domain like 'letsencrypt.org', got {issuer!r}",
+            )
+        else:
+            issuers.append(issuer)
+    return tuple(sorted(set(issuers)))
+
+
 def _check_shared_addressbook(
     value: Any, accounts: tuple[Account, ...], out: _Collector
 ) -> SharedAddressBook | None:
@@ -767,6 +789,7 @@ def build_topology(
     )
     files_quota = _check_size(platform.get("files_quota"), "platform", "files_quota", out)
     content_origin = _check_content_origin(platform.get("content_origin"), domain, out)
+    caa_issuers = _check_caa_issuers(platform.get("caa_issuers"), out)
     vault_file = platform.get("vault_file")
     if vault_file is not None and not isinstance(vault_file, str):
         out.add("platform", "vault_file", f"expected a path, got {vault_file!r}")
@@ -797,4 +820,5 @@ def build_topology(
         shared_addressbook=shared_addressbook,
         files_quota=DEFAULT_FILES_QUOTA if files_quota is None else files_quota,
         content_origin_name=content_origin,
+        caa_issuers=caa_issuers,
     )

@@ -1,5 +1,5 @@
-"""The `bulwark` command: vault, secrets, render, audit, status, drift, storage and lab (see
-`--help`)."""
+"""The `bulwark` command: vault, secrets, render, audit, dns, status, drift, storage and lab
+(see `--help`)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import sys
 
 import click
 
-from bulwark.cli import audit, lab, live, pki, render, secrets, storage, vault
+from bulwark.cli import audit, dns, lab, live, pki, render, secrets, storage, vault
 from bulwark.errors import BulwarkError
 from bulwark.validation import TopologyError
 
@@ -38,6 +38,7 @@ for _command in (
     pki.pki,
     render.render,
     audit.audit,
+    dns.dns,
     live.status,
     live.drift,
     storage.storage,

@@ -8,7 +8,9 @@ import sys
 import click
 
 from bulwark.cli.vm import vm
-from bulwark.lab import access, aptwarm, containers, lifecycle
+from bulwark.dns import zone_records
+from bulwark.inventory import check_vault
+from bulwark.lab import access, aptwarm, containers, dns, lifecycle
 from bulwark.lab.plan import INTERNET_NETNS
 from bulwark.lab.system import require_root
 
@@ -55,6 +57,17 @@ def status(inventory: str) -> None:
         click.echo(f"{name:<{width}}  {text}")
     if rows[-1][1] != "up":
         sys.exit(1)
+
+
+@lab.command("dns")
+@_INVENTORY
+def dns_server(inventory: str) -> None:
+    """Serve the platform's DNS records (`bulwark dns`) from the internet namespace, and resolve
+    its clients' names through them (needs the vault: BULWARK_VAULT_KEY)."""
+    require_root()
+    up = lifecycle.require_up(inventory)
+    records = zone_records(up.topology, check_vault(up.topology))
+    click.echo(dns.serve(up.topology, up.plan, records))
 
 
 @lab.command("apt-update")

@@ -78,3 +78,10 @@ def test_hosts_file_keeps_localhost_and_lists_every_name_once(topology):
     names = [line.split()[1] for line in lines[2:]]
     assert names == sorted(set(names))
     assert set(names) == set(host_names(topology))
+
+
+def test_once_dns_serves_the_names_the_hosts_file_keeps_localhost_alone(topology):
+    assert render_hosts_file(topology, names=False).splitlines() == [
+        "127.0.0.1 localhost",
+        "::1 localhost ip6-localhost ip6-loopback",
+    ]

@@ -281,14 +281,28 @@ def test_second_run_writes_nothing_and_keeps_every_byte(lab, vault):
 def test_renews_with_29_days_left_not_with_31(lab, vault):
     not_after = cert_of(vault, "pki/nj-web/cert").not_valid_after_utc
     assert pki.ensure_pki(lab, vault, now=not_after - timedelta(days=31)) == []
+    keys = {host.name: vault.get(f"pki/{host.name}/key").reveal() for host in lab.hosts}
     written = pki.ensure_pki(lab, vault, now=not_after - timedelta(days=29))
-    assert written == [f"pki/{host.name}/{item}" for host in lab.hosts for item in ("key", "cert")]
+    assert written == [f"pki/{host.name}/cert" for host in lab.hosts]
     assert cert_of(vault, "pki/nj-web/cert").not_valid_after_utc > not_after
+    # Renewed for the same key: DANE's TLSA records (3 1 1) of the public key stay valid.
+    assert {host.name: vault.get(f"pki/{host.name}/key").reveal() for host in lab.hosts} == keys
+    renewed = cert_of(vault, "pki/nj-mail/cert").public_key()
+    kept = serialization.load_pem_private_key(keys["nj-mail"].encode(), None).public_key()
+    assert renewed.public_numbers() == kept.public_numbers()
+
+
+def test_a_key_bulwark_cannot_keep_is_replaced_by_a_fresh_one(lab, vault):
+    vault.set("pki/nj-web/key", "not a key")
+    assert pki.ensure_pki(lab, vault, now=NOW) == ["pki/nj-web/key", "pki/nj-web/cert"]
+    cert = cert_of(vault, "pki/nj-web/cert")
+    key = serialization.load_pem_private_key(vault.get("pki/nj-web/key").reveal().encode(), None)
+    assert cert.public_key().public_numbers() == key.public_key().public_numbers()
 
 
 def test_a_role_change_reissues_that_host_only(lab, vault):
     changed = with_roles(lab, "nj-web", ("dav", "files"))
-    assert pki.ensure_pki(changed, vault, now=NOW) == ["pki/nj-web/key", "pki/nj-web/cert"]
+    assert pki.ensure_pki(changed, vault, now=NOW) == ["pki/nj-web/cert"]
     assert "ldap.nj.example.net" not in dns_names(cert_of(vault, "pki/nj-web/cert"))
 
 
@@ -297,7 +311,7 @@ def test_a_new_ca_reissues_every_host(lab, vault):
     pki.ensure_pki(lab, other, now=NOW)
     vault.set(pki.CA_KEY, other.get(pki.CA_KEY).reveal())
     vault.set(pki.CA_CERT, other.get(pki.CA_CERT).reveal())
-    assert len(pki.ensure_pki(lab, vault, now=NOW)) == 2 * len(lab.hosts)
+    assert pki.ensure_pki(lab, vault, now=NOW) == [f"pki/{host.name}/cert" for host in lab.hosts]
     cert_of(vault, "pki/sea-gw/cert").verify_directly_issued_by(cert_of(other, pki.CA_CERT))
 
 

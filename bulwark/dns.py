@@ -1,0 +1,197 @@
+"""The DNS records the operator publishes for the platform, from the topology and the vault.
+
+What other servers and clients look up before they reach us: an A record for every catalogue
+name at the address that serves it (and each mail exchanger's own name, which its HELO
+announces), the MX records (the primary site's exchangers preferred), SPF naming the exchangers'
+addresses, TLSA for SMTP on 25 (DANE, `3 1 1`: the SHA-256 of the certificate's public key, which
+a renewal keeps: bulwark.pki), SRV records for client discovery (RFC 6186 mail, RFC 6764
+CalDAV/CardDAV; a plaintext variant is published as "not offered", target "."), and CAA. Only the
+services of roles some host deploys get records, so nothing is announced that does not answer.
+
+`zone_records` is pure: the same topology and vault give the same records, sorted, and
+`render_zone` writes them as a zone-file fragment with absolute names (no SOA or NS: those
+are the zone operator's). TLSA needs each exchanger's certificate from the vault.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+
+from bulwark import catalogue, pki, registry
+from bulwark.secret import SecretStore
+from bulwark.topology import Topology
+
+# Seconds resolvers may cache the records.
+TTL = 3600
+# MX preference of the primary site's exchangers, and of every other site's.
+MX_PRIMARY_PREFERENCE = 10
+MX_OTHER_PREFERENCE = 20
+# The catalogue label every site's exchangers answer to (`mx.SITE.DOMAIN`): the MX targets.
+MX_LABEL = "mx"
+# Client discovery (RFC 6186 mail, RFC 6764 CalDAV/CardDAV): SRV service -> the catalogue
+# service a client reaches through it. Each plaintext variant is published as not offered.
+DISCOVERY: dict[str, str] = {
+    "_imaps._tcp": "imaps",
+    "_pop3s._tcp": "pop3s",
+    "_submissions._tcp": "submissions",
+    "_submission._tcp": "submission",
+    "_caldavs._tcp": "https-dav",
+    "_carddavs._tcp": "https-dav",
+}
+NOT_OFFERED: dict[str, str] = {
+    "_imap._tcp": "imaps",
+    "_pop3._tcp": "pop3s",
+    "_caldav._tcp": "https-dav",
+    "_carddav._tcp": "https-dav",
+}
+# The host-name label each discovered service is reached by (its catalogue names).
+DISCOVERY_LABEL: dict[str, str] = {"_caldavs._tcp": "caldav", "_carddavs._tcp": "carddav"}
+# The DANE record for SMTP: usage 3 (the server's own key), selector 1 (SubjectPublicKeyInfo),
+# matching 1 (SHA-256). A key kept across certificate renewals keeps it valid.
+TLSA_PARAMETERS = "3 1 1"
+SMTP_TLSA_SERVICE = "_25._tcp"
+
+
+@dataclass(frozen=True, order=True)
+class Record:
+    """One resource record: its absolute owner name (no trailing dot), type and data."""
+
+    name: str
+    type: str
+    data: str
+
+    def line(self) -> str:
+        return f"{self.name}.\t{TTL}\tIN\t{self.type}\t{self.data}"
+
+
+# Record types in the order the fragment lists them.
+TYPE_ORDER: tuple[str, ...] = ("A", "MX", "TXT", "TLSA", "SRV", "CAA")
+
+
+def client_addresses(topology: Topology) -> dict[str, tuple[str, ...]]:
+    """Client host name -> the public addresses of the hosts serving it, in inventory order:
+    `LABEL.SITE.DOMAIN` names each site's, `LABEL.DOMAIN` the primary site's; a proxy name its
+    own address. Users' files open from the content origin the primary's files hosts serve."""
+    names: dict[str, list[str]] = {}
+    primary = topology.primary_site.name
+
+    def add(name: str, address: str) -> None:
+        addresses = names.setdefault(name, [])
+        if address not in addresses:
+            addresses.append(address)
+
+    for service in catalogue.SERVICES:
+        if not service.names:
+            continue
+        for site in topology.sites:
+            for host in topology.hosts_with_role(service.role, site.name):
+                if host.public_address is None:
+                    continue
+                address = str(host.own_address(service) or host.public_address)
+                for label in service.names:
+                    add(catalogue.qualified_name(label, topology.domain, site.name), address)
+                    if site.name == primary:
+                        add(catalogue.qualified_name(label, topology.domain), address)
+    for host in topology.hosts_with_role("files", primary):
+        if host.public_address is not None:
+            add(topology.content_origin, str(host.public_address))
+    return {name: tuple(addresses) for name, addresses in names.items()}
+
+
+def exchangers(topology: Topology) -> list[tuple[int, str]]:
+    """(preference, target) of every site whose hosts receive mail, the primary's first."""
+    return [
+        (
+            MX_PRIMARY_PREFERENCE if site.primary else MX_OTHER_PREFERENCE,
+            catalogue.qualified_name(MX_LABEL, topology.domain, site.name),
+        )
+        for site in topology.sites
+        if any(host.public_address for host in topology.hosts_with_role("mx", site.name))
+    ]
+
+
+def spki_sha256(certificate_pem: str) -> str:
+    """Hex SHA-256 of the first certificate's SubjectPublicKeyInfo (TLSA selector 1, type 1)."""
+    certificate = x509.load_pem_x509_certificate(certificate_pem.encode())
+    spki = certificate.public_key().public_bytes(
+        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+    return hashlib.sha256(spki).hexdigest()
+
+
+def zone_records(topology: Topology, secrets: SecretStore) -> list[Record]:
+    """Every record the platform needs, sorted by type (TYPE_ORDER), name and data."""
+    domain = topology.domain
+    records = [
+        Record(name, "A", address)
+        for name, addresses in client_addresses(topology).items()
+        for address in addresses
+    ]
+    mx_hosts = [host for host in topology.hosts_with_role("mx") if host.public_address]
+    # Each exchanger's own name, which its HELO/EHLO gives (Postfix's myhostname).
+    records += [Record(topology.fqdn(host), "A", str(host.public_address)) for host in mx_hosts]
+    records += [
+        Record(domain, "MX", f"{preference} {target}.")
+        for preference, target in exchangers(topology)
+    ]
+    if mx_hosts:
+        addresses = " ".join(f"ip4:{host.public_address}" for host in mx_hosts)
+        records.append(Record(domain, "TXT", _txt(f"v=spf1 {addresses} -all")))
+    # Every key a site's exchangers present is valid for that site's MX target.
+    records += [
+        Record(
+            f"{SMTP_TLSA_SERVICE}.{catalogue.qualified_name(MX_LABEL, domain, host.site)}",
+            "TLSA",
+            f"{TLSA_PARAMETERS} {spki_sha256(pki.host_certificate_chain(secrets, host.name))}",
+        )
+        for host in mx_hosts
+    ]
+    records += _discovery(topology)
+    records += [
+        Record(domain, "CAA", f'0 issue "{issuer}"') for issuer in (topology.caa_issuers or (";",))
+    ]
+    return sorted(set(records), key=lambda r: (TYPE_ORDER.index(r.type), r.name, r.data))
+
+
+def _discovery(topology: Topology) -> list[Record]:
+    """SRV records for the discovered services some host serves (RFC 6186, RFC 6764)."""
+    deployed = {role.name for host in topology.hosts for role in registry.deployed_roles(host)}
+    served = {service.name: service for service in catalogue.SERVICES if service.role in deployed}
+    records = []
+    for owner, name in DISCOVERY.items():
+        if name in served:
+            service = served[name]
+            label = DISCOVERY_LABEL.get(owner, service.names[0])
+            target = catalogue.qualified_name(label, topology.domain)
+            records.append(
+                Record(f"{owner}.{topology.domain}", "SRV", f"0 1 {service.port} {target}.")
+            )
+    records += [
+        Record(f"{owner}.{topology.domain}", "SRV", "0 0 0 .")
+        for owner, name in NOT_OFFERED.items()
+        if name in served
+    ]
+    return records
+
+
+def _txt(text: str) -> str:
+    """A TXT record's data: quoted strings of at most 255 bytes each (RFC 1035 §3.3)."""
+    chunks = [text[start : start + 255] for start in range(0, len(text), 255)]
+    return " ".join(f'"{chunk}"' for chunk in chunks)
+
+
+def render_zone(topology: Topology, records: Iterable[Record]) -> str:
+    """The zone-file fragment: a header saying what it is, then one record a line."""
+    lines = [
+        f"; DNS records of the platform {topology.domain}, rendered by `bulwark dns`.",
+        "; Publish them in the zone; SOA and NS are the zone operator's.",
+        "; Each exchanger's address needs its PTR set to the exchanger's own name (the A record",
+        "; of the same name) by whoever holds the address block.",
+    ]
+    lines += [record.line() for record in records]
+    return "\n".join(lines) + "\n"
