@@ -9,11 +9,14 @@
                deployed, then without it (a runtime drop-in on the primary web host setting
                BULWARK_WEBAUTH_CACHE_SECONDS=0, removed afterwards in every case). Answers 429
                or 503 (the per-address rate limit) are counted and reported, never hidden.
+  deploy       seconds the dav role adds to a deploy of the web hosts, first (a fresh lab only)
+               and no-op, against the same hosts deployed without it (bulwark.lab.rolecost);
+               not part of "all".
   replication  seconds from a contact PUT at the primary to it being readable at the other site
                (polled every 0.1 s): median and max of --samples (default 10); the contacts are
                deleted afterwards, and whether the deletions reached the other site is reported.
 
-Usage: .venv/bin/python benchmarks/dav.py [all|propfind|auth|replication] [--objects 1000]
+Usage: .venv/bin/python benchmarks/dav.py [all|propfind|auth|replication|deploy] [--objects 1000]
        [--samples N] [--seconds 10] [--threads 4]
 Run as root on the controller, from the repository root, with the lab up and deployed. The
 client measurements re-run this script inside the lab's internet namespace (`bulwark lab
@@ -46,6 +49,7 @@ from bulwark.errors import BulwarkError
 from bulwark.inventory import load_topology
 from bulwark.lab import access, lifecycle
 from bulwark.lab.accounts import LabAccount, lab_accounts
+from bulwark.lab.rolecost import measure_role_deploys
 from bulwark.topology import Host, Topology
 
 REPO = Path(__file__).resolve().parents[1]
@@ -598,7 +602,9 @@ def measure_auth(
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("what", nargs="?", default="all", choices=["all", *CLIENT_PARTS, "client"])
+    parser.add_argument(
+        "what", nargs="?", default="all", choices=["all", *CLIENT_PARTS, "deploy", "client"]
+    )
     parser.add_argument("--part", choices=list(CLIENT_PARTS), help=argparse.SUPPRESS)
     parser.add_argument("--objects", type=int, default=1000)
     parser.add_argument("--samples", type=int, default=None, help="20 propfind, 10 replication")
@@ -613,6 +619,9 @@ def main() -> None:
         )
         return
     lab = lifecycle.require_up(INVENTORY)
+    if args.what == "deploy":
+        measure_role_deploys(topology, ("dav",), "python3-radicale")
+        return
     report: dict[str, Any] = {}
     for part in CLIENT_PARTS if args.what == "all" else [args.what]:
         log(f"--- {part}")

@@ -21,14 +21,12 @@ from __future__ import annotations
 import argparse
 import email.message
 import imaplib
-import json
 import os
 import smtplib
 import ssl
 import statistics
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 import uuid
@@ -39,96 +37,17 @@ from bulwark.inventory import load_topology
 from bulwark.lab import lifecycle, paths
 from bulwark.lab.accounts import LabAccount, lab_accounts
 from bulwark.lab.plan import INTERNET_NETNS
+from bulwark.lab.rolecost import measure_role_deploys
 from bulwark.lab.trust import lab_ca_file
 from bulwark.topology import Topology
 
 REPO = Path(__file__).resolve().parents[1]
 INVENTORY = REPO / "inventory" / "lab.py"
 BIN = Path(sys.executable).parent
-DEPLOY_LOCK = "/run/bulwark-lab-deploy.lock"
 MAIL_ROLES = ("mx", "mailstore")
 # Every subject of one run starts with this (a run deletes exactly its own messages).
 SUBJECT_PREFIX = f"bulwark-bench-{uuid.uuid4().hex[:8]}-"
 TIMEOUT = 30
-# deploy.py without the mail roles: the baseline the mail roles' cost is measured against.
-WITHOUT_MAIL = f"""
-from bulwark import registry
-from bulwark.deploying import deploy_host, deploy_secrets, deploy_topology
-
-_topology, _host, _secrets = deploy_topology(), deploy_host(), deploy_secrets()
-_others = [role.name for role in registry.ROLES if role.name not in {MAIL_ROLES!r}]
-for module in registry.host_modules(_host, only=_others):
-    module.converge(_topology, _host, _secrets)
-"""
-
-
-# --- deploy -------------------------------------------------------------------------------------
-
-
-def _deploy(deploy_file: Path, hosts: list[str]) -> tuple[float, int]:
-    """One locked pyinfra run on `hosts`: (seconds, mail operations that changed something)."""
-    limits = [argument for host in hosts for argument in ("--limit", host)]
-    env = {**os.environ, "BULWARK_VAULT_KEY": str(paths.STATE_DIR / "vault.key")}
-    argv = ["flock", DEPLOY_LOCK, str(BIN / "pyinfra"), "-y", "--json", str(INVENTORY)]
-    started = time.monotonic()
-    result = subprocess.run(
-        [*argv, str(deploy_file), *limits],
-        cwd=REPO,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=1800,
-        check=False,
-    )
-    elapsed = time.monotonic() - started
-    if result.returncode != 0:
-        sys.exit(f"deploy failed:\n{result.stderr[-3000:]}")
-    operations = json.loads(result.stdout)["results"]["operations"]
-    changed = sum(
-        len(operation["success"])
-        for operation in operations
-        if operation["name"].split(" | ")[0] in MAIL_ROLES
-    )
-    return elapsed, changed
-
-
-def _fresh(hosts: list[str]) -> bool:
-    """Whether no mail host has Postfix yet: a first deploy can be measured."""
-    ssh_config = str(paths.STATE_DIR / "ssh" / "ssh_config")
-    return all(
-        subprocess.run(
-            ["ssh", "-F", ssh_config, host, "dpkg-query", "-W", "postfix"],
-            capture_output=True,
-            timeout=60,
-            check=False,
-        ).returncode
-        != 0
-        for host in hosts
-    )
-
-
-def measure_deploys(topology: Topology) -> None:
-    hosts = [host.name for host in topology.hosts if set(host.roles) & set(MAIL_ROLES)]
-    with tempfile.TemporaryDirectory(prefix="bulwark-bench-") as scratch:
-        without_mail = Path(scratch) / "deploy_without_mail.py"
-        without_mail.write_text(WITHOUT_MAIL)
-        fresh = _fresh(hosts)
-        _deploy(without_mail, hosts)  # converge everything else first
-        baseline, _ = _deploy(without_mail, hosts)
-        if fresh:
-            first, _ = _deploy(REPO / "deploy.py", hosts)
-            print(
-                f"deploy, first:  mail roles add {first - baseline:5.1f} s "
-                f"({first:.1f} s vs {baseline:.1f} s without them)"
-            )
-        else:
-            print("deploy, first:  not measured (the mail hosts already have Postfix)")
-        _deploy(REPO / "deploy.py", hosts)
-        noop, changed = _deploy(REPO / "deploy.py", hosts)
-    print(
-        f"deploy, no-op:  mail roles add {noop - baseline:5.1f} s "
-        f"({noop:.1f} s vs {baseline:.1f} s without them); mail operations changed: {changed}"
-    )
 
 
 # --- clients (inside the internet namespace) ----------------------------------------------------
@@ -282,7 +201,7 @@ def main() -> None:
         return
     lifecycle.require_up(INVENTORY)
     if args.what in ("all", "deploy"):
-        measure_deploys(topology)
+        measure_role_deploys(topology, MAIL_ROLES, "postfix")
     if args.what == "all":
         options = [
             f"--{name}={getattr(args, name)}"

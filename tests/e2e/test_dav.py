@@ -19,13 +19,18 @@ is what they check. Those four tests come last in the file.
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import datetime
+import http.client
+import os
 import socket
 import ssl
+import threading
 import time
 import uuid
 import xml.etree.ElementTree as ET
+from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -40,6 +45,7 @@ from requests.auth import HTTPBasicAuth
 from webclient import TIMEOUT, CountedBasicAuth, LoginBudgetSpent, Web
 
 from bulwark import catalogue
+from bulwark import web as web_front
 from bulwark.lab.accounts import LabAccount
 from bulwark.secret import Secret
 from bulwark.topology import Topology
@@ -409,15 +415,22 @@ def test_a_contact_is_created_read_listed_and_deleted(web, alice, created):
     assert web.request("GET", url, login(alice)).status_code == 404
 
 
-def test_another_account_reads_the_shared_book(web, alice, bob):
-    response = web.request(
-        "PROPFIND",
-        web.url(CARDDAV, shared_book(bob, alice)),
-        login(bob),
-        depth=1,
+def test_another_account_reads_a_contact_of_the_shared_book(web, alice, bob, created):
+    """alice (an editor) adds a contact; bob, a reader, finds it in the book's listing under his
+    own principal and reads it whole."""
+    uid = token()
+    url = contact_url(web, shared_book(alice, alice), uid)
+    created.append((url, alice))
+    assert put_contact(web, url, login(alice), uid).status_code == 201
+    listing = web.request(
+        "PROPFIND", web.url(CARDDAV, shared_book(bob, alice)), login(bob), depth=1,
         body=propfind(GETETAG),
-    )
-    assert shared_book(bob, alice) in multistatus(response)
+    )  # fmt: skip
+    as_bob = contact_url(web, shared_book(bob, alice), uid)
+    assert urlsplit(as_bob).path in multistatus(listing)
+    response = web.request("GET", as_bob, login(bob))
+    assert response.status_code == 200
+    assert f"UID:{uid}" in response.text.splitlines()
 
 
 def test_an_editor_writes_to_the_shared_book(web, alice, created):
@@ -834,6 +847,92 @@ def test_the_secondary_refuses_writes_as_read_only(web, topology, alice, created
     assert response.headers.get("Content-Type", "").startswith("text/")
     assert "read-only" in response.text
     assert_security_headers(response)
+
+
+# --- limits: far above what a user sends, in reach of a flood ------------------------------------
+
+# The dav servers' request body limit (bulwark.web.DAV_BODY_LIMIT, nginx's "20m").
+BODY_LIMIT = int(web_front.DAV_BODY_LIMIT.removesuffix("m")) * 1024**2
+FLOOD_REQUESTS = 3000  # at most, sent by FLOOD_THREADS keep-alive sessions
+FLOOD_THREADS = 6
+FLOOD_SECONDS = 20  # at most
+
+
+def test_a_contact_with_a_large_photo_is_taken(web, alice, created):
+    """A vCard with a 4 MB photo, far more than any client sends, is under the limit."""
+    uid = token()
+    url = contact_url(web, default_book(alice), uid)
+    created.append((url, alice))
+    photo = base64.b64encode(os.urandom(3 * 1024**2)).decode()
+    card = vcard(uid).replace("END:VCARD", f"PHOTO;ENCODING=b;TYPE=JPEG:{photo}\r\nEND:VCARD")
+    headers = {"Content-Type": VCARD_TYPE, "If-None-Match": "*"}
+    response = web.request("PUT", url, login(alice), headers=headers, body=card.encode())
+    assert response.status_code == 201, response.text
+
+
+def test_a_body_over_the_limit_is_refused_before_it_is_sent(web, topology, alice, ca_file):
+    """The headers alone announce one byte over the limit: nginx answers 413 at once, and reads
+    none of the body (none is sent)."""
+    context = ssl.create_default_context(cafile=str(ca_file))
+    connection = http.client.HTTPSConnection(
+        host_name(topology, CARDDAV), 443, context=context, timeout=TIMEOUT
+    )
+    try:
+        connection.putrequest("PUT", f"{default_book(alice)}{token()}.vcf")
+        credentials = f"{alice.address}:{alice.password.reveal()}".encode()
+        connection.putheader("Authorization", f"Basic {base64.b64encode(credentials).decode()}")
+        connection.putheader("Content-Type", VCARD_TYPE)
+        connection.putheader("Content-Length", str(BODY_LIMIT + 1))
+        connection.endheaders()
+        response = connection.getresponse()
+        assert response.status == 413
+        for header in ("Strict-Transport-Security", "Content-Security-Policy"):
+            assert response.getheader(header), f"413 without {header}"
+    finally:
+        connection.close()
+
+
+def test_a_flood_from_one_address_gets_429_and_normal_use_does_not(web):
+    """Requests as fast as six keep-alive sessions go (without credentials: each is answered
+    401, which is no failed login) run past the per-address rate and its burst; a client at a
+    human pace is served again once the flood stops. (The well-known redirects are answered
+    before any limit applies: they cost nothing.)"""
+    url = web.url(CARDDAV, ADDRESSBOOKS)
+    statuses: Counter[int] = Counter()
+    lock = threading.Lock()
+    deadline = time.monotonic() + FLOOD_SECONDS
+
+    def flood() -> None:
+        with requests.Session() as session:
+            session.trust_env = False
+            for _ in range(FLOOD_REQUESTS // FLOOD_THREADS):
+                if time.monotonic() > deadline:
+                    return
+                status = session.get(
+                    url, verify=str(web.ca_file), allow_redirects=False, timeout=TIMEOUT
+                ).status_code
+                with lock:
+                    statuses[status] += 1
+                if statuses[429] >= 50:
+                    return
+
+    threads = [threading.Thread(target=flood) for _ in range(FLOOD_THREADS)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert statuses[429] > 0, f"no request refused: {dict(statuses)}"
+    assert set(statuses) <= {401, 429}, dict(statuses)
+    # The bucket refills at the configured rate: a request a second is served again soon after.
+    for _ in range(15):
+        time.sleep(1)
+        if web.request("GET", url).status_code == 401:
+            break
+    else:
+        pytest.fail("still refused 15 s after the flood")
+    for _ in range(5):
+        assert web.request("GET", url).status_code == 401
+        time.sleep(0.2)
 
 
 # --- failed logins (last; FAILED_LOGINS in all, each one counted towards a ban) -----------------
