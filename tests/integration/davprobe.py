@@ -49,6 +49,14 @@ def ldap_bind(url: str, address: str, password: Secret, ca: str) -> int:
     return connection.result["result"]
 
 
+def _content_type(url: str) -> str:
+    """What a PUT to `url` carries: an event (.ics), a contact (.vcf) or a file's text."""
+    for suffix, content_type in ((".ics", "text/calendar"), (".vcf", "text/vcard")):
+        if url.endswith(suffix):
+            return f"{content_type}; charset=utf-8"
+    return "text/plain; charset=utf-8"
+
+
 def main(argv: list[str]) -> int:
     own, internet = os.stat("/proc/self/ns/net"), os.stat(paths.NETNS_DIR / INTERNET_NETNS)
     if (own.st_dev, own.st_ino) != (internet.st_dev, internet.st_ino):
@@ -69,7 +77,7 @@ def main(argv: list[str]) -> int:
             url,
             auth=(account.address, password.reveal()),
             data=body[0].encode() if body else None,
-            headers={"Content-Type": "text/vcard; charset=utf-8"} if body else {},
+            headers={"Content-Type": _content_type(url)} if body else {},
             verify=ca,
             timeout=TIMEOUT,
         )

@@ -132,6 +132,21 @@ def _file_url(site: str, uid: str) -> str:
     return f"https://webdav.{site}.{TOPOLOGY.domain}/{root}/files/{uid}.txt"
 
 
+def _event_url(site: str, uid: str) -> str:
+    return (
+        f"https://caldav.{site}.{TOPOLOGY.domain}/dav/calendars/user/"
+        f"alice@{TOPOLOGY.domain}/{dav.DEFAULT_COLLECTION}/{uid}.ics"
+    )
+
+
+def _vevent(uid: str) -> str:
+    lines = ("BEGIN:VCALENDAR", "VERSION:2.0", "PRODID:-//bulwark//switch test//EN",
+             "BEGIN:VEVENT", f"UID:{uid}", "DTSTAMP:20261202T120000Z",
+             "DTSTART:20271202T120000Z", "DTEND:20271202T130000Z", f"SUMMARY:{uid}",
+             "END:VEVENT", "END:VCALENDAR")  # fmt: skip
+    return "\r\n".join(lines) + "\r\n"
+
+
 def _vcard(uid: str) -> str:
     return f"BEGIN:VCARD\r\nVERSION:3.0\r\nUID:{uid}\r\nFN:{uid}\r\nN:{uid};;;;\r\nEND:VCARD\r\n"
 
@@ -159,10 +174,10 @@ def _deploy_dav(lab_pyinfra, primary: str | None = None, revoked: str = "") -> N
 
 
 def test_switching_the_primary_site_moves_writes_and_loses_nothing(lab_host, lab_pyinfra):
-    """nj primary → sea primary → nj primary. A contact and a file written at the primary just
-    before each switch, while the replica's followers are stopped, can reach the new primary
-    only by the switch's final pulls: they must be there, and the old primary must refuse
-    writes of both."""
+    """nj primary → sea primary → nj primary. A contact, a calendar entry and a file written at
+    the primary just before each switch, while the replica's followers are stopped, can reach
+    the new primary only by the switch's final pulls: they must be there, and the old primary
+    must refuse writes of each."""
     first, second = TOPOLOGY.primary_site.name, TOPOLOGY.host(SECONDARY).site
     written: list[str] = []
     try:
@@ -172,12 +187,17 @@ def test_switching_the_primary_site_moves_writes_and_loses_nothing(lab_host, lab
             for tree in TREES:
                 lab_host(new_host).check_output("systemctl stop %s", tree.follow_unit)
             assert _probe("alice", "PUT", _contact_url(old, uid), _vcard(uid))["status"] == 201
+            assert _probe("alice", "PUT", _event_url(old, uid), _vevent(uid))["status"] == 201
             assert _probe("alice", "PUT", _file_url(old, uid), uid)["status"] == 201
             written.append(uid)
             _deploy_dav(lab_pyinfra, new)
             assert _probe("alice", "GET", _contact_url(new, uid))["status"] == 200
+            assert _probe("alice", "GET", _event_url(new, uid))["status"] == 200
             assert _probe("alice", "GET", _file_url(new, uid))["status"] == 200
             refused = _probe("alice", "PUT", _contact_url(old, f"{uid}-late"), _vcard(uid))
+            assert (refused["status"], refused["replica"]) == (403, "read-only")
+            late = f"{uid}-late"
+            refused = _probe("alice", "PUT", _event_url(old, late), _vevent(late))
             assert (refused["status"], refused["replica"]) == (403, "read-only")
             refused = _probe("alice", "PUT", _file_url(old, f"{uid}-late"), uid)
             assert (refused["status"], refused["replica"]) == (403, "read-only")
@@ -191,6 +211,7 @@ def test_switching_the_primary_site_moves_writes_and_loses_nothing(lab_host, lab
         primary = TOPOLOGY.primary_site.name
         for uid in written:
             _probe("alice", "DELETE", _contact_url(primary, uid))
+            _probe("alice", "DELETE", _event_url(primary, uid))
             _probe("alice", "DELETE", _file_url(primary, uid))
 
 
