@@ -327,10 +327,56 @@ def test_another_accounts_personal_contacts_stay_hidden(topology, ca_file, alice
     assert connection.entries == []
 
 
+# What a user might type into a client that pastes it into Thunderbird's autocomplete filter
+# unescaped ({mail}: the hidden contact's address, {owner}: its owner's bind DN): each rewrites
+# the filter to reach entries the ACLs hide, and each stays a well-formed filter.
+INJECTED_TEXT = (
+    "x)(seeAlso=*)(cn=x",
+    "x)(seeAlso={owner})(cn=x",
+    "x)(mail={mail})(cn=x",
+    "x)(objectClass=*)(cn=x",
+    "Zo*)(ou=Personal",
+    "\\2a",
+)
+
+
+def test_text_injected_into_a_clients_filter_widens_nothing(
+    topology, ca_file, alice, bob, contacts
+):
+    """However the typed text rewrites the filter a client builds from it, bob's results never
+    hold alice's personal contact: the ACLs decide what is seen, not the filter. A filter that
+    is no longer well-formed would be refused by the client library before it is sent: these
+    are all sent, and all answered."""
+    mail = f"{contacts['Default']}@example.org"
+    alice_view = bound(topology, ca_file, alice)
+    assert _wait_for_mail(alice_view, BOOK, mail, time.monotonic() + FRESHNESS_DEADLINE)
+    (hidden,) = search(alice_view, BOOK, f"(mail={mail})")
+    connection = bound(topology, ca_file, bob)
+    for text in INJECTED_TEXT:
+        typed = text.format(mail=mail, owner=bind_dn(alice))
+        ldap_filter = f"(|(cn={typed}*)(mail={typed}*)(sn={typed}*))"
+        found = search(connection, BOOK, ldap_filter, [*ATTRIBUTES, "seeAlso"])
+        assert connection.result["result"] == 0, (ldap_filter, connection.result)
+        assert hidden not in found, ldap_filter
+        assert not any(mail in attributes.get("mail", []) for attributes in found.values())
+        assert not any(attributes.get("seeAlso") for attributes in found.values())
+
+
 def test_every_write_is_refused(topology, ca_file, alice):
-    """Read-only whatever the bind: add, modify, delete and modrdn answer unwillingToPerform."""
+    """Read-only whatever the bind: add, modify, delete and modrdn answer unwillingToPerform,
+    in the address book and in the users' branch alike."""
     connection = bound(topology, ca_file, alice)
     (own_dn,) = search(connection, f"ou=Accounts,{BOOK}", f"(mail={alice.address})")
+    for dn, attempt in (
+        (bind_dn(alice), lambda dn: connection.modify(dn, {"cn": [(MODIFY_REPLACE, ["x"])]})),
+        (bind_dn(alice), connection.delete),
+        (f"uid=intruder,ou=Personal,{BOOK}",
+         lambda dn: connection.add(dn, ["inetOrgPerson"], {"cn": "x", "sn": "x"})),
+        (f"cn=intruder@{topology.domain},{USERS}",
+         lambda dn: connection.add(dn, ["organizationalRole"], {"cn": "x"})),
+    ):  # fmt: skip
+        assert attempt(dn) is False, dn
+        assert connection.result["result"] == UNWILLING, (dn, connection.result)
     attempts = {
         "add": lambda: connection.add(
             f"uid=intruder,ou=Accounts,{BOOK}", ["inetOrgPerson"], {"cn": "x", "sn": "x"}

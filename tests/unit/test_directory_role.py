@@ -138,10 +138,13 @@ def _free_port() -> int:
 
 
 @pytest.fixture
-def running_slapd(tmp_path: Path) -> Iterator[tuple[int, Path, Path]]:
+def running_slapd(
+    tmp_path: Path, request: pytest.FixtureRequest
+) -> Iterator[tuple[int, Path, Path]]:
     """The lab's rendered slapd.conf with scratch paths, plain LDAP on a loopback port (TLS is
     the lab's part), loaded by the refresh program from a scratch store: alice's and bob's
-    own books hold one contact each. Yields (port, store, the refresh's configuration)."""
+    own books hold one contact each, alice's as many more as the test's parameter says.
+    Yields (port, store, the refresh's configuration)."""
     if not SLAPD.exists():
         pytest.skip("slapd is not installed (make checkers does)")
     store = tmp_path / "dav"
@@ -172,6 +175,10 @@ def running_slapd(tmp_path: Path) -> Iterator[tuple[int, Path, Path]]:
         Path(entry["book"], "c.vcf").write_text(
             f"BEGIN:VCARD\nFN:Friend Of {user}\nEMAIL:friend-of-{user}@example.org\nEND:VCARD\n"
         )
+        for number in range(getattr(request, "param", 0) if user == "alice" else 0):
+            Path(entry["book"], f"many-{number}.vcf").write_text(
+                f"BEGIN:VCARD\nFN:Many {number}\nEMAIL:many-{number}@example.org\nEND:VCARD\n"
+            )
     refresh["shared"] = None
     refresh["restart_marker"] = str(tmp_path / "restart-slapd")
     (tmp_path / "refresh.json").write_text(json.dumps(refresh))
@@ -223,6 +230,23 @@ def test_the_rendered_acls_on_a_real_slapd(running_slapd):
     assert not anonymous.bind()
     wrong = Connection(Server("127.0.0.1", port=port), f"cn=alice@{LAB.domain},dc=User", "x")
     assert not wrong.bind() and wrong.result["result"] == 49
+
+
+@pytest.mark.parametrize("running_slapd", [directory.SIZE_LIMIT[1] + 100], indirect=True)
+def test_a_search_returns_the_soft_limit_or_at_most_the_hard_one(running_slapd):
+    """A client dumping the whole book gets a page and "size limit exceeded", whatever it asks."""
+    port, _, _ = running_slapd
+    connection = _as(port, "alice")
+    soft, hard = directory.SIZE_LIMIT
+    for asked, returned in ((0, soft), (hard * 10, hard), (10, 10)):
+        connection.search(
+            "dc=AddressBook", "(mail=*)", SUBTREE, attributes=["mail"], size_limit=asked
+        )
+        assert connection.result["result"] == 4, connection.result  # sizeLimitExceeded
+        assert len(connection.entries) == returned, asked
+    connection.search("dc=AddressBook", "(mail=many-1*)", SUBTREE, attributes=["mail"])
+    assert connection.result["result"] == 0  # a lookup is far below either limit
+    assert len(connection.entries) == 111
 
 
 def test_a_refused_value_is_logged_when_the_book_is_built_not_at_every_run(running_slapd, capsys):
