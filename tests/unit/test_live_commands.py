@@ -192,14 +192,15 @@ def test_each_fault_shows_with_its_host_and_figure(lab, faults, host, check, ver
     findings = {c["check"]: c for c in report["hosts"][host]["checks"]}
     assert findings[check]["verdict"] == verdict, findings[check]
     assert figure in findings[check]["figure"]
-    assert result.exit_code == (1 if verdict == "FAIL" else 0)
+    assert result.exit_code == {"FAIL": 1, "WARN": 3}.get(verdict, 0)
 
 
-def test_a_warning_fails_the_run_only_when_strict(lab):
+def test_a_warning_exits_3_unless_warnings_are_ok(lab):
     lab.faults = Faults(disk_percent={"nj-web": 85})
-    assert status()[0].exit_code == 0
-    assert status("--strict")[0].exit_code == 1
-    assert "0 WARN" in status("--threshold", "disk-warn=90")[0].output
+    assert status()[0].exit_code == 3
+    assert status("--warn-ok")[0].exit_code == 0
+    calm = status("--threshold", "disk-warn=90")[0]
+    assert "0 WARN" in calm.output and calm.exit_code == 0
 
 
 def test_json_is_the_only_thing_on_stdout_and_its_keys_are_sorted(lab):
