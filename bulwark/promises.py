@@ -849,7 +849,7 @@ PROMISES: tuple[Promise, ...] = (
             "tests/unit/test_dav_role.py::test_the_primary_grants_exactly_the_table",
             "tests/e2e/test_dav.py::test_a_default_login_sees_only_the_default_book",
             "tests/e2e/test_dav.py::test_a_shared_login_sees_only_the_shared_book",
-            "tests/e2e/test_dav.py::test_another_account_reads_the_shared_book",
+            "tests/e2e/test_dav.py::test_another_account_reads_a_contact_of_the_shared_book",
         ),
     ),
     Promise(
