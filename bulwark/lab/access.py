@@ -65,11 +65,18 @@ def verify(plan: LabPlan) -> None:
         raise BulwarkError(f"SSH through {plan.ssh.config_file} fails for {', '.join(failed)}")
 
 
-def close_masters() -> None:
-    """End the ControlPersist masters left by ssh and testinfra (processes the lab caused)."""
+def end_masters() -> None:
+    """End the ControlPersist masters left by ssh and testinfra; the next connection opens
+    its own (their directory stays, as the lab's SSH config needs it)."""
     sockets = paths.SSH_CONTROL_DIR.glob("*") if installed("ssh") else []
     for socket in sockets:
         run(["ssh", "-o", f"ControlPath={socket}", "-O", "exit", "lab"], check=False)
+
+
+def close_masters() -> None:
+    """End the masters (processes the lab caused) and remove their directory: the lab is going
+    away."""
+    end_masters()
     shutil.rmtree(paths.SSH_CONTROL_DIR, ignore_errors=True)
 
 
