@@ -263,6 +263,27 @@ SERVICES: tuple[Service, ...] = (
         clients=(Clients("mailstore", Scope.PEER_SITE),),
     ),
     Service(
+        "https-mailconfig",
+        "mailconfig",
+        (443,),
+        Transport.TCP,
+        Tls.IMPLICIT,
+        Exposure.PUBLIC,
+        names=("autoconfig", "autodiscover", "mta-sts"),
+        description="mail client autoconfiguration (Thunderbird, Outlook, Apple profile) and "
+        "the MTA-STS policy; static, no login; HSTS and CSP",
+    ),
+    Service(
+        "http-mailconfig",
+        "mailconfig",
+        (80,),
+        Transport.TCP,
+        Tls.REDIRECT,
+        Exposure.PUBLIC,
+        names=("autoconfig", "autodiscover", "mta-sts"),
+        description="redirects to HTTPS and nothing else",
+    ),
+    Service(
         "https-dav",
         "dav",
         (443,),

@@ -3,10 +3,12 @@
 What other servers and clients look up before they reach us: an A record for every catalogue
 name at the address that serves it (and each mail exchanger's own name, which its HELO
 announces), the MX records (the primary site's exchangers preferred), SPF naming the exchangers'
-addresses, TLSA for SMTP on 25 (DANE, `3 1 1`: the SHA-256 of the certificate's public key, which
-a renewal keeps: bulwark.pki), SRV records for client discovery (RFC 6186 mail, RFC 6764
-CalDAV/CardDAV; a plaintext variant is published as "not offered", target "."), and CAA. Only the
-services of roles some host deploys get records, so nothing is announced that does not answer.
+addresses, the MTA-STS policy's id (the policy, served by the mailconfig role, is made here),
+TLSA for SMTP on 25 (DANE, `3 1 1`: the SHA-256 of the certificate's public key, which a renewal
+keeps: bulwark.pki), SRV records for client discovery (RFC 6186 mail, RFC 6764 CalDAV/CardDAV,
+Outlook's autodiscover; a plaintext variant is published as "not offered", target "."), and
+CAA. Only the services of roles some host deploys get records, so nothing is announced that
+does not answer.
 
 `zone_records` is pure: the same topology and vault give the same records, sorted, and
 `render_zone` writes them as a zone-file fragment with absolute names (no SOA or NS: those
@@ -42,6 +44,8 @@ DISCOVERY: dict[str, str] = {
     "_submission._tcp": "submission",
     "_caldavs._tcp": "https-dav",
     "_carddavs._tcp": "https-dav",
+    # Outlook's autodiscover when autodiscover.DOMAIN is not tried or answers nothing.
+    "_autodiscover._tcp": "https-mailconfig",
 }
 NOT_OFFERED: dict[str, str] = {
     "_imap._tcp": "imaps",
@@ -50,11 +54,21 @@ NOT_OFFERED: dict[str, str] = {
     "_carddav._tcp": "https-dav",
 }
 # The host-name label each discovered service is reached by (its catalogue names).
-DISCOVERY_LABEL: dict[str, str] = {"_caldavs._tcp": "caldav", "_carddavs._tcp": "carddav"}
+DISCOVERY_LABEL: dict[str, str] = {
+    "_caldavs._tcp": "caldav",
+    "_carddavs._tcp": "carddav",
+    "_autodiscover._tcp": "autodiscover",
+}
 # The DANE record for SMTP: usage 3 (the server's own key), selector 1 (SubjectPublicKeyInfo),
 # matching 1 (SHA-256). A key kept across certificate renewals keeps it valid.
 TLSA_PARAMETERS = "3 1 1"
 SMTP_TLSA_SERVICE = "_25._tcp"
+# MTA-STS (RFC 8461): senders refuse to deliver over anything but verified TLS to our
+# exchangers, and cache the policy for a week (§3.2 advises weeks; a new id announces a change).
+# The policy is served by the mailconfig role at https://mta-sts.DOMAIN/.well-known/mta-sts.txt.
+MTA_STS_MODE = "enforce"
+MTA_STS_MAX_AGE = 604800
+MTA_STS_LABEL = "mta-sts"
 
 
 @dataclass(frozen=True, order=True)
@@ -115,6 +129,30 @@ def exchangers(topology: Topology) -> list[tuple[int, str]]:
     ]
 
 
+def mta_sts_policy(topology: Topology) -> str:
+    """The MTA-STS policy file (RFC 8461 §3.2): every site's exchanger name the MX records
+    name, each covered by its exchangers' certificates."""
+    lines = [
+        "version: STSv1",
+        f"mode: {MTA_STS_MODE}",
+        *(f"mx: {target}" for _, target in exchangers(topology)),
+        f"max_age: {MTA_STS_MAX_AGE}",
+    ]
+    return "\r\n".join(lines) + "\r\n"
+
+
+def mta_sts_id(topology: Topology) -> str:
+    """The policy's id for the `_mta-sts` TXT record: changes whenever the policy does."""
+    return hashlib.sha256(mta_sts_policy(topology).encode()).hexdigest()[:20]
+
+
+def serves_mta_sts(topology: Topology) -> bool:
+    """Whether `mta-sts.DOMAIN` answers (the primary site deploys mailconfig) and there are
+    exchangers for a policy to name."""
+    primary = topology.primary_site.name
+    return bool(topology.hosts_with_role("mailconfig", primary)) and bool(exchangers(topology))
+
+
 def spki_sha256(certificate_pem: str) -> str:
     """Hex SHA-256 of the first certificate's SubjectPublicKeyInfo (TLSA selector 1, type 1)."""
     certificate = x509.load_pem_x509_certificate(certificate_pem.encode())
@@ -151,6 +189,10 @@ def zone_records(topology: Topology, secrets: SecretStore) -> list[Record]:
         )
         for host in mx_hosts
     ]
+    if serves_mta_sts(topology):
+        records.append(
+            Record(f"_{MTA_STS_LABEL}.{domain}", "TXT", _txt(f"v=STSv1; id={mta_sts_id(topology)}"))
+        )
     records += _discovery(topology)
     records += [
         Record(domain, "CAA", f'0 issue "{issuer}"') for issuer in (topology.caa_issuers or (";",))

@@ -33,7 +33,7 @@ class Role:
     volumes: tuple[str, ...] = ()  # LUKS volumes (bulwark.volumes) holding its data
     secrets: tuple[str, ...] = ()  # kinds of vault entries it needs (bulwark.secret)
     peered: bool = False  # must be in every site: each site's copy is the other's peer
-    beside: tuple[str, ...] = ()  # roles it needs on the same host (it reads their data there)
+    beside: tuple[tuple[str, str], ...] = ()  # (role, why) it needs on the same host
     apart: tuple[tuple[str, str], ...] = ()  # (role, why) it cannot share a host with
 
     @property
@@ -101,7 +101,7 @@ ROLES: tuple[Role, ...] = (
         module="proxy",
         apart=tuple(
             (web, "a proxy host masks Debian's nginx unit, which the web roles run")
-            for web in ("dav", "files")
+            for web in ("mailconfig", "dav", "files")
         ),
     ),
     Role(
@@ -117,6 +117,12 @@ ROLES: tuple[Role, ...] = (
         volumes=("mail",),
         secrets=("account-passwords", "doveadm-password"),
         peered=True,
+    ),
+    Role(
+        "mailconfig",
+        "nginx: mail client autoconfiguration and the MTA-STS policy, from the catalogue",
+        module="mailconfig",
+        beside=(("dav", "its files are served by the nginx that dav configures"),),
     ),
     Role(
         "dav",
@@ -141,8 +147,8 @@ ROLES: tuple[Role, ...] = (
         module="directory",
         volumes=("directory",),
         secrets=("account-passwords",),
-        # It serves the contacts of the CardDAV store beside it: each site its local replica.
-        beside=("dav",),
+        # Each site serves its local replica of the CardDAV books.
+        beside=(("dav", "it serves the CardDAV books that dav keeps there"),),
     ),
     Role("backup", "the other site's encrypted backups", volumes=("backups",), peered=True),
 )

@@ -34,8 +34,8 @@ from bulwark.volumes import VOLUMES, volume, volumes_of_roles
 _PUBLIC_EXPOSURES = {catalogue.Exposure.PUBLIC, catalogue.Exposure.PEER_GATEWAY}
 # Roles that must exist in every site: each site's copy is the other's replica or peer.
 PEERED_ROLES: tuple[str, ...] = tuple(role.name for role in registry.ROLES if role.peered)
-# nginx serves these roles' HTTP(S) virtual hosts on one listener.
-_WEB_ROLES = {"dav", "files"}
+# nginx serves these roles' HTTP(S) virtual hosts on one listener (bulwark.web.WEB_ROLES).
+_WEB_ROLES = {"mailconfig", "dav", "files"}
 
 _HOST_NAME = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
 _SITE_NAME = re.compile(r"^[a-z][a-z0-9]{1,15}$")
@@ -470,13 +470,12 @@ def _check_roles(record: InventoryHost, out: _Collector) -> tuple[str, ...]:
         if count > 1:
             out.add(record.name, "roles", f"role {role!r} is listed {count} times")
     for role in valid:
-        for needed in registry.role(role).beside:
+        for needed, why in registry.role(role).beside:
             if needed not in valid:
                 out.add(
                     record.name,
                     "roles",
-                    f"role {role!r} needs role {needed!r} on the same host: it serves data "
-                    f"that {needed!r} keeps there",
+                    f"role {role!r} needs role {needed!r} on the same host: {why}",
                 )
     for role in valid:
         for other, why in registry.role(role).apart:

@@ -1,4 +1,4 @@
-"""What the web roles (dav, files) share: nginx in front of them, and the app-password
+"""What the web roles (mailconfig, dav, files) share: nginx in front of them, and the app-password
 check behind nginx's `auth_request`.
 
 One nginx per web host serves every web role's names on 443 (port 80 only redirects), with the
@@ -23,7 +23,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from bulwark import catalogue, registry, replication, tlsconfig, webauth
+from bulwark import catalogue, mailconfig, registry, replication, tlsconfig, webauth
 from bulwark.deploying import install, keep_running, reloaded, restarted
 from bulwark.exposure import exempt_networks
 from bulwark.mail import USERNAME_SEPARATORS
@@ -36,8 +36,10 @@ from bulwark.secret_names import CONTENT_LINK_KEY, app_password_name
 from bulwark.topology import Host, Topology
 from bulwark.volumes import volume
 
-# The roles nginx fronts, in the order their servers appear in its configuration.
-WEB_ROLES: tuple[str, ...] = ("dav", "files")
+# The roles nginx fronts, in the order their servers appear in its configuration. The last
+# one a host deploys writes the front (`writes_front`): mailconfig, static files, never does
+# (it is deployed beside dav, bulwark.registry).
+WEB_ROLES: tuple[str, ...] = ("mailconfig", "dav", "files")
 # The ports nginx listens on for them: HTTPS, and HTTP that only redirects.
 WEB_PORTS: tuple[int, ...] = (443, 80)
 PACKAGES: tuple[str, ...] = ("nginx-core", "libnginx-mod-stream", "python3-argon2", "rsync")
@@ -143,6 +145,12 @@ def web_roles(host: Host) -> tuple[str, ...]:
     return tuple(role for role in WEB_ROLES if role in deployed)
 
 
+def replicated_roles(roles: tuple[str, ...]) -> tuple[str, ...]:
+    """The web roles among `roles` whose data is replicated (each with its write switch and
+    replication listener)."""
+    return tuple(role for role in roles if role in REPLICATED_CONTENT)
+
+
 def writes_front(role: str, host: Host) -> bool:
     """Whether `role` writes nginx's configuration and the credential checker on `host`: the
     last web role deployed there."""
@@ -206,9 +214,12 @@ def front_context(topology: Topology, host: Host, secrets: SecretStore) -> dict[
             "dav_body_limit": DAV_BODY_LIMIT,
             "unlimited": exempt_networks(topology),
             "webauth_socket": WEBAUTH_SOCKET,
-            "replication": [replication.listener(topology, host, role) for role in roles],
+            "replication": [
+                replication.listener(topology, host, role) for role in replicated_roles(roles)
+            ],
             "refused_socket": f"{replication.SOCKET_DIR}/refused.sock",
-            "writes": {role: writes_config(role) for role in roles},
+            "writes": {role: writes_config(role) for role in replicated_roles(roles)},
+            "mailconfig": mailconfig.nginx_context(topology) if "mailconfig" in roles else {},
             "files_backend": backend_socket("files"),
             "filesauth_socket": FILESAUTH_SOCKET,
             "files_csp": FILES_CSP,

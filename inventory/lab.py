@@ -86,7 +86,13 @@ nj = (
             proxy_addresses=_proxy_addresses("198.51.100.13", "198.51.100.14", "198.51.100.15"),
         ),
         _host("nj-mail", ["mx", "mailstore"], "198.51.100.11", "10.81.1.11", "10.89.0.11"),
-        _host("nj-web", ["dav", "files", "directory"], "198.51.100.12", "10.81.1.12", "10.89.0.12"),
+        _host(
+            "nj-web",
+            ["mailconfig", "dav", "files", "directory"],
+            "198.51.100.12",
+            "10.81.1.12",
+            "10.89.0.12",
+        ),
     ],
     {
         **_PLATFORM,
@@ -111,7 +117,11 @@ sea = (
         ),
         _host("sea-mail", ["mx", "mailstore"], "198.51.100.75", "10.82.1.11", "10.89.0.75"),
         _host(
-            "sea-web", ["dav", "files", "directory"], "198.51.100.76", "10.82.1.12", "10.89.0.76"
+            "sea-web",
+            ["mailconfig", "dav", "files", "directory"],
+            "198.51.100.76",
+            "10.82.1.12",
+            "10.89.0.76",
         ),
     ],
     {

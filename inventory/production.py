@@ -66,7 +66,7 @@ nj = (
         _host("nj-store", ["mailstore"], "192.0.2.30", "10.1.0.30", "10.101.0.30", ("mail",)),
         _host(
             "nj-web",
-            ["dav", "files", "directory"],
+            ["mailconfig", "dav", "files", "directory"],
             "192.0.2.40",
             "10.1.0.40",
             "10.101.0.40",
@@ -103,7 +103,7 @@ sea = (
         _host("sea-store", ["mailstore"], "198.51.100.30", "10.2.0.30", "10.102.0.30", ("mail",)),
         _host(
             "sea-web",
-            ["dav", "files", "directory"],
+            ["mailconfig", "dav", "files", "directory"],
             "198.51.100.40",
             "10.2.0.40",
             "10.102.0.40",

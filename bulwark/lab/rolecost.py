@@ -82,7 +82,9 @@ def measure_role_deploys(topology: Topology, roles: Sequence[str], marker_packag
     """Print the seconds `roles` add to a first deploy (if their hosts lack `marker_package`)
     and to a no-op one, on the hosts that have any of them. Roles that need one of `roles`
     beside them (registry `beside`) are left out of the baseline too, and deployed last."""
-    dependants = tuple(role.name for role in registry.ROLES if set(role.beside) & set(roles))
+    dependants = tuple(
+        role.name for role in registry.ROLES if {needed for needed, _ in role.beside} & set(roles)
+    )
     hosts = [host.name for host in topology.hosts if set(host.roles) & set(roles)]
     what = " and ".join(roles)
     with tempfile.TemporaryDirectory(prefix="bulwark-bench-") as scratch:

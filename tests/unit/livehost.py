@@ -193,6 +193,7 @@ class SimulatedLab:
                 "/var/vmail": "vmail vmail 700",
                 "/var/lib/bulwark/files": "bulwark-files bulwark-files 750",
                 "/var/lib/bulwark/directory": "openldap openldap 700",
+                "/etc/bulwark/mailconfig": "root root 755",
             }
             return "\n".join(
                 f"{owners.get(path, 'bulwark-dav bulwark-dav 750')}\t{path}" for path in paths

@@ -46,17 +46,17 @@ def test_ports_are_unique_within_each_role_and_transport():
 
 
 def test_ports_shared_between_roles_are_only_the_expected_ones():
-    """dav and files share nginx; the proxies' listeners take the ports of the services they
-    stand for, so topology refuses them beside mx or mailstore. Any other sharing is a
-    catalogue mistake."""
+    """mailconfig, dav and files share nginx; the proxies' listeners take the ports of the
+    services they stand for, so topology refuses them beside mx or mailstore. Any other
+    sharing is a catalogue mistake."""
     roles_by_port: dict[tuple[Transport, int], set[str]] = defaultdict(set)
     for service in SERVICES:
         for port in service.bound_ports:
             roles_by_port[(service.transport, port)].add(service.role)
     shared = {key: roles for key, roles in roles_by_port.items() if len(roles) > 1}
     assert shared == {
-        (Transport.TCP, 80): {"dav", "files"},
-        (Transport.TCP, 443): {"dav", "files"},
+        (Transport.TCP, 80): {"mailconfig", "dav", "files"},
+        (Transport.TCP, 443): {"mailconfig", "dav", "files"},
         (Transport.TCP, 465): {"proxy", "mx"},
         (Transport.TCP, 993): {"proxy", "mailstore"},
         (Transport.TCP, 995): {"proxy", "mailstore"},

@@ -644,17 +644,22 @@ def test_every_served_response_carries_the_security_headers(host_name: str) -> N
     """Always, on errors too; and no location sets a header of its own, which would make
     nginx drop every header of the server. Every server of every web role: the files
     servers (webdav, myfiles, the content origin) have the files' own policy (the sandbox)
-    instead of the DAV one."""
+    instead of the DAV one, which the mailconfig servers share."""
     servers = http_servers(host_name)
     defaults = [server for server in servers if is_default(server)]
     assert sorted(port for server in defaults for port in ports(server)) == ["443", "80"]
     served = [server for server in servers if not is_default(server)]
-    https = len(web.DAV_BACKENDS) + len(catalogue.service("https-files").names) + 1
+    mailconfig = len(catalogue.service("https-mailconfig").names)
+    https = mailconfig + len(web.DAV_BACKENDS) + len(catalogue.service("https-files").names) + 1
     assert sorted(port for server in served for port in ports(server)) == ["443"] * https + ["80"]
     for server in served:
         expected = dict(HEADERS)
-        dav = any(name.split(".")[0] in web.DAV_BACKENDS for name in server_names(server))
-        if not dav and "443" in ports(server):
+        files = any(
+            name.split(".")[0] in catalogue.service("https-files").names
+            or name == LAB.content_origin
+            for name in server_names(server)
+        )
+        if files and "443" in ports(server):
             expected["Content-Security-Policy"] = f'"{web.FILES_CSP}"'
         found = headers(server)
         for name, value in expected.items():

@@ -67,9 +67,9 @@ def test_mail_goes_to_the_primary_sites_exchangers_first_and_spf_names_them_alon
     assert records_of(LAB, lab_vault, "MX") == {
         "example.net": ["10 mx.nj.example.net.", "20 mx.sea.example.net."]
     }
-    assert records_of(LAB, lab_vault, "TXT") == {
-        "example.net": ['"v=spf1 ip4:198.51.100.11 ip4:198.51.100.75 -all"']
-    }
+    assert records_of(LAB, lab_vault, "TXT")["example.net"] == [
+        '"v=spf1 ip4:198.51.100.11 ip4:198.51.100.75 -all"'
+    ]
     sea = dataclasses.replace(
         LAB,
         sites=tuple(dataclasses.replace(site, primary=site.name == "sea") for site in LAB.sites),
@@ -112,6 +112,7 @@ def test_discovery_names_the_implicit_tls_ports_and_refuses_the_plaintext_ones(l
         "_submission._tcp.example.net": ["0 1 587 smtp.example.net."],
         "_caldavs._tcp.example.net": ["0 1 443 caldav.example.net."],
         "_carddavs._tcp.example.net": ["0 1 443 carddav.example.net."],
+        "_autodiscover._tcp.example.net": ["0 1 443 autodiscover.example.net."],
         "_imap._tcp.example.net": ["0 0 0 ."],
         "_pop3._tcp.example.net": ["0 0 0 ."],
         "_caldav._tcp.example.net": ["0 0 0 ."],

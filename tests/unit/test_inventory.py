@@ -100,7 +100,7 @@ def test_production_inventory_loads():
     for site in ("nj", "sea"):
         assert topology.gateway(site).name == f"{site}-gw"
         assert topology.host(f"{site}-gw").roles == ("gateway", "proxy")
-        assert topology.host(f"{site}-web").roles == ("dav", "files", "directory")
+        assert topology.host(f"{site}-web").roles == ("mailconfig", "dav", "files", "directory")
         assert topology.host(f"{site}-backup").public_address is None
         for role in ("mx", "mailstore", "directory", "backup"):
             assert len(topology.hosts_with_role(role, site)) == 1
@@ -115,7 +115,7 @@ def test_lab_inventory_loads():
     for site in ("nj", "sea"):
         assert topology.host(f"{site}-gw").roles == ("gateway", "proxy")
         assert topology.host(f"{site}-mail").roles == ("mx", "mailstore")
-        assert topology.host(f"{site}-web").roles == ("dav", "files", "directory")
+        assert topology.host(f"{site}-web").roles == ("mailconfig", "dav", "files", "directory")
 
 
 def test_loading_executes_the_inventory_file_once(two_site_inventory, tmp_path):

@@ -155,9 +155,11 @@ def test_mail_host_names_cover_its_services_and_the_proxies_in_front(lab):
 
 def test_web_host_names_have_no_mail_names(lab):
     """A files host also answers as the content origin (the same at every site: the primary
-    serves it, and the primary can move)."""
+    serves it, and the primary can move). The mail clients' configuration names are web
+    names (mailconfig); the mail services' own are not there."""
     names = pki.certificate_names(lab, lab.host("sea-web"))
-    labels = ("caldav", "carddav", "webdav", "myfiles", "ftp", "ldap")
+    labels = ("autoconfig", "autodiscover", "mta-sts", "caldav", "carddav", "webdav", "myfiles")
+    labels += ("ftp", "ldap")
     own = {"sea-web.example.net", "usercontent.example.net"}
     assert names == tuple(sorted(own | both("example.net", "sea", *labels)))
 
@@ -370,7 +372,8 @@ def test_a_supplied_certificate_with_problems_is_only_warned_about(lab, vault, o
         assert pki.ensure_pki(lab, vault, now=NOW) == []
     assert vault.get("pki/nj-web/cert").reveal() == chain
     lacks = (
-        "lacks carddav.nj.example.net, ftp.nj.example.net, ldap.nj.example.net, "
+        "lacks autoconfig.nj.example.net, autodiscover.nj.example.net, carddav.nj.example.net, "
+        "ftp.nj.example.net, ldap.nj.example.net, mta-sts.nj.example.net, "
         "myfiles.nj.example.net, webdav.nj.example.net"
     )
     messages = [record.getMessage() for record in caplog.records]
@@ -506,7 +509,7 @@ def test_cli_import_stores_and_saves_or_refuses_saving_nothing(cli_vault, operat
     imported = CliRunner().invoke(main, [*command, "--key", str(tmp_path / "key.pem")])
     assert imported.exit_code == 0, imported.output
     assert "nj-web: imported; expires" in imported.output
-    assert "warning: nj-web: lacks caldav.example.net" in imported.output
+    assert "warning: nj-web: lacks autoconfig.example.net" in imported.output
     assert cli_vault.saves == 1
     assert pki.host_certificate_chain(cli_vault, "nj-web") == chain
     command[3] = "nowhere"

@@ -22,7 +22,7 @@ PRODUCTION = load_topology(REPO / "inventory/production.py")
 def test_roles_are_in_the_designed_order():
     assert [role.name for role in registry.ROLES] == [
         "base", "pki", "storage", "logs", "vpn", "gateway", "firewall",
-        "proxy", "mx", "mailstore", "dav", "files", "directory", "backup",
+        "proxy", "mx", "mailstore", "mailconfig", "dav", "files", "directory", "backup",
     ]  # fmt: skip
     assert registry.EVERY_HOST_ROLES == ("base", "pki", "storage", "logs", "vpn", "firewall")
 

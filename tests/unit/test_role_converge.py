@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 from offline import Step, run_deploy, run_deploys
 
-from bulwark import mail, registry, replication
+from bulwark import mail, mailconfig, registry, replication
 from bulwark.hoststate import Account, FileState, Found, UnitState, sysctl_settings
 from bulwark.inventory import load_topology
 from bulwark.render import render_host_configs
@@ -69,6 +69,7 @@ def converged(
         files.DATA_DIR: FileState(files.USER, files.USER, "750", directory=True),
         files.LOCK_DIR: FileState(files.USER, files.USER, "700", directory=True),
         files.APACHE_RUN_DIR: FileState("root", "root", "755", directory=True),
+        mailconfig.CONFIG_DIR: FileState("root", "root", "755", directory=True),
     }
     # The directory's databases, slapd's own.
     for path in (

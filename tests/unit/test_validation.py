@@ -730,8 +730,8 @@ def test_the_directory_needs_dav_on_its_host(two_site_inventory):
     set_host("nj-web", "roles", ["files", "directory"])(two_site_inventory)
     problems = problems_of(two_site_inventory.write())
     assert (
-        "nj-web.roles: role 'directory' needs role 'dav' on the same host: it serves data that "
-        "'dav' keeps there"
+        "nj-web.roles: role 'directory' needs role 'dav' on the same host: it serves the CardDAV "
+        "books that dav keeps there"
     ) in problems
 
 
