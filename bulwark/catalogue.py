@@ -20,6 +20,7 @@ class Tls(StrEnum):
     OPPORTUNISTIC = "opportunistic"  # STARTTLS offered, not required (MX on 25, RFC 3207)
     REDIRECT = "redirect"  # plain HTTP that only answers with a redirect to HTTPS
     NATIVE = "native"  # the protocol's own encryption (SSH, WireGuard)
+    LOOPBACK = "loopback"  # none: a local service, never reachable from the network
 
 
 class Exposure(StrEnum):
@@ -217,6 +218,16 @@ SERVICES: tuple[Service, ...] = (
         names=("smtp",),
         description="authenticated submission, STARTTLS before AUTH",
         logins=True,
+    ),
+    Service(
+        "spam-filter",
+        "mx",
+        (11332,),
+        Transport.TCP,
+        Tls.LOOPBACK,
+        Exposure.LOCAL,
+        description="rspamd, Postfix's milter: DKIM signing, SPF/DKIM/DMARC checks, spam "
+        "filtering; loopback only",
     ),
     Service(
         "imaps",

@@ -17,7 +17,11 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
+from bulwark import mailtrust
 from bulwark.render import RenderedFile
+
+# Debian's rspamd configuration, which includes the overrides of a LOCAL_CONFDIR.
+RSPAMD_CONFIG = "/etc/rspamd/rspamd.conf"
 
 
 @dataclass(frozen=True)
@@ -166,6 +170,25 @@ def _check_slapd(content: str, workdir: Path) -> str | None:
     return _run(["slaptest", "-Q", "-u", "-f", str(config)])
 
 
+def _check_rspamd(content: str, workdir: Path) -> str | None:
+    """`rspamadm configtest` of Debian's configuration with the host's overrides as its
+    local.d: this file (the first of them) and its companions, the others."""
+    local = workdir / "local.d"
+    local.mkdir(exist_ok=True)
+    for path in mailtrust.RSPAMD_FILES[1:]:
+        name = path.rsplit("/", 1)[1]
+        shutil.copyfile(workdir / name, local / name)
+    (local / mailtrust.RSPAMD_FILES[0].rsplit("/", 1)[1]).write_text(content)
+    return _run(["rspamadm", f"--var=LOCAL_CONFDIR={workdir}", "configtest", "-c", RSPAMD_CONFIG])
+
+
+def _check_sieve(content: str, workdir: Path) -> str | None:
+    """`sievec`: Pigeonhole's compiler over the script, the binary thrown away."""
+    script = workdir / "check.sieve"
+    script.write_text(content)
+    return _run(["sievec", str(script), str(workdir / "check.svbin")])
+
+
 # checker name -> (tool that must be on PATH, check function)
 CHECKERS: dict[str, tuple[str, Callable[[str, Path], str | None]]] = {
     "apt": ("apt-config", _check_apt_config),
@@ -173,6 +196,8 @@ CHECKERS: dict[str, tuple[str, Callable[[str, Path], str | None]]] = {
     "nft": ("nft", _check_nft),
     "nginx": ("nginx", _check_nginx),
     "postfix": ("postfix", _check_postfix),
+    "rspamd": ("rspamadm", _check_rspamd),
+    "sieve": ("sievec", _check_sieve),
     "slapd": ("slaptest", _check_slapd),
     "sshd": ("sshd", _check_sshd),
 }
@@ -180,6 +205,7 @@ CHECKERS: dict[str, tuple[str, Callable[[str, Path], str | None]]] = {
 # checker name -> {path on the host: name in the check's own scratch directory}.
 COMPANIONS: dict[str, dict[str, str]] = {
     "postfix": {"/etc/postfix/master.cf": "master.cf"},
+    "rspamd": {path: path.rsplit("/", 1)[1] for path in mailtrust.RSPAMD_FILES[1:]},
     "nginx": {
         "/etc/nginx/bulwark-dav-writes.conf": "bulwark-dav-writes.conf",
         "/etc/nginx/bulwark-files-writes.conf": "bulwark-files-writes.conf",

@@ -3,16 +3,16 @@
 What other servers and clients look up before they reach us: an A record for every catalogue
 name at the address that serves it (and each mail exchanger's own name, which its HELO
 announces), the MX records (the primary site's exchangers preferred), SPF naming the exchangers'
-addresses, the MTA-STS policy's id (the policy, served by the mailconfig role, is made here),
-TLSA for SMTP on 25 (DANE, `3 1 1`: the SHA-256 of the certificate's public key, which a renewal
-keeps: bulwark.pki), SRV records for client discovery (RFC 6186 mail, RFC 6764 CalDAV/CardDAV,
-Outlook's autodiscover; a plaintext variant is published as "not offered", target "."), and
-CAA. Only the services of roles some host deploys get records, so nothing is announced that
-does not answer.
+addresses, each DKIM key and the DMARC policy (bulwark.mailtrust), the MTA-STS policy's id (the
+policy, served by the mailconfig role, is made here), TLSA for SMTP on 25 (DANE, `3 1 1`: the
+SHA-256 of the certificate's public key, which a renewal keeps: bulwark.pki), SRV records for
+client discovery (RFC 6186 mail, RFC 6764 CalDAV/CardDAV, Outlook's autodiscover; a plaintext
+variant is published as "not offered", target "."), and CAA. Only the services of roles some
+host deploys get records, so nothing is announced that does not answer.
 
 `zone_records` is pure: the same topology and vault give the same records, sorted, and
 `render_zone` writes them as a zone-file fragment with absolute names (no SOA or NS: those
-are the zone operator's). TLSA needs each exchanger's certificate from the vault.
+are the zone operator's). TLSA needs each exchanger's certificate from the vault, DKIM its keys.
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
-from bulwark import catalogue, pki, registry
+from bulwark import catalogue, mailtrust, pki, registry
 from bulwark.secret import SecretStore
 from bulwark.topology import Topology
 
@@ -193,6 +193,16 @@ def zone_records(topology: Topology, secrets: SecretStore) -> list[Record]:
         records.append(
             Record(f"_{MTA_STS_LABEL}.{domain}", "TXT", _txt(f"v=STSv1; id={mta_sts_id(topology)}"))
         )
+    if mx_hosts:
+        records += [
+            Record(
+                f"{selector}._domainkey.{domain}",
+                "TXT",
+                _txt(mailtrust.dkim_record(algorithm, secrets.get(name).reveal())),
+            )
+            for algorithm, selector, name in mailtrust.dkim_keys(topology)
+        ]
+        records.append(Record(f"_dmarc.{domain}", "TXT", _txt(mailtrust.dmarc_record(topology))))
     records += _discovery(topology)
     records += [
         Record(domain, "CAA", f'0 issue "{issuer}"') for issuer in (topology.caa_issuers or (";",))

@@ -58,6 +58,7 @@ TLS_WORDS: dict[catalogue.Tls, str] = {
     catalogue.Tls.OPPORTUNISTIC: "STARTTLS offered, never required (mail between servers)",
     catalogue.Tls.REDIRECT: "plain HTTP that only redirects to HTTPS",
     catalogue.Tls.NATIVE: "the protocol's own encryption",
+    catalogue.Tls.LOOPBACK: "none: on loopback only, never reachable from the network",
 }
 # Rendered lines shown per evidence pattern; the rest are counted.
 LINES_SHOWN = 3

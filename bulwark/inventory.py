@@ -61,6 +61,10 @@ PLATFORM_FIELDS: tuple[str, ...] = (
     "files_quota",
     "content_origin",
     "caa_issuers",
+    "postmaster",
+    "dkim_selectors",
+    "resolvers",
+    "spam_test_patterns",
 )
 
 # A check an inventory adds to the run's: called with the inventory's path as given to pyinfra

@@ -21,7 +21,7 @@ from pathlib import Path
 from argon2 import PasswordHasher, Type
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
-from bulwark import registry
+from bulwark import mailtrust, registry
 from bulwark.errors import BulwarkError
 from bulwark.pki import ensure_pki
 from bulwark.secret import write_private_file
@@ -91,6 +91,8 @@ _GENERATORS: dict[str, Callable[[], str]] = {
     "luks-recovery": lambda: _user_password(groups=8),
     "password": lambda: secrets.token_urlsafe(24),  # 32 URL-safe characters
     "key": lambda: _random_base64(48),  # 64 characters, 384 random bits: an HMAC key
+    "dkim-ed25519": lambda: mailtrust.new_dkim_key("ed25519"),
+    "dkim-rsa": lambda: mailtrust.new_dkim_key("rsa"),
 }
 
 
@@ -145,6 +147,10 @@ _KINDS: dict[str, Callable[[Topology], _Required]] = {
     },
     "content-link-key": lambda topology: {
         CONTENT_LINK_KEY: ("key", "HMAC key of the expiring links to users' files")
+    },
+    "dkim-keys": lambda topology: {
+        name: (f"dkim-{algorithm}", f"DKIM {algorithm} key of selector {selector!r}")
+        for algorithm, selector, name in mailtrust.dkim_keys(topology)
     },
 }
 

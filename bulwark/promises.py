@@ -233,7 +233,7 @@ PROMISES: tuple[Promise, ...] = (
             "tests/unit/test_mail_roles.py::test_the_mx_offers_tls_and_submission_requires_it",
             "tests/unit/test_mail_roles.py::"
             "test_dovecot_listens_on_tls_ports_only_and_lan_services_on_the_lan",
-            "tests/unit/test_catalogue.py::test_every_service_is_encrypted_except_http_redirects",
+            "tests/unit/test_catalogue.py::test_every_service_is_encrypted_except_http_redirects_and_loopback_ones",
             "tests/e2e/test_mail.py::test_submission_587_offers_auth_only_after_starttls",
             "tests/e2e/test_mail.py::test_plaintext_imap_and_pop3_refuse_connections",
             "tests/e2e/test_dav.py::test_https_is_tls_1_2_or_later_with_a_verified_certificate",

@@ -106,9 +106,10 @@ ROLES: tuple[Role, ...] = (
     ),
     Role(
         "mx",
-        "Postfix: inbound MX and authenticated submission",
+        "Postfix and rspamd: inbound MX, spam and DMARC checks, authenticated submission, "
+        "DKIM signing",
         module="mx",
-        secrets=("account-passwords",),
+        secrets=("account-passwords", "dkim-keys"),
     ),
     Role(
         "mailstore",

@@ -43,6 +43,11 @@ def psk_name(site_a: str, site_b: str) -> str:
     return f"wireguard/psk/{first}-{second}"
 
 
+def dkim_key_name(selector: str) -> str:
+    """The private key signing the platform's mail under DKIM selector `selector` (PKCS#8)."""
+    return f"dkim/{selector}"
+
+
 def luks_key_name(host: Host, volume: str) -> str:
     """A host's LUKS key for one of its `volumes_for` volumes."""
     return f"luks/{host.name}/{volume}"

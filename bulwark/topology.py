@@ -69,6 +69,10 @@ DEFAULT_FILES_QUOTA = 10 * 1024**3
 CONTENT_ORIGIN_LABEL = "usercontent"
 
 
+# DKIM key algorithm -> its selector, unless the inventory's `dkim_selectors` names others.
+DEFAULT_DKIM_SELECTORS: tuple[tuple[str, str], ...] = (("ed25519", "ed1"), ("rsa", "rsa1"))
+
+
 @dataclass(frozen=True)
 class Account:
     user: str
@@ -104,6 +108,14 @@ class Topology:
     # The certificate authorities whose domains the CAA records name (`caa_issuers`); none:
     # no public CA may issue for the domain (the platform's own CA signs its certificates).
     caa_issuers: tuple[str, ...] = ()
+    # The account receiving postmaster@, abuse@ (RFC 2142) and DMARC reports (`postmaster`).
+    postmaster: str | None = None
+    # DKIM selector per key algorithm (`dkim_selectors`): a new name is a new key (rotation).
+    dkim_selectors: tuple[tuple[str, str], ...] = DEFAULT_DKIM_SELECTORS
+    # DNS resolvers the spam filter asks (`resolvers`); none: the host's own resolv.conf.
+    resolvers: tuple[IPv4Address, ...] = ()
+    # The spam filter's non-reject GTUBE patterns (a lab's tests; never in production).
+    spam_test_patterns: bool = False
 
     @property
     def content_origin(self) -> str:

@@ -19,6 +19,7 @@ from urllib.parse import urlsplit
 from bulwark import catalogue, registry
 from bulwark.errors import did_you_mean
 from bulwark.topology import (
+    DEFAULT_DKIM_SELECTORS,
     DEFAULT_FILES_QUOTA,
     Account,
     Host,
@@ -323,6 +324,64 @@ def _check_caa_issuers(value: Any, out: _Collector) -> tuple[str, ...]:
         else:
             issuers.append(issuer)
     return tuple(sorted(set(issuers)))
+
+
+def _check_postmaster(value: Any, accounts: tuple[Account, ...], out: _Collector) -> str | None:
+    """The account receiving postmaster@, abuse@ and DMARC reports: one of `accounts`."""
+    if value is None:
+        return None
+    users = [account.user for account in accounts]
+    if value not in users:
+        out.add(
+            "platform",
+            "postmaster",
+            f"expected an account's user name, got {value!r}"
+            f"{did_you_mean(str(value), users)}; accounts are {', '.join(users) or '(none)'}",
+        )
+        return None
+    return value
+
+
+def _check_dkim_selectors(value: Any, out: _Collector) -> tuple[tuple[str, str], ...]:
+    """Algorithm -> selector, for each of DEFAULT_DKIM_SELECTORS' algorithms: distinct DNS
+    labels."""
+    if value is None:
+        return DEFAULT_DKIM_SELECTORS
+    algorithms = [algorithm for algorithm, _ in DEFAULT_DKIM_SELECTORS]
+    example = dict(DEFAULT_DKIM_SELECTORS)
+    if not isinstance(value, dict) or sorted(value) != sorted(algorithms):
+        out.add(
+            "platform",
+            "dkim_selectors",
+            f"expected a selector for each of {', '.join(algorithms)}, like {example!r}; "
+            f"got {value!r}",
+        )
+        return DEFAULT_DKIM_SELECTORS
+    bad = [s for s in value.values() if not isinstance(s, str) or not _DNS_LABEL.match(s)]
+    if bad or len(set(value.values())) != len(value):
+        out.add(
+            "platform",
+            "dkim_selectors",
+            f"selectors are distinct lower-case DNS labels like {example!r}; got {value!r}",
+        )
+        return DEFAULT_DKIM_SELECTORS
+    return tuple((algorithm, value[algorithm]) for algorithm in algorithms)
+
+
+def _check_resolvers(value: Any, out: _Collector) -> tuple[IPv4Address, ...]:
+    """The DNS resolvers the spam filter asks: IPv4 addresses."""
+    if value is None:
+        return ()
+    if not isinstance(value, list | tuple) or not value:
+        out.add("platform", "resolvers", f"expected a list of IPv4 addresses, got {value!r}")
+        return ()
+    resolvers = []
+    for item in value:
+        try:
+            resolvers.append(ipaddress.IPv4Address(item))
+        except ValueError:
+            out.add("platform", "resolvers", f"expected an IPv4 address, got {item!r}")
+    return tuple(resolvers)
 
 
 def _check_shared_addressbook(
@@ -789,6 +848,14 @@ def build_topology(
     files_quota = _check_size(platform.get("files_quota"), "platform", "files_quota", out)
     content_origin = _check_content_origin(platform.get("content_origin"), domain, out)
     caa_issuers = _check_caa_issuers(platform.get("caa_issuers"), out)
+    postmaster = _check_postmaster(platform.get("postmaster"), accounts, out)
+    dkim_selectors = _check_dkim_selectors(platform.get("dkim_selectors"), out)
+    resolvers = _check_resolvers(platform.get("resolvers"), out)
+    spam_test_patterns = platform.get("spam_test_patterns") or False
+    if not isinstance(spam_test_patterns, bool):
+        out.add(
+            "platform", "spam_test_patterns", f"expected True or False, got {spam_test_patterns!r}"
+        )
     vault_file = platform.get("vault_file")
     if vault_file is not None and not isinstance(vault_file, str):
         out.add("platform", "vault_file", f"expected a path, got {vault_file!r}")
@@ -820,4 +887,8 @@ def build_topology(
         files_quota=DEFAULT_FILES_QUOTA if files_quota is None else files_quota,
         content_origin_name=content_origin,
         caa_issuers=caa_issuers,
+        postmaster=postmaster,
+        dkim_selectors=dkim_selectors,
+        resolvers=resolvers,
+        spam_test_patterns=spam_test_patterns,
     )

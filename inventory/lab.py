@@ -39,6 +39,13 @@ _PLATFORM = {
     ],
     # Every account reads this address book; only its editors change it.
     "shared_addressbook": {"owner": "alice", "editors": ["alice"]},
+    # postmaster@, abuse@ and DMARC reports reach alice.
+    "postmaster": "alice",
+    # The lab's DNS server (knotd in the internet namespace, bulwark.lab.dns) answers the spam
+    # filter's SPF, DKIM and DMARC lookups.
+    "resolvers": ["198.51.100.200"],
+    # GTUBE variants that file into Junk instead of rejecting (tests/e2e/test_mailtrust.py).
+    "spam_test_patterns": True,
     # apt-cacher-ng on the controller's end of the management bridge.
     "apt_proxy": "http://10.89.0.1:3142",
     "vault_file": str(Path(__file__).resolve().with_suffix(".vault")),

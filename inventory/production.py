@@ -17,6 +17,10 @@ _PLATFORM = {
         {"user": "alice", "name": "Alice Archer", "app_passwords": ["laptop", "phone"]},
         {"user": "bob", "name": "Bob Baker", "app_passwords": ["desktop"]},
     ],
+    # The account postmaster@, abuse@ and DMARC reports reach.
+    "postmaster": "alice",
+    # Each data center's resolvers, for the spam filter's SPF, DKIM and DMARC lookups.
+    "resolvers": ["192.0.2.53", "198.51.100.53"],
     "vault_file": str(Path(__file__).resolve().with_suffix(".vault")),
 }
 

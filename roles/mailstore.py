@@ -3,7 +3,9 @@
 IMAP (993) and POP3 (995) over implicit TLS only, the plaintext listeners off; app passwords
 only, through the Lua passdb shared with the mx role; LMTP from the site's MX hosts on the LAN
 address, TLS only; dsync replication with the other site's mail store over the VPN, doveadm over TLS
-checked against the internal CA, so mail delivered in one site is readable in the other.
+checked against the internal CA, so mail delivered in one site is readable in the other. Mail
+the MX's spam filter marked is filed into the account's Junk folder at delivery (a global Sieve
+script run before any of the account's own).
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ from typing import Any
 from pyinfra import host as current_host
 from pyinfra.api import QuoteString, StringCommand, deploy, operation
 
-from bulwark import bruteforce, catalogue, mail, tlsconfig
+from bulwark import bruteforce, catalogue, mail, mailtrust, tlsconfig
 from bulwark.deploying import (
     directory,
     install,
@@ -30,6 +32,7 @@ from bulwark.deploying import (
 from bulwark.errors import BulwarkError
 from bulwark.hoststate import expect, host_state
 from bulwark.livecheck import LiveCheck
+from bulwark.operations import Activation
 from bulwark.plan import ManagedFile
 from bulwark.probes import Directories, Directory, Disk, MailReplication, Sysctl, Unit, Units
 from bulwark.secret import SecretStore
@@ -43,9 +46,16 @@ PACKAGES: tuple[str, ...] = (
     "dovecot-imapd",
     "dovecot-pop3d",
     "dovecot-lmtpd",
+    "dovecot-sieve",
 )
 # Created for every account, subscribed, with their RFC 6154 special-use flag.
-MAILBOXES: tuple[str, ...] = ("Drafts", "Sent", "Junk", "Trash", "Archive")
+JUNK = "Junk"
+MAILBOXES: tuple[str, ...] = ("Drafts", "Sent", JUNK, "Trash", "Archive")
+# The Sieve script filing spam, and its compiled form beside it (made at deploy: Dovecot's
+# delivery, running as the vmail user, could not write it there).
+SIEVE_DIR = "/etc/dovecot/sieve"
+SIEVE_SCRIPT = f"{SIEVE_DIR}/spam.sieve"
+SIEVE_COMPILE = Activation("sievec-spam", (("sievec", SIEVE_SCRIPT),))
 SERVICES: tuple[str, ...] = ("imaps", "pop3s", "lmtp", "mail-replication")
 # Its listeners for the site's proxies (roles/proxy.py), when the site has one.
 PROXIED_SERVICES: tuple[str, ...] = ("imaps-proxied", "pop3s-proxied")
@@ -113,6 +123,7 @@ def managed_files(topology: Topology, host: Host) -> tuple[ManagedFile, ...]:
         *mail.dovecot_files(ROLE, host),
         ManagedFile(SYSCTL_FILE, "sysctl.conf.j2"),
         ManagedFile(DOVECOT_DROPIN, "dovecot-service.conf.j2"),
+        ManagedFile(SIEVE_SCRIPT, "spam.sieve.j2", checker="sieve"),
         ManagedFile(RETRY_SCRIPT, "replication-retry.sh.j2", mode="0755"),
         ManagedFile(RETRY_SERVICE_FILE, "replication-retry.service.j2"),
         ManagedFile(RETRY_TIMER_FILE, "replication-retry.timer.j2"),
@@ -137,6 +148,9 @@ def template_context(topology: Topology, host: Host, secrets: SecretStore) -> Ma
         "vmail_user": mail.VMAIL_USER,
         "vmail_home": mail.VMAIL_HOME,
         "mailboxes": MAILBOXES,
+        "sieve_script": SIEVE_SCRIPT,
+        "spam_header": mailtrust.SPAM_HEADER,
+        "junk": JUNK,
         "peer": {
             "host": peer.name,
             "site": peer.site,
@@ -173,9 +187,9 @@ def live_checks(topology: Topology, host: Host) -> tuple[LiveCheck, ...]:
 
 @deploy("mailstore")
 def converge(topology: Topology, host: Host, secrets: SecretStore) -> None:
-    """The vmail user and its home, the replica's name, Dovecot's files (reloaded once they
-    changed) and bounded stop, the retry of failed replication, and on the primary site the
-    accounts' mailboxes."""
+    """The vmail user and its home, the replica's name, the spam filing script (compiled),
+    Dovecot's files (reloaded once they changed) and bounded stop, the retry of failed
+    replication, and on the primary site the accounts' mailboxes."""
     packages(ROLE, PACKAGES)
     system_user(ROLE, mail.VMAIL_USER, mail.VMAIL_HOME, NO_LOGIN)
     directory("mailstore: mail home", mail.VMAIL_HOME, mail.VMAIL_USER, mail.VMAIL_USER, "0700")
@@ -183,6 +197,8 @@ def converge(topology: Topology, host: Host, secrets: SecretStore) -> None:
     rendered = render_for_deploy(ROLE, topology, host, secrets)
     install_sysctl(ROLE, rendered[SYSCTL_FILE])
     install(ROLE, [rendered[DOVECOT_DROPIN]], then=units_reread())
+    directory(f"{ROLE}: {SIEVE_DIR}", SIEVE_DIR, "root", "root", "0755")
+    install(ROLE, [rendered[SIEVE_SCRIPT]], then=SIEVE_COMPILE)
     mail.converge_dovecot(ROLE, rendered)
     retry = (rendered[RETRY_SCRIPT], rendered[RETRY_SERVICE_FILE], rendered[RETRY_TIMER_FILE])
     install(ROLE, retry, then=restarted(RETRY_TIMER, unit_files_changed=True))

@@ -1,5 +1,8 @@
 """The lab's authoritative DNS server: knotd in the internet namespace, serving the zone
-`bulwark dns` renders (bulwark.dns) with the lab's own SOA and NS.
+`bulwark dns` renders (bulwark.dns) with the lab's own SOA and NS, and the zone of the outside
+world's mail (OUTSIDE_DOMAIN), whose SPF record names the internet namespace: the e2e tests'
+mail from outside comes from a domain that exists and authorizes its sender, as a real remote
+server's does, and the platform's spam filter gets definite answers for it.
 
 The end-to-end clients then resolve host names, SRV, TLSA and TXT records as real clients and
 remote MTAs do: the internet namespace's resolv.conf names this server, and its hosts file
@@ -30,6 +33,8 @@ LOG = paths.LOG_DIR / "knotd.log"
 USER = "knot"
 # The name the lab's server answers as (NS and SOA), at the internet namespace's address.
 SERVER_LABEL = "ns"
+# The domain the internet namespace sends mail from (RFC 2606's, nobody's on the platform).
+OUTSIDE_DOMAIN = "example.org"
 # Seconds knotd may take to answer its first query.
 START_SECONDS = 15
 
@@ -51,8 +56,24 @@ def render_lab_zone(topology: Topology, plan: LabPlan, records: Iterable[Record]
     return "\n".join(head) + "\n" + render_zone(topology, records)
 
 
+def render_outside_zone(plan: LabPlan) -> str:
+    """OUTSIDE_DOMAIN's zone: the lab's SOA and NS, and SPF naming the internet namespace."""
+    domain = OUTSIDE_DOMAIN
+    server = f"{SERVER_LABEL}.{domain}."
+    return "\n".join(
+        [
+            f"{domain}.\t{TTL}\tIN\tSOA\t{server} hostmaster.{domain}. 1 3600 600 604800 300",
+            f"{domain}.\t{TTL}\tIN\tNS\t{server}",
+            f"{server}\t{TTL}\tIN\tA\t{plan.internet.ip}",
+            f'{domain}.\t{TTL}\tIN\tTXT\t"v=spf1 ip4:{plan.internet.ip} -all"',
+            "",
+        ]
+    )
+
+
 def render_config(topology: Topology, plan: LabPlan) -> str:
-    """knotd's configuration: one zone, read from its file and never written back."""
+    """knotd's configuration: the platform's zone and the outside's, each read from its file
+    and never written back."""
     return "\n".join(
         [
             "server:",
@@ -72,8 +93,11 @@ def render_config(topology: Topology, plan: LabPlan) -> str:
             "    journal-content: none",
             "    semantic-checks: on",
             "zone:",
-            f"  - domain: {topology.domain}",
-            f"    file: {zone_file(topology.domain)}",
+            *(
+                line
+                for domain in (topology.domain, OUTSIDE_DOMAIN)
+                for line in (f"  - domain: {domain}", f"    file: {zone_file(domain)}")
+            ),
             "",
         ]
     )
@@ -87,6 +111,8 @@ def serve(topology: Topology, plan: LabPlan, records: Iterable[Record]) -> str:
     zone = render_lab_zone(topology, plan, records)
     with open(zone_file(topology.domain), "w") as out:
         out.write(zone)
+    with open(zone_file(OUTSIDE_DOMAIN), "w") as out:
+        out.write(render_outside_zone(plan))
     CONFIG.write_text(render_config(topology, plan))
     for path in (DNS_DIR, DNS_DIR / "db"):
         shutil.chown(path, USER, USER)

@@ -25,9 +25,11 @@ from mailclient import TIMEOUT, imap, message, wait_for
 from sslyze import ProtocolWithOpportunisticTlsEnum
 
 from bulwark import catalogue
+from bulwark.lab.dns import OUTSIDE_DOMAIN
 from bulwark.topology import Topology
 
-FOREIGN_DOMAIN = "example.org"  # nobody's domain on this platform (RFC 2606)
+# The outside world's domain, served by the lab's DNS: its SPF names the e2e clients' address.
+FOREIGN_DOMAIN = OUTSIDE_DOMAIN
 
 
 # --- fixtures -----------------------------------------------------------------------------------

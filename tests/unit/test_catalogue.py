@@ -82,13 +82,16 @@ def test_forbidden_ports_are_exactly_the_plaintext_twins():
     assert sorted(catalogue.FORBIDDEN_PORTS) == [110, 143, 389]
 
 
-def test_every_service_is_encrypted_except_http_redirects():
+def test_every_service_is_encrypted_except_http_redirects_and_loopback_ones():
     for service in SERVICES:
         if service.tls is Tls.REDIRECT:
             assert service.ports == (80,), service.name
             assert service.names, service.name
+        elif service.tls is Tls.LOOPBACK:
+            assert service.exposure is Exposure.LOCAL, service.name
         else:
             assert service.tls in {Tls.IMPLICIT, Tls.STARTTLS, Tls.OPPORTUNISTIC, Tls.NATIVE}
+            assert service.exposure is not Exposure.LOCAL, service.name
 
 
 def test_only_inbound_smtp_is_opportunistic():

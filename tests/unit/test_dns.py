@@ -203,6 +203,8 @@ def test_the_lab_zone_and_config_are_what_knotd_loads(lab_vault, tmp_path):
     plan = build_plan(LAB, next(iter(load_inventory(REPO / "inventory/lab.py"))).data.dict())
     zone = lab_dns.render_lab_zone(LAB, plan, zone_records(LAB, lab_vault))
     (tmp_path / "example.net.zone").write_text(zone)
+    outside = lab_dns.render_outside_zone(plan)
+    (tmp_path / f"{lab_dns.OUTSIDE_DOMAIN}.zone").write_text(outside)
     config = lab_dns.render_config(LAB, plan).replace(str(lab_dns.DNS_DIR), str(tmp_path))
     config = config.replace(f"    user: {lab_dns.USER}:{lab_dns.USER}\n", "")
     (tmp_path / "knot.conf").write_text(config)
@@ -213,6 +215,9 @@ def test_the_lab_zone_and_config_are_what_knotd_loads(lab_vault, tmp_path):
     assert checked.returncode == 0, checked.stdout + checked.stderr
     parsed = dns.zone.from_text(zone, origin="example.net", relativize=False)
     assert parsed.get_rdataset("ns.example.net.", "A")[0].to_text() == str(plan.internet.ip)
+    spf = dns.zone.from_text(outside, origin=lab_dns.OUTSIDE_DOMAIN, relativize=False)
+    (record,) = spf.get_rdataset(f"{lab_dns.OUTSIDE_DOMAIN}.", "TXT")
+    assert record.to_text() == f'"v=spf1 ip4:{plan.internet.ip} -all"'
 
 
 def test_bulwark_dns_prints_the_fragment_and_names_the_missing_vault_key(

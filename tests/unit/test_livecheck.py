@@ -222,6 +222,7 @@ tcp   LISTEN 0      100       10.81.1.11:12345       0.0.0.0:*    users:(("dovec
 tcp   LISTEN 0      100       10.81.1.11:10993       0.0.0.0:*    users:(("dovecot",pid=410,fd=46))
 tcp   LISTEN 0      100       10.81.1.11:10995       0.0.0.0:*    users:(("dovecot",pid=410,fd=48))
 tcp   LISTEN 0      100       10.81.1.11:10465       0.0.0.0:*    users:(("master",pid=501,fd=25))
+tcp   LISTEN 0      128        127.0.0.1:11332       0.0.0.0:*    users:(("rspamd",pid=530,fd=9))
 tcp   LISTEN 0      128          0.0.0.0:22          0.0.0.0:*    users:(("sshd",pid=120,fd=3))
 tcp   LISTEN 0      128             [::]:22             [::]:*    users:(("sshd",pid=120,fd=4))
 udp   UNCONN 0      0      127.0.0.53%lo:53          0.0.0.0:*    users:(("resolved",pid=90,fd=12))
@@ -244,6 +245,7 @@ def test_a_converged_mail_host_listens_exactly_where_the_catalogue_says():
     figures = {finding.check: finding.figure for finding in findings}
     assert figures["port lmtp"] == "10.81.1.11:24/tcp (dovecot)"
     assert figures["port smtp"] == "0.0.0.0:25/tcp (master), [::]:25/tcp (master)"
+    assert figures["port spam-filter"] == "127.0.0.1:11332/tcp (rspamd)"
     assert figures["public sockets"] == "only the catalogue's services"
     assert listening().drift(reading(SS_MAIL), context()) == []
 

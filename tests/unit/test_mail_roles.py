@@ -42,9 +42,12 @@ _MAILSTORE_ONLY = dict.fromkeys(
         mailstore.RETRY_SCRIPT,
         mailstore.RETRY_SERVICE_FILE,
         mailstore.RETRY_TIMER_FILE,
+        mailstore.SIEVE_SCRIPT,
     ),
     "mailstore",
 )
+# rspamd's overrides and one DKIM key per selector, on every MX host.
+_RSPAMD = {managed.path: "mx" for managed in mx.rspamd_files(LAB)}
 # The brute-force watcher: installed by the first role of the host with logins (mx, then
 # mailstore).
 _WATCHER = (bruteforce.SCRIPT, bruteforce.UNIT_FILE)
@@ -109,6 +112,7 @@ def master_cf(content: str) -> dict[str, list[str]]:
                 mail.DOVECOT_CONFIG: "mailstore",
                 mail.AUTH_SCRIPT: "mailstore",
                 **_MAILSTORE_ONLY,
+                **_RSPAMD,
                 **dict.fromkeys(_WATCHER, "mx"),
             },
         ),
@@ -120,6 +124,10 @@ def master_cf(content: str) -> dict[str, list[str]]:
                 mx.MASTER_CF: "mx",
                 mail.DOVECOT_CONFIG: "mx",
                 mail.AUTH_SCRIPT: "mx",
+                **{
+                    path.replace("example.net", "example.com"): role
+                    for path, role in _RSPAMD.items()
+                },
                 **dict.fromkeys(_WATCHER, "mx"),
             },
         ),
@@ -165,7 +173,7 @@ needs_doveconf = pytest.mark.skipif(
 def test_every_mail_config_passes_its_checker(rendered_inventories, inventory):
     files = [item for item in rendered_inventories[inventory] if item.role in MAIL_ROLES]
     checked = [item for item in files if item.checker is not None]
-    assert {item.checker for item in checked} == {"postfix", "dovecot"}
+    assert {item.checker for item in checked} == {"postfix", "dovecot", "rspamd", "sieve"}
     results = check_files(files)
     assert [(r.host, r.path, r.status, r.detail) for r in results] == [
         (item.host, item.path, "passed", "") for item in checked

@@ -44,7 +44,7 @@ def test_what_roles_own_exists_where_it_is_defined():
     assert sorted(volumes) == sorted(volume.name for volume in VOLUMES)
     assert {service.role for service in catalogue.SERVICES} <= {r.name for r in registry.ROLES}
     assert [service.name for service in registry.role("mx").services] == [
-        "smtp", "submissions", "submissions-proxied", "submission",
+        "smtp", "submissions", "submissions-proxied", "submission", "spam-filter",
     ]  # fmt: skip
 
 

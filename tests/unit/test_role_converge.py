@@ -26,7 +26,7 @@ from bulwark.hoststate import Account, FileState, Found, UnitState, sysctl_setti
 from bulwark.inventory import load_topology
 from bulwark.render import render_host_configs
 from bulwark.vault import Vault
-from roles import dav, directory, files, firewall, mailstore, proxy
+from roles import dav, directory, files, firewall, mailstore, mx, proxy
 from roles.firewall import RulesetState
 
 REPO = Path(__file__).resolve().parents[2]
@@ -70,6 +70,8 @@ def converged(
         files.LOCK_DIR: FileState(files.USER, files.USER, "700", directory=True),
         files.APACHE_RUN_DIR: FileState("root", "root", "755", directory=True),
         mailconfig.CONFIG_DIR: FileState("root", "root", "755", directory=True),
+        mx.DKIM_KEY_DIR: FileState("root", mx.RSPAMD_USER, "750", directory=True),
+        mailstore.SIEVE_DIR: FileState("root", "root", "755", directory=True),
     }
     # The directory's databases, slapd's own.
     for path in (

@@ -77,7 +77,7 @@ def test_required_names_cover_the_topology(topology: Topology) -> None:
         "account/bob/main",
         "account/bob/app/desktop",
     }
-    platform = {"mail/doveadm-password", "files/content-link-key"}
+    platform = {"mail/doveadm-password", "files/content-link-key", "dkim/ed1", "dkim/rsa1"}
     assert platform <= set(names)
     assert len(names) == (
         len(wireguard) + len(luks) + len(recovery) + len(accounts) + len(platform)
