@@ -336,14 +336,19 @@ def unlock_script(volumes: Sequence[tuple[VolumeSpec, Secret]]) -> str:
 ROTATED = "rotated"
 
 
-def _decoded(variable: str) -> tuple[str, ...]:
+def decoded(variable: str) -> tuple[str, ...]:
     """Shell words printing $variable's base64 decoded, for a pipe (builtins: no argv)."""
     return ("printf", "'%s'", f'"${variable}"', "|", "base64", "-d", "|")
 
 
-def _assigned(variable: str, secret: Secret) -> list[str]:
+def assigned(variable: str, secret: Secret) -> list[str]:
     """Lines setting $variable to the secret's value through a here-document (no argv)."""
     return [f"{variable}=$(cat <<'KEY'", secret.reveal(), "KEY", ")"]
+
+
+def opens(device: QuoteString) -> tuple[object, ...]:
+    """Shell words testing that the key on stdin opens `device` (nothing is opened)."""
+    return ("cryptsetup", "open", "--test-passphrase", "--key-file=-", device)
 
 
 def rotate_script(volumes: Sequence[tuple[VolumeSpec, Secret, Secret]]) -> str:
@@ -354,20 +359,19 @@ def rotate_script(volumes: Sequence[tuple[VolumeSpec, Secret, Secret]]) -> str:
     lines = ["set -e", "exec 2>&1"]
     for spec, old, new in volumes:
         device = QuoteString(spec.device)
-        opens = ("cryptsetup", "open", "--test-passphrase", "--key-file=-", device)
-        lines += [*_assigned("old", old), *_assigned("new", new)]
+        lines += [*assigned("old", old), *assigned("new", new)]
         steps = (
-            ("if", "!", *_decoded("new"), *opens, "2>/dev/null", ";", "then"),
+            ("if", "!", *decoded("new"), *opens(device), "2>/dev/null", ";", "then"),
             (
-                *_decoded("new"), "{", *_decoded("old"), "cryptsetup", "luksAddKey",
+                *decoded("new"), "{", *decoded("old"), "cryptsetup", "luksAddKey",
                 "--batch-mode", *_PBKDF_ARGS, "--key-file=-", device, "/dev/fd/3", ";", "}",
                 "3<&0",
             ),
             ("fi",),
-            (*_decoded("new"), *opens),
-            ("if", *_decoded("old"), *opens, "2>/dev/null", ";", "then"),
+            (*decoded("new"), *opens(device)),
+            ("if", *decoded("old"), *opens(device), "2>/dev/null", ";", "then"),
             (
-                *_decoded("old"), "cryptsetup", "luksRemoveKey", "--batch-mode",
+                *decoded("old"), "cryptsetup", "luksRemoveKey", "--batch-mode",
                 "--key-file=-", device,
             ),
             ("fi",),

@@ -64,6 +64,12 @@ def luks_recovery_name(host: Host, volume: str) -> str:
     return f"luks-recovery/{host.name}/{volume}"
 
 
+def luks_header_name(host: Host, volume: str) -> str:
+    """The volume's LUKS header backup (bulwark.luks_header): its key slots, for a restore
+    when the header on the device is damaged."""
+    return f"luks-header/{host.name}/{volume}"
+
+
 def main_password_name(user: str) -> str:
     """The Argon2id hash of `user`'s main (web) password."""
     return f"{_ACCOUNT}/{user}/main"
