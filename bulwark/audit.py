@@ -19,6 +19,7 @@ from bulwark.render import PORTS_REPORT, REPORT
 from bulwark.secret import Secret, SecretStore
 from bulwark.topology import Topology
 from bulwark.vault import KEY_ENV, open_vault
+from bulwark.volume_audit import volume_audits
 from bulwark.volumes import volume
 
 
@@ -123,8 +124,9 @@ def not_deployed_table(topology: Topology) -> list[dict]:
 
 
 def write_report(topology: Topology, out: Path) -> None:
-    """`ports.json` (the port matrix) and `report.md` (port matrix, TLS table and the roles not
-    deployed yet), sorted and byte-identical from run to run."""
+    """`ports.json` (the port matrix) and `report.md` (port matrix, TLS table, data and
+    encrypted volumes, web front, the roles not deployed yet), sorted and byte-identical from
+    run to run."""
     matrix = port_matrix(topology)
     tls = tls_table(topology)
     waiting = not_deployed_table(topology)
@@ -147,7 +149,7 @@ def write_report(topology: Topology, out: Path) -> None:
         "",
         f"Plaintext ports never open: {', '.join(map(str, catalogue.FORBIDDEN_PORTS))}.",
     ]
-    lines += _data_section(topology) + _web_section(topology)
+    lines += _data_section(topology) + _volumes_section(topology) + _web_section(topology)
     if waiting:
         lines += [
             "",
@@ -198,6 +200,41 @@ def _data_section(topology: Topology) -> list[str]:
         *_markdown(rows, ("role", "volume", "path", "holds")),
         "",
         note,
+    ]
+
+
+def _volumes_section(topology: Topology) -> list[str]:
+    """Every encrypted volume of every host: where, how, which kinds of key, how it opens."""
+    rows = [
+        {
+            "host": found.host,
+            "volume": found.name,
+            "device": found.device,
+            "mount point": found.mount_point,
+            "cipher": f"{found.cipher}, {found.key_bits}-bit key",
+            "key derivation": found.pbkdf,
+            "key slots": "; ".join(slot.text() for slot in found.key_slots),
+            "unlock": "; ".join(found.unlock),
+            "header escrow": found.header_escrow,
+        }
+        for found in volume_audits(topology)
+    ]
+    if not rows:
+        return [
+            "",
+            "## Encrypted volumes",
+            "",
+            "No host of this inventory has an encrypted volume.",
+        ]
+    return [
+        "",
+        "## Encrypted volumes",
+        "",
+        "Key slots by kind and the vault entry holding each, never a value; no key is on the "
+        "host's disks. The escrowed header is refreshed by `bulwark storage backup-headers` "
+        "and after every `rotate-key`; `backup-headers --check` says whether it is current.",
+        "",
+        *_markdown(rows, tuple(rows[0])),
     ]
 
 

@@ -1,7 +1,8 @@
 """What `bulwark audit diff` compares first: the platform's promises, as data both bundles carry.
 
-A render writes `facts.json` beside `ports.json`: per host its site, roles, volumes, the
-retention settings of its rendered journald and logrotate files and the VPN peers of its
+A render writes `facts.json` beside `ports.json`: per host its site, roles, encrypted volumes
+(device, mount point, cipher, key slots by kind, unlock paths, header escrow), the retention
+settings of its rendered journald and logrotate files and the VPN peers of its
 rendered WireGuard configs, plus the TLS mode of every deployed service. Together with the port
 matrix (`ports.json`), `semantic_changes` turns two bundles into one line per change: ports
 opened or closed per host first, then sources and exposure, TLS modes, VPN peers, volumes,
@@ -18,12 +19,13 @@ from collections.abc import Iterable, Mapping
 from pathlib import PurePosixPath
 from typing import Any
 
-from bulwark import volumes
 from bulwark.audit import tls_table
 from bulwark.render import RenderedFile
 from bulwark.topology import Topology
+from bulwark.volume_audit import host_volumes
 
-FACTS_FORMAT = 1
+# 2: each volume is an object (bulwark.volume_audit), no longer its name alone.
+FACTS_FORMAT = 2
 
 # Where the files are (prefixes of their paths).
 JOURNALD_PATHS = ("/etc/systemd/journald.conf",)  # the file and journald.conf.d/
@@ -57,7 +59,7 @@ def bundle_facts(topology: Topology, files: Iterable[RenderedFile]) -> dict[str,
         hosts[host.name] = {
             "site": host.site,
             "roles": sorted(host.roles),
-            "volumes": list(volumes.volumes_for(host)),
+            "volumes": [found.facts() for found in host_volumes(host)],
             "retention": retention(mine),
             "vpn_peers": vpn_peers(mine, addresses),
         }
@@ -298,13 +300,57 @@ def _peer_text(peer: dict) -> str:
 
 
 def _volume_changes(old_hosts: Mapping[str, dict], new_hosts: Mapping[str, dict]) -> list[str]:
+    """Volumes added and removed per host, then each field changed of those in both."""
     lines = []
     for host in sorted(old_hosts.keys() | new_hosts.keys()):
-        old = set((old_hosts.get(host) or {}).get("volumes", []))
-        new = set((new_hosts.get(host) or {}).get("volumes", []))
-        lines += [f"volume added: {host} {name}" for name in sorted(new - old)]
-        lines += [f"volume removed: {host} {name}" for name in sorted(old - new)]
+        old, new = _volumes(old_hosts.get(host)), _volumes(new_hosts.get(host))
+        lines += [
+            f"volume added: {host} {name}{_volume_text(new[name])}"
+            for name in sorted(new.keys() - old.keys())
+        ]
+        lines += [
+            f"volume removed: {host} {name}{_volume_text(old[name])}"
+            for name in sorted(old.keys() - new.keys())
+        ]
+        for name in sorted(old.keys() & new.keys()):
+            before, after = old[name], new[name]
+            if not before or not after:  # a format 1 bundle names its volumes only
+                continue
+            for field in sorted(before.keys() | after.keys()):
+                if before.get(field) != after.get(field):
+                    lines.append(
+                        f"volume changed: {host} {name}: {field} "
+                        f"{_field_text(before.get(field))} -> {_field_text(after.get(field))}"
+                    )
     return lines
+
+
+def _volumes(host: dict | None) -> dict[str, dict]:
+    """Volume name -> its fields; {} for a format 1 bundle's, which lists names only."""
+    found = {}
+    for entry in (host or {}).get("volumes", []):
+        if isinstance(entry, str):
+            found[entry] = {}
+        else:
+            found[str(entry.get("name"))] = {k: v for k, v in entry.items() if k != "name"}
+    return found
+
+
+def _volume_text(fields: dict) -> str:
+    if not fields:
+        return ""
+    return (
+        f" ({fields.get('device')} on {fields.get('mount_point')}, {fields.get('cipher')} "
+        f"{fields.get('key_bits')} bits)"
+    )
+
+
+def _field_text(value: object) -> str:
+    if value is None:
+        return "(unset)"
+    if isinstance(value, list):
+        return "; ".join(map(str, value)) or "(none)"
+    return str(value)
 
 
 def _retention_changes(old_hosts: Mapping[str, dict], new_hosts: Mapping[str, dict]) -> list[str]:

@@ -16,6 +16,7 @@ inventory gives a page of the same shape, not a thousand boxes.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import html
 from collections.abc import Iterable, Sequence
@@ -36,6 +37,7 @@ from bulwark.exposure import (
 from bulwark.promises import PROMISES, Evidence, Found, Promise, RenderedIndex, Status, status
 from bulwark.render import REPORT_HTML, RenderedFile
 from bulwark.topology import Host, Topology
+from bulwark.volume_audit import VolumeAudit, host_volumes
 
 # What the picture and the tables colour, and how the legend says it.
 PUBLIC, SITE, PEER, MANAGEMENT = "public", "site-only", "VPN peer", "management-only"
@@ -613,9 +615,15 @@ UNLOCK_PATHS: tuple[str, ...] = (
     "from the vault over SSH into cryptsetup; no key is ever written to the host's disks.",
     "For recovery at the console, each volume's second key slot: a passphrase kept in the "
     "vault (luks-recovery/HOST/VOLUME).",
+    "Each volume's LUKS header, which holds its key slots, is escrowed in the vault "
+    "(luks-header/HOST/VOLUME) by bulwark storage backup-headers and after every key rotation; "
+    "backup-headers --check tells a stale backup, and restore-header writes one back only "
+    "onto the volume it came from.",
     "Not built yet: unattended unlock at boot through Clevis and a Tang server at the other "
-    "site, reachable only over the VPN; the LUKS header backups escrowed in the vault.",
+    "site, reachable only over the VPN.",
 )
+# The host name the volume table shows in vault entries, for the hosts of a row.
+HOST_PLACEHOLDER = "HOST"
 
 
 def _volumes_section(topology: Topology) -> list[str]:
@@ -662,6 +670,7 @@ def _volumes_section(topology: Topology) -> list[str]:
         "with its own key from the vault (bulwark/volumes.py). The system logs do not yet: "
         "they stay on each host's root disk.</p>",
         *_table(("volume", "holds", "owned by", "hosts", "status"), rows),
+        *_every_volume(topology),
         f"<h3>Unlock paths: {state}</h3>",
         '<ul class="words">' + "".join(f"<li>{esc(path)}</li>" for path in UNLOCK_PATHS),
         "</ul>",
@@ -672,6 +681,47 @@ def _volumes_section(topology: Topology) -> list[str]:
             "and files are on each host's root disk, unencrypted.</p>"
         )
     return lines
+
+
+def _every_volume(topology: Topology) -> list[str]:
+    """Each encrypted volume: hosts whose volume is alike (device, mount point, encryption,
+    key slots, unlock, escrow; vault entries with HOST for the host's name) share a row."""
+    hosts: dict[VolumeAudit, list[str]] = {}
+    for host in sorted(topology.hosts, key=lambda host: host.name):
+        for found in host_volumes(dataclasses.replace(host, name=HOST_PLACEHOLDER)):
+            hosts.setdefault(found, []).append(host.name)
+    if not hosts:
+        return ["<p>No host of this inventory has an encrypted volume.</p>"]
+    rows = [
+        (
+            esc(found.name),
+            esc(hosts_text(names, full=True)),
+            f"<code>{esc(found.device)}</code> on <code>{esc(found.mount_point)}</code>",
+            esc(f"{found.cipher}, {found.key_bits}-bit key; {found.pbkdf}"),
+            "".join(f"<div>{esc(slot.text())}</div>" for slot in found.key_slots),
+            "".join(f"<div>{esc(path)}</div>" for path in found.unlock),
+            esc(found.header_escrow),
+        )
+        for found, names in hosts.items()
+    ]
+    return [
+        f"<h3>Every encrypted volume ({sum(map(len, hosts.values()))})</h3>",
+        "<p>Key slots by kind and the vault entry holding each (HOST: the host's name), never "
+        "a value. Rendered from the inventory: whether an escrowed header is current, "
+        "bulwark storage backup-headers --check says.</p>",
+        *_table(
+            (
+                "volume",
+                "hosts",
+                "device on mount point",
+                "encryption",
+                "key slots",
+                "unlock",
+                "header escrow",
+            ),
+            rows,
+        ),
+    ]
 
 
 def _volume_missing(storage: registry.Role, owners: Sequence[str]) -> str:

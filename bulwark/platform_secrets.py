@@ -12,6 +12,7 @@ from __future__ import annotations
 import base64
 import itertools
 import json
+import math
 import secrets
 import string
 from collections.abc import Callable
@@ -68,16 +69,29 @@ def wireguard_public_key(private_b64: str) -> str:
     return base64.b64encode(key.public_key().public_bytes_raw()).decode()
 
 
+# A volume's key file: random bytes, as many as the volume key has (aes-xts-plain64, 512 bits).
+LUKS_KEY_BYTES = 64
+# Groups of a volume's recovery passphrase, typed by hand at the console.
+RECOVERY_GROUPS = 8
+_GROUP_LENGTH = 4
+
+
 def new_luks_key() -> str:
-    """A volume key: 64 random bytes, base64 (cryptsetup reads the decoded bytes)."""
-    return _random_base64(64)
+    """A volume key: LUKS_KEY_BYTES random bytes, base64 (cryptsetup reads the decoded bytes)."""
+    return _random_base64(LUKS_KEY_BYTES)
 
 
 def _user_password(groups: int = 4) -> str:
     """Groups of 4 lower-case letters and digits, dash-separated (20.7 bits a group)."""
     return "-".join(
-        "".join(secrets.choice(_PASSWORD_ALPHABET) for _ in range(4)) for _ in range(groups)
+        "".join(secrets.choice(_PASSWORD_ALPHABET) for _ in range(_GROUP_LENGTH))
+        for _ in range(groups)
     )
+
+
+def password_bits(groups: int) -> int:
+    """The random bits of a `_user_password` of `groups` groups, rounded down."""
+    return int(groups * _GROUP_LENGTH * math.log2(len(_PASSWORD_ALPHABET)))
 
 
 # How each kind of secret is made. "account" entries are Argon2id hashes of a new user password,
@@ -88,7 +102,7 @@ _GENERATORS: dict[str, Callable[[], str]] = {
     "luks": new_luks_key,
     # A volume's second key slot, typed by hand when the vault's key cannot reach the host
     # (8 groups: 165 bits).
-    "luks-recovery": lambda: _user_password(groups=8),
+    "luks-recovery": lambda: _user_password(groups=RECOVERY_GROUPS),
     "password": lambda: secrets.token_urlsafe(24),  # 32 URL-safe characters
     "key": lambda: _random_base64(48),  # 64 characters, 384 random bits: an HMAC key
     "dkim-ed25519": lambda: mailtrust.new_dkim_key("ed25519"),

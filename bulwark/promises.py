@@ -523,11 +523,20 @@ PROMISES: tuple[Promise, ...] = (
             "test_the_recovery_passphrase_opens_the_volume_and_nothing_else_does",
             "tests/vm/test_storage.py::"
             "test_after_rotate_key_the_new_key_opens_the_volume_and_the_old_one_does_not",
+            "tests/unit/test_luks_header.py::"
+            "test_a_header_backed_up_and_restored_over_a_wiped_one_opens_with_the_vaults_key",
+            "tests/unit/test_luks_header.py::test_a_header_is_never_restored_onto_another_volume",
+            "tests/unit/test_luks_header.py::"
+            "test_check_names_a_missing_then_a_stale_header_and_writes_nothing",
+            "tests/unit/test_luks_header.py::test_rotate_key_refreshes_the_header_backup",
         ),
         note="Each volume's key is streamed from the vault to cryptsetup's stdin and never "
         "written to the host: after a reboot the volumes stay closed, and the units keeping "
         "data on them do not start, until the operator's `bulwark storage unlock` (or a deploy) "
-        "opens them. Unattended unlock through Tang is not built yet.",
+        "opens them. Each volume's LUKS header is escrowed in the vault (`bulwark storage "
+        "backup-headers`, refreshed by every key rotation) and restored only onto the volume it "
+        "came from; those tests run cryptsetup on file images, the real devices are the VM's. "
+        "Unattended unlock through Tang is not built yet.",
     ),
     Promise(
         "logs-encrypted-at-rest",

@@ -12,7 +12,8 @@ from bulwark.audit import SealedSecrets, port_matrix, tls_table, write_report
 from bulwark.cli import main
 from bulwark.inventory import load_topology
 from bulwark.render import render_host_configs
-from bulwark.volumes import volume
+from bulwark.volume_audit import volume_audits
+from bulwark.volumes import volume, volumes_for
 
 REPO = Path(__file__).resolve().parents[2]
 LAB = load_topology(REPO / "inventory/lab.py")
@@ -105,3 +106,23 @@ def test_a_topology_without_web_roles_has_no_web_front_section(tmp_path):
     mail_only = replace(LAB, hosts=tuple(host for host in LAB.hosts if not host.has_role("dav")))
     write_report(mail_only, tmp_path)
     assert "## Web front" not in (tmp_path / "report.md").read_text()
+
+
+def test_the_report_lists_every_encrypted_volume_with_its_key_slots_by_kind(tmp_path):
+    write_report(PRODUCTION, tmp_path)
+    report = (tmp_path / "report.md").read_text()
+    section = report.split("## Encrypted volumes", 1)[1].split("\n## ", 1)[0]
+    rows = [line for line in section.splitlines() if line.startswith("| ") and "---" not in line]
+    count = sum(len(volumes_for(host)) for host in PRODUCTION.hosts)
+    assert count == len(volume_audits(PRODUCTION)) == len(rows) - 1 > 0  # and the header
+    assert (
+        "| nj-store | mail | /dev/disk/by-partlabel/bulwark-mail | /var/vmail | aes-xts-plain64, "
+        "512-bit key | argon2id, 256 MiB, 4 iterations, 2 lanes | vault key (luks/nj-store/mail, "
+        "512 bits); recovery passphrase (luks-recovery/nj-store/mail, 165 bits) | deploy (key "
+        "from the vault over SSH); bulwark storage unlock (key from the vault over SSH); console "
+        "(recovery passphrase) | vault luks-header/nj-store/mail |"
+    ) in rows
+    write_report(LAB, tmp_path)  # containers: no volume at all
+    assert "No host of this inventory has an encrypted volume." in (
+        (tmp_path / "report.md").read_text()
+    )

@@ -24,6 +24,7 @@ from bulwark.inventory import load_topology
 from bulwark.promises import PROMISES, Status
 from bulwark.render import REPORT, REPORT_HTML, RenderedFile, render_topology
 from bulwark.topology import Host, Site
+from bulwark.volumes import volume, volumes_for
 
 REPO = Path(__file__).resolve().parents[2]
 PRODUCTION = REPO / "inventory" / "production.py"
@@ -91,6 +92,27 @@ def test_report_html_loads_nothing_and_runs_nothing(production_html):
         '<meta http-equiv="Content-Security-Policy" '
         'content="default-src &#x27;none&#x27;; style-src &#x27;unsafe-inline&#x27;">'
     ) in production_html
+
+
+def test_every_encrypted_volume_is_listed_with_its_hosts_keys_unlock_and_escrow(production_html):
+    section = production_html[
+        production_html.index('<h2 id="volumes">') : production_html.index('<h2 id="retention">')
+    ]
+    topology = load_topology(PRODUCTION)
+    total = sum(len(volumes_for(host)) for host in topology.hosts)
+    assert f"<h3>Every encrypted volume ({total})</h3>" in section
+    table = section[section.index("<h3>Every encrypted volume") :]
+    table = table[: table.index("</table>")]
+    for host in topology.hosts:
+        for name in volumes_for(host):
+            (row,) = [row for row in table.split("<tr>") if row.startswith(f"<td>{name}</td>")]
+            assert host.name in row
+            assert (
+                f"<code>{host.volume_device(name)}</code> on <code>{volume(name).path}</code>"
+                in row
+            )
+            assert f"luks/HOST/{name}, 512 bits" in row and f"luks-recovery/HOST/{name}" in row
+            assert "bulwark storage unlock" in row and f"vault luks-header/HOST/{name}" in row
 
 
 def test_report_html_is_the_same_whatever_the_order_of_the_files(rendered_inventories):
