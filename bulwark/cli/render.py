@@ -37,8 +37,9 @@ def render(inventory: str, out: Path, check: bool, sign: SigningKey | None) -> N
     """Render every file every role would write on every host of INVENTORY.
 
     Beside the HOST/ trees and manifest.json: ports.json (the port matrix, host x port x
-    exposure) and report.md (the port matrix and the TLS mode of every service); facts.json
-    (what `bulwark audit diff` compares); with --sign, manifest.json.sig and allowed_signers.
+    exposure) and report.md (the port matrix, the TLS mode of every service, every encrypted
+    volume); facts.json (what `bulwark audit diff` compares); with --sign, manifest.json.sig
+    and allowed_signers.
 
     Secrets appear only as <secret:NAME sha256:XXXXXXXX>. The output is byte-identical from
     run to run for the same inventory and vault. Exit code 1 if a checker rejects a file.
