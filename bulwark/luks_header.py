@@ -257,7 +257,7 @@ def restore_script(spec: VolumeSpec, backup: HeaderBackup, key: Secret) -> str:
 
 def read_restore(output: str, volume: str) -> dict[str, str]:
     """What a restore script printed about `volume`: word -> the rest of its line."""
-    found = {}
+    found: dict[str, str] = {}
     for line in output.splitlines():
         marker, name, word, rest = _fields(line)
         if marker == MARKER and name == volume:
