@@ -169,3 +169,30 @@ def test_after_rotate_key_the_new_key_opens_the_volume_and_the_old_one_does_not(
     plain = f"cryptsetup open --test-passphrase --key-file=- {MAIL_DEVICE}"
     assert on_guest(plain, check=False, stdin=recovery).returncode == 0
     assert deploy().changed == []  # two slots still: the vault's new key, the recovery
+
+
+def test_a_header_destroyed_on_the_device_comes_back_from_the_vault(on_guest, vault_env, deploy):
+    """The header escrow on a real device: rotate-key left the vault's backup current; with
+    the volume closed and its LUKS header zeroed (key slots and all: nothing opens it), the
+    vault's copy written back opens it again, data intact. Nothing is written without --yes."""
+    check = ["storage", "backup-headers", str(INVENTORY), "--limit", GUEST, "--check"]
+    current = bulwark_cli(check, vault_env)
+    assert current.returncode == 0, current.stdout + current.stderr
+    assert current.stdout == f"{GUEST}: mail: header backup current\n"
+    data_offset = int(_dump(on_guest)["offset"].split()[0])  # the data segment's first byte
+    on_guest(f"systemctl stop dovecot && umount {MAIL.path} && cryptsetup close {MAIL.mapper}")
+    on_guest(
+        f"dd if=/dev/zero of={MAIL_DEVICE} bs=1M count={data_offset // 2**20} conv=fsync "
+        "status=none"
+    )
+    assert on_guest(f"cryptsetup isLuks {MAIL_DEVICE}", check=False).returncode != 0
+    restore = ["storage", "restore-header", str(INVENTORY), GUEST, "mail"]
+    asked = bulwark_cli(restore, vault_env)
+    assert asked.returncode == 2 and "--yes" in asked.stdout + asked.stderr
+    assert on_guest(f"cryptsetup isLuks {MAIL_DEVICE}", check=False).returncode != 0
+    restored = bulwark_cli([*restore, "--yes"], vault_env)
+    assert restored.returncode == 0, restored.stdout + restored.stderr
+    assert "the vault's key opens it" in restored.stdout
+    assert deploy().changed  # opened and mounted again
+    assert on_guest(f"cat {MAIL.path}/note").stdout == "before the reboot\n"
+    assert bulwark_cli(check, vault_env).returncode == 0
