@@ -1,8 +1,10 @@
 """The lab's authoritative DNS server: knotd in the internet namespace, serving the zone
-`bulwark dns` renders (bulwark.dns) with the lab's own SOA and NS, and the zone of the outside
-world's mail (OUTSIDE_DOMAIN), whose SPF record names the internet namespace: the e2e tests'
-mail from outside comes from a domain that exists and authorizes its sender, as a real remote
-server's does, and the platform's spam filter gets definite answers for it.
+`bulwark dns` renders (bulwark.dns) with the lab's own SOA and NS, and the outside world's mail
+as a real remote server has it: its domain (OUTSIDE_DOMAIN) with an MX, whose name (OUTSIDE_MX)
+is the internet namespace's address, and SPF naming that address; and the reverse zone of the
+lab's public network, where that address's PTR names it back. The e2e tests' mail from outside
+then comes from a server the platform's spam filter finds well configured, as it would a
+legitimate one, and not from an unknown address.
 
 The end-to-end clients then resolve host names, SRV, TLSA and TXT records as real clients and
 remote MTAs do: the internet namespace's resolv.conf names this server, and its hosts file
@@ -33,8 +35,10 @@ LOG = paths.LOG_DIR / "knotd.log"
 USER = "knot"
 # The name the lab's server answers as (NS and SOA), at the internet namespace's address.
 SERVER_LABEL = "ns"
-# The domain the internet namespace sends mail from (RFC 2606's, nobody's on the platform).
+# The domain the internet namespace sends mail from (RFC 2606's, nobody's on the platform), and
+# the name its mail server greets with.
 OUTSIDE_DOMAIN = "example.org"
+OUTSIDE_MX = f"mx.{OUTSIDE_DOMAIN}"
 # Seconds knotd may take to answer its first query.
 START_SECONDS = 15
 
@@ -46,34 +50,51 @@ def zone_file(domain: str) -> str:
 def render_lab_zone(topology: Topology, plan: LabPlan, records: Iterable[Record]) -> str:
     """The whole zone: the lab's SOA, NS and the server's address, then the platform's records.
     The serial is fixed: knotd is restarted on a new zone and never transfers it."""
-    domain = topology.domain
+    return "\n".join(_head(topology.domain, plan)) + "\n" + render_zone(topology, records)
+
+
+def _head(domain: str, plan: LabPlan) -> list[str]:
+    """A zone's SOA and NS: the lab's server, which answers as `ns.DOMAIN` at the internet
+    namespace's address."""
     server = f"{SERVER_LABEL}.{domain}."
-    head = [
+    return [
         f"{domain}.\t{TTL}\tIN\tSOA\t{server} hostmaster.{domain}. 1 3600 600 604800 300",
         f"{domain}.\t{TTL}\tIN\tNS\t{server}",
         f"{server}\t{TTL}\tIN\tA\t{plan.internet.ip}",
     ]
-    return "\n".join(head) + "\n" + render_zone(topology, records)
 
 
 def render_outside_zone(plan: LabPlan) -> str:
-    """OUTSIDE_DOMAIN's zone: the lab's SOA and NS, and SPF naming the internet namespace."""
-    domain = OUTSIDE_DOMAIN
-    server = f"{SERVER_LABEL}.{domain}."
-    return "\n".join(
-        [
-            f"{domain}.\t{TTL}\tIN\tSOA\t{server} hostmaster.{domain}. 1 3600 600 604800 300",
-            f"{domain}.\t{TTL}\tIN\tNS\t{server}",
-            f"{server}\t{TTL}\tIN\tA\t{plan.internet.ip}",
-            f'{domain}.\t{TTL}\tIN\tTXT\t"v=spf1 ip4:{plan.internet.ip} -all"',
-            "",
-        ]
-    )
+    """OUTSIDE_DOMAIN's zone: its server's address, its MX (the internet namespace) and SPF."""
+    domain, address = OUTSIDE_DOMAIN, plan.internet.ip
+    lines = [
+        *_head(domain, plan),
+        f"{OUTSIDE_MX}.\t{TTL}\tIN\tA\t{address}",
+        f"{domain}.\t{TTL}\tIN\tMX\t10 {OUTSIDE_MX}.",
+        f'{domain}.\t{TTL}\tIN\tTXT\t"v=spf1 ip4:{address} -all"',
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def reverse_zone_name(plan: LabPlan) -> str:
+    """The in-addr.arpa zone of the lab's public /24, where the internet address is."""
+    return ".".join(reversed(str(plan.internet.ip).split(".")[:3])) + ".in-addr.arpa"
+
+
+def render_reverse_zone(plan: LabPlan) -> str:
+    """The PTR of the internet namespace's address: OUTSIDE_MX, which resolves back to it."""
+    zone = reverse_zone_name(plan)
+    last = str(plan.internet.ip).rsplit(".", 1)[1]
+    lines = [
+        *_head(zone, plan),
+        f"{last}.{zone}.\t{TTL}\tIN\tPTR\t{OUTSIDE_MX}.",
+    ]
+    return "\n".join(lines) + "\n"
 
 
 def render_config(topology: Topology, plan: LabPlan) -> str:
-    """knotd's configuration: the platform's zone and the outside's, each read from its file
-    and never written back."""
+    """knotd's configuration: the platform's zone, the outside's and the reverse one, each read
+    from its file and never written back."""
     return "\n".join(
         [
             "server:",
@@ -95,7 +116,7 @@ def render_config(topology: Topology, plan: LabPlan) -> str:
             "zone:",
             *(
                 line
-                for domain in (topology.domain, OUTSIDE_DOMAIN)
+                for domain in (topology.domain, OUTSIDE_DOMAIN, reverse_zone_name(plan))
                 for line in (f"  - domain: {domain}", f"    file: {zone_file(domain)}")
             ),
             "",
@@ -111,8 +132,12 @@ def serve(topology: Topology, plan: LabPlan, records: Iterable[Record]) -> str:
     zone = render_lab_zone(topology, plan, records)
     with open(zone_file(topology.domain), "w") as out:
         out.write(zone)
-    with open(zone_file(OUTSIDE_DOMAIN), "w") as out:
-        out.write(render_outside_zone(plan))
+    for name, text in (
+        (OUTSIDE_DOMAIN, render_outside_zone(plan)),
+        (reverse_zone_name(plan), render_reverse_zone(plan)),
+    ):
+        with open(zone_file(name), "w") as out:
+            out.write(text)
     CONFIG.write_text(render_config(topology, plan))
     for path in (DNS_DIR, DNS_DIR / "db"):
         shutil.chown(path, USER, USER)

@@ -25,10 +25,11 @@ from mailclient import TIMEOUT, imap, message, wait_for
 from sslyze import ProtocolWithOpportunisticTlsEnum
 
 from bulwark import catalogue
-from bulwark.lab.dns import OUTSIDE_DOMAIN
+from bulwark.lab.dns import OUTSIDE_DOMAIN, OUTSIDE_MX
 from bulwark.topology import Topology
 
-# The outside world's domain, served by the lab's DNS: its SPF names the e2e clients' address.
+# The outside world's domain, served by the lab's DNS: its MX (whose name the clients greet
+# with on 25) and SPF are the e2e clients' address.
 FOREIGN_DOMAIN = OUTSIDE_DOMAIN
 
 
@@ -142,7 +143,9 @@ def test_mx_accepts_mail_for_an_account_from_anyone(
     """Port 25 never insists on TLS (other servers may lack it) but always offers it."""
     mail = message(f"someone@{FOREIGN_DOMAIN}", alice.address)
     cleanup.append((alice, "INBOX", mail["Subject"]))
-    with smtplib.SMTP(name(topology, "smtp"), port("smtp"), timeout=TIMEOUT) as smtp:
+    with smtplib.SMTP(
+        name(topology, "smtp"), port("smtp"), local_hostname=OUTSIDE_MX, timeout=TIMEOUT
+    ) as smtp:
         smtp.ehlo()
         assert smtp.has_extn("starttls")
         assert not smtp.has_extn("auth")
@@ -156,7 +159,9 @@ def test_mx_accepts_mail_for_an_account_from_anyone(
 
 @pytest.mark.parametrize("starttls", [False, True], ids=["plaintext", "starttls"])
 def test_mx_refuses_to_relay_to_other_domains(topology, tls_context, starttls):
-    with smtplib.SMTP(name(topology, "smtp"), port("smtp"), timeout=TIMEOUT) as smtp:
+    with smtplib.SMTP(
+        name(topology, "smtp"), port("smtp"), local_hostname=OUTSIDE_MX, timeout=TIMEOUT
+    ) as smtp:
         if starttls:
             smtp.starttls(context=tls_context)
         smtp.ehlo()

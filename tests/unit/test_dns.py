@@ -10,6 +10,7 @@ import uuid
 from pathlib import Path
 
 import dns.rdatatype
+import dns.reversename
 import dns.zone
 import pytest
 from click.testing import CliRunner
@@ -205,6 +206,8 @@ def test_the_lab_zone_and_config_are_what_knotd_loads(lab_vault, tmp_path):
     (tmp_path / "example.net.zone").write_text(zone)
     outside = lab_dns.render_outside_zone(plan)
     (tmp_path / f"{lab_dns.OUTSIDE_DOMAIN}.zone").write_text(outside)
+    reverse = lab_dns.render_reverse_zone(plan)
+    (tmp_path / f"{lab_dns.reverse_zone_name(plan)}.zone").write_text(reverse)
     config = lab_dns.render_config(LAB, plan).replace(str(lab_dns.DNS_DIR), str(tmp_path))
     config = config.replace(f"    user: {lab_dns.USER}:{lab_dns.USER}\n", "")
     (tmp_path / "knot.conf").write_text(config)
@@ -215,9 +218,17 @@ def test_the_lab_zone_and_config_are_what_knotd_loads(lab_vault, tmp_path):
     assert checked.returncode == 0, checked.stdout + checked.stderr
     parsed = dns.zone.from_text(zone, origin="example.net", relativize=False)
     assert parsed.get_rdataset("ns.example.net.", "A")[0].to_text() == str(plan.internet.ip)
-    spf = dns.zone.from_text(outside, origin=lab_dns.OUTSIDE_DOMAIN, relativize=False)
-    (record,) = spf.get_rdataset(f"{lab_dns.OUTSIDE_DOMAIN}.", "TXT")
-    assert record.to_text() == f'"v=spf1 ip4:{plan.internet.ip} -all"'
+    world = dns.zone.from_text(outside, origin=lab_dns.OUTSIDE_DOMAIN, relativize=False)
+    (spf,) = world.get_rdataset(f"{lab_dns.OUTSIDE_DOMAIN}.", "TXT")
+    assert spf.to_text() == f'"v=spf1 ip4:{plan.internet.ip} -all"'
+    (mx,) = world.get_rdataset(f"{lab_dns.OUTSIDE_DOMAIN}.", "MX")
+    assert mx.to_text() == f"10 {lab_dns.OUTSIDE_MX}."
+    (address,) = world.get_rdataset(f"{lab_dns.OUTSIDE_MX}.", "A")
+    assert address.to_text() == str(plan.internet.ip)
+    ptr_zone = dns.zone.from_text(reverse, origin=lab_dns.reverse_zone_name(plan))
+    ptr_name = dns.reversename.from_address(str(plan.internet.ip))
+    (ptr,) = ptr_zone.get_rdataset(ptr_name, "PTR")
+    assert ptr.to_text() == f"{lab_dns.OUTSIDE_MX}."
 
 
 def test_bulwark_dns_prints_the_fragment_and_names_the_missing_vault_key(
