@@ -8,9 +8,13 @@
                visible over IMAP in the other site (median and max of --samples).
   throughput   messages/second accepted on 587 by --workers authenticated sessions sending to
                a local account until --messages in total or --seconds, whichever comes first.
+  filtering    that throughput with rspamd as deployed (every message signed and checked),
+               then with Postfix's milter taken out on the primary site's mx hosts for the run
+               (their main.cf saved to /run first and put back, Postfix reloaded, in every
+               case): what signing and filtering cost a submission. Not part of "all".
 
-Usage: .venv/bin/python benchmarks/mail.py [all|deploy|clients] [--samples 10] [--workers 4]
-       [--messages 2000] [--seconds 30]
+Usage: .venv/bin/python benchmarks/mail.py [all|deploy|clients|filtering] [--samples 10]
+       [--workers 4] [--messages 2000] [--seconds 30]
 Deploys take the lab's deploy lock; the client measurements re-run this script inside the lab's
 internet namespace (`bulwark lab internet`) and delete the messages they sent. Every loop is
 bounded in count and time; nothing is asserted.
@@ -34,7 +38,7 @@ from pathlib import Path
 
 from bulwark import catalogue
 from bulwark.inventory import load_topology
-from bulwark.lab import lifecycle, paths
+from bulwark.lab import access, lifecycle, paths
 from bulwark.lab.accounts import LabAccount, lab_accounts
 from bulwark.lab.plan import INTERNET_NETNS
 from bulwark.lab.rolecost import measure_role_deploys
@@ -45,6 +49,10 @@ REPO = Path(__file__).resolve().parents[1]
 INVENTORY = REPO / "inventory" / "lab.py"
 BIN = Path(sys.executable).parent
 MAIL_ROLES = ("mx", "mailstore")
+MAIN_CF = "/etc/postfix/main.cf"
+SAVED_MAIN_CF = "/run/bulwark-bench-main.cf"
+# Postfix without its milter: nothing signed, nothing checked.
+NO_MILTER = "postconf -e smtpd_milters= non_smtpd_milters= && postfix reload"
 # Every subject of one run starts with this (a run deletes exactly its own messages).
 SUBJECT_PREFIX = f"bulwark-bench-{uuid.uuid4().hex[:8]}-"
 TIMEOUT = 30
@@ -181,15 +189,51 @@ def measure_clients(topology: Topology, args) -> None:
     sender, recipient = lab_accounts(topology)[:2]
     sent = 0
     try:
-        measure_replication(topology, context, sender, recipient, args.samples)
+        if args.samples:
+            measure_replication(topology, context, sender, recipient, args.samples)
         sent = measure_throughput(topology, context, sender, recipient, args)
     finally:
         _delete_benchmark_messages(topology, context, recipient, args.samples + sent)
 
 
+def run_clients(args, samples: int) -> None:
+    """The client measurements, in the lab's internet namespace."""
+    options = [f"--samples={samples}"] + [
+        f"--{name}={getattr(args, name)}" for name in ("workers", "messages", "seconds")
+    ]
+    subprocess.run(
+        [str(BIN / "bulwark"), "lab", "internet", "-i", str(INVENTORY), "--",
+         sys.executable, __file__, "clients", *options],
+        check=True,
+    )  # fmt: skip
+
+
+def measure_filtering(lab: lifecycle.Lab, topology: Topology, args) -> None:
+    """Submission throughput as deployed, then with the milter out on the primary's mx hosts
+    (put back however the run ends)."""
+    primary = topology.primary_site.name
+    hosts = [host.name for host in topology.hosts_with_role("mx", primary)]
+    print("filtering on (rspamd signs and checks every message):")
+    run_clients(args, samples=0)
+    for name in hosts:
+        access.on_host(lab.plan, name, f"cp -p {MAIN_CF} {SAVED_MAIN_CF} && {NO_MILTER}")
+    try:
+        print("filtering off (no milter):")
+        run_clients(args, samples=0)
+    finally:
+        for name in hosts:
+            access.on_host(
+                lab.plan,
+                name,
+                f"cp -p {SAVED_MAIN_CF} {MAIN_CF} && rm {SAVED_MAIN_CF} && postfix reload",
+            )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("what", nargs="?", default="all", choices=["all", "deploy", "clients"])
+    parser.add_argument(
+        "what", nargs="?", default="all", choices=["all", "deploy", "clients", "filtering"]
+    )
     parser.add_argument("--samples", type=int, default=10)
     parser.add_argument("--workers", type=int, default=4)
     parser.add_argument("--messages", type=int, default=2000)
@@ -199,19 +243,14 @@ def main() -> None:
     if args.what == "clients":
         measure_clients(topology, args)
         return
-    lifecycle.require_up(INVENTORY)
+    lab = lifecycle.require_up(INVENTORY)
+    if args.what == "filtering":
+        measure_filtering(lab, topology, args)
+        return
     if args.what in ("all", "deploy"):
         measure_role_deploys(topology, MAIL_ROLES, "postfix")
     if args.what == "all":
-        options = [
-            f"--{name}={getattr(args, name)}"
-            for name in ("samples", "workers", "messages", "seconds")
-        ]
-        subprocess.run(
-            [str(BIN / "bulwark"), "lab", "internet", "-i", str(INVENTORY), "--",
-             sys.executable, __file__, "clients", *options],
-            check=True,
-        )  # fmt: skip
+        run_clients(args, args.samples)
 
 
 if __name__ == "__main__":
