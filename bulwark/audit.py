@@ -13,9 +13,9 @@ from pathlib import Path
 
 import click
 
-from bulwark import catalogue, registry, replication, web
+from bulwark import catalogue, dns, registry, replication, web
 from bulwark.exposure import host_openings, ports_text
-from bulwark.render import PORTS_REPORT, REPORT
+from bulwark.render import DNS_ZONE, PORTS_REPORT, REPORT
 from bulwark.secret import Secret, SecretStore
 from bulwark.topology import Topology
 from bulwark.vault import KEY_ENV, open_vault
@@ -160,6 +160,14 @@ def write_report(topology: Topology, out: Path) -> None:
             *_markdown(waiting, ("role", "what", "hosts")),
         ]
     (out / REPORT).write_text("\n".join(lines) + "\n")
+
+
+def write_zone(topology: Topology, secrets: SecretStore, out: Path) -> None:
+    """`dns.zone`: the records `bulwark dns` prints; without the vault's key (sealed secrets),
+    those made from its keys (TLSA, DKIM) are left out, and the file says so."""
+    keyed = not isinstance(secrets, SealedSecrets)
+    records = dns.zone_records(topology, secrets if keyed else None)
+    (out / DNS_ZONE).write_text(dns.render_zone(topology, records, keyed))
 
 
 def _matrix_row_shown(row: dict) -> dict:

@@ -26,7 +26,7 @@ from cryptography.hazmat.primitives import serialization
 
 from bulwark import catalogue, mailtrust, pki, registry
 from bulwark.secret import SecretStore
-from bulwark.topology import Topology
+from bulwark.topology import Host, Topology
 
 # Seconds resolvers may cache the records.
 TTL = 3600
@@ -162,8 +162,10 @@ def spki_sha256(certificate_pem: str) -> str:
     return hashlib.sha256(spki).hexdigest()
 
 
-def zone_records(topology: Topology, secrets: SecretStore) -> list[Record]:
-    """Every record the platform needs, sorted by type (TYPE_ORDER), name and data."""
+def zone_records(topology: Topology, secrets: SecretStore | None) -> list[Record]:
+    """Every record the platform needs, sorted by type (TYPE_ORDER), name and data. Without
+    the vault (`secrets` None: an audit without its key), the records made from its keys,
+    TLSA and DKIM, are left out."""
     domain = topology.domain
     records = [
         Record(name, "A", address)
@@ -180,8 +182,26 @@ def zone_records(topology: Topology, secrets: SecretStore) -> list[Record]:
     if mx_hosts:
         addresses = " ".join(f"ip4:{host.public_address}" for host in mx_hosts)
         records.append(Record(domain, "TXT", _txt(f"v=spf1 {addresses} -all")))
-    # Every key a site's exchangers present is valid for that site's MX target.
+    if secrets is not None:
+        records += _keyed_records(topology, secrets, mx_hosts)
+    if serves_mta_sts(topology):
+        records.append(
+            Record(f"_{MTA_STS_LABEL}.{domain}", "TXT", _txt(f"v=STSv1; id={mta_sts_id(topology)}"))
+        )
+    if mx_hosts:
+        records.append(Record(f"_dmarc.{domain}", "TXT", _txt(mailtrust.dmarc_record(topology))))
+    records += _discovery(topology)
     records += [
+        Record(domain, "CAA", f'0 issue "{issuer}"') for issuer in (topology.caa_issuers or (";",))
+    ]
+    return sorted(set(records), key=lambda r: (TYPE_ORDER.index(r.type), r.name, r.data))
+
+
+def _keyed_records(topology: Topology, secrets: SecretStore, mx_hosts: list[Host]) -> list[Record]:
+    """TLSA for each exchanger (every key a site's exchangers present is valid for that site's
+    MX target) and each DKIM key's record: made from the vault's certificates and keys."""
+    domain = topology.domain
+    records = [
         Record(
             f"{SMTP_TLSA_SERVICE}.{catalogue.qualified_name(MX_LABEL, domain, host.site)}",
             "TLSA",
@@ -189,10 +209,6 @@ def zone_records(topology: Topology, secrets: SecretStore) -> list[Record]:
         )
         for host in mx_hosts
     ]
-    if serves_mta_sts(topology):
-        records.append(
-            Record(f"_{MTA_STS_LABEL}.{domain}", "TXT", _txt(f"v=STSv1; id={mta_sts_id(topology)}"))
-        )
     if mx_hosts:
         records += [
             Record(
@@ -202,12 +218,7 @@ def zone_records(topology: Topology, secrets: SecretStore) -> list[Record]:
             )
             for algorithm, selector, name in mailtrust.dkim_keys(topology)
         ]
-        records.append(Record(f"_dmarc.{domain}", "TXT", _txt(mailtrust.dmarc_record(topology))))
-    records += _discovery(topology)
-    records += [
-        Record(domain, "CAA", f'0 issue "{issuer}"') for issuer in (topology.caa_issuers or (";",))
-    ]
-    return sorted(set(records), key=lambda r: (TYPE_ORDER.index(r.type), r.name, r.data))
+    return records
 
 
 def _discovery(topology: Topology) -> list[Record]:
@@ -237,13 +248,19 @@ def _txt(text: str) -> str:
     return " ".join(f'"{chunk}"' for chunk in chunks)
 
 
-def render_zone(topology: Topology, records: Iterable[Record]) -> str:
-    """The zone-file fragment: a header saying what it is, then one record a line."""
+def render_zone(topology: Topology, records: Iterable[Record], keyed: bool = True) -> str:
+    """The zone-file fragment: a header saying what it is (and, not `keyed`, that the records
+    made from the vault's keys are left out), then one record a line."""
     lines = [
         f"; DNS records of the platform {topology.domain}, rendered by `bulwark dns`.",
         "; Publish them in the zone; SOA and NS are the zone operator's.",
         "; Each exchanger's address needs its PTR set to the exchanger's own name (the A record",
         "; of the same name) by whoever holds the address block.",
     ]
+    if not keyed:
+        lines += [
+            "; Rendered without the vault's key: the TLSA and DKIM records, made from the",
+            "; vault's certificates and keys, are left out.",
+        ]
     lines += [record.line() for record in records]
     return "\n".join(lines) + "\n"

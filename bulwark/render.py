@@ -26,6 +26,7 @@ MANIFEST = "manifest.json"
 PORTS_REPORT = "ports.json"
 REPORT = "report.md"
 REPORT_HTML = "report.html"  # the same and more, for a browser (bulwark.htmlreport)
+DNS_ZONE = "dns.zone"  # the records the operator publishes, as `bulwark dns` prints them
 # Written by bulwark.bundle once every other file is: the facts `bulwark audit diff` compares,
 # and with `render --sign` the manifest's SSH signature and the key that made it.
 FACTS = "facts.json"

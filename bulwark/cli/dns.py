@@ -19,9 +19,10 @@ from bulwark.inventory import check_vault, load_topology
 )
 def dns(inventory: str, out: Path | None) -> None:
     """Print the DNS records of INVENTORY's platform: A for every client host name, MX, SPF,
-    TLSA for SMTP (DANE, from each exchanger's certificate in the vault), SRV for client
-    discovery (RFC 6186, RFC 6764) and CAA. Needs the vault (BULWARK_VAULT_KEY) for TLSA.
-    Deterministic: the same inventory and vault give the same bytes."""
+    DKIM (from the vault's keys), DMARC, MTA-STS, TLSA for SMTP (DANE, from each exchanger's
+    certificate in the vault), SRV for client discovery (RFC 6186, RFC 6764, autodiscover)
+    and CAA. Needs the vault (BULWARK_VAULT_KEY). Deterministic: the same inventory and vault
+    give the same bytes. `bulwark render` writes them into the audit bundle too (dns.zone)."""
     topology = load_topology(inventory)
     text = render_zone(topology, zone_records(topology, check_vault(topology)))
     if out is None:

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import click
 
-from bulwark.audit import audit_secrets, write_report
+from bulwark.audit import audit_secrets, write_report, write_zone
 from bulwark.bundle import SigningKey, finish_bundle
 from bulwark.checks import check_files
 from bulwark.cli.audit import signing_options
@@ -38,8 +38,9 @@ def render(inventory: str, out: Path, check: bool, sign: SigningKey | None) -> N
 
     Beside the HOST/ trees and manifest.json: ports.json (the port matrix, host x port x
     exposure) and report.md (the port matrix, the TLS mode of every service, every encrypted
-    volume); facts.json (what `bulwark audit diff` compares); with --sign, manifest.json.sig
-    and allowed_signers.
+    volume); dns.zone (the DNS records to publish, as `bulwark dns` prints them: without the
+    vault's key, those made from its keys are left out); facts.json (what `bulwark audit diff`
+    compares); with --sign, manifest.json.sig and allowed_signers.
 
     Secrets appear only as <secret:NAME sha256:XXXXXXXX>. The output is byte-identical from
     run to run for the same inventory and vault. Exit code 1 if a checker rejects a file.
@@ -55,6 +56,7 @@ def render(inventory: str, out: Path, check: bool, sign: SigningKey | None) -> N
             files.extend(render_host_configs(topology, host, secrets))
     write_audit_tree(files, out)
     write_report(topology, out)
+    write_zone(topology, secrets, out)
     write_html_report(topology, files, out)
     if signed := finish_bundle(topology, files, out, sign):  # last: hashes what is written
         click.echo(signed)

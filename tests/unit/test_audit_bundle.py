@@ -24,6 +24,7 @@ from bulwark.cli import main
 from bulwark.errors import BulwarkError
 from bulwark.render import (
     ALLOWED_SIGNERS,
+    DNS_ZONE,
     FACTS,
     MANIFEST,
     PORTS_REPORT,
@@ -157,6 +158,7 @@ def test_the_manifest_lists_every_file_of_the_bundle(bundle):
               for host, entries in manifest["hosts"].items() for entry in entries}  # fmt: skip
     listed |= {entry["path"]: entry["sha256"] for entry in manifest["files"]}
     assert [entry["path"] for entry in manifest["files"]] == [
+        DNS_ZONE,
         FACTS,
         PORTS_REPORT,
         REPORT_HTML,
@@ -175,7 +177,7 @@ def test_a_file_the_render_adds_is_listed_and_keeps_the_directory_a_render(bundl
     (bundle / "html" / "index.html").write_text("<h1>report</h1>\n")
     complete_manifest(bundle)
     listed = [entry["path"] for entry in json.loads((bundle / MANIFEST).read_text())["files"]]
-    assert listed == [FACTS, "html/index.html", PORTS_REPORT, REPORT_HTML, REPORT]
+    assert listed == [DNS_ZONE, FACTS, "html/index.html", PORTS_REPORT, REPORT_HTML, REPORT]
     check_output_dir(bundle)  # may be replaced
     assert cli("audit", "verify", str(bundle), "--unsigned-ok").exit_code == 1  # manifest changed
     (bundle / SIGNATURE).unlink()

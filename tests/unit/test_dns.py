@@ -243,3 +243,28 @@ def test_bulwark_dns_prints_the_fragment_and_names_the_missing_vault_key(
     result = CliRunner().invoke(main, ["dns", str(inventory)])
     assert result.exit_code == 2
     assert "BULWARK_VAULT_KEY" in result.output
+
+
+def test_the_audit_bundle_holds_the_zone_and_without_the_key_leaves_out_the_keyed_records(
+    inventory_with_vault, monkeypatch, tmp_path
+):
+    """`bulwark render` writes what `bulwark dns` prints (dns.zone); an auditor without the
+    vault's key gets every record but TLSA and DKIM, and a line saying so."""
+    inventory, vault = inventory_with_vault
+    topology = load_topology(inventory)
+    keyed = CliRunner().invoke(main, ["render", str(inventory), "--out", str(tmp_path / "a")])
+    assert keyed.exit_code == 0, keyed.output
+    printed = CliRunner().invoke(main, ["dns", str(inventory)]).output
+    assert (tmp_path / "a" / "dns.zone").read_text() == printed
+    monkeypatch.delenv("BULWARK_VAULT_KEY")
+    sealed = CliRunner().invoke(main, ["render", str(inventory), "--out", str(tmp_path / "b")])
+    assert sealed.exit_code == 0, sealed.output
+    text = (tmp_path / "b" / "dns.zone").read_text()
+    assert "are left out" in text
+    records = [line for line in text.splitlines() if not line.startswith(";")]
+    expected = [
+        record.line()
+        for record in zone_records(topology, vault)
+        if record.type != "TLSA" and "._domainkey." not in record.name
+    ]
+    assert records == expected

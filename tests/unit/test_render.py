@@ -25,6 +25,7 @@ from bulwark.cli import main
 from bulwark.errors import BulwarkError
 from bulwark.inventory import load_topology
 from bulwark.render import (
+    DNS_ZONE,
     FACTS,
     MANIFEST,
     PORTS_REPORT,
@@ -38,7 +39,7 @@ from bulwark.secret import Secret
 from bulwark.templating import environment
 
 REPO = Path(__file__).resolve().parents[2]
-REPORTS = (PORTS_REPORT, REPORT, REPORT_HTML, FACTS)
+REPORTS = (PORTS_REPORT, REPORT, REPORT_HTML, DNS_ZONE, FACTS)
 PRODUCTION = REPO / "inventory" / "production.py"
 LAB = REPO / "inventory" / "lab.py"
 BULWARK = Path(sys.executable).with_name("bulwark")
