@@ -3,12 +3,13 @@
 What other servers and clients look up before they reach us: an A record for every catalogue
 name at the address that serves it (and each mail exchanger's own name, which its HELO
 announces), the MX records (the primary site's exchangers preferred), SPF naming the exchangers'
-addresses, each DKIM key and the DMARC policy (bulwark.mailtrust), the MTA-STS policy's id (the
-policy, served by the mailconfig role, is made here), TLSA for SMTP on 25 (DANE, `3 1 1`: the
-SHA-256 of the certificate's public key, which a renewal keeps: bulwark.pki), SRV records for
-client discovery (RFC 6186 mail, RFC 6764 CalDAV/CardDAV, Outlook's autodiscover; a plaintext
-variant is published as "not offered", target "."), and CAA. Only the services of roles some
-host deploys get records, so nothing is announced that does not answer.
+addresses (and for each exchanger's own name, which its bounces come from), each DKIM key and
+the DMARC policy (bulwark.mailtrust), the MTA-STS policy's id (the policy, served by the
+mailconfig role, is made here), TLSA for SMTP on 25 (DANE, `3 1 1`: the SHA-256 of the
+certificate's public key, which a renewal keeps: bulwark.pki), SRV records for client discovery
+(RFC 6186 mail, RFC 6764 CalDAV/CardDAV, Outlook's autodiscover; a plaintext variant is
+published as "not offered", target "."), and CAA. Only the services of roles some host deploys
+get records, so nothing is announced that does not answer.
 
 `zone_records` is pure: the same topology and vault give the same records, sorted, and
 `render_zone` writes them as a zone-file fragment with absolute names (no SOA or NS: those
@@ -33,6 +34,8 @@ TTL = 3600
 # MX preference of the primary site's exchangers, and of every other site's.
 MX_PRIMARY_PREFERENCE = 10
 MX_OTHER_PREFERENCE = 20
+# The SPF record of an exchanger's own name: the name's A record, nothing else.
+HELO_SPF = "v=spf1 a -all"
 # The catalogue label every site's exchangers answer to (`mx.SITE.DOMAIN`): the MX targets.
 MX_LABEL = "mx"
 # Client discovery (RFC 6186 mail, RFC 6764 CalDAV/CardDAV): SRV service -> the catalogue
@@ -182,6 +185,9 @@ def zone_records(topology: Topology, secrets: SecretStore | None) -> list[Record
     if mx_hosts:
         addresses = " ".join(f"ip4:{host.public_address}" for host in mx_hosts)
         records.append(Record(domain, "TXT", _txt(f"v=spf1 {addresses} -all")))
+    # SPF for each exchanger's own name: its bounces (empty sender, From MAILER-DAEMON@ that
+    # name) are checked against the HELO name, and DMARC's sp=reject covers the name.
+    records += [Record(topology.fqdn(host), "TXT", _txt(HELO_SPF)) for host in mx_hosts]
     if secrets is not None:
         records += _keyed_records(topology, secrets, mx_hosts)
     if serves_mta_sts(topology):

@@ -53,13 +53,24 @@ def test_each_exchangers_tlsa_record_matches_the_key_it_presents(
         assert (3, 1, 1, presented) in published, target
 
 
-def test_spf_names_each_exchangers_address(topology: Topology):
-    txt = [b"".join(r.strings).decode() for r in dns.resolver.resolve(topology.domain, "TXT")]
+def spf_of(name: str) -> str:
+    txt = [b"".join(r.strings).decode() for r in dns.resolver.resolve(name, "TXT")]
     (spf,) = [text for text in txt if text.startswith("v=spf1 ")]
+    return spf
+
+
+def test_spf_names_each_exchangers_address_and_covers_its_bounces(topology: Topology):
+    """The domain's SPF names every MX target's address; each exchanger's own name (its HELO,
+    and the From of its bounces) has an SPF record of its own address."""
+    spf = spf_of(topology.domain)
     assert spf.endswith(" -all")
     for mx in dns.resolver.resolve(topology.domain, "MX"):
         for address in dns.resolver.resolve(str(mx.exchange), "A"):
             assert f"ip4:{address}" in spf.split()
+    for host in topology.hosts_with_role("mx"):
+        name = topology.fqdn(host)
+        assert spf_of(name) == "v=spf1 a -all"
+        assert [str(a) for a in dns.resolver.resolve(name, "A")] == [str(host.public_address)]
 
 
 def test_each_srv_record_leads_to_a_tls_server_on_its_port(

@@ -68,9 +68,10 @@ def test_mail_goes_to_the_primary_sites_exchangers_first_and_spf_names_them_alon
     assert records_of(LAB, lab_vault, "MX") == {
         "example.net": ["10 mx.nj.example.net.", "20 mx.sea.example.net."]
     }
-    assert records_of(LAB, lab_vault, "TXT")["example.net"] == [
-        '"v=spf1 ip4:198.51.100.11 ip4:198.51.100.75 -all"'
-    ]
+    txt = records_of(LAB, lab_vault, "TXT")
+    assert txt["example.net"] == ['"v=spf1 ip4:198.51.100.11 ip4:198.51.100.75 -all"']
+    # Bounces come from the exchanger's own name: its SPF is its address.
+    assert txt["nj-mail.example.net"] == txt["sea-mail.example.net"] == ['"v=spf1 a -all"']
     sea = dataclasses.replace(
         LAB,
         sites=tuple(dataclasses.replace(site, primary=site.name == "sea") for site in LAB.sites),
