@@ -157,7 +157,9 @@ def test_after_rotate_key_the_new_key_opens_the_volume_and_the_old_one_does_not(
     old = vault_get(f"luks/{GUEST}/mail")
     run = bulwark_cli(["storage", "rotate-key", str(INVENTORY), "--limit", GUEST], vault_env)
     assert run.returncode == 0, run.stdout + run.stderr
-    assert run.stdout == f"{GUEST}: mail: key rotated\n"
+    rotated, escrowed = run.stdout.splitlines()
+    assert rotated == f"{GUEST}: mail: key rotated"
+    assert escrowed.startswith(f"{GUEST}: mail: header backed up into the vault (")
     new = vault_get(f"luks/{GUEST}/mail")
     assert new != old
     listed = bulwark_cli(["vault", "list", "--vault", vault_env["BULWARK_VM_VAULT"]], vault_env)
