@@ -15,7 +15,12 @@ from bulwark.cli.audit import signing_options
 from bulwark.htmlreport import write_html_report
 from bulwark.inventory import load_topology
 from bulwark.registry import describe_not_deployed
-from bulwark.render import check_output_dir, render_host_configs, write_audit_tree
+from bulwark.render import (
+    check_output_dir,
+    host_trees_written_aside,
+    render_host_configs,
+    replaced_output_dir,
+)
 
 
 @click.command("render")
@@ -54,16 +59,18 @@ def render(inventory: str, out: Path, check: bool, sign: SigningKey | None) -> N
     with click.progressbar(topology.hosts, label="rendering", file=sys.stderr) as hosts:
         for host in hosts:
             files.extend(render_host_configs(topology, host, secrets))
-    write_audit_tree(files, out)
-    write_report(topology, out)
-    write_zone(topology, secrets, out)
-    write_html_report(topology, files, out)
-    if signed := finish_bundle(topology, files, out, sign):  # last: hashes what is written
+    with replaced_output_dir(out):
+        with host_trees_written_aside(files, out):
+            write_report(topology, out)
+            write_zone(topology, secrets, out)
+            write_html_report(topology, files, out)
+            results = check_files(files) if check else []
+        signed = finish_bundle(topology, files, out, sign)  # last: hashes what is written
+    if signed:
         click.echo(signed)
     click.echo(f"rendered {len(files)} files for {len(topology.hosts)} hosts into {out}")
     if not check:
         return
-    results = check_files(files)
     for result in results:
         if result.status == "failed":
             click.echo(
