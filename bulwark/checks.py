@@ -14,6 +14,7 @@ import subprocess
 import tempfile
 import time
 from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -241,43 +242,75 @@ def _shape(checker: str, host: str, content: str) -> str:
 
 def check_files(files: Iterable[RenderedFile]) -> list[CheckResult]:
     """Check every file that names a checker; files of the same shape (`_shape`, companions
-    included) are checked once."""
+    included) are checked once.
+
+    Each checker's tool runs in a thread of its own, in a scratch directory of its own: the
+    tools wait on their own processes side by side, one tool's runs one after the other (two
+    `nginx -t` would bind the same listeners).
+    """
     files = list(files)
     by_host = {(rendered.host, rendered.path): rendered for rendered in files}
+    installed = {tool: shutil.which(tool) is not None for tool, _ in CHECKERS.values()}
+    keys: list[tuple[str, ...] | None] = []  # per file: its shape, None when not checked here
+    checks: dict[str, dict[tuple[str, ...], tuple[RenderedFile, dict]]] = {}
+    for rendered in files:
+        if rendered.checker is None or not installed[CHECKERS[rendered.checker][0]]:
+            keys.append(None)
+            continue
+        companions = {
+            name: by_host.get((rendered.host, path))
+            for path, name in COMPANIONS.get(rendered.checker, {}).items()
+            if rendered.checker not in _INCLUDED_COMPANIONS or path in rendered.content
+        }
+        key = (
+            rendered.checker,
+            _shape(rendered.checker, rendered.host, rendered.content),
+            *(
+                _shape(rendered.checker, rendered.host, item.content) if item else ""
+                for item in companions.values()
+            ),
+        )
+        keys.append(key)
+        checks.setdefault(rendered.checker, {}).setdefault(key, (rendered, companions))
+    with (
+        tempfile.TemporaryDirectory(prefix="bulwark-check-") as scratch,
+        ThreadPoolExecutor(max_workers=max(len(checks), 1)) as pool,
+    ):
+        verdicts = [
+            pool.submit(_check_each, CHECKERS[checker][1], shapes, Path(scratch) / checker)
+            for checker, shapes in checks.items()
+        ]
+        complaints = {
+            key: complaint for done in verdicts for key, complaint in done.result().items()
+        }
     results = []
-    cache: dict[tuple[str, ...], str | None] = {}
-    with tempfile.TemporaryDirectory(prefix="bulwark-check-") as scratch:
-        workdir = Path(scratch)
-        for rendered in files:
-            if rendered.checker is None:
-                continue
-            tool, check = CHECKERS[rendered.checker]
-            if shutil.which(tool) is None:
-                results.append(
-                    CheckResult(
-                        rendered.host, rendered.path, tool, "skipped", f"{tool} not installed"
-                    )
-                )
-                continue
-            companions = {
-                name: by_host.get((rendered.host, path))
-                for path, name in COMPANIONS.get(rendered.checker, {}).items()
-                if rendered.checker not in _INCLUDED_COMPANIONS or path in rendered.content
-            }
-            key = (
-                rendered.checker,
-                _shape(rendered.checker, rendered.host, rendered.content),
-                *(
-                    _shape(rendered.checker, rendered.host, item.content) if item else ""
-                    for item in companions.values()
-                ),
+    for rendered, key in zip(files, keys, strict=True):
+        if rendered.checker is None:
+            continue
+        tool = CHECKERS[rendered.checker][0]
+        if key is None:
+            results.append(
+                CheckResult(rendered.host, rendered.path, tool, "skipped", f"{tool} not installed")
             )
-            if key not in cache:
-                cache[key] = _check_with(check, rendered, companions, workdir)
-            complaint = cache[key]
-            status = "passed" if complaint is None else "failed"
-            results.append(CheckResult(rendered.host, rendered.path, tool, status, complaint or ""))
+            continue
+        complaint = complaints[key]
+        status = "passed" if complaint is None else "failed"
+        results.append(CheckResult(rendered.host, rendered.path, tool, status, complaint or ""))
     return results
+
+
+def _check_each(
+    check: Callable[[str, Path], str | None],
+    shapes: dict[tuple[str, ...], tuple[RenderedFile, dict[str, RenderedFile | None]]],
+    workdir: Path,
+) -> dict[tuple[str, ...], str | None]:
+    """One checker's verdict on one file of each shape, checked one after the other in
+    `workdir` (made here)."""
+    workdir.mkdir()
+    return {
+        key: _check_with(check, rendered, companions, workdir)
+        for key, (rendered, companions) in shapes.items()
+    }
 
 
 def _check_with(
