@@ -57,8 +57,12 @@ def port_runs(ports: Iterable[int]) -> list[tuple[int, int]]:
     return [(first, last) for first, last in runs]
 
 
-def ports_text(ports: Iterable[int]) -> str:
-    """`993`, `50000-50100`, `21, 25, 80` or `1-21, 23-65535`: ports as an auditor reads them."""
+@functools.cache
+def ports_text(ports: tuple[int, ...]) -> str:
+    """`993`, `50000-50100`, `21, 25, 80` or `1-21, 23-65535`: ports as an auditor reads them.
+
+    Cached: the reports write a service's ports once per host that opens them, and a proxy's
+    are 65,534."""
     return ", ".join(
         str(first) if first == last else f"{first}-{last}" for first, last in port_runs(ports)
     )
