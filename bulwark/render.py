@@ -115,39 +115,44 @@ def write_audit_tree(
 ) -> dict:
     """Write `out/HOST/<path>` for every file and `out/manifest.json`, replacing a previous
     render in `out` (see `check_output_dir`); return the manifest."""
+    files = list(files)
     with replaced_output_dir(out):
-        return write_host_trees(files, out, progress)
+        write_files(files, out, progress)
+        return write_manifest(files, out)
 
 
-def write_host_trees(
+def write_files(
     files: Iterable[RenderedFile], out: Path, progress: Callable[[], None] | None = None
-) -> dict:
-    """Write `out/HOST/<path>` for every file and `out/manifest.json` into an empty `out`;
-    return the manifest.
+) -> None:
+    """Write `out/HOST/<path>` for every file, into an `out` that holds none of these hosts.
 
-    The manifest lists path, mode, owner and sha256 per host, sorted, so two renders of the same
-    inventory and vault give byte-identical manifests. A thousand hosts make 31,000 files: each
-    is written with as few system calls as it takes (the directories made once each, the mode
-    set on the open file).
+    A thousand hosts make 31,000 files: each is written with as few system calls as it takes
+    (the directories made once each, the mode given when the file is made).
     """
-    hosts: dict[str, list[dict]] = {}
     made = {str(out)}  # directories made so far: a thousand hosts share a few dozen paths
     for rendered in files:
         target = os.path.join(out, rendered.host, rendered.path.lstrip("/"))
         _make_directories(os.path.dirname(target), made)
-        data = rendered.content.encode()
-        _write_new_file(target, data, 0o600 if int(rendered.mode, 8) & 0o077 == 0 else 0o644)
+        mode = 0o600 if int(rendered.mode, 8) & 0o077 == 0 else 0o644
+        _write_new_file(target, rendered.content.encode(), mode)
+        if progress:
+            progress()
+
+
+def write_manifest(files: Iterable[RenderedFile], out: Path) -> dict:
+    """Write `out/manifest.json` and return it: path, mode, owner and sha256 of every file per
+    host, sorted, so two renders of the same inventory and vault give byte-identical manifests."""
+    hosts: dict[str, list[dict]] = {}
+    for rendered in files:
         hosts.setdefault(rendered.host, []).append(
             {
                 "path": rendered.path,
                 "role": rendered.role,
                 "mode": rendered.mode,
                 "owner": f"{rendered.user}:{rendered.group}",
-                "sha256": hashlib.sha256(data).hexdigest(),
+                "sha256": rendered.sha256,
             }
         )
-        if progress:
-            progress()
     manifest = {
         "format": 1,
         "hosts": {
@@ -170,10 +175,12 @@ def _make_directories(directory: str, made: set[str]) -> None:
 
 
 def _write_new_file(path: str, data: bytes, mode: int) -> None:
-    """Write `data` to `path` with exactly `mode` (whatever the umask)."""
+    """Write `data` to `path` with exactly `mode`: changed after the fact only when the umask
+    took bits away (a change of mode is one more journal entry per file)."""
     descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
     try:
-        os.fchmod(descriptor, mode)
+        if os.fstat(descriptor).st_mode & 0o777 != mode:
+            os.fchmod(descriptor, mode)
         view = memoryview(data)
         while view:
             view = view[os.write(descriptor, view) :]
@@ -215,24 +222,34 @@ def replaced_output_dir(out: Path) -> Iterator[None]:
 
 
 @contextmanager
-def host_trees_written_aside(files: list[RenderedFile], out: Path) -> Iterator[None]:
-    """`write_host_trees` in a child process while the block runs; done when the block ends.
+def host_trees_written_aside(out: Path) -> Iterator[Callable[[list[RenderedFile]], None]]:
+    """A `write(files)` that has a forked child write those files (`write_files`) while the
+    caller goes on; every child is done, and manifest.json written, when the block ends.
 
-    Writing a thousand hosts' trees is 31,000 files, mostly waiting on the disk, while the
-    reports and the checks that follow the render are CPU work: a child process (forked, so it
-    has the files already) lets the two overlap on two cores. A thread would not: it would wait
-    for the GIL after every system call.
+    A thousand hosts' trees are 31,000 files, mostly waiting on the disk, while rendering the
+    next hosts, the reports and the checks are CPU work: child processes (forked, so they have
+    the files already) let the two overlap on two cores. A thread would not: it would wait for
+    the GIL after every system call. Each call's hosts must be hosts no other call writes.
     """
-    writer = multiprocessing.get_context("fork").Process(
-        target=write_host_trees, args=(files, out), name="bulwark-write-host-trees"
-    )
-    writer.start()
+    children: list[multiprocessing.process.BaseProcess] = []
+    written: list[RenderedFile] = []
+
+    def write(files: list[RenderedFile]) -> None:
+        child = multiprocessing.get_context("fork").Process(
+            target=write_files, args=(files, out), name="bulwark-write-files"
+        )
+        child.start()
+        children.append(child)
+        written.extend(files)
+
     try:
-        yield
+        yield write
     finally:
-        writer.join()
-    if writer.exitcode != 0:
+        for child in children:
+            child.join()
+    if any(child.exitcode != 0 for child in children):
         raise BulwarkError(f"--out {out}: writing the host trees failed (see above)")
+    write_manifest(written, out)
 
 
 def check_output_dir(out: Path) -> None:

@@ -16,6 +16,7 @@ from bulwark.htmlreport import write_html_report
 from bulwark.inventory import load_topology
 from bulwark.registry import describe_not_deployed
 from bulwark.render import (
+    RenderedFile,
     check_output_dir,
     host_trees_written_aside,
     render_host_configs,
@@ -55,17 +56,24 @@ def render(inventory: str, out: Path, check: bool, sign: SigningKey | None) -> N
     if waiting := describe_not_deployed(topology):
         click.echo(f"note: {waiting}", err=True)
     secrets = audit_secrets(topology)
-    files = []
-    with click.progressbar(topology.hosts, label="rendering", file=sys.stderr) as hosts:
-        for host in hosts:
-            files.extend(render_host_configs(topology, host, secrets))
-    with replaced_output_dir(out):
-        with host_trees_written_aside(files, out):
-            write_report(topology, out)
-            write_zone(topology, secrets, out)
-            write_html_report(topology, files, out)
-            results = check_files(files) if check else []
-        signed = finish_bundle(topology, files, out, sign)  # last: hashes what is written
+    files: list[RenderedFile] = []
+    # The host trees are written by child processes, a quarter of the hosts each, while the
+    # next hosts are rendered and the reports and checks run (see host_trees_written_aside).
+    batch = max(1, len(topology.hosts) // 4)
+    with replaced_output_dir(out), host_trees_written_aside(out) as write:
+        with click.progressbar(topology.hosts, label="rendering", file=sys.stderr) as hosts:
+            unwritten: list[RenderedFile] = []
+            for number, host in enumerate(hosts, 1):
+                unwritten.extend(render_host_configs(topology, host, secrets))
+                if number % batch == 0 or number == len(topology.hosts):
+                    write(unwritten)
+                    files.extend(unwritten)
+                    unwritten = []
+        write_report(topology, out)
+        write_zone(topology, secrets, out)
+        write_html_report(topology, files, out)
+        results = check_files(files) if check else []
+    signed = finish_bundle(topology, files, out, sign)  # last: hashes what is written
     if signed:
         click.echo(signed)
     click.echo(f"rendered {len(files)} files for {len(topology.hosts)} hosts into {out}")
