@@ -36,6 +36,7 @@ from bulwark.exposure import exempt_networks
 from bulwark.plan import ManagedFile
 from bulwark.probes import Unit
 from bulwark.render import RenderedFile
+from bulwark.templating import shipped_text
 from bulwark.topology import Host, Topology
 
 # Failed logins from one address, counted over WINDOW_MINUTES, that ban it for BAN_MINUTES.
@@ -111,7 +112,7 @@ def watcher_context(topology: Topology, host: Host) -> dict[str, Any]:
     return {
         "banwatch": {
             "script": SCRIPT,
-            "source": SOURCE.read_text(),
+            "source": shipped_text(SOURCE),
             "failures": MAX_FAILURES,
             "window_seconds": WINDOW_MINUTES * 60,
             "ban_minutes": BAN_MINUTES,

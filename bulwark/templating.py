@@ -54,6 +54,13 @@ def render_template(role: str, template: str, context: dict[str, Any], reveal: b
     return environment(reveal).get_template(f"{role}/{template}").render(context)
 
 
+@cache
+def shipped_text(path: Path) -> str:
+    """A file of bulwark's own that a role installs (a script), read once per process: every
+    host's template context holds it."""
+    return path.read_text()
+
+
 def derived_or_sealed(derive: Callable[[], str], sealed: str) -> str:
     """A public value derived from a secret (a certificate, a public key, a digest), or `sealed`
     when the audit has no vault key to derive it with (SealedSecret.reveal raises

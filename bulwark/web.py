@@ -33,6 +33,7 @@ from bulwark.probes import Unit
 from bulwark.render import RenderedFile
 from bulwark.secret import SecretStore
 from bulwark.secret_names import CONTENT_LINK_KEY, app_password_name
+from bulwark.templating import shipped_text
 from bulwark.topology import Host, Topology
 from bulwark.volumes import volume
 
@@ -227,7 +228,7 @@ def front_context(topology: Topology, host: Host, secrets: SecretStore) -> dict[
         },
         "webauth": {
             "script": WEBAUTH_SCRIPT,
-            "source": WEBAUTH_SOURCE.read_text(),
+            "source": shipped_text(WEBAUTH_SOURCE),
             "socket": WEBAUTH_SOCKET,
             "socket_unit": WEBAUTH_SOCKET_UNIT,
             "accounts_file": WEBAUTH_ACCOUNTS,

@@ -32,6 +32,7 @@ from bulwark.plan import ManagedFile
 from bulwark.probes import Directories, Directory, Disk, Refresh, Unit, Units
 from bulwark.secret import SecretStore
 from bulwark.secret_names import app_password_name
+from bulwark.templating import shipped_text
 from bulwark.topology import Host, Topology
 from bulwark.volumes import volume
 
@@ -185,7 +186,7 @@ def template_context(topology: Topology, host: Host, secrets: SecretStore) -> Ma
             "runtime_dir_name": RUNTIME_DIR_NAME,
             "unit": UNIT,
             "script": SCRIPT,
-            "refresh_source": REFRESH_SOURCE.read_text(),
+            "refresh_source": shipped_text(REFRESH_SOURCE),
             "refresh_config": REFRESH_CONFIG,
             "refresh_seconds": REFRESH_SECONDS,
             "restart_marker": RESTART_MARKER,
