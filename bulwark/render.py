@@ -11,6 +11,7 @@ import hashlib
 import json
 import multiprocessing
 import os
+import shutil
 import subprocess
 import tempfile
 from collections.abc import Callable, Iterable, Iterator
@@ -116,7 +117,8 @@ def write_audit_tree(
     """Write `out/HOST/<path>` for every file and `out/manifest.json`, replacing a previous
     render in `out` (see `check_output_dir`); return the manifest."""
     files = list(files)
-    with replaced_output_dir(out):
+    with replaced_output_dir(out) as discard_previous:
+        discard_previous()
         write_files(files, out, progress)
         return write_manifest(files, out)
 
@@ -189,35 +191,47 @@ def _write_new_file(path: str, data: bytes, mode: int) -> None:
 
 
 @contextmanager
-def replaced_output_dir(out: Path) -> Iterator[None]:
-    """`out`, empty, for a new render while the block runs (see `check_output_dir`).
+def replaced_output_dir(out: Path) -> Iterator[Callable[[], None]]:
+    """`out`, empty, for a new render while the block runs (see `check_output_dir`), and a
+    `discard_previous()` for the block to call once the new render is sure to be written.
 
-    A previous render is first moved aside (a sibling directory, renamed in one step) and
-    deleted by `rm -rf` while the block writes the new one: deleting a thousand hosts' files
-    waits on the disk for seconds, which the render need not wait for. It is gone when the
-    block ends.
+    A previous render is moved aside (a sibling directory, renamed in one step). If the block
+    fails before calling `discard_previous()`, it is put back as it was; once called, `rm -rf`
+    deletes it while the block writes the new one: deleting a thousand hosts' files waits on
+    the disk for seconds, which the render need not wait for. It is gone when the block ends.
     """
     check_output_dir(out)
-    previous = None
+    aside = None
     try:
         if out.exists():
-            previous = Path(tempfile.mkdtemp(prefix=f".{out.name}.replaced-", dir=out.parent))
-            out.rename(previous / out.name)
+            aside = Path(tempfile.mkdtemp(prefix=f".{out.name}.replaced-", dir=out.parent))
+            out.rename(aside / out.name)
         out.mkdir(parents=True)
     except OSError as error:
         raise BulwarkError(f"--out {out}: cannot create it: {error.strerror}") from None
-    if previous is None:
-        yield
-        return
-    deleting = subprocess.Popen(["rm", "-rf", "--", str(previous)], stderr=subprocess.PIPE)
+    deleting: list[subprocess.Popen] = []
+
+    def discard_previous() -> None:
+        if aside is not None and not deleting:
+            deleting.append(
+                subprocess.Popen(["rm", "-rf", "--", str(aside)], stderr=subprocess.PIPE)
+            )
+
     try:
-        yield
+        yield discard_previous
+        discard_previous()
+    except BaseException:
+        if aside is not None and not deleting:
+            shutil.rmtree(out, ignore_errors=True)
+            (aside / out.name).rename(out)
+            aside.rmdir()
+        raise
     finally:
-        _, complaint = deleting.communicate()
-    if deleting.returncode != 0:
+        complaints = [process.communicate()[1] for process in deleting]
+    if deleting and deleting[0].returncode != 0:
         raise BulwarkError(
-            f"--out {out}: the previous render, moved to {previous}, cannot be deleted: "
-            f"{complaint.decode(errors='replace').strip()}"
+            f"--out {out}: the previous render, moved to {aside}, cannot be deleted: "
+            f"{complaints[0].decode(errors='replace').strip()}"
         )
 
 

@@ -60,7 +60,8 @@ def render(inventory: str, out: Path, check: bool, sign: SigningKey | None) -> N
     # The host trees are written by child processes, a quarter of the hosts each, while the
     # next hosts are rendered and the reports and checks run (see host_trees_written_aside).
     batch = max(1, len(topology.hosts) // 4)
-    with replaced_output_dir(out), host_trees_written_aside(out) as write:
+    # A failed render leaves a previous one as it was; it is deleted once every host rendered.
+    with replaced_output_dir(out) as discard_previous, host_trees_written_aside(out) as write:
         with click.progressbar(topology.hosts, label="rendering", file=sys.stderr) as hosts:
             unwritten: list[RenderedFile] = []
             for number, host in enumerate(hosts, 1):
@@ -69,6 +70,7 @@ def render(inventory: str, out: Path, check: bool, sign: SigningKey | None) -> N
                     write(unwritten)
                     files.extend(unwritten)
                     unwritten = []
+        discard_previous()
         write_report(topology, out)
         write_zone(topology, secrets, out)
         write_html_report(topology, files, out)

@@ -189,6 +189,27 @@ def test_cli_render_production(tmp_path, no_vault_key):
     assert tree(out) == first
 
 
+def test_cli_render_that_fails_leaves_the_previous_render_as_it_was(
+    tmp_path, monkeypatch, no_vault_key
+):
+    out = tmp_path / "audit"
+    assert render_cli(str(LAB), "--out", str(out), "--no-check").exit_code == 0
+    previous = tree(out)
+    rendered = []
+
+    def fail_on_the_third_host(topology, host, secrets):
+        if len(rendered) == 2:
+            raise jinja2.UndefinedError("'missing' is undefined")
+        rendered.append(host.name)
+        return render_host_configs(topology, host, secrets)
+
+    monkeypatch.setattr("bulwark.cli.render.render_host_configs", fail_on_the_third_host)
+    result = CliRunner().invoke(main, ["render", str(PRODUCTION), "--out", str(out)])
+    assert result.exit_code != 0
+    assert tree(out) == previous
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["audit"]
+
+
 def test_cli_render_as_a_subprocess_is_identical_from_run_to_run(tmp_path):
     env = {key: value for key, value in os.environ.items() if key != "BULWARK_VAULT_KEY"}
     trees = []
