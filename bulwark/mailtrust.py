@@ -8,7 +8,8 @@ makes `bulwark secrets generate` create a new key; publish its record (`bulwark 
 deploying it. Mail arriving on 25 is checked (SPF, DKIM, DMARC, spam): the results go into an
 Authentication-Results header; a message failing the DMARC policy of a domain that asks for
 rejection, or carrying GTUBE, is refused during the SMTP session; one the filter calls spam
-gets `X-Spam: Yes` and is filed into the account's Junk folder (bulwark.mail's sieve script).
+gets `X-Spam: Yes` and is filed into the account's Junk folder (roles/mailstore.py's Sieve
+script).
 """
 
 from __future__ import annotations
@@ -42,7 +43,8 @@ RSPAMD_FILES: tuple[str, ...] = tuple(
 RSA_KEY_BITS = 2048
 ED25519_SEED_BYTES = 32
 # DMARC: receivers reject mail claiming the domain that neither SPF nor DKIM align with, strict
-# alignment (the platform sends from DOMAIN itself, never from a subdomain).
+# alignment: accounts send from DOMAIN itself; bounces come from each exchanger's own name,
+# which has an SPF record of its own (bulwark.dns).
 DMARC_POLICY = "v=DMARC1; p=reject; sp=reject; adkim=s; aspf=s"
 # The header rspamd adds to mail it calls spam (its "add header" action), which sieve files.
 SPAM_HEADER = ("X-Spam", "Yes")
