@@ -229,8 +229,7 @@ def _keyed_records(topology: Topology, secrets: SecretStore, mx_hosts: list[Host
 
 def _discovery(topology: Topology) -> list[Record]:
     """SRV records for the discovered services some host serves (RFC 6186, RFC 6764)."""
-    deployed = {role.name for host in topology.hosts for role in registry.deployed_roles(host)}
-    served = {service.name: service for service in catalogue.SERVICES if service.role in deployed}
+    served = registry.served_services(topology)
     records = []
     for owner, name in DISCOVERY.items():
         if name in served:

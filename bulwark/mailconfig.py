@@ -36,16 +36,10 @@ INCOMING: dict[str, str] = {"imaps": "imap", "pop3s": "pop3"}
 OUTGOING = "submissions"
 
 
-def _served(topology: Topology) -> dict[str, catalogue.Service]:
-    """The catalogue services of the roles some host deploys, by name."""
-    deployed = registry.deployed_role_names(topology)
-    return {service.name: service for service in catalogue.SERVICES if service.role in deployed}
-
-
 def client_settings(topology: Topology) -> dict[str, Any]:
     """Host, port and kind of every client endpoint the platform serves, for the templates:
     the mail services of INCOMING and OUTGOING, and the CalDAV/CardDAV base URLs."""
-    served = _served(topology)
+    served = registry.served_services(topology)
     domain = topology.domain
 
     def endpoint(service: catalogue.Service, label: str | None = None) -> dict[str, Any]:

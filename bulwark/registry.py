@@ -182,6 +182,13 @@ def deployed_role_names(topology: Topology) -> frozenset[str]:
     return frozenset(role.name for host in topology.hosts for role in deployed_roles(host))
 
 
+def served_services(topology: Topology) -> dict[str, catalogue.Service]:
+    """The catalogue services of the roles some host of `topology` deploys, by name, in
+    catalogue order: what the platform answers (DNS records, client configuration)."""
+    deployed = deployed_role_names(topology)
+    return {service.name: service for service in catalogue.SERVICES if service.role in deployed}
+
+
 def not_deployed(topology: Topology) -> dict[str, tuple[str, ...]]:
     """Role -> the hosts that would get it, for every role the topology asks for that has no
     module yet, in deploy order: what render and deploy name as "not deployed yet"."""
