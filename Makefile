@@ -10,12 +10,12 @@ AUDIT_DIR ?= audit
 # the headless browser that opens the audit's report.html in them (chromium), the WebDAV
 # client the end-to-end tests sync files with (rclone), and OpenLDAP's slaptest, slapadd and
 # ldapsearch (slapd, told to configure nothing; ldap-utils), rspamd's rspamadm, Dovecot's sieve
-# compiler, and cryptsetup, which backs up and restores LUKS headers of file images in the
-# storage tests (cryptsetup-bin).
+# compiler, cryptsetup, which backs up and restores LUKS headers of file images in the
+# storage tests (cryptsetup-bin), and borg, which the backup agent's tests run (borgbackup).
 # Installed without starting them: a policy-rc.d that denies service starts is in place meanwhile.
 CHECKER_PACKAGES := openssh-server nftables postfix dovecot-core dovecot-imapd dovecot-pop3d \
 	dovecot-lmtpd dovecot-auth-lua nginx-core libnginx-mod-stream chromium rclone slapd ldap-utils \
-	knot knot-dnsutils rspamd dovecot-sieve cryptsetup-bin
+	knot knot-dnsutils rspamd dovecot-sieve cryptsetup-bin borgbackup
 
 .PHONY: help venv checkers test unit lint render
 .PHONY: lab-up lab-down lab-status lab-secrets deploy-lab lab-verify molecule-lab molecule-vm

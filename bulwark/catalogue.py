@@ -394,13 +394,14 @@ SERVICES: tuple[Service, ...] = (
     Service(
         "backup",
         "backup",
-        (8443,),
+        (2222,),
         Transport.TCP,
-        Tls.IMPLICIT,
+        Tls.NATIVE,
         Exposure.ROLE,
-        description="receives the other site's encrypted backups over the VPN",
-        # Every host keeps logs on a volume (base), so every host of the other site sends.
-        clients=(Clients("base", Scope.PEER_SITE),),
+        description="the other site's data hosts send their borg backups over the VPN, by SSH "
+        "to a sshd of its own that runs nothing but `borg serve --append-only`",
+        # The hosts keeping customer data (bulwark.backup.BACKED_UP_VOLUMES' roles).
+        clients=tuple(Clients(role, Scope.PEER_SITE) for role in ("mailstore", "dav", "files")),
     ),
 )
 

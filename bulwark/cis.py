@@ -147,7 +147,7 @@ DEVIATIONS: tuple[Deviation, ...] = (
     Deviation(
         "backup",
         "Ensure only approved services are listening on a network interface",
-        "The backup host listens on 8443 (TLS) for the other site's hosts",
+        "The backup host runs a second sshd, on 2222, for the other site's data hosts",
         "Backups are kept at the other site; only its hosts may send them.",
     ),
 )

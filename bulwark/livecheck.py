@@ -76,6 +76,12 @@ THRESHOLDS: dict[str, Threshold] = {
     "replica-fail": Threshold(300, "s", "a DAV replica's last successful pull older: FAIL"),
     "refresh-warn": Threshold(180, "s", "the LDAP address book's last refresh older: WARN"),
     "refresh-fail": Threshold(300, "s", "the LDAP address book's last refresh older: FAIL"),
+    # Backups run hourly (10 minutes of random delay): one missed run warns, two fail. The
+    # drill runs daily.
+    "backup-warn": Threshold(2 * 3600, "s", "a backup's or prune's last run older: WARN"),
+    "backup-fail": Threshold(3 * 3600, "s", "a backup's or prune's last run older: FAIL"),
+    "drill-warn": Threshold(26 * 3600, "s", "the backup drill's last run older: WARN"),
+    "drill-fail": Threshold(50 * 3600, "s", "the backup drill's last run older: FAIL"),
     "updates-grace": Threshold(
         2 * 86400,
         "s",

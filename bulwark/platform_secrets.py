@@ -20,9 +20,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from argon2 import PasswordHasher, Type
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
-from bulwark import mailtrust, registry
+from bulwark import backup, mailtrust, registry
 from bulwark.errors import BulwarkError
 from bulwark.pki import ensure_pki
 from bulwark.secret import write_private_file
@@ -69,6 +71,32 @@ def wireguard_public_key(private_b64: str) -> str:
     return base64.b64encode(key.public_key().public_bytes_raw()).decode()
 
 
+def new_ssh_key() -> str:
+    """An Ed25519 SSH private key in OpenSSH's own PEM format (what `ssh-keygen` writes)."""
+    return (
+        Ed25519PrivateKey.generate()
+        .private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.OpenSSH,
+            serialization.NoEncryption(),
+        )
+        .decode()
+    )
+
+
+def ssh_public_key(private_pem: str) -> str:
+    """The `ssh-ed25519 AAAA...` line of an OpenSSH private key, as `ssh-keygen -y` prints it."""
+    try:
+        key = serialization.load_ssh_private_key(private_pem.encode(), password=None)
+    except ValueError:
+        raise BulwarkError("not an OpenSSH private key") from None
+    return (
+        key.public_key()
+        .public_bytes(serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH)
+        .decode()
+    )
+
+
 # A volume's key file: random bytes, as many as the volume key has (aes-xts-plain64, 512 bits).
 LUKS_KEY_BYTES = 64
 # Groups of a volume's recovery passphrase, typed by hand at the console.
@@ -107,6 +135,7 @@ _GENERATORS: dict[str, Callable[[], str]] = {
     "key": lambda: _random_base64(48),  # 64 characters, 384 random bits: an HMAC key
     "dkim-ed25519": lambda: mailtrust.new_dkim_key("ed25519"),
     "dkim-rsa": lambda: mailtrust.new_dkim_key("rsa"),
+    "ssh-ed25519": new_ssh_key,
 }
 
 
@@ -166,6 +195,7 @@ _KINDS: dict[str, Callable[[Topology], _Required]] = {
         name: (f"dkim-{algorithm}", f"DKIM {algorithm} key of selector {selector!r}")
         for algorithm, selector, name in mailtrust.dkim_keys(topology)
     },
+    "backup-keys": backup.secret_names,
 }
 
 

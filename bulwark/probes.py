@@ -837,11 +837,13 @@ class Replica(LiveCheck):
 
 @dataclass(frozen=True)
 class Refresh(LiveCheck):
-    """A periodic oneshot unit's last run (the directory's rebuild from the CardDAV books):
-    its result, and how long ago it ended (refresh-warn/-fail; never ran: FAIL)."""
+    """A periodic oneshot unit's last run (the directory's rebuild from the CardDAV books, a
+    backup, a prune, a drill): its result, and how long ago it ended (`<limit>-warn/-fail`;
+    never ran: FAIL)."""
 
     name: str  # what it refreshes, in the operator's words
     unit: str
+    limit: str = "refresh"  # the thresholds' prefix (bulwark.livecheck.THRESHOLDS)
 
     def status_script(self) -> str:
         return (
@@ -859,7 +861,8 @@ class Refresh(LiveCheck):
         if shown.get("Result") != "success":
             return [Finding(check, Verdict.FAIL, f"last run {duration(age)} ago failed "
                             f"({shown.get('Result')}): journalctl -u {self.unit}")]  # fmt: skip
-        verdict = older(age, context.limits["refresh-warn"], context.limits["refresh-fail"])
+        limits = context.limits
+        verdict = older(age, limits[f"{self.limit}-warn"], limits[f"{self.limit}-fail"])
         return [Finding(check, verdict, f"last run {duration(age)} ago", round(age))]
 
 

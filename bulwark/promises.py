@@ -626,7 +626,35 @@ PROMISES: tuple[Promise, ...] = (
         PRACTICES,
         "Destruction of data",
         "Data is backed up: encrypted, append-only backups at the other site, restored in drills.",
-        roles=("backup",),
+        roles=("backup", "backup-client"),
+        evidence=(
+            Evidence("backup", "/etc/bulwark/backup/client.json", r'"repository": "ssh://'),
+            Evidence(
+                "backup",
+                "/etc/bulwark/backup/authorized_keys",
+                r'^from="[\d.]+",command="borg serve --append-only --restrict-to-repository ',
+            ),
+            Evidence("backup", "/etc/systemd/system/bulwark-backup.timer", r"^OnCalendar=hourly$"),
+            Evidence(
+                "backup", "/etc/systemd/system/bulwark-backup-drill.timer", r"^OnCalendar=daily$"
+            ),
+        ),
+        tests=(
+            "tests/e2e/test_backup.py::test_a_message_deleted_by_its_owner_comes_back_from_the_backup",
+            "tests/e2e/test_backup.py::test_a_contact_and_an_event_deleted_by_their_owner_come_back",
+            "tests/e2e/test_backup.py::"
+            "test_a_file_deleted_by_its_owner_comes_back_and_a_newer_one_is_kept",
+            "tests/integration/test_backup.py::"
+            "test_only_the_other_sites_data_hosts_reach_the_backup_sshd",
+            "tests/integration/test_backup.py::"
+            "test_the_drill_reads_every_repository_and_fails_on_a_corrupted_one",
+            "tests/unit/test_backup_agent.py::test_the_repository_is_encrypted_with_the_passphrase",
+        ),
+        note="Each data host (mail, calendars and contacts, files) sends an archive hourly to "
+        "the other site's backup host, encrypted on the host (borg repokey-blake2, a random "
+        "passphrase from the vault). The directory is rebuilt from the contacts, so it is not "
+        "backed up. The backup host can read the repositories it keeps (it alone prunes them): "
+        "they live on its encrypted backups volume.",
     ),
     Promise(
         "delayed-deletion",
@@ -634,7 +662,25 @@ PROMISES: tuple[Promise, ...] = (
         "Destruction of data",
         "Deleting items or closing an account removes the data with a delay, so that it can be "
         "restored, even after an attacker deleted everything.",
-        roles=("backup",),
+        roles=("backup", "backup-client"),
+        evidence=(
+            Evidence(
+                "backup",
+                "/etc/bulwark/backup/authorized_keys",
+                r'command="borg serve --append-only --restrict-to-repository [^"]+",restrict ',
+            ),
+        ),
+        tests=(
+            "tests/integration/test_backup.py::"
+            "test_archives_removed_through_a_source_key_stop_the_prune_and_come_back",
+            "tests/integration/test_backup.py::"
+            "test_a_source_key_runs_no_shell_and_reaches_no_other_repository",
+            "tests/unit/test_backup_agent.py::"
+            "test_restore_brings_back_deleted_items_and_never_replaces_present_ones",
+        ),
+        note="A source host's key can only add to its own repository: archives removed through "
+        "it stop the backup host's prune, and `bulwark backup rollback` brings them back. "
+        "Closing an account: see the account-closure row.",
     ),
     Promise(
         "log-retention",
@@ -664,6 +710,21 @@ PROMISES: tuple[Promise, ...] = (
         "Deleted mail, contacts and calendars are kept in backups for 7 days after deletion, "
         "then gone.",
         roles=("backup",),
+        evidence=(
+            Evidence("backup", "/etc/bulwark/backup/server.json", r'"retention_days": 7,'),
+            Evidence(
+                "backup", "/etc/systemd/system/bulwark-backup-prune.timer", r"^OnCalendar=hourly$"
+            ),
+        ),
+        tests=(
+            "tests/integration/test_backup.py::"
+            "test_deleted_data_is_restorable_for_seven_days_then_gone_from_the_backups",
+            "tests/unit/test_backup_agent.py::"
+            "test_prune_keeps_seven_days_then_deleted_data_is_gone_after_compaction",
+        ),
+        note="The backup host deletes every archive older than 7 days (but each repository's "
+        "newest) and compacts hourly, so a deleted item leaves the backups' disk 7 days (and "
+        "at most the hourly backup and prune intervals) after its deletion.",
     ),
     Promise(
         "backup-pruning",
@@ -672,6 +733,22 @@ PROMISES: tuple[Promise, ...] = (
         "Backups and search indexes are pruned as space requires; support can prune one "
         "account at once on request.",
         roles=("backup",),
+        evidence=(
+            Evidence(
+                "backup",
+                "/etc/systemd/system/bulwark-backup-prune.service",
+                r"^ExecStart=\S+ --config \S+ prune$",
+            ),
+        ),
+        tests=(
+            "tests/unit/test_backup_agent.py::"
+            "test_purge_removes_one_accounts_data_from_every_archive_and_nothing_else",
+            "tests/integration/test_backup.py::"
+            "test_deleted_data_is_restorable_for_seven_days_then_gone_from_the_backups",
+        ),
+        note="Pruned by age, not by space: every hour, whatever is past 7 days. `bulwark backup "
+        "purge --account USER` removes one account's data from every archive at once. No "
+        "search index is kept apart from Dovecot's own, which lives beside the mail.",
     ),
     Promise(
         "account-closure",

@@ -151,7 +151,24 @@ ROLES: tuple[Role, ...] = (
         # Each site serves its local replica of the CardDAV books.
         beside=(("dav", "it serves the CardDAV books that dav keeps there"),),
     ),
-    Role("backup", "the other site's encrypted backups", volumes=("backups",), peered=True),
+    # roles/backup.py serves both: the repositories on the backup hosts, and every data host's
+    # hourly archive to the other site's (bulwark.backup says who sends what where).
+    Role(
+        "backup",
+        "the other site's encrypted, append-only borg repositories: pruned to 7 days, "
+        "compacted, drilled",
+        module="backup",
+        volumes=("backups",),
+        secrets=("backup-keys",),
+        peered=True,
+    ),
+    Role(
+        "backup-client",
+        "each data host's hourly encrypted borg archive to the other site's backup host",
+        every_host=True,
+        module="backup",
+        secrets=("backup-keys",),
+    ),
 )
 
 # Roles every host gets, and roles an inventory gives to hosts: both in deploy order.

@@ -89,3 +89,18 @@ def account_password(name: str) -> tuple[str, str | None] | None:
         case [prefix, user, "app", label] if prefix == _ACCOUNT:
             return user, label
     return None
+
+
+def backup_ssh_key_name(host: Host) -> str:
+    """The SSH key (OpenSSH PEM) a data host sends its backups with."""
+    return f"backup/{host.name}/ssh-key"
+
+
+def backup_passphrase_name(host: Host) -> str:
+    """The passphrase of a data host's borg repository key."""
+    return f"backup/{host.name}/passphrase"
+
+
+def backup_host_key_name(host: Host) -> str:
+    """The host key (OpenSSH PEM) of a backup host's backup sshd."""
+    return f"backup/{host.name}/host-key"

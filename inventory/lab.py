@@ -100,6 +100,8 @@ nj = (
             "10.81.1.12",
             "10.89.0.12",
         ),
+        # Its own host: the other site's backups share nothing with the data they protect.
+        _host("nj-backup", ["backup"], "198.51.100.16", "10.81.1.13", "10.89.0.13"),
     ],
     {
         **_PLATFORM,
@@ -130,6 +132,7 @@ sea = (
             "10.82.1.12",
             "10.89.0.76",
         ),
+        _host("sea-backup", ["backup"], "198.51.100.80", "10.82.1.13", "10.89.0.77"),
     ],
     {
         **_PLATFORM,

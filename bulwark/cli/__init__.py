@@ -1,4 +1,4 @@
-"""The `bulwark` command: vault, secrets, render, audit, dns, status, drift, storage and lab
+"""The `bulwark` command: vault, secrets, render, audit, dns, status, drift, storage, backup and lab
 (see `--help`)."""
 
 from __future__ import annotations
@@ -7,7 +7,7 @@ import sys
 
 import click
 
-from bulwark.cli import audit, dns, lab, live, pki, render, secrets, storage, vault
+from bulwark.cli import audit, backup, dns, lab, live, pki, render, secrets, storage, vault
 from bulwark.errors import BulwarkError
 from bulwark.validation import TopologyError
 
@@ -42,6 +42,7 @@ for _command in (
     live.status,
     live.drift,
     storage.storage,
+    backup.backup_group,
     lab.lab,
 ):
     main.add_command(_command)

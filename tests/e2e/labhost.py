@@ -5,6 +5,7 @@ own systemd, as `bulwark lab exec` does: the internet namespace has no route to 
 
 from __future__ import annotations
 
+import os
 import subprocess
 from pathlib import Path
 
@@ -27,3 +28,17 @@ def on_host(topology: Topology, host: Host, argv: list[str], stdin: str = "") ->
     if result.returncode != 0:
         raise AssertionError(f"{host.name}: {argv[:3]} failed: {result.stderr.strip()}")
     return result.stdout
+
+
+def operator_netns() -> str:
+    """The network namespace the run was started from (the controller's, where the hosts' SSH
+    is): that of the nearest ancestor process outside the internet namespace."""
+    own = os.stat("/proc/self/ns/net").st_ino
+    pid = os.getppid()
+    while pid > 1:
+        namespace = f"/proc/{pid}/ns/net"
+        if os.stat(namespace).st_ino != own:
+            return namespace
+        status = Path(f"/proc/{pid}/status").read_text()
+        pid = int(next(line.split()[1] for line in status.splitlines() if line.startswith("PPid:")))
+    raise AssertionError("no ancestor of this run is outside the internet namespace")

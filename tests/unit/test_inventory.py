@@ -101,6 +101,7 @@ def test_production_inventory_loads():
         assert topology.gateway(site).name == f"{site}-gw"
         assert topology.host(f"{site}-gw").roles == ("gateway", "proxy")
         assert topology.host(f"{site}-web").roles == ("mailconfig", "dav", "files", "directory")
+        assert topology.host(f"{site}-backup").roles == ("backup",)
         assert topology.host(f"{site}-backup").public_address is None
         for role in ("mx", "mailstore", "directory", "backup"):
             assert len(topology.hosts_with_role(role, site)) == 1
@@ -108,7 +109,7 @@ def test_production_inventory_loads():
 
 def test_lab_inventory_loads():
     topology = load_topology(REPO / "inventory" / "lab.py")
-    assert len(topology.hosts) == 6
+    assert len(topology.hosts) == 8
     assert [site.name for site in topology.sites] == ["nj", "sea"]
     assert topology.primary_site.name == "nj"
     assert topology.apt_proxy == "http://10.89.0.1:3142"
@@ -116,6 +117,7 @@ def test_lab_inventory_loads():
         assert topology.host(f"{site}-gw").roles == ("gateway", "proxy")
         assert topology.host(f"{site}-mail").roles == ("mx", "mailstore")
         assert topology.host(f"{site}-web").roles == ("mailconfig", "dav", "files", "directory")
+        assert topology.host(f"{site}-backup").roles == ("backup",)
 
 
 def test_loading_executes_the_inventory_file_once(two_site_inventory, tmp_path):

@@ -23,8 +23,12 @@ def test_roles_are_in_the_designed_order():
     assert [role.name for role in registry.ROLES] == [
         "base", "pki", "storage", "logs", "vpn", "gateway", "firewall",
         "proxy", "mx", "mailstore", "mailconfig", "dav", "files", "directory", "backup",
+        "backup-client",
     ]  # fmt: skip
-    assert registry.EVERY_HOST_ROLES == ("base", "pki", "storage", "logs", "vpn", "firewall")
+    # backup-client comes last: it backs up what the roles before it keep.
+    assert registry.EVERY_HOST_ROLES == (
+        "base", "pki", "storage", "logs", "vpn", "firewall", "backup-client",
+    )  # fmt: skip
 
 
 def test_role_names_are_unique_and_every_module_is_a_file_in_roles():
@@ -51,7 +55,7 @@ def test_what_roles_own_exists_where_it_is_defined():
 def test_a_gateway_runs_the_vpn_module_once_in_order():
     modules = registry.host_modules(LAB.host("nj-gw"))
     assert [module.ROLE for module in modules] == [
-        "base", "pki", "storage", "vpn", "firewall", "proxy",
+        "base", "pki", "storage", "vpn", "firewall", "proxy", "backup",
     ]  # fmt: skip
     modules = registry.host_modules(LAB.host("nj-mail"))
     assert [module.ROLE for module in modules] == [
@@ -62,17 +66,16 @@ def test_a_gateway_runs_the_vpn_module_once_in_order():
         "firewall",
         "mx",
         "mailstore",
+        "backup",
     ]
 
 
 def test_roles_without_a_module_are_reported_with_their_hosts():
     waiting = registry.not_deployed(PRODUCTION)
-    assert list(waiting) == ["logs", "backup"]
-    assert waiting["backup"] == ("nj-backup", "sea-backup")
+    assert list(waiting) == ["logs"]
     assert len(waiting["logs"]) == len(PRODUCTION.hosts)
     line = registry.describe_not_deployed(PRODUCTION)
-    assert line.startswith("not deployed yet (no module; no port, secret or promise): ")
-    assert "logs (every host); backup (nj-backup, sea-backup)" in line
+    assert line == "not deployed yet (no module; no port, secret or promise): logs (every host)"
 
 
 @pytest.mark.parametrize("topology", [LAB, PRODUCTION], ids=["lab", "production"])
@@ -85,9 +88,10 @@ def test_the_audit_never_reports_a_service_of_a_role_without_a_module(topology):
 
 
 def test_a_role_without_a_module_needs_no_secret():
-    """The backup hosts name their volume's device, but no key is made before the role is."""
+    """The logs volume's role has no module: no host gets a key for it."""
     names = required_secrets(PRODUCTION)
-    assert not any(name.startswith("luks/") and name.endswith("/backups") for name in names)
+    assert not any(name.startswith("luks/") and name.endswith("/logs") for name in names)
+    assert any(name.startswith("luks/") and name.endswith("/backups") for name in names)
 
 
 @pytest.mark.parametrize(
@@ -118,7 +122,9 @@ def test_only_roles_keeps_the_order_and_skips_the_rest():
 
 def test_every_host_gets_the_infrastructure_roles_first_in_order():
     roles = [role.name for role in registry.host_roles(LAB.host("nj-mail"))]
-    assert roles == ["base", "pki", "storage", "logs", "vpn", "firewall", "mx", "mailstore"]
+    assert roles == [
+        "base", "pki", "storage", "logs", "vpn", "firewall", "mx", "mailstore", "backup-client",
+    ]  # fmt: skip
     gateway = [role.name for role in registry.host_roles(LAB.host("nj-gw"))]
     assert gateway[:7] == ["base", "pki", "storage", "logs", "vpn", "gateway", "firewall"]
 

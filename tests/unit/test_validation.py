@@ -692,10 +692,9 @@ def test_each_volume_gets_the_device_its_host_names(two_site_inventory):
     web = topology.host("nj-web")
     assert volumes_for(web) == ("dav", "files")
     assert web.volume_device("dav") == "/dev/disk/by-id/virtio-dav"
-    # A role without a module (backup) may have its device named already; it gets no volume.
     backup = topology.host("nj-backup")
     assert backup.volume_devices == (("backups", "/dev/disk/by-id/virtio-backups"),)
-    assert volumes_for(backup) == ()
+    assert volumes_for(backup) == ("backups",)
 
 
 def test_the_untouched_fixture_inventory_is_valid(two_site_inventory):

@@ -1,0 +1,195 @@
+"""The backup role in the lab: what only the hosts can show. The backup sshd answers the other
+site's data hosts alone and runs nothing but `borg serve --append-only` on each one's own
+repository; a source's key cannot remove what it wrote (the backup host's prune notices, and the
+operator's rollback brings it back); the prune keeps 7 days, then deleted data is gone; the
+drill reads every repository and fails on a corrupted one."""
+
+from __future__ import annotations
+
+import datetime
+import json
+import shlex
+import subprocess
+import uuid
+from pathlib import Path
+
+import pytest
+
+from bulwark import backup, catalogue
+from bulwark.inventory import load_topology
+from roles import backup as role
+
+REPO = Path(__file__).resolve().parents[2]
+LAB_INVENTORY = REPO / "inventory" / "lab.py"
+TOPOLOGY = load_topology(LAB_INVENTORY)
+BACKUP_HOSTS = tuple(host.name for host in TOPOLOGY.hosts_with_role("backup"))
+PORT = catalogue.service("backup").port
+NJ_MAIL = TOPOLOGY.host("nj-mail")
+NJ_WEB = TOPOLOGY.host("nj-web")
+MAIL_REPOSITORY = backup.repository_of(TOPOLOGY, NJ_MAIL)
+WEB_REPOSITORY = backup.repository_of(TOPOLOGY, NJ_WEB)
+ALICE = TOPOLOGY.accounts[0]
+
+
+def _backup_hosts(host) -> None:
+    if host.backend.get_hostname() not in BACKUP_HOSTS:
+        pytest.skip("not a backup host")
+
+
+def _agent(config: str, *args: str, user: str | None = None) -> str:
+    argv = [role.SCRIPT, "--config", config, *args]
+    if user:
+        argv = ["runuser", "-u", user, "--", *argv]
+    return shlex.join(argv)
+
+
+def _source_borg(host, *args: str):
+    """borg on a source host with its own key, passphrase and rsh: what an intruder there has."""
+    config = json.loads(host.file(role.CLIENT_CONFIG).content_string)
+    env = (
+        f"BORG_RSH={shlex.quote(config['rsh'])} BORG_BASE_DIR={config['base_dir']} "
+        f"BORG_PASSCOMMAND={shlex.quote('cat ' + config['passphrase_file'])}"
+    )
+    return host.run(f"env {env} borg {shlex.join(args)}")
+
+
+def _archives(lab_host, repository: backup.Repository) -> list[str]:
+    server = lab_host(repository.backup_host.name)
+    env = (
+        f"BORG_BASE_DIR={role.SERVER_BORG_DIR} "
+        f"BORG_PASSCOMMAND={shlex.quote(f'cat {role.PASSPHRASE_DIR}/{repository.source.name}')}"
+    )
+    listed = server.check_output(
+        f"runuser -u {backup.USER} -- env {env} borg list --short {repository.path}"
+    )
+    return listed.split()
+
+
+def _back_up(lab_host, source) -> None:
+    lab_host(source.name).check_output(f"systemctl start {role.CLIENT_UNIT}")
+
+
+def _prune(lab_host, repository: backup.Repository, now: datetime.datetime | None = None):
+    args = ["prune", *(["--now", now.isoformat()] if now else [])]
+    return lab_host(repository.backup_host.name).run(
+        _agent(role.SERVER_CONFIG, *args, user=backup.USER)
+    )
+
+
+def test_the_backup_sshd_listens_on_the_lan_address_alone(host):
+    _backup_hosts(host)
+    lan = TOPOLOGY.host(host.backend.get_hostname()).lan_address
+    assert host.socket(f"tcp://{lan}:{PORT}").is_listening
+    assert not host.socket(f"tcp://0.0.0.0:{PORT}").is_listening
+    assert host.service(role.SSHD_UNIT).is_running
+    assert host.file(backup.REPOSITORY_DIR).mode == 0o700
+    assert host.file(backup.REPOSITORY_DIR).user == backup.USER
+
+
+def test_only_the_other_sites_data_hosts_reach_the_backup_sshd(lab_host):
+    backup_host = MAIL_REPOSITORY.backup_host
+    probe = f"timeout 5 bash -c 'exec 3<>/dev/tcp/{backup_host.lan_address}/{PORT}'"
+    assert lab_host("nj-mail").run(probe).rc == 0
+    assert lab_host("nj-web").run(probe).rc == 0
+    for outsider in ("nj-gw", "sea-mail", "sea-web", "nj-backup"):
+        assert lab_host(outsider).run(probe).rc != 0, outsider
+
+
+def test_a_source_key_runs_no_shell_and_reaches_no_other_repository(lab_host):
+    source = lab_host("nj-mail")
+    config = json.loads(source.file(role.CLIENT_CONFIG).content_string)
+    where = f"{backup.USER}@{MAIL_REPOSITORY.backup_host.lan_address}"
+    shell = source.run(f"{config['rsh']} -p {PORT} {where} id </dev/null")
+    assert "uid=" not in shell.stdout
+    # nj-web's repository, on the host nj-mail's key is good for.
+    assert WEB_REPOSITORY.backup_host == MAIL_REPOSITORY.backup_host
+    refused = _source_borg(source, "list", WEB_REPOSITORY.url())
+    assert refused.rc != 0
+    assert "not allowed" in refused.stderr or "restricted" in refused.stderr.lower()
+
+
+def test_archives_removed_through_a_source_key_stop_the_prune_and_come_back(lab_host):
+    _back_up(lab_host, NJ_MAIL)
+    assert _prune(lab_host, MAIL_REPOSITORY).rc == 0  # the backup host has seen them all
+    before = _archives(lab_host, MAIL_REPOSITORY)
+    source = lab_host("nj-mail")
+    deleted = _source_borg(source, "delete", "--force", MAIL_REPOSITORY.url(), *before)
+    assert deleted.rc == 0, deleted.stderr  # append-only: borg believes it
+    assert _archives(lab_host, MAIL_REPOSITORY) == []
+    stopped = _prune(lab_host, MAIL_REPOSITORY)
+    assert stopped.rc == 1
+    assert "removed by someone else" in stopped.stderr
+    rollback = subprocess.run(
+        [str(REPO / ".venv/bin/bulwark"), "backup", "rollback", str(LAB_INVENTORY),
+         "--source", "nj-mail", "--yes"],
+        cwd=REPO, capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert rollback.returncode == 0, rollback.stderr
+    assert _archives(lab_host, MAIL_REPOSITORY) == before
+    _back_up(lab_host, NJ_MAIL)  # the source backs up again after forgetting the newer state
+    assert len(_archives(lab_host, MAIL_REPOSITORY)) == len(before) + 1
+
+
+def test_deleted_data_is_restorable_for_seven_days_then_gone_from_the_backups(lab_host):
+    web = lab_host("nj-web")
+    root = backup.account_paths(TOPOLOGY, ALICE, "files")[0]
+    marker = f"{root}/{TOPOLOGY.files_root(ALICE)}/files/retention-{uuid.uuid4().hex}.txt"
+    owner = web.file(root).user
+    web.check_output(f"install -o {owner} -g {owner} -m 0640 /dev/null {marker}")
+    _back_up(lab_host, NJ_WEB)
+    web.check_output(f"rm {marker}")
+    _back_up(lab_host, NJ_WEB)
+    holding = _archives(lab_host, WEB_REPOSITORY)[-2]
+    now = datetime.datetime.now(datetime.UTC)
+    inside = _prune(lab_host, WEB_REPOSITORY, now + datetime.timedelta(days=6, hours=23))
+    assert inside.rc == 0, inside.stderr
+    assert holding in _archives(lab_host, WEB_REPOSITORY)
+    after = _prune(lab_host, WEB_REPOSITORY, now + datetime.timedelta(days=7, minutes=5))
+    assert after.rc == 0, after.stderr
+    left = _archives(lab_host, WEB_REPOSITORY)
+    assert holding not in left and len(left) == 1
+    server = lab_host(WEB_REPOSITORY.backup_host.name)
+    env = (
+        f"BORG_BASE_DIR={role.SERVER_BORG_DIR} "
+        f"BORG_PASSCOMMAND={shlex.quote(f'cat {role.PASSPHRASE_DIR}/nj-web')}"
+    )
+    paths = server.check_output(
+        f"runuser -u {backup.USER} -- env {env} borg list --format '{{path}}{{NL}}' "
+        f"{WEB_REPOSITORY.path}::{left[0]}"
+    )
+    assert marker.lstrip("/") not in paths
+    assert marker.lstrip("/").rsplit("/", 1)[0] in paths  # the directory is there: it is read
+
+
+def test_the_drill_reads_every_repository_and_fails_on_a_corrupted_one(lab_host):
+    for source in (NJ_MAIL, NJ_WEB):
+        _back_up(lab_host, source)
+    drill = subprocess.run(
+        [str(REPO / ".venv/bin/bulwark"), "backup", "drill", str(LAB_INVENTORY)],
+        cwd=REPO, capture_output=True, text=True, timeout=900,
+    )  # fmt: skip
+    assert drill.returncode == 0, drill.stderr
+    for source in ("nj-mail", "nj-web", "sea-mail", "sea-web"):
+        assert f": {source}: {source}-" in drill.stdout
+    server = lab_host(MAIL_REPOSITORY.backup_host.name)
+    segment = server.check_output(
+        f"ls -S {MAIL_REPOSITORY.path}/data/*/* | head -n 1"
+    )  # the largest: archive data
+    saved = f"/root/{Path(segment).name}.saved"
+    server.check_output(f"cp -p {segment} {saved}")
+    try:
+        server.check_output(
+            f"python3 -c \"import sys; p = sys.argv[1]; b = bytearray(open(p, 'rb').read()); "
+            f"b[len(b) // 2] ^= 0xFF; open(p, 'wb').write(b)\" {segment}"
+        )
+        failed = subprocess.run(
+            [str(REPO / ".venv/bin/bulwark"), "backup", "drill", str(LAB_INVENTORY)],
+            cwd=REPO, capture_output=True, text=True, timeout=900,
+        )  # fmt: skip
+        assert failed.returncode == 1
+        assert f"{MAIL_REPOSITORY.backup_host.name}: drill FAILED" in failed.stderr
+        assert "nj-mail" in failed.stderr
+        state = server.check_output(f"systemctl show --property Result {role.DRILL_UNIT}")
+        assert state == "Result=exit-code"  # what `bulwark status` reports
+    finally:
+        server.check_output(f"cp -p {saved} {segment} && rm {saved}")
