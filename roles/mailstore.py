@@ -16,7 +16,7 @@ from typing import Any
 from pyinfra import host as current_host
 from pyinfra.api import QuoteString, StringCommand, deploy, operation
 
-from bulwark import bruteforce, catalogue, mail, mailtrust, tlsconfig
+from bulwark import bruteforce, catalogue, closure, mail, mailtrust, tlsconfig
 from bulwark.deploying import (
     directory,
     install,
@@ -128,6 +128,7 @@ def managed_files(topology: Topology, host: Host) -> tuple[ManagedFile, ...]:
         ManagedFile(RETRY_SERVICE_FILE, "replication-retry.service.j2"),
         ManagedFile(RETRY_TIMER_FILE, "replication-retry.timer.j2"),
         *bruteforce.watcher_files(ROLE, host),
+        *closure.purge_files(ROLE, host),
     )
 
 
@@ -138,6 +139,7 @@ def template_context(topology: Topology, host: Host, secrets: SecretStore) -> Ma
         **mail.auth_context(topology, host, secrets),
         **tlsconfig.tls_context(secrets, host),
         **bruteforce.watcher_context(topology, host),
+        **closure.purge_context(topology, host),
         "host": host.name,
         "lan_address": str(host.lan_address),
         "ports": {name: catalogue.service(name).port for name in SERVICES},
@@ -176,6 +178,7 @@ def live_checks(topology: Topology, host: Host) -> tuple[LiveCheck, ...]:
                 *mail.dovecot_units(ROLE, host),
                 Unit(RETRY_TIMER),
                 *bruteforce.watcher_units(ROLE, host),
+                *closure.purge_units(ROLE, host),
             )
         ),
         Sysctl(SYSCTL_FILE),
@@ -204,6 +207,7 @@ def converge(topology: Topology, host: Host, secrets: SecretStore) -> None:
     install(ROLE, retry, then=restarted(RETRY_TIMER, unit_files_changed=True))
     keep_running(ROLE, RETRY_TIMER)
     bruteforce.converge_watcher(ROLE, rendered)
+    closure.converge_purge(ROLE, rendered)
     _create_mailboxes_on_the_primary(topology, host)
 
 
@@ -223,7 +227,7 @@ def _create_mailboxes_on_the_primary(topology: Topology, host: Host) -> None:
         return
     wanted = {
         path: (account.address(topology.domain), mailbox)
-        for account in topology.accounts
+        for account in topology.open_accounts
         for mailbox, path in mailbox_paths(topology, account).items()
     }
     expect(paths=wanted)
@@ -234,7 +238,7 @@ def _create_mailboxes_on_the_primary(topology: Topology, host: Host) -> None:
 
 def mailbox_paths(topology: Topology, account: Account) -> dict[str, str]:
     """Mailbox name -> what exists on disk once Dovecot has created it (Maildir++ layout)."""
-    maildir = f"{mail.VMAIL_HOME}/{topology.domain}/{account.user}/{mail.MAILDIR}"
+    maildir = f"{mail.account_home(topology, account)}/{mail.MAILDIR}"
     return {
         "INBOX": f"{maildir}/dovecot-uidlist",
         **{mailbox: f"{maildir}/.{mailbox}" for mailbox in MAILBOXES},
