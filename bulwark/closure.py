@@ -11,8 +11,15 @@ before then (removing `closed`) renders it back in with everything as it was.
 The purge is the hosts' own, never a deploy's: every host keeping accounts' data (the roles of
 ACCOUNT_DATA) runs `bulwark-purge-closed` (bulwark/purge.py) daily from a persistent systemd
 timer, reading a rendered list of the closed accounts, their purge days and their paths on that
-host (and the open accounts' paths, which it refuses to touch). Both sites purge on their own:
-a replica's copy goes with its own host's run, or with the primary's at its next pull.
+host (and the open accounts' paths, which it refuses to touch). Both sites purge on their own.
+Mail is no longer replicated once the account is closed (Dovecot's userdb no longer knows it).
+The secondary's copy of calendars, contacts and files follows the primary: should the
+secondary purge first, its next pull copies them back until the primary's own run that day,
+and the pull after that deletes them (the follower copies deletions).
+
+Refused at once means every new login: sessions already open when the deploy runs (an IMAP
+IDLE, an FTP session) are not cut by it; Dovecot's and pure-ftpd's sessions end with the
+client's, or at the daemons' next restart.
 
 Not on disk, so not in the list: the LDAP entries (slapd's databases are rebuilt, at the
 deploy that closes the account, from the users file and the books of open accounts only) and
