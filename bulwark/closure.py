@@ -43,11 +43,12 @@ from bulwark.templating import shipped_text
 from bulwark.topology import Account, Host, Topology
 from bulwark.volumes import volume
 
-# Role -> the paths of an account's data on that role's hosts (inside the role's volumes),
-# in the order they are deleted. A role that keeps per-account data adds its entry here and
-# its templates' includes of closure-shared/ (as dav, files and mailstore have), and the purge
-# then covers it on every host of the role: the backup role's entry (an account's archives in
-# the repositories on its backup volume) belongs here.
+# Role -> the paths of an account's data on that role's hosts, each inside one of the role's
+# volumes (registry.Role.volumes: the purge's roots). A role keeping per-account data adds its
+# entry here (and, as dav, files and mailstore have, the one-line includes of closure-shared/
+# in its templates folder, for a host where it is the first such role): the purge then covers
+# it on every host of the role. The backup role's entry (an account's backups on its
+# `backups` volume) belongs here.
 ACCOUNT_DATA: Mapping[str, Callable[[Topology, Account], tuple[str, ...]]] = {
     "mailstore": lambda topology, account: (mail.account_home(topology, account),),
     "dav": davstore.account_paths,

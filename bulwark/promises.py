@@ -683,11 +683,11 @@ PROMISES: tuple[Promise, ...] = (
         "Destruction of data after account closure",
         "An account closed in the inventory (`closed: DATE`) is refused from the next deploy "
         "on, at both sites (IMAP, POP, SMTP, CalDAV, CardDAV, WebDAV, FTPS, LDAP; mail to it "
-        "is refused at RCPT as an unknown user); its mail, calendars, contacts, files, replicas "
-        "and directory entries are purged by a daily timer on every data host once the "
-        "inventory's retention is over (`closed_account_retention_days`: 37 days to a year, "
-        "60 by default), and its backups by the backup role. Reopening before then restores "
-        "it with its data intact.",
+        "is refused at RCPT as an unknown user) and its directory entries leave LDAP; its mail, "
+        "calendars, contacts and files, at both sites, are purged by a daily timer on every "
+        "data host once the inventory's retention is over (`closed_account_retention_days`: 37 "
+        "days to a year, 60 by default), and its backups by the backup role. Reopening before "
+        "then restores it with its data intact.",
         roles=("mailstore", "dav", "files", "directory", "mx", "backup"),
         evidence=(
             *(
@@ -720,8 +720,10 @@ PROMISES: tuple[Promise, ...] = (
             "tests/unit/test_validation.py::test_the_closure_retention_defaults_inside_the_promise",
         ),
         note="Closure deletes nothing: the data waits on disk, and the account's passwords in "
-        "the vault, until the purge day. A replica's copy goes with its own host's purge (or "
-        "at its next pull once the primary purged). Not purged by the timer: the journal's "
+        "the vault, until the purge day. The secondary's copy of calendars, contacts and files "
+        "goes with its own host's purge, or, pulled back from a primary that purges later "
+        "the same day, at the pull after the primary's purge. Open sessions (IMAP IDLE, FTP) "
+        "are not cut by the deploy; new logins are refused. Not purged by the timer: the journal's "
         "lines naming the account (kept 180 days like every log) and its hashes in the "
         "operator's vault (after the purge day, remove the account from the inventory and "
         "its secrets with `bulwark vault delete`). The backup role, not built yet, adds its "
