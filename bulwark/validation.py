@@ -8,6 +8,7 @@ pyinfra inventory into them.
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import ipaddress
 import re
@@ -272,20 +273,35 @@ def _check_accounts(value: Any, out: _Collector) -> tuple[Account, ...]:
 
 
 def _check_closed(value: Any, where: str, out: _Collector) -> datetime.date | None:
-    """An account's closure day: an ISO date ('2026-11-30', or a date); None when open."""
+    """An account's closure day: an ISO date ('2026-11-30', or a date); None when open.
+
+    Never a day to come: the account is refused from the deploy on, whatever the day says, and
+    the purge counts from the day, so a later one would keep the data past the promised year.
+    A day of slack covers an operator whose own date is ahead of UTC's."""
     if value is None:
         return None
+    day = None
     if isinstance(value, datetime.date) and not isinstance(value, datetime.datetime):
-        return value
-    try:
-        if isinstance(value, str) and len(value) == 10:
-            return datetime.date.fromisoformat(value)
-    except ValueError:
-        pass
-    out.add(
-        where, "closed", f"expected the day the account closed, like '2026-11-30', got {value!r}"
-    )
-    return None
+        day = value
+    elif isinstance(value, str) and len(value) == 10:
+        with contextlib.suppress(ValueError):
+            day = datetime.date.fromisoformat(value)
+    if day is None:
+        out.add(
+            where,
+            "closed",
+            f"expected the day the account closed, like '2026-11-30', got {value!r}",
+        )
+        return None
+    if day > datetime.datetime.now(datetime.UTC).date() + datetime.timedelta(days=1):
+        out.add(
+            where,
+            "closed",
+            f"{day} is a day to come: closing takes effect at the next deploy, so give the day "
+            "it closes (today), not a day to schedule it for",
+        )
+        return None
+    return day
 
 
 def _check_retention_days(value: Any, out: _Collector) -> int:

@@ -7,6 +7,7 @@ check that goes quiet, or one that drags spurious follow-on problems along, both
 
 from __future__ import annotations
 
+import datetime
 from pathlib import Path
 
 import pytest
@@ -588,6 +589,14 @@ BAD_INVENTORIES = [
             "got '2026-11-30T10:00'"
         ],
     ),
+    (
+        "account-closed-a-day-to-come",
+        set_accounts({"user": "alice", "app_passwords": ["laptop"], "closed": "2999-01-01"}),
+        [
+            "account alice.closed: 2999-01-01 is a day to come: closing takes effect at the next "
+            "deploy, so give the day it closes (today), not a day to schedule it for"
+        ],
+    ),
     *(
         (
             f"closed-account-retention-{name}",
@@ -1032,3 +1041,11 @@ def test_the_closure_retention_defaults_inside_the_promise(two_site_inventory):
     low, high = CLOSED_ACCOUNT_RETENTION_BOUNDS
     assert (low, high) == (37, 365)
     assert low <= topology.closed_account_retention_days == DEFAULT_RETENTION <= high
+
+
+def test_an_account_closed_today_is_accepted(two_site_inventory):
+    today = datetime.datetime.now(datetime.UTC).date()
+    closed = {"user": "alice", "app_passwords": ["laptop"], "closed": today.isoformat()}
+    two_site_inventory.set_platform("accounts", [closed, BOB])
+    topology = load_topology(two_site_inventory.write())
+    assert [account.closed for account in topology.accounts] == [today, None]
