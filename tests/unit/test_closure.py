@@ -202,3 +202,12 @@ def test_the_purge_is_installed_once_per_data_host_by_its_first_data_role():
         "sea-web": "dav",
     }
     assert set(closure.ACCOUNT_DATA) <= {role.name for role in registry.ROLES}
+
+
+def test_the_lab_closes_an_account_named_in_its_environment(monkeypatch):
+    """How the lab's closure tests close (and, unsetting it, reopen) an account: the
+    inventory edit an operator makes, without editing the file."""
+    monkeypatch.setenv("BULWARK_LAB_CLOSED", "bob:2026-11-30")
+    lab = load_topology(REPO / "inventory/lab.py")
+    assert [(a.user, a.closed) for a in lab.closed_accounts] == [("bob", CLOSED_ON)]
+    assert [a.user for a in INVENTORIES["lab"].closed_accounts] == []
