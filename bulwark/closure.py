@@ -12,7 +12,8 @@ The purge is the hosts' own, never a deploy's: every host keeping accounts' data
 ACCOUNT_DATA) runs `bulwark-purge-closed` (bulwark/purge.py) daily from a persistent systemd
 timer, reading a rendered list of the closed accounts, their purge days and their paths on that
 host (and the open accounts' paths, which it refuses to touch). Both sites purge on their own.
-Mail is no longer replicated once the account is closed (Dovecot's userdb no longer knows it).
+Mail is no longer replicated once the account is closed: Dovecot's userdb no longer knows it,
+and the deploy takes it out of each store's replicator (roles/mailstore.py).
 The secondary's copy of calendars, contacts and files follows the primary: should the
 secondary purge first, its next pull copies them back until the primary's own run that day,
 and the pull after that deletes them (the follower copies deletions).

@@ -718,6 +718,8 @@ PROMISES: tuple[Promise, ...] = (
             f"{_PURGE_TESTS}test_an_account_also_listed_open_is_refused",
             f"{_PURGE_TESTS}test_a_path_the_guards_refuse_stops_the_whole_account",
             "tests/unit/test_validation.py::test_the_closure_retention_defaults_inside_the_promise",
+            "tests/unit/test_role_operations.py::test_the_replicator_forgets_a_closed_account_it_"
+            "still_syncs_and_only_that",
         ),
         note="Closure deletes nothing: the data waits on disk, and the account's passwords in "
         "the vault, until the purge day. The secondary's copy of calendars, contacts and files "

@@ -14,7 +14,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from pyinfra import host as current_host
-from pyinfra.api import QuoteString, StringCommand, deploy, operation
+from pyinfra.api import FactBase, QuoteString, StringCommand, deploy, operation
 
 from bulwark import bruteforce, catalogue, closure, mail, mailtrust, tlsconfig
 from bulwark.deploying import (
@@ -34,7 +34,16 @@ from bulwark.hoststate import expect, host_state
 from bulwark.livecheck import LiveCheck
 from bulwark.operations import Activation
 from bulwark.plan import ManagedFile
-from bulwark.probes import Directories, Directory, Disk, MailReplication, Sysctl, Unit, Units
+from bulwark.probes import (
+    Directories,
+    Directory,
+    Disk,
+    MailReplication,
+    Sysctl,
+    Unit,
+    Units,
+    parse_replicator,
+)
 from bulwark.secret import SecretStore
 from bulwark.secret_names import DOVEADM_PASSWORD
 from bulwark.topology import Account, Host, Topology
@@ -116,6 +125,47 @@ def mailboxes_created(wanted: Mapping[str, tuple[str, str]]):
                 "doveadm", "mailbox", "create", "-s", "-u", QuoteString(address),
                 *map(QuoteString, others),
             )  # fmt: skip
+
+
+class ReplicatedUsers(FactBase):
+    """The users Dovecot's replicator keeps syncing (none while Dovecot is not running)."""
+
+    def command(self) -> StringCommand:
+        return StringCommand(
+            "doveadm", "-f", "tab", "replicator", "status", QuoteString("*"), "2>/dev/null",
+            "||", "true",
+        )  # fmt: skip
+
+    @staticmethod
+    def default() -> frozenset[str]:
+        return frozenset()
+
+    def process(self, output: list[str]) -> frozenset[str]:
+        return frozenset(user.user for user in parse_replicator(output))
+
+
+@operation()
+def replication_forgets(addresses: tuple[str, ...]):
+    """Take `addresses` (closed accounts) out of Dovecot's replicator, where it still has them.
+
+    The replicator keeps every user it ever synced: a closed account, unknown to the userdb,
+    would fail its sync at every retry (bulwark-replication-retry, every few seconds) and
+    mark replication failed. Reopened, the account is taken in again at its first change.
+
+    + addresses: the closed accounts' addresses
+
+    **Example:**
+
+    .. code:: python
+
+        replication_forgets(name="mailstore: closed accounts", addresses=("bob@example.net",))
+    """
+    kept = current_host.get_fact(ReplicatedUsers) if addresses else frozenset()
+    forget = [address for address in addresses if address in kept]
+    if not forget:
+        current_host.noop("the replicator has no closed account")
+    for address in forget:
+        yield StringCommand("doveadm", "replicator", "remove", QuoteString(address))
 
 
 def managed_files(topology: Topology, host: Host) -> tuple[ManagedFile, ...]:
@@ -203,6 +253,10 @@ def converge(topology: Topology, host: Host, secrets: SecretStore) -> None:
     directory(f"{ROLE}: {SIEVE_DIR}", SIEVE_DIR, "root", "root", "0755")
     install(ROLE, [rendered[SIEVE_SCRIPT]], then=SIEVE_COMPILE)
     mail.converge_dovecot(ROLE, rendered)
+    replication_forgets(
+        name="mailstore: closed accounts out of the replicator",
+        addresses=tuple(account.address(topology.domain) for account in topology.closed_accounts),
+    )
     retry = (rendered[RETRY_SCRIPT], rendered[RETRY_SERVICE_FILE], rendered[RETRY_TIMER_FILE])
     install(ROLE, retry, then=restarted(RETRY_TIMER, unit_files_changed=True))
     keep_running(ROLE, RETRY_TIMER)
