@@ -18,9 +18,10 @@ The secondary's copy of calendars, contacts and files follows the primary: shoul
 secondary purge first, its next pull copies them back until the primary's own run that day,
 and the pull after that deletes them (the follower copies deletions).
 
-Refused at once means every new login: sessions already open when the deploy runs (an IMAP
-IDLE, an FTP session) are not cut by it; Dovecot's and pure-ftpd's sessions end with the
-client's, or at the daemons' next restart.
+Refused at once means every new login, and the IMAP and POP3 sessions still open (the deploy
+ends them: roles/mailstore.py). An FTPS session opened before the deploy is not cut: it lasts
+until the client ends it or pure-ftpd's idle timeout; each WebDAV, DAV and LDAP request is
+checked on its own (slapd restarts on the new users file, dropping its connections).
 
 Not on disk, so not in the list: the LDAP entries (slapd's databases are rebuilt, at the
 deploy that closes the account, from the users file and the books of open accounts only) and

@@ -720,12 +720,15 @@ PROMISES: tuple[Promise, ...] = (
             "tests/unit/test_validation.py::test_the_closure_retention_defaults_inside_the_promise",
             "tests/unit/test_role_operations.py::test_the_replicator_forgets_a_closed_account_it_"
             "still_syncs_and_only_that",
+            "tests/unit/test_role_operations.py::test_a_closed_accounts_open_sessions_are_ended_"
+            "and_no_one_elses",
         ),
         note="Closure deletes nothing: the data waits on disk, and the account's passwords in "
         "the vault, until the purge day. The secondary's copy of calendars, contacts and files "
         "goes with its own host's purge, or, pulled back from a primary that purges later "
-        "the same day, at the pull after the primary's purge. Open sessions (IMAP IDLE, FTP) "
-        "are not cut by the deploy; new logins are refused. Not purged by the timer: the journal's "
+        "the same day, at the pull after the primary's purge. The deploy ends the account's "
+        "open IMAP and POP3 sessions; an FTPS session opened before it lasts until the client "
+        "ends it or leaves it idle for 15 minutes. Not purged by the timer: the journal's "
         "lines naming the account (kept 180 days like every log) and its hashes in the "
         "operator's vault (after the purge day, remove the account from the inventory and "
         "its secrets with `bulwark vault delete`). The backup role, not built yet, adds its "

@@ -168,6 +168,45 @@ def replication_forgets(addresses: tuple[str, ...]):
         yield StringCommand("doveadm", "replicator", "remove", QuoteString(address))
 
 
+class SessionUsers(FactBase):
+    """The users with an IMAP or POP3 session open (none while Dovecot is not running)."""
+
+    def command(self) -> StringCommand:
+        return StringCommand("doveadm", "-f", "tab", "who", "2>/dev/null", "||", "true")
+
+    @staticmethod
+    def default() -> frozenset[str]:
+        return frozenset()
+
+    def process(self, output: list[str]) -> frozenset[str]:
+        rows = [line.split("\t") for line in output if "\t" in line]
+        if not rows or rows[0][0].strip() != "username":
+            return frozenset()
+        return frozenset(row[0] for row in rows[1:])
+
+
+@operation()
+def sessions_ended(addresses: tuple[str, ...]):
+    """End the IMAP and POP3 sessions of `addresses` (closed accounts) still open: a closed
+    account is refused at its next login, and a session opened before the deploy (an IDLE
+    held for days) must not outlive the closure.
+
+    + addresses: the closed accounts' addresses
+
+    **Example:**
+
+    .. code:: python
+
+        sessions_ended(name="mailstore: closed accounts' sessions", addresses=("bob@example.net",))
+    """
+    open_now = current_host.get_fact(SessionUsers) if addresses else frozenset()
+    kick = [address for address in addresses if address in open_now]
+    if not kick:
+        current_host.noop("no closed account has a session")
+    for address in kick:
+        yield StringCommand("doveadm", "kick", QuoteString(address))
+
+
 def managed_files(topology: Topology, host: Host) -> tuple[ManagedFile, ...]:
     return (
         *mail.dovecot_files(ROLE, host),
@@ -253,10 +292,9 @@ def converge(topology: Topology, host: Host, secrets: SecretStore) -> None:
     directory(f"{ROLE}: {SIEVE_DIR}", SIEVE_DIR, "root", "root", "0755")
     install(ROLE, [rendered[SIEVE_SCRIPT]], then=SIEVE_COMPILE)
     mail.converge_dovecot(ROLE, rendered)
-    replication_forgets(
-        name="mailstore: closed accounts out of the replicator",
-        addresses=tuple(account.address(topology.domain) for account in topology.closed_accounts),
-    )
+    closed = tuple(account.address(topology.domain) for account in topology.closed_accounts)
+    sessions_ended(name="mailstore: closed accounts' sessions ended", addresses=closed)
+    replication_forgets(name="mailstore: closed accounts out of the replicator", addresses=closed)
     retry = (rendered[RETRY_SCRIPT], rendered[RETRY_SERVICE_FILE], rendered[RETRY_TIMER_FILE])
     install(ROLE, retry, then=restarted(RETRY_TIMER, unit_files_changed=True))
     keep_running(ROLE, RETRY_TIMER)

@@ -252,3 +252,35 @@ def test_the_replicator_forgets_a_closed_account_it_still_syncs_and_only_that(
     assert offline.commands == commands
     assert offline.asked == asked
     assert bool(offline.noops) == (commands == [])
+
+
+WHO = [
+    "username\t#\tproto\t(pids)\t(ips)",
+    "alice@example.net\t2\timap\t(101 102)\t(198.51.100.200)",
+    "bob@example.net\t1\timap\t(103)\t(198.51.100.200)",
+]
+KICKING = {
+    # closed accounts, who has a session -> the commands, the facts asked
+    "bob-connected": (
+        ("bob@example.net",),
+        WHO,
+        ["doveadm kick bob@example.net"],
+        ["SessionUsers"],
+    ),
+    "bob-not-connected": (("bob@example.net",), WHO[:2], [], ["SessionUsers"]),
+    "dovecot-down": (("bob@example.net",), [], [], ["SessionUsers"]),
+    "none-closed": ((), WHO, [], []),
+}
+
+
+@pytest.mark.parametrize(
+    ("addresses", "who", "commands", "asked"), KICKING.values(), ids=KICKING.keys()
+)
+def test_a_closed_accounts_open_sessions_are_ended_and_no_one_elses(
+    addresses, who, commands, asked
+):
+    facts = {"SessionUsers": mailstore.SessionUsers().process(who)}
+    offline = run_operation(mailstore.sessions_ended, facts, addresses=addresses)
+    assert offline.commands == commands
+    assert offline.asked == asked
+    assert bool(offline.noops) == (commands == [])
