@@ -21,11 +21,30 @@ DEFAULT_COLLECTION = "Default"
 # outside every principal, so nobody reaches it but through the link in their own collection.
 SHARED_SUFFIX = "Shared"
 SHARED_DIR = f"{DATA_DIR}/addressbooks/shared"
+# Radicale instance -> what its collections are (their `tag`).
+INSTANCES: dict[str, str] = {"calendars": "VCALENDAR", "addressbooks": "VADDRESSBOOK"}
 
 
 def collection_root(instance: str) -> str:
     """The principals' directory of a Radicale instance (`calendars`, `addressbooks`)."""
     return f"{DATA_DIR}/{instance}/collection-root"
+
+
+def book_login(topology: Topology, account: Account, book: str) -> str:
+    """The principal of `account`'s `user+Book@domain` login: it holds just that book (a link),
+    so that such a client finds the book from the bare host name too."""
+    return f"{collection_root('addressbooks')}/{account.user}+{book}@{topology.domain}"
+
+
+def account_paths(topology: Topology, account: Account) -> tuple[str, ...]:
+    """Everything of `account` in the store: its principal in each instance (its collections,
+    their items and Radicale's caches) and its book logins' principals. Never the shared book,
+    which lives outside every principal."""
+    address = account.address(topology.domain)
+    return (
+        *(f"{collection_root(name)}/{address}" for name in INSTANCES),
+        *(book_login(topology, account, book) for book in (DEFAULT_COLLECTION, SHARED_SUFFIX)),
+    )
 
 
 def default_book(topology: Topology, account: Account) -> str:

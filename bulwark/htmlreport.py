@@ -125,7 +125,7 @@ def html_report(topology: Topology, files: Iterable[RenderedFile]) -> str:
         ("tls", "TLS policy per port", _tls_section(topology)),
         ("firewall", "Firewall of each host, in words", _firewall_section(topology, openings)),
         ("volumes", "Volumes and unlock paths", _volumes_section(topology)),
-        ("retention", "Log and data retention", _retention_section(rows, len(topology.hosts))),
+        ("retention", "Log and data retention", _retention_section(topology, rows)),
         ("backups", "Backups", _backups_section(topology)),
         ("cis", "CIS Debian 12 deviations per role", _cis_section(topology)),
         ("promises", "Promise table", _promises_section(rows, len(topology.hosts))),
@@ -731,7 +731,8 @@ def _volume_missing(storage: registry.Role, owners: Sequence[str]) -> str:
     return _not_deployed_words(", ".join(waiting)) if waiting else "no host deploys it"
 
 
-def _retention_section(rows: list[PromiseRow], total: int) -> list[str]:
+def _retention_section(topology: Topology, rows: list[PromiseRow]) -> list[str]:
+    total = len(topology.hosts)
     keys = ("log-retention", "deleted-items-7-days", "backup-pruning", "account-closure")
     chosen = [row for key in keys for row in rows if row.promise.key == key]
     table = [
@@ -743,7 +744,31 @@ def _retention_section(rows: list[PromiseRow], total: int) -> list[str]:
         )
         for row in chosen
     ]
-    return _table(("what", "promise", "status", "rendered lines"), table, widths=(15, 25, 25, 35))
+    return [
+        *_table(("what", "promise", "status", "rendered lines"), table, widths=(15, 25, 25, 35)),
+        *_closed_accounts(topology),
+    ]
+
+
+def _closed_accounts(topology: Topology) -> list[str]:
+    """The inventory's closed accounts and the day each one's data is purged."""
+    days = topology.closed_account_retention_days
+    lines = [
+        f"<p>A closed account's data is purged {days} days after its closure "
+        "(<code>closed_account_retention_days</code>), by a daily timer on each host holding "
+        "accounts' data; until then it logs in nowhere and its data is kept as it was.</p>"
+    ]
+    if not topology.closed_accounts:
+        return [*lines, "<p>No account of this inventory is closed.</p>"]
+    table = [
+        (
+            esc(account.address(topology.domain)),
+            esc(account.closed.isoformat()),
+            esc(topology.purge_date(account).isoformat()),
+        )
+        for account in topology.closed_accounts
+    ]
+    return [*lines, *_table(("closed account", "closed on", "purged from"), table)]
 
 
 def _backups_section(topology: Topology) -> list[str]:

@@ -65,6 +65,7 @@ PLATFORM_FIELDS: tuple[str, ...] = (
     "dkim_selectors",
     "resolvers",
     "spam_test_patterns",
+    "closed_account_retention_days",
 )
 
 # A check an inventory adds to the run's: called with the inventory's path as given to pyinfra

@@ -23,7 +23,7 @@ from bulwark.probes import Unit
 from bulwark.render import RenderedFile
 from bulwark.secret import SecretStore
 from bulwark.secret_names import app_password_name
-from bulwark.topology import Host, Topology
+from bulwark.topology import Account, Host, Topology
 from bulwark.volumes import volume
 
 DOVECOT_CONFIG = "/etc/dovecot/dovecot.conf"
@@ -96,6 +96,12 @@ def proxied_context(topology: Topology, host: Host, service: str) -> Mapping[str
     }
 
 
+def account_home(topology: Topology, account: Account) -> str:
+    """Everything Dovecot keeps of `account` (Dovecot's `mail_home`): its Maildir, indexes,
+    Sieve scripts and replication state."""
+    return f"{VMAIL_HOME}/{topology.domain}/{account.user}"
+
+
 def auth_context(topology: Topology, host: Host, secrets: SecretStore) -> Mapping[str, Any]:
     """What Dovecot's auth needs: accounts and their app-password hashes, separators, paths."""
     accounts = [
@@ -106,7 +112,7 @@ def auth_context(topology: Topology, host: Host, secrets: SecretStore) -> Mappin
                 for label in account.app_passwords
             ],
         }
-        for account in topology.accounts
+        for account in topology.open_accounts
     ]
     return {
         "domain": topology.domain,

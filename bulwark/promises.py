@@ -199,6 +199,10 @@ _PROXY_NGINX = "/etc/bulwark/proxy/nginx.conf"
 _SLAPD_UNIT = "/etc/systemd/system/bulwark-slapd.service"
 _USERS_LDIF = "/etc/bulwark/directory/users.ldif"
 _LDAP_TESTS = "tests/e2e/test_directory.py::"
+_PURGE_SERVICE = "/etc/systemd/system/bulwark-purge-closed.service"
+_PURGE_TIMER = "/etc/systemd/system/bulwark-purge-closed.timer"
+_CLOSURE_TESTS = "tests/unit/test_closure.py::"
+_PURGE_TESTS = "tests/unit/test_purge.py::"
 
 PROMISES: tuple[Promise, ...] = (
     # --- 002: how the service is kept secure --------------------------------------------------
@@ -754,8 +758,58 @@ PROMISES: tuple[Promise, ...] = (
         "account-closure",
         PRACTICES,
         "Destruction of data after account closure",
-        "After an account is closed, its data and backups are purged (within 37 days to a year).",
-        roles=("backup",),
+        "An account closed in the inventory (`closed: DATE`) is refused from the next deploy "
+        "on, at both sites (IMAP, POP, SMTP, CalDAV, CardDAV, WebDAV, FTPS, LDAP; mail to it "
+        "is refused at RCPT as an unknown user) and its directory entries leave LDAP; its mail, "
+        "calendars, contacts and files, at both sites, are purged by a daily timer on every "
+        "data host once the inventory's retention is over (`closed_account_retention_days`: 37 "
+        "days to a year, 60 by default), and its backups by the backup role. Reopening before "
+        "then restores it with its data intact.",
+        roles=("mailstore", "dav", "files", "directory", "mx", "backup"),
+        evidence=(
+            *(
+                Evidence(role, _PURGE_SERVICE, pattern)
+                for role in ("mailstore", "dav")
+                for pattern in (
+                    r"^ExecStart=\S+/bulwark-purge-closed --list ",
+                    r"retention \(\d+ days after closure\)",
+                )
+            ),
+            *(
+                Evidence(role, _PURGE_TIMER, r"^OnCalendar=daily$|^Persistent=true$")
+                for role in ("mailstore", "dav")
+            ),
+        ),
+        tests=(
+            f"{_CLOSURE_TESTS}test_a_closed_account_is_in_no_rendered_file_but_the_purge_list",
+            f"{_CLOSURE_TESTS}test_every_login_and_recipient_of_a_closed_account_is_refused_"
+            "where_it_was_accepted",
+            f"{_CLOSURE_TESTS}test_reopening_renders_every_file_as_it_was",
+            f"{_CLOSURE_TESTS}test_the_vault_keeps_a_closed_accounts_secrets_until_the_purge",
+            f"{_CLOSURE_TESTS}test_an_accounts_listed_paths_hold_everything_the_roles_create_"
+            "for_it",
+            "tests/unit/test_role_converge.py::test_a_closed_account_gets_no_mailbox_collection_"
+            "or_tree_and_loses_nothing",
+            f"{_PURGE_TESTS}test_past_its_day_a_closed_accounts_data_goes_and_nothing_else",
+            f"{_PURGE_TESTS}test_the_day_before_the_purge_nothing_is_touched",
+            f"{_PURGE_TESTS}test_an_account_also_listed_open_is_refused",
+            f"{_PURGE_TESTS}test_a_path_the_guards_refuse_stops_the_whole_account",
+            "tests/unit/test_validation.py::test_the_closure_retention_defaults_inside_the_promise",
+            "tests/unit/test_role_operations.py::test_the_replicator_forgets_a_closed_account_it_"
+            "still_syncs_and_only_that",
+            "tests/unit/test_role_operations.py::test_a_closed_accounts_open_sessions_are_ended_"
+            "and_no_one_elses",
+        ),
+        note="Closure deletes nothing: the data waits on disk, and the account's passwords in "
+        "the vault, until the purge day. The secondary's copy of calendars, contacts and files "
+        "goes with its own host's purge, or, pulled back from a primary that purges later "
+        "the same day, at the pull after the primary's purge. The deploy ends the account's "
+        "open IMAP and POP3 sessions; an FTPS session opened before it lasts until the client "
+        "ends it or leaves it idle for 15 minutes. Not purged by the timer: the journal's "
+        "lines naming the account (kept 180 days like every log) and its hashes in the "
+        "operator's vault (after the purge day, remove the account from the inventory and "
+        "its secrets with `bulwark vault delete`). The backup role, not built yet, adds its "
+        "entry to bulwark.closure.ACCOUNT_DATA.",
     ),
     Promise(
         "end-to-end",

@@ -6,6 +6,7 @@ Built and validated by `bulwark.validation` from a pyinfra inventory (`bulwark.i
 
 from __future__ import annotations
 
+import datetime
 import ipaddress
 from dataclasses import dataclass
 from functools import cached_property
@@ -70,6 +71,15 @@ DEFAULT_FILES_QUOTA = 10 * 1024**3
 CONTENT_ORIGIN_LABEL = "usercontent"
 
 
+# Days a closed account's data is kept before the purge timer deletes it (bulwark.closure),
+# unless the platform's `closed_account_retention_days` says otherwise. The seed's promise is
+# "between 37 days and one year after closure" (the bounds validation holds every value to);
+# 60 days leaves a user who closed by mistake or missed a payment two months to come back,
+# while staying well inside the promise.
+DEFAULT_CLOSED_ACCOUNT_RETENTION_DAYS = 60
+CLOSED_ACCOUNT_RETENTION_BOUNDS = (37, 365)
+
+
 # DKIM key algorithm -> its selector, unless the inventory's `dkim_selectors` names others.
 DEFAULT_DKIM_SELECTORS: tuple[tuple[str, str], ...] = (("ed25519", "ed1"), ("rsa", "rsa1"))
 
@@ -80,6 +90,9 @@ class Account:
     name: str
     app_passwords: tuple[str, ...]  # labels only; the hashes live in the vault
     files_quota: int | None = None  # bytes; None: the platform's `files_quota`
+    # The day the account was closed (`closed`): from the next deploy on it logs in nowhere
+    # and receives no mail; its data stays until the purge (Topology.purge_date).
+    closed: datetime.date | None = None
 
     def address(self, domain: str) -> str:
         return f"{self.user}@{domain}"
@@ -88,7 +101,8 @@ class Account:
 @dataclass(frozen=True)
 class SharedAddressBook:
     """The one address book every account reads (CardDAV and LDAP): `owner` is the account it
-    belongs to, `editors` the accounts that may change it (both account user names)."""
+    belongs to (never a closed one: validation), `editors` the accounts that may change it
+    (both account user names; a closed editor keeps its place but changes nothing)."""
 
     owner: str
     editors: tuple[str, ...]
@@ -117,6 +131,26 @@ class Topology:
     resolvers: tuple[IPv4Address, ...] = ()
     # The spam filter's non-reject GTUBE patterns (a lab's tests; never in production).
     spam_test_patterns: bool = False
+    # Days between an account's closure and the purge of its data (bulwark.closure).
+    closed_account_retention_days: int = DEFAULT_CLOSED_ACCOUNT_RETENTION_DAYS
+
+    @cached_property
+    def open_accounts(self) -> tuple[Account, ...]:
+        """The accounts that log in and receive mail: every credential list and mailbox is
+        built from these, never from `accounts` (which keeps closed ones for their purge and
+        their secrets)."""
+        return tuple(account for account in self.accounts if account.closed is None)
+
+    @cached_property
+    def closed_accounts(self) -> tuple[Account, ...]:
+        """The accounts closed in the inventory, whose data waits for its purge date."""
+        return tuple(account for account in self.accounts if account.closed is not None)
+
+    def purge_date(self, account: Account) -> datetime.date:
+        """The first day a closed `account`'s data is purged: closure plus the retention."""
+        if account.closed is None:
+            raise BulwarkError(f"account {account.user} is open: it has no purge date")
+        return account.closed + datetime.timedelta(days=self.closed_account_retention_days)
 
     @property
     def content_origin(self) -> str:

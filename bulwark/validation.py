@@ -8,6 +8,8 @@ pyinfra inventory into them.
 
 from __future__ import annotations
 
+import contextlib
+import datetime
 import ipaddress
 import re
 from collections import Counter, defaultdict
@@ -19,6 +21,8 @@ from urllib.parse import urlsplit
 from bulwark import catalogue, registry
 from bulwark.errors import did_you_mean
 from bulwark.topology import (
+    CLOSED_ACCOUNT_RETENTION_BOUNDS,
+    DEFAULT_CLOSED_ACCOUNT_RETENTION_DAYS,
     DEFAULT_DKIM_SELECTORS,
     DEFAULT_FILES_QUOTA,
     Account,
@@ -44,7 +48,7 @@ _DNS_LABEL = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
 # A mailbox's local part: no leading, trailing or doubled dot (RFC 5322 dot-atom).
 _ACCOUNT_USER = re.compile(r"^(?!.*\.\.)[a-z0-9]([a-z0-9._-]{0,62}[a-z0-9])?$")
 _APP_PASSWORD_LABEL = re.compile(r"^[a-z0-9][a-z0-9-]{0,31}$")
-_ACCOUNT_KEYS = {"user", "name", "app_passwords", "files_quota"}
+_ACCOUNT_KEYS = {"user", "name", "app_passwords", "files_quota", "closed"}
 # A quota: bytes, or a number with a binary unit (`500M`, `10G`: powers of 1024).
 _SIZE = re.compile(r"^([0-9]{1,15})([KMGT]?)$")
 _SIZE_UNITS = {"": 1, "K": 1024, "M": 1024**2, "G": 1024**3, "T": 1024**4}
@@ -258,12 +262,62 @@ def _check_accounts(value: Any, out: _Collector) -> tuple[Account, ...]:
             out.add(where, "name", f"expected a display name, got {name!r}")
             name = str(name)
         quota = _check_size(entry.get("files_quota"), where, "files_quota", out)
+        closed = _check_closed(entry.get("closed"), where, out)
         if user:
-            accounts.append(Account(user, name, tuple(str(label) for label in labels), quota))
+            labels = tuple(str(label) for label in labels)
+            accounts.append(Account(user, name, labels, quota, closed))
     for user, count in sorted(users.items()):
         if count > 1:
             out.add(f"account {user}", "user", f"defined {count} times")
     return tuple(sorted(accounts, key=lambda account: account.user))
+
+
+def _check_closed(value: Any, where: str, out: _Collector) -> datetime.date | None:
+    """An account's closure day: an ISO date ('2026-11-30', or a date); None when open.
+
+    Never a day to come: the account is refused from the deploy on, whatever the day says, and
+    the purge counts from the day, so a later one would keep the data past the promised year.
+    A day of slack covers an operator whose own date is ahead of UTC's."""
+    if value is None:
+        return None
+    day = None
+    if isinstance(value, datetime.date) and not isinstance(value, datetime.datetime):
+        day = value
+    elif isinstance(value, str) and len(value) == 10:
+        with contextlib.suppress(ValueError):
+            day = datetime.date.fromisoformat(value)
+    if day is None:
+        out.add(
+            where,
+            "closed",
+            f"expected the day the account closed, like '2026-11-30', got {value!r}",
+        )
+        return None
+    if day > datetime.datetime.now(datetime.UTC).date() + datetime.timedelta(days=1):
+        out.add(
+            where,
+            "closed",
+            f"{day} is a day to come: closing takes effect at the next deploy, so give the day "
+            "it closes (today), not a day to schedule it for",
+        )
+        return None
+    return day
+
+
+def _check_retention_days(value: Any, out: _Collector) -> int:
+    """`closed_account_retention_days`: whole days inside the promise (37 days to a year)."""
+    if value is None:
+        return DEFAULT_CLOSED_ACCOUNT_RETENTION_DAYS
+    low, high = CLOSED_ACCOUNT_RETENTION_BOUNDS
+    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+        out.add(
+            "platform",
+            "closed_account_retention_days",
+            f"expected whole days from {low} to {high} (the data of a closed account is purged "
+            f"between 37 days and one year after closure), got {value!r}",
+        )
+        return DEFAULT_CLOSED_ACCOUNT_RETENTION_DAYS
+    return value
 
 
 def _check_size(value: Any, where: str, field_name: str, out: _Collector) -> int | None:
@@ -339,6 +393,14 @@ def _check_postmaster(value: Any, accounts: tuple[Account, ...], out: _Collector
             f"{did_you_mean(str(value), users)}; accounts are {', '.join(users) or '(none)'}",
         )
         return None
+    if any(account.user == value and account.closed for account in accounts):
+        out.add(
+            "platform",
+            "postmaster",
+            f"{value!r} is closed: postmaster@, abuse@ and DMARC reports would bounce; name an "
+            "open account",
+        )
+        return None
     return value
 
 
@@ -406,6 +468,14 @@ def _check_shared_addressbook(
     if owner not in users:
         known = ", ".join(sorted(users)) or "none"
         out.add(where, f"{field_name}.owner", f"{owner!r} is not an account (accounts: {known})")
+    elif any(account.user == owner and account.closed for account in accounts):
+        # The book is kept beside its owner's collections and purged with them.
+        out.add(
+            where,
+            f"{field_name}.owner",
+            f"{owner!r} is closed: every account reads this book and it would be purged with "
+            "its owner's data; give it an open owner",
+        )
     editors = value.get("editors", [])
     if not isinstance(editors, list | tuple):
         out.add(where, f"{field_name}.editors", f"expected a list of accounts, got {editors!r}")
@@ -849,6 +919,7 @@ def build_topology(
     content_origin = _check_content_origin(platform.get("content_origin"), domain, out)
     caa_issuers = _check_caa_issuers(platform.get("caa_issuers"), out)
     postmaster = _check_postmaster(platform.get("postmaster"), accounts, out)
+    retention_days = _check_retention_days(platform.get("closed_account_retention_days"), out)
     dkim_selectors = _check_dkim_selectors(platform.get("dkim_selectors"), out)
     resolvers = _check_resolvers(platform.get("resolvers"), out)
     spam_test_patterns = platform.get("spam_test_patterns") or False
@@ -891,4 +962,5 @@ def build_topology(
         dkim_selectors=dkim_selectors,
         resolvers=resolvers,
         spam_test_patterns=spam_test_patterns,
+        closed_account_retention_days=retention_days,
     )

@@ -248,7 +248,7 @@ def front_context(topology: Topology, host: Host, secrets: SecretStore) -> dict[
                     "files_root": topology.files_root(account),
                     "files_quota": topology.account_quota(account),
                 }
-                for account in topology.accounts
+                for account in topology.open_accounts
             ],
             "files": "files" in roles,
             "files_dir": volume("files").path,

@@ -18,6 +18,11 @@ _PRIMARY = os.environ.get("BULWARK_LAB_PRIMARY", "nj")
 # App passwords revoked, as "user/label,...": tests/integration/test_dav.py revokes one this way,
 # as an operator does by removing its label from the account.
 _REVOKED = set(filter(None, os.environ.get("BULWARK_LAB_REVOKED", "").split(",")))
+# Accounts closed, as "user:YYYY-MM-DD,...": the closure tests close one this way, as an
+# operator does by giving the account its `closed` day (bulwark/closure.py).
+_CLOSED = dict(
+    item.split(":", 1) for item in filter(None, os.environ.get("BULWARK_LAB_CLOSED", "").split(","))
+)
 
 
 def _account(user: str, name: str, labels: list[str], **more) -> dict:
@@ -25,6 +30,7 @@ def _account(user: str, name: str, labels: list[str], **more) -> dict:
         "user": user,
         "name": name,
         "app_passwords": [label for label in labels if f"{user}/{label}" not in _REVOKED],
+        **({"closed": _CLOSED[user]} if user in _CLOSED else {}),
         **more,
     }
 

@@ -12,11 +12,15 @@ _PLATFORM = {
     "domain": "example.com",
     # Operators' networks allowed to SSH in, besides each site's management network.
     "admin_networks": ["203.0.113.0/28"],
-    # Accounts; each app-password label gets its own Argon2id hash in the vault.
+    # Accounts; each app-password label gets its own Argon2id hash in the vault. A closed one
+    # carries the day it closed (`"closed": "2026-11-30"`): refused everywhere from the next
+    # deploy, its data purged once `closed_account_retention_days` have passed.
     "accounts": [
         {"user": "alice", "name": "Alice Archer", "app_passwords": ["laptop", "phone"]},
         {"user": "bob", "name": "Bob Baker", "app_passwords": ["desktop"]},
     ],
+    # Days a closed account's data is kept before the purge: 37 to 365 (bulwark.topology).
+    "closed_account_retention_days": 60,
     # The account postmaster@, abuse@ and DMARC reports reach.
     "postmaster": "alice",
     # Each data center's resolvers, for the spam filter's SPF, DKIM and DMARC lookups.

@@ -24,13 +24,15 @@ from typing import Any
 from pyinfra import host as current_host
 from pyinfra.api import QuoteString, StringCommand, deploy, operation
 
-from bulwark import bruteforce, replication, web
+from bulwark import bruteforce, closure, replication, web
 from bulwark.davstore import (
     DATA_DIR,
     DEFAULT_COLLECTION,
+    INSTANCES,
     SHARED_DIR,
     SHARED_SUFFIX,
     USER,
+    book_login,
     collection_root,
     shared_book_name,
 )
@@ -55,8 +57,7 @@ ROLE = "dav"
 PACKAGES: tuple[str, ...] = (*web.PACKAGES, "python3-radicale", "gunicorn")
 NO_LOGIN = "/usr/sbin/nologin"
 CONFIG_DIR = "/etc/bulwark/dav"
-# Radicale instance -> what its collections are (their `tag`), and the default one's name.
-INSTANCES: dict[str, str] = {"calendars": "VCALENDAR", "addressbooks": "VADDRESSBOOK"}
+# Radicale instance -> the default collection's name.
 DISPLAY_NAMES: dict[str, str] = {"calendars": "Calendar", "addressbooks": "Default"}
 # Radicale's own per-host files: rebuilt by each instance, never replicated.
 LOCAL_FILES: tuple[str, ...] = (".Radicale.cache", ".Radicale.lock", ".Radicale.tmp-*")
@@ -147,6 +148,7 @@ def managed_files(topology: Topology, host: Host) -> tuple[ManagedFile, ...]:
         *replication.managed_files(TREE, host, script_owner=True),
         *web.front_files(ROLE, host),
         *bruteforce.watcher_files(ROLE, host),
+        *closure.purge_files(ROLE, host),
     )
 
 
@@ -157,6 +159,7 @@ def template_context(topology: Topology, host: Host, secrets: SecretStore) -> Ma
         **web.writes_context(topology, host, ROLE),
         **replication.template_context(topology, host, TREE),
         **bruteforce.watcher_context(topology, host),
+        **closure.purge_context(topology, host),
         "dav": {
             "user": USER,
             "data_dir": DATA_DIR,
@@ -187,13 +190,15 @@ def _rights_context(topology: Topology, read_only: bool) -> dict[str, Any]:
     """The patterns Radicale's rights files match principals and collection paths with."""
     domain = re.escape(topology.domain)
     book = topology.shared_addressbook
+    open_users = {account.user for account in topology.open_accounts}
     shared = None
     if book is not None:
         owner = f"{book.owner}@{topology.domain}"
         shared = {
             "owner": owner,
             "collection": re.escape(f"{owner}.{SHARED_SUFFIX}"),
-            "editors": "|".join(re.escape(editor) for editor in book.editors),
+            # A closed editor logs in nowhere; the rights file names it no more.
+            "editors": "|".join(re.escape(e) for e in book.editors if e in open_users),
         }
     return {
         "domain": domain,
@@ -217,6 +222,7 @@ def live_checks(topology: Topology, host: Host) -> tuple[LiveCheck, ...]:
                 *(Unit(SOCKET_UNIT.format(name)) for name in INSTANCES),
                 *web.front_units(ROLE, host),
                 *bruteforce.watcher_units(ROLE, host),
+                *closure.purge_units(ROLE, host),
             )
         ),
         Directories(
@@ -268,6 +274,7 @@ def converge(topology: Topology, host: Host, secrets: SecretStore) -> None:
     web.converge_front(ROLE, rendered)
     replication.follow(topology, host, TREE, rendered)
     bruteforce.converge_watcher(ROLE, rendered)
+    closure.converge_purge(ROLE, rendered)
 
 
 def _create_collections(topology: Topology) -> None:
@@ -296,20 +303,18 @@ def collection_paths(
     if shared_name:
         collections[f"{SHARED_DIR}/{shared_name}"] = _props("VADDRESSBOOK", SHARED_SUFFIX)
     books = collection_root("addressbooks")
-    for account in topology.accounts:
+    for account in topology.open_accounts:
         address = account.address(topology.domain)
         for name, tag in INSTANCES.items():
             principal = f"{collection_root(name)}/{address}"
             principals.append(principal)
             collections[f"{principal}/{DEFAULT_COLLECTION}"] = _props(tag, DISPLAY_NAMES[name])
-        # A `user+Book@domain` login's own principal holds just its book (a link), so that such
-        # a client finds the book from the bare host name too.
-        default_login = f"{books}/{account.user}+{DEFAULT_COLLECTION}@{topology.domain}"
+        default_login = book_login(topology, account, DEFAULT_COLLECTION)
         principals.append(default_login)
         links[f"{default_login}/{DEFAULT_COLLECTION}"] = f"../{address}/{DEFAULT_COLLECTION}"
         if shared_name:
             links[f"{books}/{address}/{shared_name}"] = f"../../shared/{shared_name}"
-            shared_login = f"{books}/{account.user}+{SHARED_SUFFIX}@{topology.domain}"
+            shared_login = book_login(topology, account, SHARED_SUFFIX)
             principals.append(shared_login)
             links[f"{shared_login}/{shared_name}"] = f"../../shared/{shared_name}"
     return tuple(principals), collections, links

@@ -146,7 +146,7 @@ def refresh_config(topology: Topology) -> dict[str, Any]:
                 "name": account.name,
                 "book": davstore.default_book(topology, account),
             }
-            for account in topology.accounts
+            for account in topology.open_accounts
         ],
         "shared": (
             {
@@ -200,7 +200,7 @@ def template_context(topology: Topology, host: Host, secrets: SecretStore) -> Ma
                         for label in account.app_passwords
                     ],
                 }
-                for account in topology.accounts
+                for account in topology.open_accounts
             ],
         },
     }

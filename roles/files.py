@@ -24,7 +24,7 @@ from typing import Any
 
 from pyinfra.api import deploy
 
-from bulwark import bruteforce, catalogue, replication, web, webauth
+from bulwark import bruteforce, catalogue, closure, replication, web, webauth
 from bulwark.deploying import (
     directory,
     file_present,
@@ -115,6 +115,7 @@ def managed_files(topology: Topology, host: Host) -> tuple[ManagedFile, ...]:
         *replication.managed_files(TREE, host, script_owner=not host.has_role("dav")),
         *web.front_files(ROLE, host),
         *bruteforce.watcher_files(ROLE, host),
+        *closure.purge_files(ROLE, host),
     )
 
 
@@ -127,6 +128,7 @@ def template_context(topology: Topology, host: Host, secrets: SecretStore) -> Ma
         **web.writes_context(topology, host, ROLE),
         **replication.template_context(topology, host, TREE),
         **bruteforce.watcher_context(topology, host),
+        **closure.purge_context(topology, host),
         "files": {
             "user": USER,
             "config": APACHE_CONFIG,
@@ -168,6 +170,7 @@ def live_checks(topology: Topology, host: Host) -> tuple[LiveCheck, ...]:
                 *web.files_auth_units(),
                 *web.front_units(ROLE, host),
                 *bruteforce.watcher_units(ROLE, host),
+                *closure.purge_units(ROLE, host),
             )
         ),
         Directories((Directory(DATA_DIR, USER, USER, "0750"),)),
@@ -225,6 +228,7 @@ def converge(topology: Topology, host: Host, secrets: SecretStore) -> None:
     replication.serve(TREE, rendered)
     replication.follow(topology, host, TREE, rendered)
     bruteforce.converge_watcher(ROLE, rendered)
+    closure.converge_purge(ROLE, rendered)
 
 
 def _create_trees(topology: Topology) -> None:
@@ -232,7 +236,7 @@ def _create_trees(topology: Topology) -> None:
     and the folder named after the account are root's, readable by the files' owner, so an FTP
     session writes in its `files` folder alone; pure-ftpd's usage file at the chroot's top is
     the owner's (bulwark-filesauth and pure-ftpd rewrite it in place, never replace it)."""
-    for account in topology.accounts:
+    for account in topology.open_accounts:
         chroot = f"{DATA_DIR}/{topology.files_root(account)}"
         tree = f"{chroot}/{topology.files_root(account)}"
         directory(f"files: {chroot}", chroot, "root", USER, "0750")

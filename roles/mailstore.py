@@ -14,9 +14,9 @@ from collections.abc import Mapping
 from typing import Any
 
 from pyinfra import host as current_host
-from pyinfra.api import QuoteString, StringCommand, deploy, operation
+from pyinfra.api import FactBase, QuoteString, StringCommand, deploy, operation
 
-from bulwark import bruteforce, catalogue, mail, mailtrust, tlsconfig
+from bulwark import bruteforce, catalogue, closure, mail, mailtrust, tlsconfig
 from bulwark.deploying import (
     directory,
     install,
@@ -34,7 +34,16 @@ from bulwark.hoststate import expect, host_state
 from bulwark.livecheck import LiveCheck
 from bulwark.operations import Activation
 from bulwark.plan import ManagedFile
-from bulwark.probes import Directories, Directory, Disk, MailReplication, Sysctl, Unit, Units
+from bulwark.probes import (
+    Directories,
+    Directory,
+    Disk,
+    MailReplication,
+    Sysctl,
+    Unit,
+    Units,
+    parse_replicator,
+)
 from bulwark.secret import SecretStore
 from bulwark.secret_names import DOVEADM_PASSWORD
 from bulwark.topology import Account, Host, Topology
@@ -118,6 +127,86 @@ def mailboxes_created(wanted: Mapping[str, tuple[str, str]]):
             )  # fmt: skip
 
 
+class ReplicatedUsers(FactBase):
+    """The users Dovecot's replicator keeps syncing (none while Dovecot is not running)."""
+
+    def command(self) -> StringCommand:
+        return StringCommand(
+            "doveadm", "-f", "tab", "replicator", "status", QuoteString("*"), "2>/dev/null",
+            "||", "true",
+        )  # fmt: skip
+
+    @staticmethod
+    def default() -> frozenset[str]:
+        return frozenset()
+
+    def process(self, output: list[str]) -> frozenset[str]:
+        return frozenset(user.user for user in parse_replicator(output))
+
+
+@operation()
+def replication_forgets(addresses: tuple[str, ...]):
+    """Take `addresses` (closed accounts) out of Dovecot's replicator, where it still has them.
+
+    The replicator keeps every user it ever synced: a closed account, unknown to the userdb,
+    would fail its sync at every retry (bulwark-replication-retry, every few seconds) and
+    mark replication failed. Reopened, the account is taken in again at its first change.
+
+    + addresses: the closed accounts' addresses
+
+    **Example:**
+
+    .. code:: python
+
+        replication_forgets(name="mailstore: closed accounts", addresses=("bob@example.net",))
+    """
+    kept = current_host.get_fact(ReplicatedUsers) if addresses else frozenset()
+    forget = [address for address in addresses if address in kept]
+    if not forget:
+        current_host.noop("the replicator has no closed account")
+    for address in forget:
+        yield StringCommand("doveadm", "replicator", "remove", QuoteString(address))
+
+
+class SessionUsers(FactBase):
+    """The users with an IMAP or POP3 session open (none while Dovecot is not running)."""
+
+    def command(self) -> StringCommand:
+        return StringCommand("doveadm", "-f", "tab", "who", "2>/dev/null", "||", "true")
+
+    @staticmethod
+    def default() -> frozenset[str]:
+        return frozenset()
+
+    def process(self, output: list[str]) -> frozenset[str]:
+        rows = [line.split("\t") for line in output if "\t" in line]
+        if not rows or rows[0][0].strip() != "username":
+            return frozenset()
+        return frozenset(row[0] for row in rows[1:])
+
+
+@operation()
+def sessions_ended(addresses: tuple[str, ...]):
+    """End the IMAP and POP3 sessions of `addresses` (closed accounts) still open: a closed
+    account is refused at its next login, and a session opened before the deploy (an IDLE
+    held for days) must not outlive the closure.
+
+    + addresses: the closed accounts' addresses
+
+    **Example:**
+
+    .. code:: python
+
+        sessions_ended(name="mailstore: closed accounts' sessions", addresses=("bob@example.net",))
+    """
+    open_now = current_host.get_fact(SessionUsers) if addresses else frozenset()
+    kick = [address for address in addresses if address in open_now]
+    if not kick:
+        current_host.noop("no closed account has a session")
+    for address in kick:
+        yield StringCommand("doveadm", "kick", QuoteString(address))
+
+
 def managed_files(topology: Topology, host: Host) -> tuple[ManagedFile, ...]:
     return (
         *mail.dovecot_files(ROLE, host),
@@ -128,6 +217,7 @@ def managed_files(topology: Topology, host: Host) -> tuple[ManagedFile, ...]:
         ManagedFile(RETRY_SERVICE_FILE, "replication-retry.service.j2"),
         ManagedFile(RETRY_TIMER_FILE, "replication-retry.timer.j2"),
         *bruteforce.watcher_files(ROLE, host),
+        *closure.purge_files(ROLE, host),
     )
 
 
@@ -138,6 +228,7 @@ def template_context(topology: Topology, host: Host, secrets: SecretStore) -> Ma
         **mail.auth_context(topology, host, secrets),
         **tlsconfig.tls_context(secrets, host),
         **bruteforce.watcher_context(topology, host),
+        **closure.purge_context(topology, host),
         "host": host.name,
         "lan_address": str(host.lan_address),
         "ports": {name: catalogue.service(name).port for name in SERVICES},
@@ -176,6 +267,7 @@ def live_checks(topology: Topology, host: Host) -> tuple[LiveCheck, ...]:
                 *mail.dovecot_units(ROLE, host),
                 Unit(RETRY_TIMER),
                 *bruteforce.watcher_units(ROLE, host),
+                *closure.purge_units(ROLE, host),
             )
         ),
         Sysctl(SYSCTL_FILE),
@@ -200,10 +292,14 @@ def converge(topology: Topology, host: Host, secrets: SecretStore) -> None:
     directory(f"{ROLE}: {SIEVE_DIR}", SIEVE_DIR, "root", "root", "0755")
     install(ROLE, [rendered[SIEVE_SCRIPT]], then=SIEVE_COMPILE)
     mail.converge_dovecot(ROLE, rendered)
+    closed = tuple(account.address(topology.domain) for account in topology.closed_accounts)
+    sessions_ended(name="mailstore: closed accounts' sessions ended", addresses=closed)
+    replication_forgets(name="mailstore: closed accounts out of the replicator", addresses=closed)
     retry = (rendered[RETRY_SCRIPT], rendered[RETRY_SERVICE_FILE], rendered[RETRY_TIMER_FILE])
     install(ROLE, retry, then=restarted(RETRY_TIMER, unit_files_changed=True))
     keep_running(ROLE, RETRY_TIMER)
     bruteforce.converge_watcher(ROLE, rendered)
+    closure.converge_purge(ROLE, rendered)
     _create_mailboxes_on_the_primary(topology, host)
 
 
@@ -223,7 +319,7 @@ def _create_mailboxes_on_the_primary(topology: Topology, host: Host) -> None:
         return
     wanted = {
         path: (account.address(topology.domain), mailbox)
-        for account in topology.accounts
+        for account in topology.open_accounts
         for mailbox, path in mailbox_paths(topology, account).items()
     }
     expect(paths=wanted)
@@ -234,7 +330,7 @@ def _create_mailboxes_on_the_primary(topology: Topology, host: Host) -> None:
 
 def mailbox_paths(topology: Topology, account: Account) -> dict[str, str]:
     """Mailbox name -> what exists on disk once Dovecot has created it (Maildir++ layout)."""
-    maildir = f"{mail.VMAIL_HOME}/{topology.domain}/{account.user}/{mail.MAILDIR}"
+    maildir = f"{mail.account_home(topology, account)}/{mail.MAILDIR}"
     return {
         "INBOX": f"{maildir}/dovecot-uidlist",
         **{mailbox: f"{maildir}/.{mailbox}" for mailbox in MAILBOXES},

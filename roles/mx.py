@@ -122,7 +122,7 @@ def template_context(topology: Topology, host: Host, secrets: SecretStore) -> Ma
         **bruteforce.watcher_context(topology, host),
         "host": host.name,
         "myhostname": topology.fqdn(host),
-        "addresses": [account.address(topology.domain) for account in topology.accounts],
+        "addresses": [account.address(topology.domain) for account in topology.open_accounts],
         "ports": {name: catalogue.service(name).port for name in names},
         "submission_services": SUBMISSION_SERVICES,
         "proxied": mail.proxied_context(topology, host, PROXIED_SERVICE),

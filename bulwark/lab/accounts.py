@@ -27,6 +27,9 @@ class LabAccount:
     address: str
     app_passwords: tuple[Secret, ...]
     main_password: Secret
+    # Closed in the inventory: every protocol must refuse it (its passwords stay in the vault
+    # until the purge, so a reopened account logs in with the same ones).
+    closed: bool = False
 
     @property
     def password(self) -> Secret:
@@ -50,6 +53,7 @@ def lab_accounts(topology: Topology, path: Path = CREDENTIALS_FILE) -> tuple[Lab
                         for label in account.app_passwords
                     ),
                     main_password=Secret(f"{account.user}/main", entry["main"]),
+                    closed=account.closed is not None,
                 )
             )
     except (OSError, ValueError, KeyError, TypeError) as error:

@@ -9,6 +9,7 @@ import struct
 import subprocess
 import sys
 from dataclasses import replace
+from datetime import date
 from ipaddress import IPv4Address, IPv4Network
 from pathlib import Path
 
@@ -324,3 +325,25 @@ def test_the_console_check_sees_what_the_page_would_load(production_html, tmp_pa
     assert any("elsewhere.png" in line for line in messages)
     assert any("inline script" in line for line in messages)
     assert not any('"ran"' in line for line in messages)
+
+
+def test_the_retention_section_lists_each_closed_account_and_its_purge_day():
+    lab = load_topology(LAB)
+    bob = next(account for account in lab.accounts if account.user == "bob")
+    closed = replace(
+        lab,
+        accounts=(
+            *(a for a in lab.accounts if a is not bob),
+            replace(bob, closed=date(2026, 11, 30)),
+        ),
+        closed_account_retention_days=37,
+    )
+
+    def retention(topology) -> str:
+        text = html_report(topology, [])
+        return text[text.index('<h2 id="retention">') : text.index('<h2 id="backups">')]
+
+    assert "No account of this inventory is closed." in retention(lab)
+    section = retention(closed)
+    assert "purged 37 days after its closure" in section
+    assert "<tr><td>bob@example.net</td><td>2026-11-30</td><td>2027-01-06</td></tr>" in section

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime
 import json
 from pathlib import Path
 from types import SimpleNamespace
@@ -74,3 +75,18 @@ def test_an_unusable_credentials_file_names_the_file_and_no_value(tmp_path, cont
 def test_a_missing_credentials_file_says_how_to_write_it(tmp_path):
     with pytest.raises(BulwarkError, match="make lab-secrets"):
         lab_accounts(_TOPOLOGY, tmp_path / "absent.json")
+
+
+def test_a_closed_account_keeps_its_passwords_and_says_it_is_closed(tmp_path):
+    """The lab's closure tests log in as the closed account with its own passwords (and must
+    be refused), and as it again once reopened."""
+    topology = SimpleNamespace(
+        domain="example.com",
+        accounts=(
+            _TOPOLOGY.accounts[0],
+            Account("bob", "Bob", ("desktop",), closed=datetime.date(2026, 11, 30)),
+        ),
+    )
+    alice, bob = lab_accounts(topology, _write(tmp_path, json.dumps(_CREDENTIALS)))
+    assert (alice.closed, bob.closed) == (False, True)
+    assert bob.password.reveal() == "app-desktop-b"

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pytest
 
-from bulwark import bruteforce, catalogue, mail, pki, tls
+from bulwark import bruteforce, catalogue, closure, mail, pki, tls
 from bulwark.audit import SealedSecrets
 from bulwark.checks import check_files
 from bulwark.inventory import load_topology
@@ -51,6 +51,8 @@ _RSPAMD = {managed.path: "mx" for managed in mx.rspamd_files(LAB)}
 # The brute-force watcher: installed by the first role of the host with logins (mx, then
 # mailstore).
 _WATCHER = (bruteforce.SCRIPT, bruteforce.UNIT_FILE)
+# The closed accounts' purge, installed by the mail store (it keeps the mailboxes).
+_PURGE = (closure.SCRIPT, closure.LIST, closure.UNIT_FILE, closure.TIMER_FILE)
 
 
 @pytest.fixture(scope="module")
@@ -114,6 +116,7 @@ def master_cf(content: str) -> dict[str, list[str]]:
                 **_MAILSTORE_ONLY,
                 **_RSPAMD,
                 **dict.fromkeys(_WATCHER, "mx"),
+                **dict.fromkeys(_PURGE, "mailstore"),
             },
         ),
         (
@@ -139,6 +142,7 @@ def master_cf(content: str) -> dict[str, list[str]]:
                 mail.AUTH_SCRIPT: "mailstore",
                 **_MAILSTORE_ONLY,
                 **dict.fromkeys(_WATCHER, "mailstore"),
+                **dict.fromkeys(_PURGE, "mailstore"),
             },
         ),
         (PRODUCTION, "nj-web", {}),

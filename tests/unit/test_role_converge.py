@@ -12,6 +12,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import datetime
 import json
 import os
@@ -270,3 +271,38 @@ def test_a_no_op_run_of_every_role_reads_the_host_state_once(host_name, facts, l
     steps, offline = run_deploys(deploys, converged(host_name, lab_vault), host_name, yes=True)
     assert [step for step in steps if step.commands] == []
     assert sorted(offline.asked) == sorted(facts)
+
+
+@pytest.mark.parametrize("host_name", ["nj-mail", "nj-web"])
+def test_a_closed_account_gets_no_mailbox_collection_or_tree_and_loses_nothing(
+    host_name, lab_vault
+):
+    """At the primary, a fresh host's converge creates bob's mailboxes, collections and file
+    tree while he is open, and names him in no command once he is closed: nothing is created
+    for him, and nothing of his is deleted (no deploy deletes an account's data)."""
+    closed = dataclasses.replace(
+        LAB,
+        accounts=tuple(
+            dataclasses.replace(account, closed=datetime.date(2026, 11, 30))
+            if account.user == "bob"
+            else account
+            for account in LAB.accounts
+        ),
+    )
+
+    def commands(topology) -> list[str]:
+        host = topology.host(host_name)
+        return [
+            command
+            for module in registry.host_modules(host)
+            for step in run_deploy(
+                module.converge, fresh(), topology, host, lab_vault, host_name=host_name
+            )
+            for command in step.commands
+        ]
+
+    assert [command for command in commands(LAB) if "bob" in command]
+    after = commands(closed)
+    assert [command for command in after if "bob" in command] == []
+    assert [command for command in after if "alice" in command]
+    assert not [command for command in after if command.startswith(("rm -r", "rm -fr"))]

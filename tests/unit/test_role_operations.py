@@ -218,3 +218,69 @@ def test_a_masked_unit_is_read_with_the_host_state_and_linked_only_when_it_is_no
     assert offline.commands == commands
     assert offline.asked[0] == "HostState"
     assert (offline.asked == ["HostState"]) == (commands == [])  # pyinfra's link asks its own
+
+
+REPLICATOR_STATUS = [
+    "username\tpriority\tfast sync\tfull sync\tsuccess sync\tfailed",
+    "alice@example.net\tnone\t00:00:05\t01:00:00\t00:00:05\t-",
+    "bob@example.net\tlow\t02:00:00\t03:00:00\t02:00:00\ty",
+]
+FORGETTING = {
+    # closed accounts, what the replicator holds -> the commands, the facts asked
+    "bob-held": (
+        ("bob@example.net",),
+        REPLICATOR_STATUS,
+        ["doveadm replicator remove bob@example.net"],
+        ["ReplicatedUsers"],
+    ),
+    "bob-gone": (("bob@example.net",), REPLICATOR_STATUS[:2], [], ["ReplicatedUsers"]),
+    "dovecot-down": (("bob@example.net",), [], [], ["ReplicatedUsers"]),
+    "none-closed": ((), REPLICATOR_STATUS, [], []),
+}
+
+
+@pytest.mark.parametrize(
+    ("addresses", "status", "commands", "asked"), FORGETTING.values(), ids=FORGETTING.keys()
+)
+def test_the_replicator_forgets_a_closed_account_it_still_syncs_and_only_that(
+    addresses, status, commands, asked
+):
+    """A closed account the replicator still holds is removed from it (else its sync fails at
+    every retry); nothing else is, and with no closed account the replicator is not asked."""
+    facts = {"ReplicatedUsers": mailstore.ReplicatedUsers().process(status)}
+    offline = run_operation(mailstore.replication_forgets, facts, addresses=addresses)
+    assert offline.commands == commands
+    assert offline.asked == asked
+    assert bool(offline.noops) == (commands == [])
+
+
+WHO = [
+    "username\t#\tproto\t(pids)\t(ips)",
+    "alice@example.net\t2\timap\t(101 102)\t(198.51.100.200)",
+    "bob@example.net\t1\timap\t(103)\t(198.51.100.200)",
+]
+KICKING = {
+    # closed accounts, who has a session -> the commands, the facts asked
+    "bob-connected": (
+        ("bob@example.net",),
+        WHO,
+        ["doveadm kick bob@example.net"],
+        ["SessionUsers"],
+    ),
+    "bob-not-connected": (("bob@example.net",), WHO[:2], [], ["SessionUsers"]),
+    "dovecot-down": (("bob@example.net",), [], [], ["SessionUsers"]),
+    "none-closed": ((), WHO, [], []),
+}
+
+
+@pytest.mark.parametrize(
+    ("addresses", "who", "commands", "asked"), KICKING.values(), ids=KICKING.keys()
+)
+def test_a_closed_accounts_open_sessions_are_ended_and_no_one_elses(
+    addresses, who, commands, asked
+):
+    facts = {"SessionUsers": mailstore.SessionUsers().process(who)}
+    offline = run_operation(mailstore.sessions_ended, facts, addresses=addresses)
+    assert offline.commands == commands
+    assert offline.asked == asked
+    assert bool(offline.noops) == (commands == [])

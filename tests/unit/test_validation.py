@@ -7,6 +7,7 @@ check that goes quiet, or one that drags spurious follow-on problems along, both
 
 from __future__ import annotations
 
+import datetime
 from pathlib import Path
 
 import pytest
@@ -27,6 +28,8 @@ from mutations import (
 )
 
 from bulwark.inventory import load_topology
+from bulwark.topology import CLOSED_ACCOUNT_RETENTION_BOUNDS
+from bulwark.topology import DEFAULT_CLOSED_ACCOUNT_RETENTION_DAYS as DEFAULT_RETENTION
 from bulwark.validation import Problem, TopologyError
 from bulwark.volumes import volumes_for
 
@@ -59,6 +62,20 @@ ALICE_HAS_NO_APP_LABEL = (
     "account alice.app_passwords: no app password: accounts log in with app passwords only, "
     "list at least one label"
 )
+
+CLOSED_ALICE = {"user": "alice", "app_passwords": ["laptop"], "closed": "2026-11-30"}
+BOB = {"user": "bob", "app_passwords": ["desktop"]}
+
+
+def both(*mutations):
+    """One mutation making each of `mutations` in turn."""
+
+    def mutate(inventory) -> None:
+        for mutation in mutations:
+            mutation(inventory)
+
+    return mutate
+
 
 # (id, mutation, every problem expected: exact text)
 APT_PROXY_CREDENTIALS = (
@@ -547,6 +564,79 @@ BAD_INVENTORIES = [
         set_accounts({"user": "alice", "app_passwords": ["laptop"], "files_quota": -1}),
         ["account alice.files_quota: expected bytes or a size like '500M' or '10G', got -1"],
     ),
+    # account closure: the day, the retention, and the accounts that must stay open
+    (
+        "account-closed-not-a-date",
+        set_accounts({"user": "alice", "app_passwords": ["laptop"], "closed": "30/11/2026"}),
+        [
+            "account alice.closed: expected the day the account closed, like '2026-11-30', "
+            "got '30/11/2026'"
+        ],
+    ),
+    (
+        "account-closed-not-a-day",
+        set_accounts({"user": "alice", "app_passwords": ["laptop"], "closed": "2026-02-30"}),
+        [
+            "account alice.closed: expected the day the account closed, like '2026-11-30', "
+            "got '2026-02-30'"
+        ],
+    ),
+    (
+        "account-closed-a-time",
+        set_accounts({"user": "alice", "app_passwords": ["laptop"], "closed": "2026-11-30T10:00"}),
+        [
+            "account alice.closed: expected the day the account closed, like '2026-11-30', "
+            "got '2026-11-30T10:00'"
+        ],
+    ),
+    (
+        "account-closed-a-day-to-come",
+        set_accounts({"user": "alice", "app_passwords": ["laptop"], "closed": "2999-01-01"}),
+        [
+            "account alice.closed: 2999-01-01 is a day to come: closing takes effect at the next "
+            "deploy, so give the day it closes (today), not a day to schedule it for"
+        ],
+    ),
+    *(
+        (
+            f"closed-account-retention-{name}",
+            set_platform("closed_account_retention_days", value),
+            [
+                "platform.closed_account_retention_days: expected whole days from 37 to 365 (the "
+                "data of a closed account is purged between 37 days and one year after closure), "
+                f"got {value!r}"
+            ],
+        )
+        for name, value in (
+            ("under-37-days", 36),
+            ("over-a-year", 366),
+            ("not-a-number", "60"),
+            ("boolean", True),
+            ("fraction", 40.5),
+        )
+    ),
+    (
+        "postmaster-closed",
+        both(
+            set_accounts(CLOSED_ALICE, BOB),
+            set_platform("postmaster", "alice"),
+        ),
+        [
+            "platform.postmaster: 'alice' is closed: postmaster@, abuse@ and DMARC reports would "
+            "bounce; name an open account"
+        ],
+    ),
+    (
+        "shared-addressbook-owner-closed",
+        both(
+            set_accounts(CLOSED_ALICE, BOB),
+            set_platform("shared_addressbook", {"owner": "alice", "editors": ["bob"]}),
+        ),
+        [
+            "platform.shared_addressbook.owner: 'alice' is closed: every account reads this book "
+            "and it would be purged with its owner's data; give it an open owner"
+        ],
+    ),
     # files: the platform's quota and content origin
     (
         "files-quota-unknown-unit",
@@ -934,3 +1024,27 @@ def test_one_problem_is_singular():
         "inv.py", [Problem("nj-gw", "roles", "x"), Problem("nj-gw", "roles", "x")]
     )
     assert str(error) == "inv.py: 1 problem, nothing was run:\n  nj-gw.roles: x"
+
+
+def test_a_closed_account_keeps_its_day_and_the_platform_its_retention(two_site_inventory):
+    two_site_inventory.set_platform("accounts", [CLOSED_ALICE, BOB])
+    two_site_inventory.set_platform("closed_account_retention_days", 37)
+    topology = load_topology(two_site_inventory.write())
+    assert [a.user for a in topology.closed_accounts] == ["alice"]
+    assert [a.user for a in topology.open_accounts] == ["bob"]
+    assert str(topology.purge_date(topology.closed_accounts[0])) == "2027-01-06"
+
+
+def test_the_closure_retention_defaults_inside_the_promise(two_site_inventory):
+    topology = load_topology(two_site_inventory.write())
+    low, high = CLOSED_ACCOUNT_RETENTION_BOUNDS
+    assert (low, high) == (37, 365)
+    assert low <= topology.closed_account_retention_days == DEFAULT_RETENTION <= high
+
+
+def test_an_account_closed_today_is_accepted(two_site_inventory):
+    today = datetime.datetime.now(datetime.UTC).date()
+    closed = {"user": "alice", "app_passwords": ["laptop"], "closed": today.isoformat()}
+    two_site_inventory.set_platform("accounts", [closed, BOB])
+    topology = load_topology(two_site_inventory.write())
+    assert [account.closed for account in topology.accounts] == [today, None]
