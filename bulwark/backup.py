@@ -118,14 +118,10 @@ def repositories_on(topology: Topology, backup_host: Host) -> tuple[Repository, 
 def account_paths(topology: Topology, account: Account, kind: str) -> tuple[str, ...]:
     """Where `account`'s data of one kind (KINDS) is on the hosts keeping it: what a restore
     brings back and a drill counts."""
-    address = account.address(topology.domain)
-    if kind == "mail":
+    if kind == "mail":  # Dovecot's mail_home (bulwark.mail.account_home)
         return (f"{volume('mail').path}/{topology.domain}/{account.user}",)
     if kind == "dav":
-        return tuple(
-            f"{davstore.collection_root(instance)}/{address}"
-            for instance in ("calendars", "addressbooks")
-        )
+        return davstore.account_paths(topology, account)
     if kind == "files":
         return (f"{volume('files').path}/{topology.files_root(account)}",)
     raise ValueError(f"no backup kind {kind!r}; kinds are {', '.join(KINDS)}")

@@ -10,7 +10,8 @@ on a data host (`create`, `restore`, `forget-repository-state`):
      "addresses": {user: address}}
 on a backup host (`prune`, `drill`, `rollback`):
     {"repositories": {source: {"path", "passphrase_file", "accounts": {user: {kind: [paths]}}}},
-     "retention_days", "stale_hours", "state_dir", "scratch_dir", "base_dir"}
+     "closed": {user: purge day}, "retention_days", "stale_hours", "state_dir", "scratch_dir",
+     "base_dir"}
 
 Every command prints one JSON document on stdout (what it did: counts, archive names, never
 file contents or secrets) and exits 0, or 1 with the reason on stderr.
@@ -306,7 +307,7 @@ def ledger_path(config: dict, source: str) -> Path:
 def read_ledger(config: dict, source: str) -> dict:
     path = ledger_path(config, source)
     if not path.exists():
-        return {"seen": [], "transaction": None}
+        return {"seen": [], "transaction": None, "purged": {}}
     return json.loads(path.read_text())
 
 
@@ -330,10 +331,41 @@ def last_transaction(repository: str) -> int | None:
     return max(numbers) if numbers else None
 
 
+def account_excludes(repository: dict, user: str) -> list[str]:
+    """borg's --exclude arguments leaving out every directory of `user` in one repository
+    (none if it holds no data of theirs)."""
+    kinds = repository["accounts"].get(user, {})
+    paths = sorted(path for paths in kinds.values() for path in paths)
+    return [argument for path in paths for argument in ("--exclude", f"pp:{path}")]
+
+
+def purge_closed(config: dict, source: str, moment: datetime.datetime, ledger: dict) -> list:
+    """Take each closed account past its purge day out of every archive of `source`'s
+    repository not yet cleaned of it (the newest ones may still hold its data if the source's
+    own purge has not run yet: the next prune cleans them). Returns (user, archive) pairs."""
+    repository = config["repositories"][source]
+    env = server_env(config, source)
+    done = []
+    names = [archive["name"] for archive in archives(repository["path"], env)]
+    for user, day in sorted(config.get("closed", {}).items()):
+        excludes = account_excludes(repository, user)
+        if moment.date() < datetime.date.fromisoformat(day) or not excludes:
+            continue
+        cleaned = set(ledger.setdefault("purged", {}).setdefault(user, []))
+        for name in names:
+            if name not in cleaned:
+                borg(["recreate", *excludes, f"{repository['path']}::{name}"], env)
+                ledger["purged"][user].append(name)
+                done.append((user, name))
+        ledger["purged"][user] = sorted(set(ledger["purged"][user]) & set(names))
+    return done
+
+
 def prune(config: dict, moment: datetime.datetime) -> dict:
-    """For each repository: stop if an archive it saw is gone without its doing; otherwise
-    delete every archive older than the retention but the newest, compact, and remember what
-    is left and the transaction it was verified at."""
+    """For each repository: stop if an archive it saw is gone without its doing; otherwise take
+    the closed accounts past their purge day out of it, delete every archive older than the
+    retention but the newest, compact, and remember what is left and the transaction it was
+    verified at."""
     horizon = moment - datetime.timedelta(days=config["retention_days"])
     report: dict[str, dict] = {}
     failures = []
@@ -355,13 +387,20 @@ def prune(config: dict, moment: datetime.datetime) -> dict:
             )
             report[source] = {"state": "tampered", "vanished": vanished}
             continue
+        purged = purge_closed(config, source, moment, ledger)
         expired = [archive["name"] for archive in listed[:-1] if archive["start"] < horizon]
         if expired:
-            borg(["delete", path, *[f"{name}" for name in expired]], env)
+            borg(["delete", path, *expired], env)
         borg(["compact", "--threshold", "0", path], env)
         kept = sorted(names - set(expired))
-        write_ledger(config, source, {"seen": kept, "transaction": last_transaction(path)})
-        report[source] = {"state": "pruned", "deleted": expired, "kept": len(kept)}
+        ledger |= {"seen": kept, "transaction": last_transaction(path)}
+        write_ledger(config, source, ledger)
+        report[source] = {
+            "state": "pruned",
+            "deleted": expired,
+            "kept": len(kept),
+            "closed_accounts_purged": sorted({user for user, _ in purged}),
+        }
     if failures:
         raise Failure("; ".join(failures))
     return report
@@ -388,7 +427,9 @@ def rollback(config: dict, source: str) -> dict:
     for state in borg_state_dirs(config["base_dir"]):
         shutil.rmtree(state, ignore_errors=True)
     left = [archive["name"] for archive in archives(str(path), env)]
-    write_ledger(config, source, {"seen": sorted(left), "transaction": last_transaction(str(path))})
+    ledger = read_ledger(config, source)
+    ledger |= {"seen": sorted(left), "transaction": last_transaction(str(path))}
+    write_ledger(config, source, ledger)
     return {"source": source, "transaction": target, "segments_dropped": dropped, "archives": left}
 
 
@@ -399,14 +440,10 @@ def purge(config: dict, user: str) -> dict:
     report: dict[str, dict] = {}
     for source in sorted(config["repositories"]):
         repository = config["repositories"][source]
-        paths = sorted(
-            path for kinds in [repository["accounts"].get(user, {})] for paths in kinds.values()
-            for path in paths
-        )  # fmt: skip
-        if not paths or not Path(repository["path"], "config").exists():
+        excludes = account_excludes(repository, user)
+        if not excludes or not Path(repository["path"], "config").exists():
             continue
         env = server_env(config, source)
-        excludes = [argument for path in paths for argument in ("--exclude", f"pp:{path}")]
         borg(["recreate", *excludes, repository["path"]], env)
         borg(["compact", "--threshold", "0", repository["path"]], env)
         left = archives(repository["path"], env)
@@ -415,7 +452,7 @@ def purge(config: dict, user: str) -> dict:
             source,
             read_ledger(config, source) | {"transaction": last_transaction(repository["path"])},
         )
-        report[source] = {"archives": len(left), "paths": paths}
+        report[source] = {"archives": len(left)}
     if not report:
         raise Failure(f"no repository here holds data of {user!r}")
     return report

@@ -49,8 +49,8 @@ from bulwark.volumes import volume
 # volumes (registry.Role.volumes: the purge's roots). A role keeping per-account data adds its
 # entry here (and, as dav, files and mailstore have, the one-line includes of closure-shared/
 # in its templates folder, for a host where it is the first such role): the purge then covers
-# it on every host of the role. The backup role's entry (an account's backups on its
-# `backups` volume) belongs here.
+# it on every host of the role. Backups are not files of an account: the backup hosts' prune
+# takes a closed account out of their archives (bulwark/backup_agent.py).
 ACCOUNT_DATA: Mapping[str, Callable[[Topology, Account], tuple[str, ...]]] = {
     "mailstore": lambda topology, account: (mail.account_home(topology, account),),
     "dav": davstore.account_paths,

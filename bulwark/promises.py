@@ -763,8 +763,9 @@ PROMISES: tuple[Promise, ...] = (
         "is refused at RCPT as an unknown user) and its directory entries leave LDAP; its mail, "
         "calendars, contacts and files, at both sites, are purged by a daily timer on every "
         "data host once the inventory's retention is over (`closed_account_retention_days`: 37 "
-        "days to a year, 60 by default), and its backups by the backup role. Reopening before "
-        "then restores it with its data intact.",
+        "days to a year, 60 by default), and from its backups at both sites by the backup "
+        "hosts' hourly prune from that day on. Reopening before then restores it with its "
+        "data intact.",
         roles=("mailstore", "dav", "files", "directory", "mx", "backup"),
         evidence=(
             *(
@@ -779,6 +780,7 @@ PROMISES: tuple[Promise, ...] = (
                 Evidence(role, _PURGE_TIMER, r"^OnCalendar=daily$|^Persistent=true$")
                 for role in ("mailstore", "dav")
             ),
+            Evidence("backup", "/etc/bulwark/backup/server.json", r'^ "closed": \{'),
         ),
         tests=(
             f"{_CLOSURE_TESTS}test_a_closed_account_is_in_no_rendered_file_but_the_purge_list",
@@ -799,6 +801,8 @@ PROMISES: tuple[Promise, ...] = (
             "still_syncs_and_only_that",
             "tests/unit/test_role_operations.py::test_a_closed_accounts_open_sessions_are_ended_"
             "and_no_one_elses",
+            "tests/unit/test_backup_agent.py::"
+            "test_the_prune_takes_a_closed_account_out_of_every_archive_from_its_purge_day",
         ),
         note="Closure deletes nothing: the data waits on disk, and the account's passwords in "
         "the vault, until the purge day. The secondary's copy of calendars, contacts and files "
@@ -808,8 +812,8 @@ PROMISES: tuple[Promise, ...] = (
         "ends it or leaves it idle for 15 minutes. Not purged by the timer: the journal's "
         "lines naming the account (kept 180 days like every log) and its hashes in the "
         "operator's vault (after the purge day, remove the account from the inventory and "
-        "its secrets with `bulwark vault delete`). The backup role, not built yet, adds its "
-        "entry to bulwark.closure.ACCOUNT_DATA.",
+        "its secrets with `bulwark vault delete`). From the purge day, each prune takes the "
+        "account out of every archive still holding it (`borg recreate`), then compacts.",
     ),
     Promise(
         "end-to-end",

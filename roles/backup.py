@@ -45,9 +45,9 @@ from bulwark.platform_secrets import ssh_public_key
 from bulwark.probes import Directories, Directory, Refresh, Unit, Units
 from bulwark.secret import SecretStore
 from bulwark.secret_names import backup_host_key_name, backup_passphrase_name, backup_ssh_key_name
+from bulwark.ssh import SSH_CIPHERS, SSH_HOST_KEY_ALGORITHMS, SSH_KEX, SSH_MACS
 from bulwark.templating import derived_or_sealed, shipped_text
-from bulwark.topology import Host, Topology
-from roles.base import SSH_CIPHERS, SSH_HOST_KEY_ALGORITHMS, SSH_KEX, SSH_MACS
+from bulwark.topology import Account, Host, Topology
 
 ROLE = "backup"
 
@@ -161,12 +161,14 @@ def managed_files(topology: Topology, host: Host) -> tuple[ManagedFile, ...]:
     )
 
 
-def _accounts(topology: Topology, host: Host) -> dict[str, dict[str, list[str]]]:
+def _accounts(
+    topology: Topology, host: Host, accounts: tuple[Account, ...]
+) -> dict[str, dict[str, list[str]]]:
     """Account -> kind -> its directories, for the kinds `host` keeps."""
     kinds = backup.backed_up_volumes(host)
     return {
         account.user: {kind: list(backup.account_paths(topology, account, kind)) for kind in kinds}
-        for account in sorted(topology.accounts, key=lambda account: account.user)
+        for account in sorted(accounts, key=lambda account: account.user)
     }
 
 
@@ -193,9 +195,10 @@ def _client_config(topology: Topology, repository: Repository) -> dict[str, Any]
         "passphrase_file": CLIENT_PASSPHRASE,
         "rsh": shlex.join(rsh),
         "base_dir": CLIENT_STATE_DIR,
-        "accounts": _accounts(topology, source),
+        # Open accounts only: a closed one is restored after it is reopened.
+        "accounts": _accounts(topology, source, topology.open_accounts),
         "addresses": {
-            account.user: account.address(topology.domain) for account in topology.accounts
+            account.user: account.address(topology.domain) for account in topology.open_accounts
         },
         "after_restore": {
             kind: argv
@@ -211,9 +214,15 @@ def _server_config(topology: Topology, host: Host) -> dict[str, Any]:
             repository.source.name: {
                 "path": repository.path,
                 "passphrase_file": f"{PASSPHRASE_DIR}/{repository.source.name}",
-                "accounts": _accounts(topology, repository.source),
+                # Closed accounts too: the prune takes them out of the archives.
+                "accounts": _accounts(topology, repository.source, topology.accounts),
             }
             for repository in backup.repositories_on(topology, host)
+        },
+        # Closed accounts and their purge days: the prune takes them out of every archive.
+        "closed": {
+            account.user: topology.purge_date(account).isoformat()
+            for account in topology.closed_accounts
         },
         "retention_days": backup.RETENTION_DAYS,
         "stale_hours": backup.STALE_HOURS,

@@ -31,6 +31,7 @@ from bulwark.operations import STAGED, Check
 from bulwark.plan import ManagedFile
 from bulwark.probes import Clock, Disk, SecurityUpdates, Sysctl, Unit, Units
 from bulwark.secret import SecretStore
+from bulwark.ssh import SSH_CIPHERS, SSH_HOST_KEY_ALGORITHMS, SSH_KEX, SSH_MACS
 from bulwark.topology import Host, Topology
 
 ROLE = "base"
@@ -53,35 +54,6 @@ NTP_SERVERS: tuple[str, ...] = tuple(f"{n}.debian.pool.ntp.org" for n in range(4
 # unattended-upgrades origins: the Debian security archive only.
 UNATTENDED_ORIGINS: tuple[str, ...] = (
     "origin=Debian,codename=${distro_codename}-security,label=Debian-Security",
-)
-
-# sshd algorithms: Mozilla/dev-sec modern sets, all supported by OpenSSH 9.2 and by paramiko
-# (pyinfra's SSH client): curve25519 and group16 kex, AEAD and CTR ciphers, ETM MACs only.
-SSH_KEX: tuple[str, ...] = (
-    "sntrup761x25519-sha512@openssh.com",
-    "curve25519-sha256",
-    "curve25519-sha256@libssh.org",
-    "diffie-hellman-group16-sha512",
-    "diffie-hellman-group18-sha512",
-)
-SSH_CIPHERS: tuple[str, ...] = (
-    "chacha20-poly1305@openssh.com",
-    "aes256-gcm@openssh.com",
-    "aes128-gcm@openssh.com",
-    "aes256-ctr",
-    "aes192-ctr",
-    "aes128-ctr",
-)
-SSH_MACS: tuple[str, ...] = (
-    "hmac-sha2-512-etm@openssh.com",
-    "hmac-sha2-256-etm@openssh.com",
-    "umac-128-etm@openssh.com",
-)
-SSH_HOST_KEY_ALGORITHMS: tuple[str, ...] = (
-    "ssh-ed25519",
-    "ecdsa-sha2-nistp256",
-    "rsa-sha2-512",
-    "rsa-sha2-256",
 )
 
 # Per network namespace (CIS Debian 12 §3.3). Forwarding is left to the vpn role.

@@ -9,8 +9,9 @@ import os
 import subprocess
 from pathlib import Path
 
-from bulwark.lab import containers, lifecycle
+from bulwark.lab import containers, lifecycle, paths
 from bulwark.topology import Host, Topology
+from bulwark.vault import KEY_ENV
 
 LAB_INVENTORY = Path(__file__).resolve().parents[2] / "inventory" / "lab.py"
 HOST_COMMAND_TIMEOUT = 60
@@ -42,3 +43,23 @@ def operator_netns() -> str:
         status = Path(f"/proc/{pid}/status").read_text()
         pid = int(next(line.split()[1] for line in status.splitlines() if line.startswith("PPid:")))
     raise AssertionError("no ancestor of this run is outside the internet namespace")
+
+
+def as_operator(argv: list[str], env: dict[str, str] | None = None, timeout: float = 600):
+    """`argv` (a program of the checkout's venv: bulwark, pyinfra) run as the operator runs it:
+    from the controller's network namespace, where the hosts' SSH is, with the lab's vault key."""
+    repo = LAB_INVENTORY.parents[1]
+    return subprocess.run(
+        [
+            "nsenter",
+            f"--net={operator_netns()}",
+            "--",
+            str(repo / ".venv/bin" / argv[0]),
+            *argv[1:],
+        ],
+        cwd=repo,
+        env={**os.environ, KEY_ENV: str(paths.STATE_DIR / "vault.key"), **(env or {})},
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )

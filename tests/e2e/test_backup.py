@@ -9,12 +9,11 @@ hosts' SSH is). Every login here succeeds: this file spends none of the failed-l
 
 from __future__ import annotations
 
-import subprocess
 import uuid
 from pathlib import Path
 
 import pytest
-from labhost import on_host, operator_netns
+from labhost import as_operator, on_host
 from mailclient import find, imap
 from test_dav import (
     CALDAV,
@@ -46,15 +45,6 @@ def web(topology: Topology, ca_file: Path) -> Web:
     return Web(topology, ca_file)
 
 
-def operator(*argv: str) -> subprocess.CompletedProcess:
-    """`bulwark ARGV` on the controller, as the operator runs it."""
-    return subprocess.run(
-        ["nsenter", f"--net={operator_netns()}", "--",
-         str(REPO / ".venv/bin/bulwark"), *argv],
-        cwd=REPO, capture_output=True, text=True, timeout=600,
-    )  # fmt: skip
-
-
 def back_up(topology: Topology, kind: str) -> None:
     """Run the backup now on the primary's host keeping `kind`, as its timer would."""
     primary = topology.primary_site.name
@@ -64,8 +54,9 @@ def back_up(topology: Topology, kind: str) -> None:
 
 
 def restore(alice: LabAccount, kind: str) -> str:
-    result = operator("backup", "restore", str(LAB_INVENTORY), "--account",
-                      alice.address.split("@")[0], "--what", kind)  # fmt: skip
+    user = alice.address.split("@")[0]
+    argv = ["bulwark", "backup", "restore", str(LAB_INVENTORY), "--account", user, "--what", kind]
+    result = as_operator(argv)
     assert result.returncode == 0, result.stderr
     return result.stdout
 

@@ -258,3 +258,23 @@ def test_purge_removes_one_accounts_data_from_every_archive_and_nothing_else(sit
     assert "alice" not in listed
     with pytest.raises(Failure, match="no repository here holds data of 'mallory'"):
         backup_agent.purge(site["server"], "mallory")
+
+
+def test_the_prune_takes_a_closed_account_out_of_every_archive_from_its_purge_day(site):
+    backup_agent.create(site["client"], NOW - datetime.timedelta(hours=1))
+    purge_day = (NOW + datetime.timedelta(days=1)).date().isoformat()
+    server = site["server"] | {"closed": {USER: purge_day}, "stale_hours": 48}
+    before = backup_agent.prune(server, NOW)["nj-mail"]
+    assert before["closed_accounts_purged"] == []  # the day before: untouched
+    assert backup_agent.drill(server, NOW)["nj-mail"]["counts"][USER]["mail"] == 2
+    day = NOW + datetime.timedelta(days=1, minutes=1)
+    assert backup_agent.prune(server, day)["nj-mail"]["closed_accounts_purged"] == [USER]
+    assert backup_agent.drill(server, day)["nj-mail"]["counts"][USER] == {
+        "dav": 0, "files": 0, "mail": 0,
+    }  # fmt: skip
+    assert backup_agent.prune(server, day)["nj-mail"]["closed_accounts_purged"] == []
+    # The source's own purge has not run yet: its next archive holds the data again, and the
+    # next prune takes it out of that one.
+    backup_agent.create(site["client"], day)
+    assert backup_agent.prune(server, day)["nj-mail"]["closed_accounts_purged"] == [USER]
+    assert backup_agent.drill(server, day)["nj-mail"]["counts"][USER]["files"] == 0

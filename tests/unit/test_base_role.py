@@ -60,7 +60,7 @@ def every_host(rendered_inventories) -> list[tuple[str, str]]:
 
 def test_every_host_gets_the_baseline(rendered_inventories):
     hosts = every_host(rendered_inventories)
-    assert len(hosts) == 10 + 6
+    assert len(hosts) == 10 + 8
     for inventory, host in hosts:
         paths = set(base_files(rendered_inventories, inventory, host))
         proxy = {base.APT_PROXY} if inventory == "lab" else set()

@@ -100,8 +100,9 @@ def test_only_inbound_smtp_is_opportunistic():
 
 
 def test_internal_services_use_tls_inside_the_vpn():
-    """Replication (mail, DAV, files), LMTP and backups stay on the site LANs and still use
-    TLS (DESIGN.md); LMTP from the first byte, so no plaintext session can deliver."""
+    """Replication (mail, DAV, files), LMTP and backups stay on the site LANs and are still
+    encrypted (DESIGN.md): TLS, or SSH's own for borg's backups; LMTP from the first byte, so
+    no plaintext session can deliver."""
     internal = {service.name: service for service in SERVICES if service.exposure is Exposure.ROLE}
     assert set(internal) == {
         "lmtp",
@@ -113,6 +114,7 @@ def test_internal_services_use_tls_inside_the_vpn():
         "pop3s-proxied",
         "submissions-proxied",
     }
+    assert internal.pop("backup").tls is Tls.NATIVE
     for service in internal.values():
         assert service.tls in {Tls.IMPLICIT, Tls.STARTTLS}, service.name
         assert service.names == (), service.name
@@ -123,7 +125,9 @@ def test_internal_services_name_the_roles_that_use_them():
     assert catalogue.service("lmtp").clients == (Clients("mx", Scope.SAME_SITE),)
     assert catalogue.service("mail-replication").clients == (Clients("mailstore", Scope.PEER_SITE),)
     assert catalogue.service("files-replication").clients == (Clients("files", Scope.PEER_SITE),)
-    assert catalogue.service("backup").clients == (Clients("base", Scope.PEER_SITE),)
+    assert catalogue.service("backup").clients == tuple(
+        Clients(role, Scope.PEER_SITE) for role in ("mailstore", "dav", "files")
+    )
 
 
 def test_only_role_exposures_have_clients_and_they_are_known_roles():

@@ -26,6 +26,7 @@ from bulwark.secret import Secret
 from bulwark.secret_names import app_password_name, main_password_name
 from bulwark.topology import Topology
 from bulwark.volumes import volume
+from roles import backup as backup_role
 from roles import dav, directory, files, mailstore, mx
 
 REPO = Path(__file__).resolve().parents[2]
@@ -77,7 +78,9 @@ def test_a_closed_account_is_in_no_rendered_file_but_the_purge_list(inventory, h
         for path, content in rendered(topology, host_name, asked_closed).items()
         if "bob" in content
     ]
-    assert naming_bob == ([closure.LIST] if closure.LIST in naming_bob else [])
+    # The purge list, and a backup host's configuration: its prune purges the archives too.
+    allowed = (closure.LIST, backup_role.SERVER_CONFIG)
+    assert naming_bob == [path for path in allowed if path in naming_bob]
     assert asked_closed.asked == asked_open.asked - BOBS_SECRETS
 
 
@@ -90,7 +93,7 @@ def test_every_login_and_recipient_of_a_closed_account_is_refused_where_it_was_a
         (host, path)
         for host in ("nj-mail", "sea-mail", "nj-web", "sea-web")
         for path, content in rendered(lab, host).items()
-        if "bob" in content and path != closure.LIST
+        if "bob" in content and path not in (closure.LIST, backup_role.SERVER_CONFIG)
     }
     paths = {path for _, path in accepting}
     assert {mail.AUTH_SCRIPT, mx.MAIN_CF, web.WEBAUTH_ACCOUNTS} <= paths
@@ -200,6 +203,8 @@ def test_the_purge_is_installed_once_per_data_host_by_its_first_data_role():
         "sea-mail": "mailstore",
         "nj-web": "dav",
         "sea-web": "dav",
+        "nj-backup": None,
+        "sea-backup": None,
     }
     assert set(closure.ACCOUNT_DATA) <= {role.name for role in registry.ROLES}
 

@@ -67,7 +67,7 @@ def test_clients_are_the_hosts_deploying_the_role_in_the_asked_site():
     assert [host.name for host in peer] == ["sea-mx"]
     # A role every host runs (base) names every host of the site, the service's own included.
     everyone = client_hosts(LAB, LAB.host("nj-mail"), Clients("base", Scope.SAME_SITE))
-    assert [host.name for host in everyone] == ["nj-gw", "nj-mail", "nj-web"]
+    assert [host.name for host in everyone] == ["nj-backup", "nj-gw", "nj-mail", "nj-web"]
 
 
 def test_a_client_role_without_a_host_opens_nothing():
@@ -86,17 +86,19 @@ def test_a_client_role_without_a_host_opens_nothing():
 
 def test_a_client_role_not_deployed_yet_opens_nothing():
     """Clients of a role without a module never connect: they are not let in either."""
-    lmtp_from_backup = replace(
-        catalogue.service("lmtp"), clients=(Clients("backup", Scope.SAME_SITE),)
-    )
-    assert role_sources(PRODUCTION, PRODUCTION.host("nj-store"), lmtp_from_backup) == ()
+    lmtp_from_logs = replace(catalogue.service("lmtp"), clients=(Clients("logs", Scope.SAME_SITE),))
+    assert role_sources(PRODUCTION, PRODUCTION.host("nj-store"), lmtp_from_logs) == ()
 
 
 @pytest.mark.usefixtures("every_role_deployed")
-def test_backups_are_received_from_every_host_of_the_other_site():
+def test_backups_are_received_from_the_other_sites_data_hosts_alone():
     sources = role_sources(PRODUCTION, PRODUCTION.host("nj-backup"), catalogue.service("backup"))
+    data_roles = ("mailstore", "dav", "files")
     assert sources == tuple(
         sorted(
-            IPv4Network(f"{host.lan_address}/32") for host in PRODUCTION.hosts if host.site == "sea"
+            IPv4Network(f"{host.lan_address}/32")
+            for host in PRODUCTION.hosts
+            if host.site == "sea" and any(host.has_role(role) for role in data_roles)
         )
     )
+    assert sources  # sea-store and sea-web

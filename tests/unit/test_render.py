@@ -46,7 +46,7 @@ BULWARK = Path(sys.executable).with_name("bulwark")
 PRODUCTION_HOSTS = [
     f"{site}-{kind}" for site in ("nj", "sea") for kind in ("backup", "gw", "mx", "store", "web")
 ]
-LAB_HOSTS = [f"{site}-{kind}" for site in ("nj", "sea") for kind in ("gw", "mail", "web")]
+LAB_HOSTS = [f"{site}-{kind}" for site in ("nj", "sea") for kind in ("backup", "gw", "mail", "web")]
 
 
 def tree(directory: Path) -> dict[str, tuple[bytes, int]]:

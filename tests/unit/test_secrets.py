@@ -16,6 +16,7 @@ from argon2.exceptions import VerifyMismatchError
 from click.testing import CliRunner
 
 import bulwark.pki
+from bulwark import backup
 from bulwark.cli import main
 from bulwark.errors import BulwarkError
 from bulwark.inventory import load_topology
@@ -79,8 +80,17 @@ def test_required_names_cover_the_topology(topology: Topology) -> None:
     }
     platform = {"mail/doveadm-password", "files/content-link-key", "dkim/ed1", "dkim/rsa1"}
     assert platform <= set(names)
+    # Each data host's backup key and passphrase, each backup host's sshd key.
+    backups = {name for name in names if name.startswith("backup/")}
+    sources = [host.name for host in topology.hosts if backup.repository_of(topology, host)]
+    keeping = [host.name for host in topology.hosts if backup.repositories_on(topology, host)]
+    assert backups == {
+        *(f"backup/{name}/{kind}" for name in sources for kind in ("ssh-key", "passphrase")),
+        *(f"backup/{name}/host-key" for name in keeping),
+    }
+    assert sources and keeping
     assert len(names) == (
-        len(wireguard) + len(luks) + len(recovery) + len(accounts) + len(platform)
+        len(wireguard) + len(luks) + len(recovery) + len(accounts) + len(platform) + len(backups)
     )
     assert list(names) == sorted(names) and all(names.values())
 
@@ -107,12 +117,12 @@ def test_luks_volumes_follow_the_roles(production: Topology) -> None:
 
 
 def test_keys_are_made_for_the_volumes_a_host_mounts_and_no_other(topology: Topology) -> None:
-    """A role without a module (backup) and a host that cannot encrypt (the lab's containers,
+    """A role without a module (logs) and a host that cannot encrypt (the lab's containers,
     volumes_encrypted: false) get no volume, so `secrets generate` makes them no key."""
     names = required_secrets(topology)
     luks = {name for name in names if name.startswith("luks/")}
     assert luks == {luks_key_name(h, v) for h in topology.hosts for v in volumes_for(h)}
-    assert not {name for name in luks if name.endswith("/backups")}
+    assert not {name for name in luks if name.endswith("/logs")}
     encrypted = [host for host in topology.hosts if host.volumes_encrypted]
     assert bool(luks) == bool(encrypted)
     assert {"mail/doveadm-password", "wireguard/psk/nj-sea", "account/alice/main"} <= set(names)
