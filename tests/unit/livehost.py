@@ -194,6 +194,10 @@ class SimulatedLab:
                 "/var/lib/bulwark/files": "bulwark-files bulwark-files 750",
                 "/var/lib/bulwark/directory": "openldap openldap 700",
                 "/etc/bulwark/mailconfig": "root root 755",
+                "/var/lib/bulwark/backups": "bulwark-backup bulwark-backup 700",
+                "/etc/bulwark/backup": "root root 755",
+                "/etc/bulwark/backup/passphrases": "root bulwark-backup 750",
+                "/var/lib/bulwark-backup": "root root 700",
             }
             return "\n".join(
                 f"{owners.get(path, 'bulwark-dav bulwark-dav 750')}\t{path}" for path in paths

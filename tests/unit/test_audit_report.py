@@ -92,7 +92,7 @@ def test_the_report_says_where_each_role_keeps_its_data_and_what_the_web_front_s
     assert f"| dav | dav | {volume('dav').path} |" in data
     assert f"| mailstore | mail | {volume('mail').path} |" in data
     # Containers cannot encrypt: the lab inventory says so, and the report too.
-    assert "Not encrypted on nj-gw, nj-mail, nj-web," in data
+    assert "Not encrypted on nj-backup, nj-gw, nj-mail, nj-web," in data
     front = report.split("## Web front", 1)[1].split("##", 1)[0]
     assert f"max-age={web.HSTS_MAX_AGE}; includeSubDomains" in front
     assert web.CONTENT_SECURITY_POLICY in front

@@ -154,8 +154,9 @@ def test_promise_statuses_follow_the_registry(rendered_inventories, inventory):
     kept = {row.promise.key for row in rows if row.status is Status.KEPT}
     assert {"imap", "pop", "smtp-465", "smtp-587", "caldav", "log-retention"} <= kept
     assert {"webdav", "ftp", "files", "isolated-domains", "hsts", "csp"} <= kept
+    assert {"backups", "deleted-items-7-days", "account-closure"} <= kept
     waiting = {row.promise.key for row in rows if row.status is Status.NOT_IMPLEMENTED}
-    assert {"backups"} <= waiting
+    assert {"logs-encrypted-at-rest"} <= waiting
 
 
 def test_a_role_given_a_module_no_longer_reads_not_implemented(rendered_inventories, monkeypatch):
@@ -191,7 +192,7 @@ def test_the_topology_shows_sites_hosts_roles_and_the_vpn(production_html):
     for host in topology.hosts:
         assert f">{host.name}<" in svg
     assert "WireGuard VPN, UDP 51820" in svg and "<line " in svg
-    assert "backup (not deployed)" in svg
+    assert "backup (not deployed)" not in svg and "backup</" in svg
     for words in ("public: anyone", "site-only", "management-only"):
         assert words in svg
 

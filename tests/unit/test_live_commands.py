@@ -158,7 +158,7 @@ def test_status_prints_per_site_and_host_with_a_summary(lab):
     assert lines[1] == "  nj-gw (gateway, proxy)"
     assert lines[2].startswith("    OK    ")
     assert "sea" not in lines and not any(line.startswith("  sea-") for line in lines)
-    assert lines[-1].startswith("3 hosts: ") and " 0 WARN, 0 FAIL" in lines[-1]
+    assert lines[-1].startswith("4 hosts: ") and " 0 WARN, 0 FAIL" in lines[-1]
 
 
 STRAY = 'tcp LISTEN 0 5 0.0.0.0:8080 0.0.0.0:* users:(("nc",pid=7,fd=3))'
@@ -207,6 +207,7 @@ def test_json_is_the_only_thing_on_stdout_and_its_keys_are_sorted(lab):
     result, report = status("--json", "--limit", "sea-*")
     assert result.output.startswith("{") and result.output.rstrip().endswith("}")
     assert list(report) == sorted(report) and sorted(report["hosts"]) == [
+        "sea-backup",
         "sea-gw",
         "sea-mail",
         "sea-web",
@@ -220,7 +221,7 @@ def drift(*options: str):
 def test_drift_of_the_converged_lab_is_nothing(lab):
     result = drift()
     assert result.exit_code == 0, result.output
-    assert result.output.splitlines()[-1].startswith("no drift on 6 hosts")
+    assert result.output.splitlines()[-1].startswith("no drift on 8 hosts")
 
 
 @pytest.mark.parametrize(

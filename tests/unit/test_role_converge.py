@@ -27,7 +27,7 @@ from bulwark.hoststate import Account, FileState, Found, UnitState, sysctl_setti
 from bulwark.inventory import load_topology
 from bulwark.render import render_host_configs
 from bulwark.vault import Vault
-from roles import dav, directory, files, firewall, mailstore, mx, proxy
+from roles import backup, dav, directory, files, firewall, mailstore, mx, proxy
 from roles.firewall import RulesetState
 
 REPO = Path(__file__).resolve().parents[2]
@@ -73,6 +73,11 @@ def converged(
         mailconfig.CONFIG_DIR: FileState("root", "root", "755", directory=True),
         mx.DKIM_KEY_DIR: FileState("root", mx.RSPAMD_USER, "750", directory=True),
         mailstore.SIEVE_DIR: FileState("root", "root", "755", directory=True),
+        # The backup role's: repositories, configuration, passphrases, a source's borg state.
+        backup.REPOSITORY_DIR: FileState(backup.USER, backup.USER, "700", directory=True),
+        backup.CONFIG_DIR: FileState("root", "root", "755", directory=True),
+        backup.PASSPHRASE_DIR: FileState("root", backup.USER, "750", directory=True),
+        backup.CLIENT_STATE_DIR: FileState("root", "root", "700", directory=True),
     }
     # The directory's databases, slapd's own.
     for path in (
