@@ -461,8 +461,9 @@ def purge(config: dict, user: str) -> dict:
 def drill(config: dict, moment: datetime.datetime) -> dict:
     """For each repository: borg's check of the repository and of its newest archive, then
     that archive extracted into a scratch directory (removed after) and every account's
-    items counted. Fails on any error, an empty repository or an archive older than
-    `stale_hours`."""
+    items counted. Fails on any error, a repository without archives or an archive older than
+    `stale_hours`. A repository its source never wrote is reported, not failed: the source's
+    own last backup is what `bulwark status` holds against it."""
     report: dict[str, dict] = {}
     failures = []
     scratch_root = Path(config["scratch_dir"])
@@ -470,9 +471,10 @@ def drill(config: dict, moment: datetime.datetime) -> dict:
     for source in sorted(config["repositories"]):
         repository = config["repositories"][source]
         env = server_env(config, source)
+        if not Path(repository["path"], "config").exists():
+            report[source] = {"state": "no repository yet"}  # its source's status says why
+            continue
         try:
-            if not Path(repository["path"], "config").exists():
-                raise Failure("no repository yet")
             borg(["check", "--last", "1", repository["path"]], env)
             listed = archives(repository["path"], env)
             if not listed:

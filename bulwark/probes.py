@@ -844,6 +844,7 @@ class Refresh(LiveCheck):
     name: str  # what it refreshes, in the operator's words
     unit: str
     limit: str = "refresh"  # the thresholds' prefix (bulwark.livecheck.THRESHOLDS)
+    label: str = ""  # the check's name in the report; "<name> refresh" without it
 
     def status_script(self) -> str:
         return (
@@ -852,7 +853,7 @@ class Refresh(LiveCheck):
         )
 
     def status(self, reading: Reading, context: HostContext) -> list[Finding]:
-        check = f"{self.name} refresh"
+        check = self.label or f"{self.name} refresh"
         shown = dict(line.partition("=")[::2] for line in reading.lines)
         ended = shown.get("ExecMainExitTimestamp", "").removeprefix("@")
         if not ended.isdigit():

@@ -36,10 +36,9 @@ from bulwark.deploying import (
     render_for_deploy,
     restarted,
     system_user,
-    units_reread,
 )
 from bulwark.livecheck import LiveCheck
-from bulwark.operations import STAGED, Check
+from bulwark.operations import STAGED, Activation, Check
 from bulwark.plan import ManagedFile
 from bulwark.platform_secrets import ssh_public_key
 from bulwark.probes import Directories, Directory, Refresh, Unit, Units
@@ -84,6 +83,19 @@ PRUNE_TIMER = "bulwark-backup-prune.timer"
 DRILL_UNIT = "bulwark-backup-drill.service"
 DRILL_TIMER = "bulwark-backup-drill.timer"
 SSHD_CHECK = Check(SSHD_CONFIG, ("/usr/sbin/sshd", "-t", "-f", STAGED))
+# A change (the first deploy above all) runs a backup, or a prune and a drill, at once in the
+# background rather than at the timer's next hour; what they find shows in `bulwark status`.
+FIRST_BACKUP = Activation(
+    "bulwark-backup-now",
+    (("systemctl", "daemon-reload"), ("systemctl", "start", "--no-block", CLIENT_UNIT)),
+)
+FIRST_PRUNE_AND_DRILL = Activation(
+    "bulwark-backup-prune-and-drill-now",
+    (
+        ("systemctl", "daemon-reload"),
+        ("systemctl", "start", "--no-block", PRUNE_UNIT, DRILL_UNIT),
+    ),
+)
 
 # What a restore runs after copying mail back: Dovecot rereads the maildir.
 AFTER_RESTORE: dict[str, list[list[str]]] = {
@@ -303,12 +315,15 @@ def live_checks(topology: Topology, host: Host) -> tuple[LiveCheck, ...]:
     last prune's and drill's results, and the repositories' directory."""
     checks: list[LiveCheck] = []
     if backup.repository_of(topology, host):
-        checks += [Units((Unit(CLIENT_TIMER),)), Refresh("backup", CLIENT_UNIT, "backup")]
+        checks += [
+            Units((Unit(CLIENT_TIMER),)),
+            Refresh("backup", CLIENT_UNIT, "backup", "last backup"),
+        ]
     if backup.repositories_on(topology, host):
         checks += [
             Units((Unit(SSHD_UNIT), Unit(PRUNE_TIMER), Unit(DRILL_TIMER))),
-            Refresh("backup prune", PRUNE_UNIT, "backup"),
-            Refresh("backup drill", DRILL_UNIT, "drill"),
+            Refresh("backup prune", PRUNE_UNIT, "backup", "last backup prune"),
+            Refresh("backup drill", DRILL_UNIT, "drill", "last backup drill"),
             Directories((Directory(REPOSITORY_DIR, USER, USER, "0700"),)),
         ]
     return tuple(checks)
@@ -344,11 +359,11 @@ def converge(topology: Topology, host: Host, secrets: SecretStore) -> None:
             then=restarted(SSHD_UNIT, unit_files_changed=True),
             stale=new_key.did_change,
         )
-        install(ROLE, files(server_files(topology, host)), then=units_reread())
+        install(ROLE, files(server_files(topology, host)), then=FIRST_PRUNE_AND_DRILL)
         keep_running(ROLE, SSHD_UNIT)
         keep_running(ROLE, PRUNE_TIMER)
         keep_running(ROLE, DRILL_TIMER)
     if repository:
         directory("backup: borg state", CLIENT_STATE_DIR, "root", "root", "0700")
-        install(ROLE, files(client_files(topology, host)), then=units_reread())
+        install(ROLE, files(client_files(topology, host)), then=FIRST_BACKUP)
         keep_running(ROLE, CLIENT_TIMER)

@@ -139,6 +139,9 @@ def drill(inventory: str) -> None:
             click.echo(f"{name}: drill FAILED: {reason or 'no report'}", err=True)
             continue
         for source, repository in sorted(report.items()):
+            if "counts" not in repository:
+                click.echo(f"{name}: {source}: {repository['state']}")
+                continue
             counts = "; ".join(
                 f"{user}: " + ", ".join(f"{n} {kind}" for kind, n in sorted(kinds.items()))
                 for user, kinds in sorted(repository["counts"].items())

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import datetime
 import json
+import os
 import shlex
 import subprocess
 import uuid
@@ -17,6 +18,8 @@ import pytest
 
 from bulwark import backup, catalogue
 from bulwark.inventory import load_topology
+from bulwark.lab import paths
+from bulwark.vault import KEY_ENV
 from roles import backup as role
 
 REPO = Path(__file__).resolve().parents[2]
@@ -76,6 +79,18 @@ def _prune(lab_host, repository: backup.Repository, now: datetime.datetime | Non
     )
 
 
+def _bulwark(*argv: str) -> subprocess.CompletedProcess:
+    """`bulwark ARGV` as the operator runs it, with the lab's vault key."""
+    return subprocess.run(
+        [str(REPO / ".venv/bin/bulwark"), *argv],
+        cwd=REPO,
+        env={**os.environ, KEY_ENV: str(paths.STATE_DIR / "vault.key")},
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
+
+
 def test_the_backup_sshd_listens_on_the_lan_address_alone(host):
     _backup_hosts(host)
     lan = TOPOLOGY.host(host.backend.get_hostname()).lan_address
@@ -119,11 +134,7 @@ def test_archives_removed_through_a_source_key_stop_the_prune_and_come_back(lab_
     stopped = _prune(lab_host, MAIL_REPOSITORY)
     assert stopped.rc == 1
     assert "removed by someone else" in stopped.stderr
-    rollback = subprocess.run(
-        [str(REPO / ".venv/bin/bulwark"), "backup", "rollback", str(LAB_INVENTORY),
-         "--source", "nj-mail", "--yes"],
-        cwd=REPO, capture_output=True, text=True, timeout=600,
-    )  # fmt: skip
+    rollback = _bulwark("backup", "rollback", str(LAB_INVENTORY), "--source", "nj-mail", "--yes")
     assert rollback.returncode == 0, rollback.stderr
     assert _archives(lab_host, MAIL_REPOSITORY) == before
     _back_up(lab_host, NJ_MAIL)  # the source backs up again after forgetting the newer state
@@ -164,10 +175,7 @@ def test_deleted_data_is_restorable_for_seven_days_then_gone_from_the_backups(la
 def test_the_drill_reads_every_repository_and_fails_on_a_corrupted_one(lab_host):
     for source in (NJ_MAIL, NJ_WEB):
         _back_up(lab_host, source)
-    drill = subprocess.run(
-        [str(REPO / ".venv/bin/bulwark"), "backup", "drill", str(LAB_INVENTORY)],
-        cwd=REPO, capture_output=True, text=True, timeout=900,
-    )  # fmt: skip
+    drill = _bulwark("backup", "drill", str(LAB_INVENTORY))
     assert drill.returncode == 0, drill.stderr
     for source in ("nj-mail", "nj-web", "sea-mail", "sea-web"):
         assert f": {source}: {source}-" in drill.stdout
@@ -182,10 +190,7 @@ def test_the_drill_reads_every_repository_and_fails_on_a_corrupted_one(lab_host)
             f"python3 -c \"import sys; p = sys.argv[1]; b = bytearray(open(p, 'rb').read()); "
             f"b[len(b) // 2] ^= 0xFF; open(p, 'wb').write(b)\" {segment}"
         )
-        failed = subprocess.run(
-            [str(REPO / ".venv/bin/bulwark"), "backup", "drill", str(LAB_INVENTORY)],
-            cwd=REPO, capture_output=True, text=True, timeout=900,
-        )  # fmt: skip
+        failed = _bulwark("backup", "drill", str(LAB_INVENTORY))
         assert failed.returncode == 1
         assert f"{MAIL_REPOSITORY.backup_host.name}: drill FAILED" in failed.stderr
         assert "nj-mail" in failed.stderr
@@ -193,3 +198,48 @@ def test_the_drill_reads_every_repository_and_fails_on_a_corrupted_one(lab_host)
         assert state == "Result=exit-code"  # what `bulwark status` reports
     finally:
         server.check_output(f"cp -p {saved} {segment} && rm {saved}")
+    # Repaired, the drill passes again (and `bulwark status` says so).
+    server.check_output(f"systemctl start {role.DRILL_UNIT}")
+    assert server.check_output(f"systemctl show --property Result {role.DRILL_UNIT}") == (
+        "Result=success"
+    )
+
+
+def test_export_keys_writes_every_repositorys_paper_key_and_passphrase_once(tmp_path):
+    out = tmp_path / "keys.txt"
+    exported = _bulwark("backup", "export-keys", str(LAB_INVENTORY), "--out", str(out))
+    assert exported.returncode == 0, exported.stderr
+    assert out.stat().st_mode & 0o777 == 0o600
+    text = out.read_text()
+    sources = [host.name for host in TOPOLOGY.hosts if backup.repository_of(TOPOLOGY, host)]
+    assert text.count("BORG PAPER KEY") == len(sources) == 4
+    for source in sources:
+        assert (
+            f"== {source} -> {backup.repository_of(TOPOLOGY, TOPOLOGY.host(source)).url()}" in text
+        )
+    assert "passphrase: " in text and "<secret:" not in text
+    again = _bulwark("backup", "export-keys", str(LAB_INVENTORY), "--out", str(out))
+    assert again.returncode == 2 and "never overwritten" in again.stderr
+    assert out.read_text() == text
+
+
+def test_purge_takes_one_account_out_of_every_archive(lab_host):
+    _back_up(lab_host, NJ_WEB)
+    bob = next(account for account in TOPOLOGY.accounts if account.user == "bob")
+    refused = _bulwark("backup", "purge", str(LAB_INVENTORY), "--account", "bob")
+    assert refused.returncode == 2 and "--yes" in refused.stderr
+    purged = _bulwark("backup", "purge", str(LAB_INVENTORY), "--account", "bob", "--yes")
+    assert purged.returncode == 0, purged.stderr
+    assert f"{WEB_REPOSITORY.backup_host.name}: nj-web: bob's data removed from" in purged.stdout
+    tree = backup.account_paths(TOPOLOGY, bob, "files")[0].lstrip("/")
+    server = lab_host(WEB_REPOSITORY.backup_host.name)
+    env = (
+        f"BORG_BASE_DIR={role.SERVER_BORG_DIR} "
+        f"BORG_PASSCOMMAND={shlex.quote(f'cat {role.PASSPHRASE_DIR}/nj-web')}"
+    )
+    for archive in _archives(lab_host, WEB_REPOSITORY):
+        paths = server.check_output(
+            f"runuser -u {backup.USER} -- env {env} borg list --short "
+            f"{WEB_REPOSITORY.path}::{archive}"
+        )
+        assert tree not in paths and "alice" in paths, archive
