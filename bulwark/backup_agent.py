@@ -521,7 +521,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     commands.add_parser("purge").add_argument("--account", required=True)
     arguments = parser.parse_args(argv)
     config = json.loads(Path(arguments.config).read_text())
-    os.umask(0o077)
     try:
         match arguments.command:
             case "create":
