@@ -46,6 +46,9 @@ SKIPPED_NAMES = frozenset({".Radicale.cache", ".Radicale.lock", "tmp"})
 SKIPPED_PREFIXES = ("dovecot.", "dovecot-uidlist", "dovecot-uidvalidity")
 # What counts as one item of each kind.
 ITEM_SUFFIXES = {"dav": (".ics", ".vcf")}
+# Seconds a command waits for the repository's lock (a backup, a prune, a drill or a restore
+# holds it for as long as it runs) before it gives up.
+LOCK_WAIT = 3600
 # The restore's scratch directories, on the volume being restored: never backed up.
 SCRATCH_PREFIX = ".bulwark-restore-"
 
@@ -81,8 +84,9 @@ def borg(
     """Run borg; a failure raises with borg's own last lines. Exit status 1 is a warning (a
     file changed while read), except for `check`, which says so when it finds errors."""
     result = subprocess.run(
-        ["borg", *args], env=env, cwd=cwd, capture_output=True, text=True, check=False
-    )
+        ["borg", "--lock-wait", str(LOCK_WAIT), *args],
+        env=env, cwd=cwd, capture_output=True, text=True, check=False,
+    )  # fmt: skip
     allowed = (0,) if args[0] == "check" else (0, 1)
     if check and result.returncode not in allowed:
         tail = " ".join(result.stderr.strip().splitlines()[-3:])
