@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import argparse
 import datetime
+import fcntl
 import json
 import os
 import shutil
@@ -36,6 +37,7 @@ import subprocess
 import sys
 import tempfile
 from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 
 # Archive names: the source's name and the UTC time it was made.
@@ -49,6 +51,8 @@ ITEM_SUFFIXES = {"dav": (".ics", ".vcf")}
 # Seconds a command waits for the repository's lock (a backup, a prune, a drill or a restore
 # holds it for as long as it runs) before it gives up.
 LOCK_WAIT = 3600
+# What runs on a backup host, one at a time (`exclusive`).
+SERVER_COMMANDS = frozenset({"prune", "drill", "rollback", "purge"})
 # The restore's scratch directories, on the volume being restored: never backed up.
 SCRATCH_PREFIX = ".bulwark-restore-"
 
@@ -509,6 +513,21 @@ def drill(config: dict, moment: datetime.datetime) -> dict:
     return report
 
 
+@contextmanager
+def exclusive(config: dict, command: str) -> Iterator[None]:
+    """A backup host's commands one at a time (a timer's, a deploy's, the operator's): each
+    reads the ledger, runs several borg commands and writes the ledger back, and a prune
+    meeting another's deletions halfway would take them for someone else's."""
+    if command not in SERVER_COMMANDS:
+        yield
+        return
+    state = Path(config["state_dir"])
+    state.mkdir(mode=0o700, parents=True, exist_ok=True)
+    with open(state / "lock", "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        yield
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="bulwark-backup", description=__doc__.split("\n")[0])
     parser.add_argument("--config", required=True)
@@ -526,27 +545,34 @@ def main(argv: Sequence[str] | None = None) -> int:
     arguments = parser.parse_args(argv)
     config = json.loads(Path(arguments.config).read_text())
     try:
-        match arguments.command:
-            case "create":
-                result = create(config, now(None))
-            case "restore":
-                at = parse_time(arguments.at) if arguments.at else None
-                result = restore(config, arguments.account, arguments.kind, at)
-            case "forget-repository-state":
-                result = forget_repository_state(config)
-            case "prune":
-                result = prune(config, now(arguments.now))
-            case "drill":
-                result = drill(config, now(arguments.now))
-            case "rollback":
-                result = rollback(config, arguments.source)
-            case "purge":
-                result = purge(config, arguments.account)
+        with exclusive(config, arguments.command):
+            result = run(config, arguments)
     except Failure as failure:
         print(f"bulwark-backup {arguments.command}: {failure}", file=sys.stderr)
         return 1
     print(json.dumps(result, indent=1, sort_keys=True))
     return 0
+
+
+def run(config: dict, arguments: argparse.Namespace) -> dict:
+    """The command `arguments` names, with the configuration `config`."""
+    match arguments.command:
+        case "create":
+            return create(config, now(None))
+        case "restore":
+            at = parse_time(arguments.at) if arguments.at else None
+            return restore(config, arguments.account, arguments.kind, at)
+        case "forget-repository-state":
+            return forget_repository_state(config)
+        case "prune":
+            return prune(config, now(arguments.now))
+        case "drill":
+            return drill(config, now(arguments.now))
+        case "rollback":
+            return rollback(config, arguments.source)
+        case "purge":
+            return purge(config, arguments.account)
+    raise Failure(f"no command {arguments.command!r}")
 
 
 if __name__ == "__main__":

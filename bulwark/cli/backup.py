@@ -46,6 +46,18 @@ def _run_one(target: liverun.Target, host: Host, script: str) -> Session:
     return run_everywhere({host.name: (_argv(target, host), script)}, timeout=TIMEOUT)[host.name]
 
 
+def _on_backup_hosts(target: liverun.Target, script: str) -> list[tuple[str, Session]]:
+    """`script` run on every backup host at once: (host, session), by host name."""
+    jobs = {
+        host.name: (_argv(target, host), script)
+        for host in target.topology.hosts
+        if backup.repositories_on(target.topology, host)
+    }
+    if not jobs:
+        raise BulwarkError("no host of the inventory has the backup role")
+    return sorted(run_everywhere(jobs, timeout=TIMEOUT).items())
+
+
 def _result(session: Session) -> dict:
     """The agent's JSON report, or a BulwarkError with its reason."""
     if session.error:
@@ -120,15 +132,8 @@ def drill(inventory: str) -> None:
         "grep -v '^$' | tail -n 200\n"
         'exit "$code"\n'
     )
-    jobs = {
-        host.name: (_argv(target, host), script)
-        for host in target.topology.hosts
-        if backup.repositories_on(target.topology, host)
-    }
-    if not jobs:
-        raise BulwarkError("no host of the inventory has the backup role")
     failed = False
-    for name, session in sorted(run_everywhere(jobs, timeout=TIMEOUT).items()):
+    for name, session in _on_backup_hosts(target, script):
         lines = session.output.splitlines()
         report = _json_tail(lines)
         if session.error or report is None:
@@ -217,15 +222,8 @@ def purge(inventory: str, account: str, yes: bool) -> None:
             f"purging {account}'s data from every backup cannot be undone: add --yes"
         )
     command = _agent(SERVER_CONFIG, "purge", "--account", account, as_backup_user=True)
-    jobs = {
-        host.name: (_argv(target, host), command)
-        for host in target.topology.hosts
-        if backup.repositories_on(target.topology, host)
-    }
-    if not jobs:
-        raise BulwarkError("no host of the inventory has the backup role")
     failed = False
-    for name, session in sorted(run_everywhere(jobs, timeout=TIMEOUT).items()):
+    for name, session in _on_backup_hosts(target, command):
         try:
             report = _result(session)
         except BulwarkError as error:

@@ -56,16 +56,19 @@ def _source_borg(host, *args: str):
     return host.run(f"env {env} borg {shlex.join(args)}")
 
 
-def _archives(lab_host, repository: backup.Repository) -> list[str]:
-    server = lab_host(repository.backup_host.name)
+def _server_borg(lab_host, repository: backup.Repository, *args: str) -> str:
+    """borg on the backup host, as the repositories' owner, with the repository's passphrase."""
+    passphrase = f"{role.PASSPHRASE_DIR}/{repository.source.name}"
     env = (
-        f"BORG_BASE_DIR={role.SERVER_BORG_DIR} "
-        f"BORG_PASSCOMMAND={shlex.quote(f'cat {role.PASSPHRASE_DIR}/{repository.source.name}')}"
+        f"BORG_BASE_DIR={role.SERVER_BORG_DIR} BORG_PASSCOMMAND={shlex.quote('cat ' + passphrase)}"
     )
-    listed = server.check_output(
-        f"runuser -u {backup.USER} -- env {env} borg list --short {repository.path}"
+    return lab_host(repository.backup_host.name).check_output(
+        f"runuser -u {backup.USER} -- env {env} borg {shlex.join(args)}"
     )
-    return listed.split()
+
+
+def _archives(lab_host, repository: backup.Repository) -> list[str]:
+    return _server_borg(lab_host, repository, "list", "--short", repository.path).split()
 
 
 def _back_up(lab_host, source) -> None:
@@ -159,14 +162,8 @@ def test_deleted_data_is_restorable_for_seven_days_then_gone_from_the_backups(la
     assert after.rc == 0, after.stderr
     left = _archives(lab_host, WEB_REPOSITORY)
     assert holding not in left and len(left) == 1
-    server = lab_host(WEB_REPOSITORY.backup_host.name)
-    env = (
-        f"BORG_BASE_DIR={role.SERVER_BORG_DIR} "
-        f"BORG_PASSCOMMAND={shlex.quote(f'cat {role.PASSPHRASE_DIR}/nj-web')}"
-    )
-    paths = server.check_output(
-        f"runuser -u {backup.USER} -- env {env} borg list --format '{{path}}{{NL}}' "
-        f"{WEB_REPOSITORY.path}::{left[0]}"
+    paths = _server_borg(
+        lab_host, WEB_REPOSITORY, "list", "--short", f"{WEB_REPOSITORY.path}::{left[0]}"
     )
     assert marker.lstrip("/") not in paths
     assert marker.lstrip("/").rsplit("/", 1)[0] in paths  # the directory is there: it is read
@@ -232,14 +229,7 @@ def test_purge_takes_one_account_out_of_every_archive(lab_host):
     assert purged.returncode == 0, purged.stderr
     assert f"{WEB_REPOSITORY.backup_host.name}: nj-web: bob's data removed from" in purged.stdout
     tree = backup.account_paths(TOPOLOGY, bob, "files")[0].lstrip("/")
-    server = lab_host(WEB_REPOSITORY.backup_host.name)
-    env = (
-        f"BORG_BASE_DIR={role.SERVER_BORG_DIR} "
-        f"BORG_PASSCOMMAND={shlex.quote(f'cat {role.PASSPHRASE_DIR}/nj-web')}"
-    )
     for archive in _archives(lab_host, WEB_REPOSITORY):
-        paths = server.check_output(
-            f"runuser -u {backup.USER} -- env {env} borg list --short "
-            f"{WEB_REPOSITORY.path}::{archive}"
-        )
+        listed = f"{WEB_REPOSITORY.path}::{archive}"
+        paths = _server_borg(lab_host, WEB_REPOSITORY, "list", "--short", listed)
         assert tree not in paths and "alice" in paths, archive

@@ -6,9 +6,11 @@ drilling and rolling back its local repository."""
 from __future__ import annotations
 
 import datetime
+import fcntl
 import json
 import shutil
 import stat
+import threading
 from pathlib import Path
 
 import pytest
@@ -278,3 +280,27 @@ def test_the_prune_takes_a_closed_account_out_of_every_archive_from_its_purge_da
     backup_agent.create(site["client"], day)
     assert backup_agent.prune(server, day)["nj-mail"]["closed_accounts_purged"] == [USER]
     assert backup_agent.drill(server, day)["nj-mail"]["counts"][USER]["files"] == 0
+
+
+def test_a_backup_hosts_commands_run_one_at_a_time(site, tmp_path):
+    """A prune waits for another holding the backup host's lock: were they to overlap, one
+    would take the other's deletions for someone else's."""
+    backup_agent.create(site["client"], NOW)
+    config = tmp_path / "server.json"
+    config.write_text(json.dumps(site["server"]))
+    state = Path(site["server"]["state_dir"])
+    state.mkdir(parents=True, exist_ok=True)
+    finished = threading.Event()
+    with open(state / "lock", "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        worker = threading.Thread(
+            target=lambda: (
+                finished.set()
+                if backup_agent.main(["--config", str(config), "prune"]) == 0
+                else None
+            )
+        )
+        worker.start()
+        assert not finished.wait(2)  # waiting for the lock
+    worker.join(120)
+    assert finished.is_set()
