@@ -63,7 +63,7 @@ for index in range(start, start + count):
     os.chmod(path, 0o600)
 """
 TIMED_BACKUP = (
-    "s=$(date +%s.%N); systemctl start {unit}; e=$(date +%s.%N); "
+    "{wait}; s=$(date +%s.%N); systemctl start {unit}; e=$(date +%s.%N); "
     "id=$(systemctl show --property InvocationID --value {unit}); "
     'journalctl -q -o cat _SYSTEMD_INVOCATION_ID="$id" | sed -n "/^{{/,/^}}/p"; echo "$s $e"'
 )
@@ -83,7 +83,8 @@ def write_messages(lab, host: Host, folder: str, start: int, count: int, size: i
 
 
 def timed_backup(lab, host: Host) -> dict[str, Any]:
-    output = on_host(lab, host, TIMED_BACKUP.format(unit=role.CLIENT_UNIT)).strip().splitlines()
+    command = TIMED_BACKUP.format(unit=role.CLIENT_UNIT, wait=role.run_finished(role.CLIENT_UNIT))
+    output = on_host(lab, host, command).strip().splitlines()
     started, ended = (float(value) for value in output[-1].split())
     report = json.loads("\n".join(output[:-1]))
     return {"seconds": round(ended - started, 2), **report}

@@ -19,7 +19,7 @@ from bulwark.remote import Session, run_everywhere, ssh_argv
 from bulwark.secret import write_private_file
 from bulwark.secret_names import backup_passphrase_name
 from bulwark.topology import Host
-from roles.backup import CLIENT_CONFIG, DRILL_UNIT, SCRIPT, SERVER_CONFIG
+from roles.backup import CLIENT_CONFIG, DRILL_UNIT, SCRIPT, SERVER_CONFIG, fresh_run
 
 # Seconds a restore, a drill or a rollback may take on one host.
 TIMEOUT = 3600
@@ -126,7 +126,7 @@ def drill(inventory: str) -> None:
     items. Prints each repository's counts; exit 1 if any repository failed."""
     target = liverun.prepare(inventory, ())
     script = (
-        f"systemctl start {DRILL_UNIT}; code=$?\n"
+        f"{shlex.join(fresh_run(DRILL_UNIT))}; code=$?\n"
         f"id=$(systemctl show --property InvocationID --value {DRILL_UNIT})\n"
         f'journalctl --output cat --no-pager _SYSTEMD_INVOCATION_ID="$id" | '
         "grep -v '^$' | tail -n 200\n"

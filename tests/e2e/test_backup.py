@@ -50,7 +50,7 @@ def back_up(topology: Topology, kind: str) -> None:
     primary = topology.primary_site.name
     for host in topology.hosts:
         if host.site == primary and kind in backup.backed_up_volumes(host):
-            on_host(topology, host, ["systemctl", "start", role.CLIENT_UNIT])
+            on_host(topology, host, role.fresh_run(role.CLIENT_UNIT))
 
 
 def restore(alice: LabAccount, kind: str) -> str:

@@ -17,6 +17,7 @@ import json
 import poplib
 import smtplib
 import ssl
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -45,6 +46,7 @@ TODAY = datetime.datetime.now(datetime.UTC).date()
 DATA_ROLES = ("mx", "mailstore", "dav", "files", "directory", "backup")
 PURGE = "/usr/local/sbin/bulwark-purge-closed"
 PURGE_LIST = "/etc/bulwark/closed-accounts.json"
+REPLICATION_DEADLINE = 60  # seconds the secondary may take to follow the primary
 
 
 def deploy(topology: Topology, closed: str = "") -> None:
@@ -203,12 +205,20 @@ def test_past_the_purge_day_nothing_of_a_closed_account_is_left_at_either_site_o
 ):
     primary, _ = sites(topology)
     mail_source = topology.hosts_with_role("mailstore", primary)[0]
-    on_host(topology, mail_source, ["systemctl", "start", backup_role.CLIENT_UNIT])
-    deploy(topology, f"bob:{TODAY.isoformat()}")
+    on_host(topology, mail_source, backup_role.fresh_run(backup_role.CLIENT_UNIT))
     data_hosts = [
         host for host in topology.hosts
         if any(host.has_role(role) for role in ("mailstore", "dav", "files"))
     ]  # fmt: skip
+    account = next(known for known in topology.accounts if known.user == bob.address.split("@")[0])
+    for host in data_hosts:  # the replicas follow the primary within a minute
+        paths = [path for kind in backup.backed_up_volumes(host)
+                 for path in backup.account_paths(topology, account, kind)]  # fmt: skip
+        deadline = time.monotonic() + REPLICATION_DEADLINE
+        while not any(exists(topology, host, path) for path in paths):
+            assert time.monotonic() < deadline, f"{host.name} holds nothing of bob"
+            time.sleep(1)
+    deploy(topology, f"bob:{TODAY.isoformat()}")
     purge_day = closed_entry(topology, mail_source, bob)["purge_on"]
     at = f"{purge_day}T00:30:00+00:00"
     for host in data_hosts:

@@ -72,7 +72,7 @@ def _archives(lab_host, repository: backup.Repository) -> list[str]:
 
 
 def _back_up(lab_host, source) -> None:
-    lab_host(source.name).check_output(f"systemctl start {role.CLIENT_UNIT}")
+    lab_host(source.name).check_output(shlex.join(role.fresh_run(role.CLIENT_UNIT)))
 
 
 def _prune(lab_host, repository: backup.Repository, now: datetime.datetime | None = None):
@@ -196,7 +196,7 @@ def test_the_drill_reads_every_repository_and_fails_on_a_corrupted_one(lab_host)
     finally:
         server.check_output(f"cp -p {saved} {segment} && rm {saved}")
     # Repaired, the drill passes again (and `bulwark status` says so).
-    server.check_output(f"systemctl start {role.DRILL_UNIT}")
+    server.check_output(shlex.join(role.fresh_run(role.DRILL_UNIT)))
     assert server.check_output(f"systemctl show --property Result {role.DRILL_UNIT}") == (
         "Result=success"
     )
