@@ -402,6 +402,19 @@ SERVICES: tuple[Service, ...] = (
         # Every host keeps logs on a volume (base), so every host of the other site sends.
         clients=(Clients("base", Scope.PEER_SITE),),
     ),
+    Service(
+        "tang",
+        "tang",
+        (7500,),
+        Transport.TCP,
+        # Tang's McCallum-Relyea exchange: what crosses the wire never opens a volume, and
+        # clients pin the server's signing key (bulwark.tang), so no TLS is needed.
+        Tls.NATIVE,
+        Exposure.ROLE,
+        description="Tang: the other site's hosts open their volumes at boot (Clevis), "
+        "over the VPN",
+        clients=(Clients("clevis", Scope.PEER_SITE),),
+    ),
 )
 
 

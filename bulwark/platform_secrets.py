@@ -22,7 +22,7 @@ from pathlib import Path
 from argon2 import PasswordHasher, Type
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
-from bulwark import mailtrust, registry
+from bulwark import mailtrust, registry, tang
 from bulwark.errors import BulwarkError
 from bulwark.pki import ensure_pki
 from bulwark.secret import write_private_file
@@ -35,6 +35,7 @@ from bulwark.secret_names import (
     luks_recovery_name,
     main_password_name,
     psk_name,
+    tang_key_name,
     wireguard_key_name,
 )
 from bulwark.topology import Topology
@@ -107,6 +108,7 @@ _GENERATORS: dict[str, Callable[[], str]] = {
     "key": lambda: _random_base64(48),  # 64 characters, 384 random bits: an HMAC key
     "dkim-ed25519": lambda: mailtrust.new_dkim_key("ed25519"),
     "dkim-rsa": lambda: mailtrust.new_dkim_key("rsa"),
+    **{f"tang-{use}": lambda use=use: tang.new_key(use) for use in (tang.SIGNING, tang.EXCHANGE)},
 }
 
 
@@ -165,6 +167,11 @@ _KINDS: dict[str, Callable[[Topology], _Required]] = {
     "dkim-keys": lambda topology: {
         name: (f"dkim-{algorithm}", f"DKIM {algorithm} key of selector {selector!r}")
         for algorithm, selector, name in mailtrust.dkim_keys(topology)
+    },
+    "tang-keys": lambda topology: {
+        tang_key_name(host, use): (f"tang-{use}", f"Tang {use} key of {host.name}")
+        for host in topology.hosts_with_role(tang.ROLE)
+        for use in (tang.SIGNING, tang.EXCHANGE)
     },
 }
 
