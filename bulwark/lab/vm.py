@@ -24,7 +24,6 @@ import fcntl
 import json
 import os
 import re
-import shlex
 import shutil
 import signal
 import socket
@@ -222,13 +221,17 @@ def _configure_links(guest: Guest) -> None:
     """A networkd file per link in the guest (kept across its restarts), applied now."""
     if not guest.links:
         return
-    script = ["set -e"]
     for index, link in enumerate(guest.links):
-        text = f"[Match]\nMACAddress={link.mac}\n\n[Network]\nAddress={link.address}\n"
+        network = f"[Match]\nMACAddress={link.mac}\n\n[Network]\nAddress={link.address}\n"
         path = f"/etc/systemd/network/20-link{index}.network"
-        script.append(f"printf '{text}' > {path}")
-    script.append("networkctl reload")
-    subprocess.run(ssh_argv(guest, ["sh", "-c", shlex.quote("\n".join(script))]), check=True)
+        subprocess.run(
+            ssh_argv(guest, ["tee", path]),
+            input=network,
+            text=True,
+            capture_output=True,
+            check=True,
+        )
+    subprocess.run(ssh_argv(guest, ["networkctl", "reload"]), capture_output=True, check=True)
 
 
 def start(guest: Guest) -> float:
