@@ -59,7 +59,7 @@ def bundle_facts(topology: Topology, files: Iterable[RenderedFile]) -> dict[str,
         hosts[host.name] = {
             "site": host.site,
             "roles": sorted(host.roles),
-            "volumes": [found.facts() for found in host_volumes(host)],
+            "volumes": [found.facts() for found in host_volumes(topology, host)],
             "retention": retention(mine),
             "vpn_peers": vpn_peers(mine, addresses),
         }

@@ -403,6 +403,19 @@ SERVICES: tuple[Service, ...] = (
         # The hosts keeping customer data (bulwark.backup.BACKED_UP_VOLUMES' roles).
         clients=tuple(Clients(role, Scope.PEER_SITE) for role in ("mailstore", "dav", "files")),
     ),
+    Service(
+        "tang",
+        "tang",
+        (7500,),
+        Transport.TCP,
+        # Tang's McCallum-Relyea exchange: what crosses the wire never opens a volume, and
+        # clients pin the server's signing key (bulwark.tang), so no TLS is needed.
+        Tls.NATIVE,
+        Exposure.ROLE,
+        description="Tang: the other site's hosts open their volumes at boot (Clevis), "
+        "over the VPN",
+        clients=(Clients("clevis", Scope.PEER_SITE),),
+    ),
 )
 
 

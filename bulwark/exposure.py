@@ -22,6 +22,10 @@ Network = ipaddress.IPv4Network
 
 # The WireGuard interface on gateways: the only way between the sites' LANs.
 VPN_INTERFACE = "wg0"
+# The units that make the other sites' LANs reachable (roles/vpn.py): the tunnel on a gateway,
+# the routes through it on every other host. What needs the other site waits for them.
+VPN_UNIT = f"wg-quick@{VPN_INTERFACE}.service"
+SITE_ROUTES_UNIT = "bulwark-site-routes.service"
 
 
 @dataclass(frozen=True)

@@ -609,8 +609,10 @@ def _firewall_section(topology: Topology, openings: dict[str, tuple[Opening, ...
 # --- volumes, retention, backups ----------------------------------------------------------------
 
 UNLOCK_PATHS: tuple[str, ...] = (
-    "No key is on the host: after a reboot every volume stays closed, and the units keeping "
-    "data on it stay down, until it is unlocked.",
+    "No key is on the host. After a reboot each volume opens by itself through Clevis and the "
+    "Tang server of the other site, reached only through the VPN, whose keys are in the vault "
+    "and whose signing key clients pin; if that Tang does not answer within a bounded time, "
+    "the volume stays closed, and the units keeping data on it stay down, until it is unlocked.",
     "The operator's bulwark storage unlock command (and every deploy) streams each volume key "
     "from the vault over SSH into cryptsetup; no key is ever written to the host's disks.",
     "For recovery at the console, each volume's second key slot: a passphrase kept in the "
@@ -619,8 +621,6 @@ UNLOCK_PATHS: tuple[str, ...] = (
     "(luks-header/HOST/VOLUME) by bulwark storage backup-headers and after every key rotation; "
     "backup-headers --check tells a stale backup, and restore-header writes one back only "
     "onto the volume it came from.",
-    "Not built yet: unattended unlock at boot through Clevis and a Tang server at the other "
-    "site, reachable only over the VPN.",
 )
 # The host name the volume table shows in vault entries, for the hosts of a row.
 HOST_PLACEHOLDER = "HOST"
@@ -688,7 +688,7 @@ def _every_volume(topology: Topology) -> list[str]:
     key slots, unlock, escrow; vault entries with HOST for the host's name) share a row."""
     hosts: dict[VolumeAudit, list[str]] = {}
     for host in sorted(topology.hosts, key=lambda host: host.name):
-        for found in host_volumes(dataclasses.replace(host, name=HOST_PLACEHOLDER)):
+        for found in host_volumes(topology, dataclasses.replace(host, name=HOST_PLACEHOLDER)):
             hosts.setdefault(found, []).append(host.name)
     if not hosts:
         return ["<p>No host of this inventory has an encrypted volume.</p>"]

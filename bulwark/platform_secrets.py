@@ -24,7 +24,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
-from bulwark import backup, mailtrust, registry
+from bulwark import backup, mailtrust, registry, tang
 from bulwark.errors import BulwarkError
 from bulwark.pki import ensure_pki
 from bulwark.secret import write_private_file
@@ -37,6 +37,7 @@ from bulwark.secret_names import (
     luks_recovery_name,
     main_password_name,
     psk_name,
+    tang_key_name,
     wireguard_key_name,
 )
 from bulwark.topology import Topology
@@ -136,6 +137,7 @@ _GENERATORS: dict[str, Callable[[], str]] = {
     "dkim-ed25519": lambda: mailtrust.new_dkim_key("ed25519"),
     "dkim-rsa": lambda: mailtrust.new_dkim_key("rsa"),
     "ssh-ed25519": new_ssh_key,
+    **{f"tang-{use}": lambda use=use: tang.new_key(use) for use in (tang.SIGNING, tang.EXCHANGE)},
 }
 
 
@@ -196,6 +198,11 @@ _KINDS: dict[str, Callable[[Topology], _Required]] = {
         for algorithm, selector, name in mailtrust.dkim_keys(topology)
     },
     "backup-keys": backup.secret_names,
+    "tang-keys": lambda topology: {
+        tang_key_name(host, use): (f"tang-{use}", f"Tang {use} key of {host.name}")
+        for host in topology.hosts_with_role(tang.ROLE)
+        for use in (tang.SIGNING, tang.EXCHANGE)
+    },
 }
 
 

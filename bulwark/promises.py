@@ -522,7 +522,13 @@ PROMISES: tuple[Promise, ...] = (
             "test_a_disk_holding_a_filesystem_is_refused_and_not_a_byte_of_it_changes",
             "tests/vm/test_storage.py::test_the_unit_keeping_data_on_a_volume_requires_its_mount",
             "tests/vm/test_storage.py::"
-            "test_after_a_reboot_the_volume_stays_closed_until_the_operator_unlocks_it",
+            "test_the_volume_is_bound_to_the_other_sites_tang_reached_only_through_the_tunnel",
+            "tests/vm/test_storage.py::"
+            "test_a_reboot_with_the_other_sites_tang_reachable_opens_the_volume_by_itself",
+            "tests/vm/test_storage.py::"
+            "test_a_reboot_with_the_other_sites_tang_down_leaves_the_volume_closed_until_unlocked",
+            "tests/unit/test_secrets.py::"
+            "test_tang_keys_are_what_tangd_reads_and_their_thumbprints_are_joses",
             "tests/vm/test_storage.py::"
             "test_the_recovery_passphrase_opens_the_volume_and_nothing_else_does",
             "tests/vm/test_storage.py::"
@@ -535,12 +541,14 @@ PROMISES: tuple[Promise, ...] = (
             "tests/unit/test_luks_header.py::test_rotate_key_refreshes_the_header_backup",
         ),
         note="Each volume's key is streamed from the vault to cryptsetup's stdin and never "
-        "written to the host: after a reboot the volumes stay closed, and the units keeping "
-        "data on them do not start, until the operator's `bulwark storage unlock` (or a deploy) "
-        "opens them. Each volume's LUKS header is escrowed in the vault (`bulwark storage "
+        "written to the host. After a reboot each volume opens by itself through Clevis and the "
+        "Tang server of the other site, reached only through the VPN, whose key clients pin "
+        "(its keys are in the vault); when that Tang does not answer within a bounded time, "
+        "the volumes stay closed, and the units keeping data on them do not start, until the "
+        "operator's `bulwark storage unlock` (or a deploy) opens them. Each volume's LUKS "
+        "header is escrowed in the vault (`bulwark storage "
         "backup-headers`, refreshed by every key rotation) and restored only onto the volume it "
-        "came from; those tests run cryptsetup on file images, the real devices are the VM's. "
-        "Unattended unlock through Tang is not built yet.",
+        "came from; those tests run cryptsetup on file images, the real devices are the VM's.",
     ),
     Promise(
         "logs-encrypted-at-rest",

@@ -95,6 +95,22 @@ ROLES: tuple[Role, ...] = (
         every_host=True,
         module="firewall",
     ),
+    # After the tunnel and the ruleset, so that a run deploying both sites has each Tang
+    # answering the other site before the clevis role binds to it (pyinfra runs each
+    # operation on every host before the next).
+    Role(
+        "tang",
+        "Tang: the server the other site's volumes are bound to, its keys from the vault",
+        module="tang",
+        secrets=("tang-keys",),
+        peered=True,
+    ),
+    Role(
+        "clevis",
+        "every volume bound to the other site's Tang (Clevis), opened by itself at boot",
+        every_host=True,
+        module="clevis",
+    ),
     Role(
         "proxy",
         "IMAP, POP and SMTP over TLS on every port of their own addresses",

@@ -70,6 +70,11 @@ def luks_header_name(host: Host, volume: str) -> str:
     return f"luks-header/{host.name}/{volume}"
 
 
+def tang_key_name(host: Host, use: str) -> str:
+    """One of a Tang server's two keys (bulwark.tang: its signing or its exchange key, a JWK)."""
+    return f"tang/{host.name}/{use}"
+
+
 def main_password_name(user: str) -> str:
     """The Argon2id hash of `user`'s main (web) password."""
     return f"{_ACCOUNT}/{user}/main"

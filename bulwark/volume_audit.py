@@ -12,13 +12,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from bulwark import luks
+from bulwark import clevis, luks, tang
 from bulwark.platform_secrets import LUKS_KEY_BYTES, RECOVERY_GROUPS, password_bits
 from bulwark.secret_names import luks_header_name, luks_key_name, luks_recovery_name
 from bulwark.topology import Host, Topology
 from bulwark.volumes import volume, volumes_for
 
-# How a closed volume is opened (Clevis/Tang: not built, so no host has it).
+# How a closed volume is opened besides at boot through Tang (unlock_paths).
 UNLOCK_PATHS: tuple[str, ...] = (
     "deploy (key from the vault over SSH)",
     "bulwark storage unlock (key from the vault over SSH)",
@@ -73,8 +73,24 @@ class VolumeAudit:
         }
 
 
-def host_volumes(host: Host) -> tuple[VolumeAudit, ...]:
+def unlock_paths(topology: Topology, host: Host) -> tuple[str, ...]:
+    """How `host`'s closed volumes are opened: at boot through the other site's Tang when there
+    is one (roles/clevis.py), then the paths every volume has."""
+    server = tang.server_for(topology, host)
+    if server is None:
+        return UNLOCK_PATHS
+    return (f"boot: Clevis, Tang on {server.name} (site {server.site}) over the VPN", *UNLOCK_PATHS)
+
+
+def host_volumes(topology: Topology, host: Host) -> tuple[VolumeAudit, ...]:
     """`host`'s encrypted volumes, sorted by name (none where volumes_encrypted is false)."""
+    unlock = unlock_paths(topology, host)
+    server = tang.server_for(topology, host)
+    bound = (
+        (KeySlot("Clevis passphrase", f"sealed to {server.name}'s Tang", clevis.PASSPHRASE_BITS),)
+        if server
+        else ()
+    )
     return tuple(
         VolumeAudit(
             host=host.name,
@@ -88,8 +104,10 @@ def host_volumes(host: Host) -> tuple[VolumeAudit, ...]:
                     luks_recovery_name(host, name),
                     password_bits(RECOVERY_GROUPS),
                 ),
+                *bound,
             ),
             header_escrow=f"vault {luks_header_name(host, name)}",
+            unlock=unlock,
         )
         for name in volumes_for(host)
     )
@@ -100,5 +118,5 @@ def volume_audits(topology: Topology) -> tuple[VolumeAudit, ...]:
     return tuple(
         found
         for host in sorted(topology.hosts, key=lambda host: host.name)
-        for found in host_volumes(host)
+        for found in host_volumes(topology, host)
     )

@@ -80,7 +80,9 @@ nj = (
             "10.101.0.40",
             ("dav", "files", "directory"),
         ),
-        _host("nj-backup", ["backup"], None, "10.1.0.60", "10.101.0.60", ("backups",)),
+        # Tang, which the other site's volumes are bound to, on the host with no public address
+        # and no client-facing service.
+        _host("nj-backup", ["backup", "tang"], None, "10.1.0.60", "10.101.0.60", ("backups",)),
     ],
     {
         **_PLATFORM,
@@ -117,7 +119,7 @@ sea = (
             "10.102.0.40",
             ("dav", "files", "directory"),
         ),
-        _host("sea-backup", ["backup"], None, "10.2.0.60", "10.102.0.60", ("backups",)),
+        _host("sea-backup", ["backup", "tang"], None, "10.2.0.60", "10.102.0.60", ("backups",)),
     ],
     {
         **_PLATFORM,

@@ -5,8 +5,9 @@ The inventory names the block device of each volume (`volume_devices`); bulwark.
 which volumes a host gets and where each is mounted; bulwark.luks formats, opens and mounts
 them without ever destroying data: a device is formatted only when it is blank, a LUKS2 one
 is opened, anything else is refused naming host, volume and device. Each key comes from the
-vault on the command's stdin and is never written to the host, so a volume stays closed after
-a reboot until the operator's deploy opens it again: no unit keeping data on it starts before.
+vault on the command's stdin and is never written to the host: after a reboot a volume is
+opened through the other site's Tang (roles/clevis.py), or stays closed until the operator
+opens it; no unit keeping data on it starts before.
 """
 
 from __future__ import annotations

@@ -25,7 +25,7 @@ from bulwark.deploying import (
     render_for_deploy,
     restarted,
 )
-from bulwark.exposure import VPN_INTERFACE
+from bulwark.exposure import SITE_ROUTES_UNIT, VPN_INTERFACE, VPN_UNIT
 from bulwark.livecheck import LiveCheck
 from bulwark.plan import ManagedFile
 from bulwark.platform_secrets import wireguard_public_key
@@ -40,14 +40,14 @@ ROLE = "vpn"
 # The inventory role that makes a host its site's end of the tunnel.
 GATEWAY = "gateway"
 WG_CONFIG = f"/etc/wireguard/{VPN_INTERFACE}.conf"
-WG_UNIT = f"wg-quick@{VPN_INTERFACE}.service"
+WG_UNIT = VPN_UNIT
 USERSPACE_DROPIN = "/etc/systemd/system/wg-quick@.service.d/userspace.conf"
 FORWARDING_SYSCTL = "/etc/sysctl.d/61-bulwark-forwarding.conf"
 # Seconds between keepalives to each peer gateway. Besides keeping state in any middlebox, it
 # makes a gateway whose WireGuard restarted send its handshake at once: the peer otherwise
 # kept its stale session and traffic resumed only ~15 s later.
 KEEPALIVE_SECONDS = 25
-ROUTES_UNIT_NAME = "bulwark-site-routes.service"
+ROUTES_UNIT_NAME = SITE_ROUTES_UNIT
 ROUTES_UNIT = f"/etc/systemd/system/{ROUTES_UNIT_NAME}"
 # Gateways: the tools always, wireguard-go where the kernel has no WireGuard module.
 PACKAGES: tuple[str, ...] = ("wireguard-tools",)

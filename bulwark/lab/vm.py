@@ -5,9 +5,12 @@ own, with spare raw data disks that the guest sees as /dev/disk/by-id/virtio-<na
 used when a KVM guest really boots here, software emulation (TCG) otherwise, or whenever
 BULWARK_VM_ACCEL=tcg asks for it.
 
-Network safety: a guest's only NIC is qemu's user network with `restrict=on`, which lets the
-guest reach nothing at all; the one way in is a port forwarded from the controller's loopback
-to the guest's sshd. No tap, no bridge, no route: a guest cannot send a packet off the machine.
+Network safety: a guest's management NIC is qemu's user network with `restrict=on`, which lets
+the guest reach nothing at all; the one way in is a port forwarded from the controller's
+loopback to the guest's sshd. Guests that must talk to each other (two sites, their tunnel)
+get a lab-made link (`Link`): qemu carries its frames as unicast UDP datagrams between two
+ports of the controller's loopback, to the other guest's qemu and nowhere else. No tap, no
+bridge, no route, no multicast: a guest cannot send a packet off the machine.
 
 Guests are found from their directories under STATE_DIR, never from memory: `down` cleans up
 whatever an earlier run or crash left. A qemu process counts as a guest's only while its
@@ -27,7 +30,7 @@ import socket
 import subprocess
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import astuple, dataclass
 from pathlib import Path
 
 from bulwark.errors import BulwarkError
@@ -75,6 +78,29 @@ class Disk:
 
 
 @dataclass(frozen=True)
+class Link:
+    """A NIC on a point-to-point segment the lab makes between two guests: qemu sends each
+    frame from its own loopback UDP port to the other guest's qemu (unicast, loopback only),
+    so either guest can restart and the segment still works. `address` (with its prefix) is
+    the guest's own on it, configured by systemd-networkd."""
+
+    mac: str
+    port: int
+    peer_port: int
+    address: str
+
+
+def link_pair(first_address: str, second_address: str) -> tuple[Link, Link]:
+    """Both ends of a new segment: two free loopback UDP ports, a MAC of each end's own."""
+    ports = _free_ports(2, socket.SOCK_DGRAM)
+    first, second = (f"52:54:00:00:{port >> 8 & 0xFF:02x}:{port & 0xFF:02x}" for port in ports)
+    return (
+        Link(first, ports[0], ports[1], first_address),
+        Link(second, ports[1], ports[0], second_address),
+    )
+
+
+@dataclass(frozen=True)
 class Guest:
     """A guest as its directory records it."""
 
@@ -82,6 +108,7 @@ class Guest:
     port: int  # the controller's loopback port forwarded to the guest's sshd
     accel: str  # "kvm" or "tcg"
     disks: tuple[Disk, ...]
+    links: tuple[Link, ...] = ()
 
     @property
     def directory(self) -> Path:
@@ -156,8 +183,9 @@ def parse_disk(text: str) -> Disk:
     return Disk(name, size)
 
 
-def up(name: str, disks: Sequence[Disk] = ()) -> Guest:
-    """Boot a new guest called `name` with these blank data disks; returns once SSH answers."""
+def up(name: str, disks: Sequence[Disk] = (), links: Sequence[Link] = ()) -> Guest:
+    """Boot a new guest called `name` with these blank data disks and links to other guests
+    (their addresses configured in the guest); returns once SSH answers."""
     if not _NAME.match(name):
         raise BulwarkError(f"guest name {name!r}: lower-case letters, digits and '-'")
     if len({disk.name for disk in disks}) != len(disks):
@@ -166,7 +194,7 @@ def up(name: str, disks: Sequence[Disk] = ()) -> Guest:
         raise BulwarkError(f"guest {name} exists: `bulwark lab vm down {name}` first")
     hostpkgs.ensure(HOST_PACKAGES)
     image = vmimage.ensure()
-    guest = Guest(name, _free_port(), accelerator(image), tuple(disks))
+    guest = Guest(name, _free_port(), accelerator(image), tuple(disks), tuple(links))
     guest.directory.mkdir(parents=True)
     root = guest.directory / "root.qcow2"
     run(["qemu-img", "create", "-q", "-f", "qcow2", "-F", "raw", "-b", str(image.root), str(root)])
@@ -178,13 +206,32 @@ def up(name: str, disks: Sequence[Disk] = ()) -> Guest:
                 "port": guest.port,
                 "accel": guest.accel,
                 "disks": [[disk.name, disk.size] for disk in disks],
+                "links": [list(astuple(link)) for link in links],
                 "image": str(image.directory),
             }
         )
     )
     _write_ssh_files(image)
     start(guest)
+    _configure_links(guest)
     return guest
+
+
+def _configure_links(guest: Guest) -> None:
+    """A networkd file per link in the guest (kept across its restarts), applied now."""
+    if not guest.links:
+        return
+    for index, link in enumerate(guest.links):
+        network = f"[Match]\nMACAddress={link.mac}\n\n[Network]\nAddress={link.address}\n"
+        path = f"/etc/systemd/network/20-link{index}.network"
+        subprocess.run(
+            ssh_argv(guest, ["tee", path]),
+            input=network,
+            text=True,
+            capture_output=True,
+            check=True,
+        )
+    subprocess.run(ssh_argv(guest, ["networkctl", "reload"]), capture_output=True, check=True)
 
 
 def start(guest: Guest) -> float:
@@ -228,6 +275,13 @@ def _qemu_argv(guest: Guest, image: vmimage.Image) -> list[str]:
         argv += [
             "-drive", f"file={guest.disk_file(disk)},if=none,id={disk.name},format=raw",
             "-device", f"virtio-blk-pci,drive={disk.name},serial={disk.name}",
+        ]  # fmt: skip
+    for index, link in enumerate(guest.links):
+        argv += [
+            "-netdev",
+            f"socket,id=link{index},udp=127.0.0.1:{link.peer_port},"
+            f"localaddr=127.0.0.1:{link.port}",
+            "-device", f"virtio-net-pci,netdev=link{index},mac={link.mac}",
         ]  # fmt: skip
     return argv
 
@@ -305,7 +359,8 @@ def load(name: str) -> Guest:
     except (OSError, ValueError):
         raise BulwarkError(f"no guest {name} (nothing under {directory})") from None
     disks = tuple(Disk(disk, size) for disk, size in record["disks"])
-    return Guest(name, int(record["port"]), record["accel"], disks)
+    links = tuple(Link(*fields) for fields in record.get("links", ()))
+    return Guest(name, int(record["port"]), record["accel"], disks, links)
 
 
 def guests() -> list[Guest]:
@@ -326,14 +381,22 @@ def _image_or_none() -> vmimage.Image | None:
 
 
 def _free_port() -> int:
-    """A loopback port nothing listens on now, and no other guest was given."""
+    """A loopback TCP port nothing listens on now, and no other guest was given."""
+    return _free_ports(1, socket.SOCK_STREAM)[0]
+
+
+def _free_ports(count: int, kind: socket.SocketKind) -> tuple[int, ...]:
+    """`count` distinct loopback ports of this kind free now, and given to no other guest."""
     taken = {guest.port for guest in guests()}
-    while True:
-        with socket.socket() as probe:
+    taken |= {link.port for guest in guests() for link in guest.links}
+    found: list[int] = []
+    while len(found) < count:
+        with socket.socket(socket.AF_INET, kind) as probe:
             probe.bind(("127.0.0.1", 0))
             port = probe.getsockname()[1]
-        if port not in taken:
-            return port
+        if port not in taken and port not in found:
+            found.append(port)
+    return tuple(found)
 
 
 def _write_ssh_files(image: vmimage.Image | None) -> None:

@@ -25,7 +25,8 @@ from bulwark.lab.system import run, step
 
 CACHE_DIR = Path("/var/cache/bulwark-vm")
 # What the guests run: a kernel and init, sshd and Python for pyinfra, and everything the storage
-# role installs (cryptsetup, ext4 tools, Clevis and Tang), so its deploy finds them present.
+# role installs (cryptsetup, ext4 tools, Clevis and Tang), and the tunnel's tools (the guests of
+# two sites reach each other's Tang over WireGuard), so their deploys find them present.
 PACKAGES: tuple[str, ...] = (
     "linux-image-amd64",
     "initramfs-tools",
@@ -46,6 +47,7 @@ PACKAGES: tuple[str, ...] = (
     "clevis-luks",
     "clevis-systemd",
     "tang",
+    "wireguard-tools",
 )
 # Drivers the guest needs before its root filesystem is mounted.
 INITRD_MODULES: tuple[str, ...] = ("virtio_pci", "virtio_blk", "virtio_net", "ext4")

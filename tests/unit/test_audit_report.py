@@ -118,9 +118,11 @@ def test_the_report_lists_every_encrypted_volume_with_its_key_slots_by_kind(tmp_
     assert (
         "| nj-store | mail | /dev/disk/by-partlabel/bulwark-mail | /var/vmail | aes-xts-plain64, "
         "512-bit key | argon2id, 256 MiB, 4 iterations, 2 lanes | vault key (luks/nj-store/mail, "
-        "512 bits); recovery passphrase (luks-recovery/nj-store/mail, 165 bits) | deploy (key "
-        "from the vault over SSH); bulwark storage unlock (key from the vault over SSH); console "
-        "(recovery passphrase) | vault luks-header/nj-store/mail |"
+        "512 bits); recovery passphrase (luks-recovery/nj-store/mail, 165 bits); Clevis "
+        "passphrase (sealed to sea-backup's Tang, 256 bits) | boot: Clevis, Tang on sea-backup "
+        "(site sea) over the VPN; deploy (key from the vault over SSH); bulwark storage unlock "
+        "(key from the vault over SSH); console (recovery passphrase) | vault "
+        "luks-header/nj-store/mail |"
     ) in rows
     write_report(LAB, tmp_path)  # containers: no volume at all
     assert "No host of this inventory has an encrypted volume." in (

@@ -102,8 +102,10 @@ def test_only_inbound_smtp_is_opportunistic():
 def test_internal_services_use_tls_inside_the_vpn():
     """Replication (mail, DAV, files), LMTP and backups stay on the site LANs and are still
     encrypted (DESIGN.md): TLS, or SSH's own for borg's backups; LMTP from the first byte, so
-    no plaintext session can deliver."""
+    no plaintext session can deliver. Tang is not TLS: its exchange never carries what opens
+    a volume, and clients pin its key."""
     internal = {service.name: service for service in SERVICES if service.exposure is Exposure.ROLE}
+    assert internal.pop("tang").tls is Tls.NATIVE
     assert set(internal) == {
         "lmtp",
         "mail-replication",

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from bulwark import registry
+from bulwark import registry, tang
 from bulwark.audit import SealedSecrets
 from bulwark.cli import main
 from bulwark.exposure import host_openings
@@ -106,8 +106,14 @@ def test_every_encrypted_volume_is_listed_with_its_hosts_keys_unlock_and_escrow(
     table = table[: table.index("</table>")]
     for host in topology.hosts:
         for name in volumes_for(host):
-            (row,) = [row for row in table.split("<tr>") if row.startswith(f"<td>{name}</td>")]
-            assert host.name in row
+            # One row per volume and site: each site's volumes are bound to the other's Tang.
+            (row,) = [
+                row
+                for row in table.split("<tr>")
+                if row.startswith(f"<td>{name}</td>") and host.name in row
+            ]
+            server = tang.server_for(topology, host)
+            assert f"Tang on {server.name} (site {server.site}) over the VPN" in row
             assert (
                 f"<code>{host.volume_device(name)}</code> on <code>{volume(name).path}</code>"
                 in row

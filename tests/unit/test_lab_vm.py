@@ -27,6 +27,22 @@ def test_a_guest_has_one_nic_that_reaches_nothing_and_is_reached_from_loopback_o
     assert "-nodefaults" in argv  # no NIC qemu would add by itself
 
 
+def test_a_link_between_guests_is_unicast_udp_on_loopback_and_survives_a_restart():
+    """Two guests of two sites: each end sends to the other's loopback port, from its own, and
+    nothing else (no multicast, no listen/connect pair a restart would break)."""
+    first, second = vm.link_pair("198.51.100.11/26", "198.51.100.43/26")
+    assert (first.port, first.peer_port) == (second.peer_port, second.port)
+    assert first.mac != second.mac and vmimage.MANAGEMENT_MAC not in (first.mac, second.mac)
+    argv = vm._qemu_argv(vm.Guest("nj-store", 40022, "tcg", (), (first,)), IMAGE)
+    management, link = _values(argv, "-netdev")
+    assert ",restrict=on," in management
+    assert link == (
+        f"socket,id=link0,udp=127.0.0.1:{first.peer_port},localaddr=127.0.0.1:{first.port}"
+    )
+    assert f"virtio-net-pci,netdev=link0,mac={first.mac}" in _values(argv, "-device")
+    assert not [word for word in argv if "mcast" in word or "tap" in word]
+
+
 def test_each_data_disk_is_found_in_the_guest_by_its_name():
     argv = vm._qemu_argv(GUEST, IMAGE)
     devices = _values(argv, "-device")

@@ -214,9 +214,11 @@ def test_public_ports_match_the_catalogue_per_role() -> None:
     }
     backup = PRODUCTION.host("nj-backup")
     assert public_ports(PRODUCTION, backup) == {}
-    assert {opening.service.name for opening in host_openings(PRODUCTION, backup)} == {
-        "ssh",
-        "backup",
+    openings = {opening.service.name: opening for opening in host_openings(PRODUCTION, backup)}
+    assert set(openings) == {"ssh", "backup", "tang"}
+    # Tang answers only the other site's hosts (over the VPN), never its own site's.
+    assert {str(source.network_address) for source in openings["tang"].sources} == {
+        str(host.lan_address) for host in PRODUCTION.hosts if host.site != backup.site
     }
 
 

@@ -21,13 +21,13 @@ PRODUCTION = load_topology(REPO / "inventory/production.py")
 
 def test_roles_are_in_the_designed_order():
     assert [role.name for role in registry.ROLES] == [
-        "base", "pki", "storage", "logs", "vpn", "gateway", "firewall",
+        "base", "pki", "storage", "logs", "vpn", "gateway", "firewall", "tang", "clevis",
         "proxy", "mx", "mailstore", "mailconfig", "dav", "files", "directory", "backup",
         "backup-client",
     ]  # fmt: skip
     # backup-client comes last: it backs up what the roles before it keep.
     assert registry.EVERY_HOST_ROLES == (
-        "base", "pki", "storage", "logs", "vpn", "firewall", "backup-client",
+        "base", "pki", "storage", "logs", "vpn", "firewall", "clevis", "backup-client",
     )  # fmt: skip
 
 
@@ -55,7 +55,7 @@ def test_what_roles_own_exists_where_it_is_defined():
 def test_a_gateway_runs_the_vpn_module_once_in_order():
     modules = registry.host_modules(LAB.host("nj-gw"))
     assert [module.ROLE for module in modules] == [
-        "base", "pki", "storage", "vpn", "firewall", "proxy", "backup",
+        "base", "pki", "storage", "vpn", "firewall", "clevis", "proxy", "backup",
     ]  # fmt: skip
     modules = registry.host_modules(LAB.host("nj-mail"))
     assert [module.ROLE for module in modules] == [
@@ -64,6 +64,7 @@ def test_a_gateway_runs_the_vpn_module_once_in_order():
         "storage",
         "vpn",
         "firewall",
+        "clevis",
         "mx",
         "mailstore",
         "backup",
@@ -123,7 +124,8 @@ def test_only_roles_keeps_the_order_and_skips_the_rest():
 def test_every_host_gets_the_infrastructure_roles_first_in_order():
     roles = [role.name for role in registry.host_roles(LAB.host("nj-mail"))]
     assert roles == [
-        "base", "pki", "storage", "logs", "vpn", "firewall", "mx", "mailstore", "backup-client",
+        "base", "pki", "storage", "logs", "vpn", "firewall", "clevis", "mx", "mailstore",
+        "backup-client",
     ]  # fmt: skip
     gateway = [role.name for role in registry.host_roles(LAB.host("nj-gw"))]
     assert gateway[:7] == ["base", "pki", "storage", "logs", "vpn", "gateway", "firewall"]

@@ -16,7 +16,7 @@ from argon2.exceptions import VerifyMismatchError
 from click.testing import CliRunner
 
 import bulwark.pki
-from bulwark import backup
+from bulwark import backup, tang
 from bulwark.cli import main
 from bulwark.errors import BulwarkError
 from bulwark.inventory import load_topology
@@ -89,8 +89,20 @@ def test_required_names_cover_the_topology(topology: Topology) -> None:
         *(f"backup/{name}/host-key" for name in keeping),
     }
     assert sources and keeping
+    tang_keys = {name for name in names if name.startswith("tang/")}
+    assert tang_keys == {
+        f"tang/{host.name}/{use}"
+        for host in topology.hosts_with_role("tang")
+        for use in ("signing", "exchange")
+    }
     assert len(names) == (
-        len(wireguard) + len(luks) + len(recovery) + len(accounts) + len(platform) + len(backups)
+        len(wireguard)
+        + len(luks)
+        + len(recovery)
+        + len(accounts)
+        + len(platform)
+        + len(backups)
+        + len(tang_keys)
     )
     assert list(names) == sorted(names) and all(names.values())
 
@@ -377,3 +389,28 @@ def test_cli_errors_are_one_line(inventory, vault_key_env, monkeypatch) -> None:
 @pytest.mark.parametrize("command", [[], ["generate"], ["check"]])
 def test_cli_help(command) -> None:
     assert "Usage:" in _run("secrets", *command, "--help").output
+
+
+def test_tang_keys_are_what_tangd_reads_and_their_thumbprints_are_joses() -> None:
+    """A generated key is a P-521 JWK of Tang's algorithm; its thumbprint is RFC 7638's
+    SHA-256 one (checked against the RFC's own example key, §3.1)."""
+    for use, alg, operations in (
+        ("signing", "ES512", ["sign", "verify"]),
+        ("exchange", "ECMR", ["deriveKey"]),
+    ):
+        jwk = json.loads(tang.new_key(use))
+        assert (jwk["kty"], jwk["crv"], jwk["alg"], jwk["key_ops"]) == (
+            "EC", "P-521", alg, operations,
+        )  # fmt: skip
+        assert all(len(jwk[field]) == 88 for field in ("x", "y", "d"))  # 66 bytes, base64url
+    rfc7638 = {
+        "kty": "RSA",
+        "n": "0vx7agoebGcQSuuPiLJXZptN9nndrQmbXEps2aiAFbWhM78LhWx4cbbfAAtVT86zwu1RK7aPFFxuhDR1L6tSo"
+        "c_BJECPebWKRXjBZCiFV4n3oknjhMstn64tZ_2W-5JsGY4Hc5n9yBXArwl93lqt7_RN5w6Cf0h4QyQ5v-65YGjQR0"
+        "_FDW2QvzqY368QQMicAtaSqzs8KJZgnYb9c7d0zgdAZHzu6qMQvRL5hajrn1n91CbOpbISD08qNLyrdkt-bFTWhAI"
+        "4vMQFh6WeZu0fM4lFd2NcRwr3XPksINHaQ-G_xBniIqbw0Ls1jF44-csFCur-kEgU8awapJzKnqDKgw",
+        "e": "AQAB",
+        "alg": "RS256",
+        "kid": "2011-04-29",
+    }
+    assert tang.thumbprint(json.dumps(rfc7638)) == "NzbLsXh8uDCcd-6MNwXF4W_7noWXFZAfHkxZsRGC9Xs"

@@ -1,10 +1,12 @@
 """The VM scenario: the storage role proven on a real kernel, in qemu guests (bulwark.lab.vm).
 
-Containers have no device-mapper, so LUKS is only real here. The session boots one guest,
-`nj-store` of tests/vm/inventory.py, with a blank disk for its mail volume and a spare one the
-tests fill, makes the inventory's vault as an operator does (`bulwark vault init`, `bulwark
-secrets generate`), and deploys with pyinfra over the guest's forwarded SSH port. Needs root
-(qemu, the harness's state); KVM when it boots guests here, TCG otherwise.
+Containers have no device-mapper, so LUKS is only real here. The session boots one guest per
+site of tests/vm/inventory.py, `nj-store` and `sea-store`, linked by a lab-made segment that
+carries their public addresses (the WAN, hence the tunnel), each with a blank disk for its
+mail volume (`nj-store` also a spare one the tests fill); makes the inventory's vault as an
+operator does (`bulwark vault init`, `bulwark secrets generate`), and deploys with pyinfra
+over the guests' forwarded SSH ports. Needs root (qemu, the harness's state); KVM when it
+boots guests here, TCG otherwise.
 """
 
 from __future__ import annotations
@@ -20,15 +22,22 @@ from pathlib import Path
 
 import pytest
 
+from bulwark.inventory import load_topology
 from bulwark.lab import vm
 from bulwark.vault import KEY_ENV
 
 REPO = Path(__file__).resolve().parents[2]
 INVENTORY = REPO / "tests/vm/inventory.py"
 BIN = Path(sys.executable).parent
+# The guest the tests look at, and the other site's (its Tang, its end of the tunnel).
 GUEST = "nj-store"
-# The mail volume's disk, and a spare one the refusal test puts a filesystem on.
-DISKS = (vm.Disk("mail", "1G"), vm.Disk("dirty", "64M"))
+PEER = "sea-store"
+# The mail volume's disk, and on GUEST a spare one the refusal test puts a filesystem on.
+DISKS = {GUEST: (vm.Disk("mail", "1G"), vm.Disk("dirty", "64M")), PEER: (vm.Disk("mail", "1G"),)}
+# The WAN segment's prefix: one network holding both sites' public ranges.
+WAN_PREFIX = 26
+# What the deploys run: the volumes, the tunnel, each site's Tang, the bindings to it.
+ROLES = "storage,vpn,gateway,tang,clevis"
 # Set to keep the guest after the session (to look around with `bulwark lab vm ssh`).
 KEEP_ENV = "BULWARK_VM_KEEP"
 
@@ -80,22 +89,33 @@ def bulwark_cli(argv: list[str], env: dict[str, str]) -> subprocess.CompletedPro
 
 
 @pytest.fixture(scope="session")
-def guest() -> Iterator[vm.Guest]:
-    """A fresh guest with blank disks, removed afterwards unless BULWARK_VM_KEEP is set."""
+def guests() -> Iterator[dict[str, vm.Guest]]:
+    """Fresh guests with blank disks, linked by the WAN segment, removed afterwards unless
+    BULWARK_VM_KEEP is set."""
     if os.geteuid() != 0:
         pytest.fail("the VM scenario needs root (qemu, /var/lib/bulwark-vm)")
-    if GUEST in [existing.name for existing in vm.guests()]:
-        vm.down(GUEST)
-    started = time.monotonic()
-    booted = vm.up(GUEST, DISKS)
-    print(f"\n{GUEST}: up ({booted.accel}) in {time.monotonic() - started:.1f} s", flush=True)
+    for existing in vm.guests():
+        if existing.name in DISKS:
+            vm.down(existing.name)
+    topology = load_topology(INVENTORY)
+    wan = vm.link_pair(*(f"{topology.host(name).public_address}/{WAN_PREFIX}" for name in DISKS))
+    booted = {}
+    for (name, disks), link in zip(DISKS.items(), wan, strict=True):
+        started = time.monotonic()
+        booted[name] = vm.up(name, disks, (link,))
+        print(f"\n{name}: up ({booted[name].accel}) in {time.monotonic() - started:.1f} s")
     yield booted
     if not os.environ.get(KEEP_ENV):
-        vm.down(GUEST)
+        for name in booted:
+            vm.down(name)
 
 
 @pytest.fixture(scope="session")
-def on_guest(guest: vm.Guest) -> Callable[..., subprocess.CompletedProcess]:
+def guest(guests: dict[str, vm.Guest]) -> vm.Guest:
+    return guests[GUEST]
+
+
+def _runner(guest: vm.Guest) -> Callable[..., subprocess.CompletedProcess]:
     """Run a shell command in the guest over SSH, as root, `stdin` on its stdin; raises if it
     fails unless told."""
 
@@ -110,14 +130,26 @@ def on_guest(guest: vm.Guest) -> Callable[..., subprocess.CompletedProcess]:
 
 
 @pytest.fixture(scope="session")
-def deploy(guest: vm.Guest, vault_env: dict[str, str]) -> Callable[..., Deploy]:
-    """Deploy the storage role on the guest as an operator would, `env` added."""
+def on_guest(guest: vm.Guest) -> Callable[..., subprocess.CompletedProcess]:
+    return _runner(guest)
 
-    def run(env: dict[str, str] | None = None) -> Deploy:
+
+@pytest.fixture(scope="session")
+def on_peer(guests: dict[str, vm.Guest]) -> Callable[..., subprocess.CompletedProcess]:
+    """The same on the other site's guest."""
+    return _runner(guests[PEER])
+
+
+@pytest.fixture(scope="session")
+def deploy(guests: dict[str, vm.Guest], vault_env: dict[str, str]) -> Callable[..., Deploy]:
+    """Deploy ROLES on `limit` (every guest unless told) as an operator would, `env` added."""
+
+    def run(env: dict[str, str] | None = None, limit: str | None = None) -> Deploy:
         started = time.monotonic()
+        limited = ["--limit", limit] if limit else []
         result = subprocess.run(
-            [str(BIN / "pyinfra"), "-y", "--json", str(INVENTORY), "deploy.py",
-             "--limit", GUEST, "--data", "only_roles=storage"],
+            [str(BIN / "pyinfra"), "-y", "--json", str(INVENTORY), "deploy.py", *limited,
+             "--data", f"only_roles={ROLES}"],
             cwd=REPO,
             env={**os.environ, **vault_env, **(env or {})},
             capture_output=True,

@@ -1,8 +1,10 @@
-"""The VM scenario's inventory: a whole two-site platform, of which only the hosts the tests
-boot as qemu guests (tests/vm/conftest.py) are ever connected to (`--limit`).
+"""The VM scenario's inventory: the smallest two-site platform in which a volume is opened by
+the other site's Tang through the tunnel: one host per site, each its site's gateway, mail
+store (a volume) and Tang server. Every host is a qemu guest (tests/vm/conftest.py).
 
 Each guest is reached through the harness's ssh_config on a forwarded loopback port; its
-volumes are its spare virtio disks, named by serial.
+volumes are its spare virtio disks, named by serial; the gateways' public addresses are on a
+link the harness makes between the two guests (the sites' WAN).
 """
 
 import os
@@ -51,17 +53,6 @@ def _site(name: str, number: int, primary: bool) -> dict:
     }
 
 
-nj = (
-    [
-        _host("nj-gw", ["gateway"], 10, 0),
-        _host("nj-store", ["mailstore"], 11, 0, ("mail",)),
-    ],
-    _site("nj", 0, True),
-)
-sea = (
-    [
-        _host("sea-gw", ["gateway"], 10, 1),
-        _host("sea-store", ["mailstore"], 11, 1, ("mail",)),
-    ],
-    _site("sea", 1, False),
-)
+_ROLES = ["gateway", "mailstore", "tang"]
+nj = ([_host("nj-store", _ROLES, 11, 0, ("mail",))], _site("nj", 0, True))
+sea = ([_host("sea-store", _ROLES, 11, 1, ("mail",))], _site("sea", 1, False))

@@ -1,9 +1,10 @@
 """The storage role on a real kernel: LUKS2 volumes formatted only when blank, opened, mounted,
 refused when they hold anything else, and left alone by a second deploy.
 
-Run in order on one guest (tests/vm/conftest.py): the refusal first, while the mail disk is
-still blank; then the first deploy and what it made; then the deploys that must change nothing
-or only reopen.
+Run in order on the guests (tests/vm/conftest.py): the refusal first, while the mail disk is
+still blank; then the first deploy and what it made, the binding to the other site's Tang
+included; then the deploys that must change nothing or only reopen; then reboots, with the
+other site's Tang answering and without it.
 """
 
 from __future__ import annotations
@@ -11,13 +12,18 @@ from __future__ import annotations
 import re
 import time
 
-from conftest import GUEST, INVENTORY, bulwark_cli
+from conftest import GUEST, INVENTORY, PEER, bulwark_cli
 
-from bulwark import luks
+from bulwark import catalogue, clevis, luks, tang
+from bulwark.inventory import load_topology
 from bulwark.lab import vm
 from bulwark.volumes import volume
 
 MAIL = volume("mail")
+UNLOCK_UNIT = clevis.unlock_unit("mail")
+TOPOLOGY = load_topology(INVENTORY)
+# The other site's Tang, which GUEST's volume is bound to.
+TANG_URL = tang.url(TOPOLOGY.host(PEER))
 MAIL_DEVICE = "/dev/disk/by-id/virtio-mail"
 DIRTY_DEVICE = "/dev/disk/by-id/virtio-dirty"
 # A stand-in for Dovecot's unit (the mailstore role, which installs the real one, needs apt):
@@ -30,6 +36,29 @@ STAND_IN = (
 
 def _sha256(on_guest, device: str) -> str:
     return on_guest(f"sha256sum {device}").stdout.split()[0]
+
+
+def _vault_get(vault_env: dict[str, str], name: str) -> str:
+    argv = ["vault", "get", "--vault", vault_env["BULWARK_VM_VAULT"], name]
+    return bulwark_cli(argv, vault_env).stdout.rstrip("\n")
+
+
+def _waited(on_guest, command: str, seconds: float) -> float:
+    """Seconds until `command` succeeds in the guest; fails the test after `seconds`."""
+    started = time.monotonic()
+    while on_guest(command, check=False).returncode != 0:
+        assert time.monotonic() - started < seconds, f"{command!r}: not true after {seconds} s"
+        time.sleep(1)
+    return time.monotonic() - started
+
+
+def _beneath(on_guest, path: str) -> str:
+    """What the root filesystem holds at `path` beneath whatever is mounted there (seen
+    through a bind mount of /, which carries no submounts)."""
+    return on_guest(
+        f"mkdir -p /mnt/rootfs && mount --bind / /mnt/rootfs && ls -A /mnt/rootfs{path}; "
+        "umount /mnt/rootfs"
+    ).stdout
 
 
 def _dump(on_guest) -> dict[str, str]:
@@ -48,7 +77,7 @@ def test_a_disk_holding_a_filesystem_is_refused_and_not_a_byte_of_it_changes(on_
         " && echo 'a customer mail' > /mnt/dirty/mail && umount /mnt/dirty"
     )
     before = _sha256(on_guest, DIRTY_DEVICE)
-    run = deploy(env={"BULWARK_VM_MAIL_DISK": "dirty"})
+    run = deploy(env={"BULWARK_VM_MAIL_DISK": "dirty"}, limit=GUEST)
     assert run.returncode != 0
     assert (
         f"nj-store: volume mail on {DIRTY_DEVICE}: holds ext4, not LUKS2 and not blank: refused, "
@@ -75,10 +104,35 @@ def test_the_first_deploy_formats_opens_and_mounts_every_volume(on_guest, deploy
     keyslots = re.findall(
         r"^  (\d+): luks2$", on_guest(f"cryptsetup luksDump {MAIL_DEVICE}").stdout, re.M
     )
-    assert keyslots == ["0", "1"]  # the vault's key, then the recovery passphrase
+    # The vault's key, the recovery passphrase, then the Clevis binding's.
+    assert keyslots == ["0", "1", "2"]
     mounted = on_guest(f"findmnt -n -o SOURCE,FSTYPE,OPTIONS {MAIL.path}").stdout.split()
     assert mounted[:2] == [f"/dev/mapper/{MAIL.mapper}", luks.FILESYSTEM]
     assert {"nodev", "nosuid"} <= set(mounted[2].split(","))
+
+
+def test_the_volume_is_bound_to_the_other_sites_tang_reached_only_through_the_tunnel(
+    on_guest, on_peer, vault_env
+):
+    """Clevis's token names the other site's Tang and its vault exchange key; that address is
+    routed into the tunnel, and Tang listens on it alone."""
+    assert on_guest(f"clevis luks list -d {MAIL_DEVICE}").stdout.strip() == (
+        f'2: tang \'{{"url":"{TANG_URL}"}}\''
+    )
+    token = on_guest(f"cryptsetup token export --token-id 0 {MAIL_DEVICE}").stdout
+    binding = clevis.ClevisBindings().process([token.replace("\n", "")])
+    exchange = _vault_get(vault_env, f"tang/{PEER}/{tang.EXCHANGE}")
+    assert binding == (clevis.Binding(("2",), TANG_URL, tang.thumbprint(exchange)),)
+    server = TOPOLOGY.host(PEER)
+    route = on_guest(f"ip -o route get {server.lan_address}").stdout
+    assert " dev wg0 " in route
+    listening = on_peer("ss -Hltn").stdout.split()
+    port = f"{server.lan_address}:{catalogue.service(tang.ROLE).port}"
+    assert port in listening and f"*:{port.rsplit(':', 1)[1]}" not in listening
+    # The unit that opens it at boot, and the mount waiting for it.
+    assert on_guest(f"systemctl is-enabled {UNLOCK_UNIT}").stdout.strip() == "enabled"
+    requires = on_guest(f"systemctl show -p Requires -p After --value {MAIL.mount_unit}")
+    assert UNLOCK_UNIT in requires.stdout.split()
 
 
 def test_the_recovery_passphrase_opens_the_volume_and_nothing_else_does(on_guest, vault_env):
@@ -88,7 +142,8 @@ def test_the_recovery_passphrase_opens_the_volume_and_nothing_else_does(on_guest
     passphrase = got.stdout.rstrip("\n")
     test = f"cryptsetup open --test-passphrase --key-slot 1 --key-file=- {MAIL_DEVICE}"
     assert on_guest(test, check=False, stdin=passphrase).returncode == 0
-    assert on_guest(test, check=False, stdin=passphrase[:-1] + "x").returncode != 0
+    wrong = passphrase[:-1] + ("y" if passphrase.endswith("x") else "x")  # one character off
+    assert on_guest(test, check=False, stdin=wrong).returncode != 0
     assert on_guest(test, check=False, stdin="").returncode != 0
 
 
@@ -125,52 +180,79 @@ def test_a_closed_volume_is_opened_again_with_its_data_never_reformatted(on_gues
     assert on_guest(f"cryptsetup luksUUID {MAIL_DEVICE}").stdout.strip() == uuid
 
 
-def test_after_a_reboot_the_volume_stays_closed_until_the_operator_unlocks_it(
-    guest, on_guest, vault_env
-):
-    """No key on the host: a boot opens nothing, the mount point is bare, the unit keeping data
-    there stays down; `bulwark storage unlock` streams the key in, and it all comes back."""
+def test_a_reboot_with_the_other_sites_tang_reachable_opens_the_volume_by_itself(guest, on_guest):
+    """Nothing on the host opens it: Clevis, through the tunnel, once the network is up; the
+    unit keeping data there starts after, on the volume, data intact."""
     on_guest(f"echo 'before the reboot' > {MAIL.path}/note && systemctl enable --now dovecot")
     vm.stop(guest)
-    print(f"\nreboot: boot to SSH {vm.start(guest):.1f} s")
-    assert on_guest(f"cryptsetup status {MAIL.mapper}", check=False).returncode != 0
-    assert on_guest(f"ls -A {MAIL.path}").stdout == ""
-    assert on_guest("systemctl is-active dovecot", check=False).stdout.strip() != "active"
     started = time.monotonic()
-    run = bulwark_cli(["storage", "unlock", str(INVENTORY), "--limit", GUEST], vault_env)
-    assert run.returncode == 0, run.stderr
-    assert run.stdout == f"{GUEST}: mail: opened and mounted\n"
-    print(f"unlock to services up: {time.monotonic() - started:.1f} s")
+    to_ssh = vm.start(guest)
+    _waited(on_guest, "systemctl is-active --quiet dovecot", 240)
+    print(f"\nreboot with Tang: boot to SSH {to_ssh:.1f} s, to services up "
+          f"{time.monotonic() - started:.1f} s")  # fmt: skip
+    assert on_guest(f"systemctl is-active {UNLOCK_UNIT}").stdout.strip() == "active"
+    source = on_guest(f"findmnt -n -o SOURCE {MAIL.path}").stdout.strip()
+    assert source == f"/dev/mapper/{MAIL.mapper}"
     assert on_guest(f"cat {MAIL.path}/note").stdout == "before the reboot\n"
-    assert on_guest("systemctl is-active dovecot").stdout.strip() == "active"
-    again = bulwark_cli(["storage", "unlock", str(INVENTORY), "--limit", GUEST], vault_env)
-    assert again.returncode == 0 and again.stdout == run.stdout  # already open: nothing to do
+    assert _beneath(on_guest, MAIL.path) == ""
+
+
+def test_a_reboot_with_the_other_sites_tang_down_leaves_the_volume_closed_until_unlocked(
+    guest, on_guest, on_peer, vault_env
+):
+    """No key on the host, no Tang: the boot gives up within its bound, the volume stays
+    closed, the mount point bare, the unit keeping data there down; `bulwark storage unlock`
+    streams the key in, and it all comes back."""
+    on_peer("systemctl stop tangd.socket")
+    try:
+        vm.stop(guest)
+        print(f"\nreboot without Tang: boot to SSH {vm.start(guest):.1f} s")
+        gave_up = _waited(
+            on_guest,
+            f"systemctl is-failed --quiet {UNLOCK_UNIT}",
+            clevis.UNLOCK_TIMEOUT_SECONDS + 60,
+        )
+        print(f"unlock unit gave up {gave_up:.1f} s after SSH answered")
+        assert on_guest(f"cryptsetup status {MAIL.mapper}", check=False).returncode != 0
+        assert on_guest(f"ls -A {MAIL.path}").stdout == ""
+        assert on_guest("systemctl is-active dovecot", check=False).stdout.strip() != "active"
+        started = time.monotonic()
+        run = bulwark_cli(["storage", "unlock", str(INVENTORY), "--limit", GUEST], vault_env)
+        assert run.returncode == 0, run.stderr
+        assert run.stdout == f"{GUEST}: mail: opened and mounted\n"
+        print(f"unlock to services up: {time.monotonic() - started:.1f} s")
+        assert on_guest(f"cat {MAIL.path}/note").stdout == "before the reboot\n"
+        assert on_guest("systemctl is-active dovecot").stdout.strip() == "active"
+        assert _beneath(on_guest, MAIL.path) == ""
+        again = bulwark_cli(["storage", "unlock", str(INVENTORY), "--limit", GUEST], vault_env)
+        assert again.returncode == 0 and again.stdout == run.stdout  # already open
+    finally:
+        on_peer("systemctl start tangd.socket")
 
 
 def test_after_rotate_key_the_new_key_opens_the_volume_and_the_old_one_does_not(
     on_guest, vault_env, deploy
 ):
-    def vault_get(name: str) -> str:
-        argv = ["vault", "get", "--vault", vault_env["BULWARK_VM_VAULT"], name]
-        return bulwark_cli(argv, vault_env).stdout.rstrip("\n")
+    """The Clevis binding keeps its own slot: it still opens the volume through Tang."""
 
-    old = vault_get(f"luks/{GUEST}/mail")
+    old = _vault_get(vault_env, f"luks/{GUEST}/mail")
     run = bulwark_cli(["storage", "rotate-key", str(INVENTORY), "--limit", GUEST], vault_env)
     assert run.returncode == 0, run.stdout + run.stderr
     rotated, escrowed = run.stdout.splitlines()
     assert rotated == f"{GUEST}: mail: key rotated"
     assert escrowed.startswith(f"{GUEST}: mail: header backed up into the vault (")
-    new = vault_get(f"luks/{GUEST}/mail")
+    new = _vault_get(vault_env, f"luks/{GUEST}/mail")
     assert new != old
     listed = bulwark_cli(["vault", "list", "--vault", vault_env["BULWARK_VM_VAULT"]], vault_env)
     assert "luks-next/" not in listed.stdout
     test = f"base64 -d | cryptsetup open --test-passphrase --key-file=- {MAIL_DEVICE}"
     assert on_guest(test, check=False, stdin=new).returncode == 0
     assert on_guest(test, check=False, stdin=old).returncode != 0
-    recovery = vault_get(f"luks-recovery/{GUEST}/mail")
+    recovery = _vault_get(vault_env, f"luks-recovery/{GUEST}/mail")
     plain = f"cryptsetup open --test-passphrase --key-file=- {MAIL_DEVICE}"
     assert on_guest(plain, check=False, stdin=recovery).returncode == 0
-    assert deploy().changed == []  # two slots still: the vault's new key, the recovery
+    assert on_guest(f"clevis luks unlock -d {MAIL_DEVICE} -t 2", check=False).returncode == 0
+    assert deploy().changed == []  # the vault's new key, the recovery, the binding
 
 
 def test_a_header_destroyed_on_the_device_comes_back_from_the_vault(on_guest, vault_env, deploy):
