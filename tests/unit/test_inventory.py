@@ -101,7 +101,7 @@ def test_production_inventory_loads():
         assert topology.gateway(site).name == f"{site}-gw"
         assert topology.host(f"{site}-gw").roles == ("gateway", "proxy")
         assert topology.host(f"{site}-web").roles == ("mailconfig", "dav", "files", "directory")
-        assert topology.host(f"{site}-backup").roles == ("backup",)
+        assert topology.host(f"{site}-backup").roles == ("tang", "backup")
         assert topology.host(f"{site}-backup").public_address is None
         for role in ("mx", "mailstore", "directory", "backup"):
             assert len(topology.hosts_with_role(role, site)) == 1
