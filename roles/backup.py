@@ -67,8 +67,9 @@ CLIENT_STATE_DIR = "/var/lib/bulwark-backup"
 CLIENT_UNIT = "bulwark-backup.service"
 CLIENT_TIMER = "bulwark-backup.timer"
 
-# A backup host: the sshd, the repositories' passphrases, the prune's ledger, the drill's
-# scratch space and borg's own state, all but the configuration on the `backups` volume.
+# A backup host: the sshd and the repositories' passphrases in CONFIG_DIR; on the `backups`
+# volume, beside the repositories, the prune's ledger, the drill's scratch space and borg's
+# own state.
 SERVER_CONFIG = f"{CONFIG_DIR}/server.json"
 SSHD_CONFIG = f"{CONFIG_DIR}/sshd_config"
 SSHD_HOST_KEY = f"{CONFIG_DIR}/ssh_host_ed25519_key"
