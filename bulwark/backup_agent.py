@@ -36,6 +36,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -53,6 +54,9 @@ ITEM_SUFFIXES = {"dav": (".ics", ".vcf")}
 LOCK_WAIT = 3600
 # What runs on a backup host, one at a time (`exclusive`).
 SERVER_COMMANDS = frozenset({"prune", "drill", "rollback", "purge"})
+# Seconds between attempts to reach the repository before a backup gives up: a first backup
+# may start while the tunnel or the other site's backup sshd is still coming up.
+RETRY_SECONDS = (5, 15, 30, 60, 90)
 # The restore's scratch directories, on the volume being restored: never backed up.
 SCRATCH_PREFIX = ".bulwark-restore-"
 
@@ -132,7 +136,11 @@ def create(config: dict, moment: datetime.datetime) -> dict:
     """One archive of every backed-up path; the repository is made on the first run."""
     env = client_env(config)
     repository = config["repository"]
-    probe = borg(["info", "--json", repository], env, check=False)
+    for pause in (*config.get("retry_seconds", RETRY_SECONDS), None):
+        probe = borg(["info", "--json", repository], env, check=False)
+        if probe.returncode == 0 or "does not exist" in probe.stderr or pause is None:
+            break
+        time.sleep(pause)  # the tunnel or the other site's sshd not there yet: try again
     initialised = False
     if probe.returncode != 0:
         if "does not exist" not in probe.stderr:
@@ -461,8 +469,6 @@ def purge(config: dict, user: str) -> dict:
             read_ledger(config, source) | {"transaction": last_transaction(repository["path"])},
         )
         report[source] = {"archives": len(left)}
-    if not report:
-        raise Failure(f"no repository here holds data of {user!r}")
     return report
 
 

@@ -86,14 +86,21 @@ DRILL_TIMER = "bulwark-backup-drill.timer"
 SSHD_CHECK = Check(SSHD_CONFIG, ("/usr/sbin/sshd", "-t", "-f", STAGED))
 # A change (the first deploy above all) runs a backup, or a prune and a drill, at once in the
 # background rather than at the timer's next hour; what they find shows in `bulwark status`.
+# Their timers start first: a finished oneshot nothing refers to is unloaded by systemd, and
+# its result with it, which status reads.
 FIRST_BACKUP = Activation(
     "bulwark-backup-now",
-    (("systemctl", "daemon-reload"), ("systemctl", "start", "--no-block", CLIENT_UNIT)),
+    (
+        ("systemctl", "daemon-reload"),
+        ("systemctl", "start", CLIENT_TIMER),
+        ("systemctl", "start", "--no-block", CLIENT_UNIT),
+    ),
 )
 FIRST_PRUNE_AND_DRILL = Activation(
     "bulwark-backup-prune-and-drill-now",
     (
         ("systemctl", "daemon-reload"),
+        ("systemctl", "start", PRUNE_TIMER, DRILL_TIMER),
         ("systemctl", "start", "--no-block", PRUNE_UNIT, DRILL_UNIT),
     ),
 )

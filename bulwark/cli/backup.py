@@ -230,6 +230,8 @@ def purge(inventory: str, account: str, yes: bool) -> None:
             failed = True
             click.echo(f"FAILED: {error}", err=True)
             continue
+        if not report:
+            click.echo(f"{name}: no repository here holds data of {account}")
         for source, purged in sorted(report.items()):
             click.echo(
                 f"{name}: {source}: {account}'s data removed from {purged['archives']} archives"

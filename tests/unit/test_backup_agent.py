@@ -258,8 +258,7 @@ def test_purge_removes_one_accounts_data_from_every_archive_and_nothing_else(sit
                                env).stdout  # fmt: skip
     assert "bob.example.net/kept.txt" in listed
     assert "alice" not in listed
-    with pytest.raises(Failure, match="no repository here holds data of 'mallory'"):
-        backup_agent.purge(site["server"], "mallory")
+    assert backup_agent.purge(site["server"], "mallory") == {}
 
 
 def test_the_prune_takes_a_closed_account_out_of_every_archive_from_its_purge_day(site):
@@ -304,3 +303,21 @@ def test_a_backup_hosts_commands_run_one_at_a_time(site, tmp_path):
         assert not finished.wait(2)  # waiting for the lock
     worker.join(120)
     assert finished.is_set()
+
+
+def test_a_backup_waits_for_a_repository_not_reachable_yet(site, tmp_path):
+    """The first backup may start before the tunnel or the backup sshd is up: it tries again."""
+    flaky = tmp_path / "flaky"
+    tried = tmp_path / "tried"
+    flaky.write_text(
+        "#!/bin/sh\n"
+        f'if [ ! -e {tried} ]; then touch {tried}; echo "Connection refused" >&2; exit 255; fi\n'
+        f'exec {site["client"]["rsh"]} "$@"\n'
+    )
+    flaky.chmod(0o755)
+    config = site["client"] | {"rsh": str(flaky), "retry_seconds": [0]}
+    assert backup_agent.create(config, NOW)["initialised"] is True
+    assert tried.exists()
+    never = site["client"] | {"rsh": "false", "retry_seconds": [0, 0]}
+    with pytest.raises(Failure, match="cannot reach the repository"):
+        backup_agent.create(never, NOW)
