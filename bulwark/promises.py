@@ -811,6 +811,10 @@ PROMISES: tuple[Promise, ...] = (
             "and_no_one_elses",
             "tests/unit/test_backup_agent.py::"
             "test_the_prune_takes_a_closed_account_out_of_every_archive_from_its_purge_day",
+            "tests/e2e/test_closure.py::test_a_closed_account_is_refused_everywhere_and_"
+            "reopened_with_its_data",
+            "tests/e2e/test_closure.py::test_past_the_purge_day_nothing_of_a_closed_account_is_"
+            "left_at_either_site_or_in_backups",
         ),
         note="Closure deletes nothing: the data waits on disk, and the account's passwords in "
         "the vault, until the purge day. The secondary's copy of calendars, contacts and files "

@@ -47,6 +47,9 @@ def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line(
         "markers", f"{BANS_THE_CLIENT}: gets the internet address banned; runs after the rest"
     )
+    config.addinivalue_line(
+        "markers", f"{REDEPLOYS}: deploys hosts again; runs after the rest, before the bans"
+    )
     if not _same_file("/proc/self/ns/net", paths.NETNS_DIR / INTERNET_NETNS):
         raise pytest.UsageError(f"e2e tests run only in the lab's internet namespace: {_HOW}")
     expected = ipaddress.IPv4Address(
@@ -103,14 +106,22 @@ def cleanup(topology: Topology, tls_context: ssl.SSLContext) -> Iterator[list]:
             mailbox.expunge()
 
 
-# Tests that get the clients' own address banned run after every other test.
+# Tests that get the clients' own address banned run after every other test; tests that
+# deploy hosts again (restarting what other tests use) run just before them.
 BANS_THE_CLIENT = "bans_the_client"
+REDEPLOYS = "redeploys"
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """Tests marked `bans_the_client` last, in their own order: the ban they provoke (and
-    Dovecot's slowing of a failing address) must not touch any other test."""
-    items.sort(key=lambda item: item.get_closest_marker(BANS_THE_CLIENT) is not None)
+    Dovecot's slowing of a failing address) must not touch any other test. Tests marked
+    `redeploys` just before them, so no other test meets a service restarting."""
+    items.sort(
+        key=lambda item: (
+            item.get_closest_marker(BANS_THE_CLIENT) is not None,
+            item.get_closest_marker(REDEPLOYS) is not None,
+        )
+    )
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
