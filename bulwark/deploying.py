@@ -124,17 +124,21 @@ def install(
     check: Check | None = None,
     then: Activation | None = None,
     stale: Callable[[], bool] | None = None,
+    leaves_pending: Activation | None = None,
 ) -> OperationMeta:
     """Upload `files`, checked by `check` before they replace the live ones, then run `then`
     once: in this run if they changed, or in any later run until it has succeeded, or whenever
-    `stale()` says the live state is not what the files say (asked when the run executes)."""
+    `stale()` says the live state is not what the files say (asked when the run executes).
+    `leaves_pending`, instead of `then`: a change marks that action pending for a later
+    `install` whose `then` it is (files its check needs in place first, say)."""
     files = tuple(files)
     expect(paths=[item.path for item in files])
+    action = then or leaves_pending
     upload = install_files(
         name=f"{role}: {', '.join(item.path for item in files)}",
         files=files,
         check=check,
-        pending=then.name if then else None,
+        pending=action.name if action else None,
     )
     if then is not None:
         run_pending(

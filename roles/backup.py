@@ -370,16 +370,12 @@ def converge(topology: Topology, host: Host, secrets: SecretStore) -> None:
         system_user(ROLE, USER, REPOSITORY_DIR, SHELL)
         directory("backup: repositories", REPOSITORY_DIR, USER, USER, "0700")
         directory("backup: passphrases", PASSPHRASE_DIR, "root", USER, "0750")
-        # The host key first (the configuration's check loads it); a new one restarts sshd too.
+        # The host key first (the configuration's check loads it); a new one leaves sshd's
+        # restart pending, for this run or, if it is cut short, the next.
         host_key, *sshd = files(sshd_files(topology, host))
-        new_key = install(ROLE, [host_key])
-        install(
-            ROLE,
-            sshd,
-            check=SSHD_CHECK,
-            then=restarted(SSHD_UNIT, unit_files_changed=True),
-            stale=new_key.did_change,
-        )
+        restart = restarted(SSHD_UNIT, unit_files_changed=True)
+        install(ROLE, [host_key], leaves_pending=restart)
+        install(ROLE, sshd, check=SSHD_CHECK, then=restart)
         install(ROLE, files(server_files(topology, host)), then=FIRST_PRUNE_AND_DRILL)
         keep_running(ROLE, SSHD_UNIT)
         keep_running(ROLE, PRUNE_TIMER)

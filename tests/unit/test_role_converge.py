@@ -37,10 +37,11 @@ FIXTURES = Path(__file__).resolve().parent / "fixtures" / "converge"
 VMAIL_GID = "999"
 DAV_GID = "998"
 FILES_GID = "997"
+BACKUP_GID = "996"
 # Every role module on every kind of lab host: gateway, shared mail host (primary and not), web.
 RUNS = [
     (module.ROLE, host)
-    for host in ("nj-gw", "nj-mail", "sea-mail", "nj-web")
+    for host in ("nj-gw", "nj-mail", "sea-mail", "nj-web", "nj-backup")
     for module in registry.host_modules(LAB.host(host))
 ]
 
@@ -129,11 +130,17 @@ def converged(
                     mail.VMAIL_USER: Account(VMAIL_GID, mail.VMAIL_HOME, mailstore.NO_LOGIN),
                     dav.USER: Account(DAV_GID, dav.DATA_DIR, dav.NO_LOGIN),
                     files.USER: Account(FILES_GID, files.DATA_DIR, files.NO_LOGIN),
+                    backup.USER: Account(BACKUP_GID, backup.REPOSITORY_DIR, backup.SHELL),
                 }[user]
                 for user in users
             },
             groups={
-                group: {mail.VMAIL_USER: VMAIL_GID, dav.USER: DAV_GID, files.USER: FILES_GID}[group]
+                group: {
+                    mail.VMAIL_USER: VMAIL_GID,
+                    dav.USER: DAV_GID,
+                    files.USER: FILES_GID,
+                    backup.USER: BACKUP_GID,
+                }[group]
                 for group in groups
             },
             sysctls={key: kernel.get(key) for key in sysctls},
@@ -208,6 +215,12 @@ def test_a_converged_host_gets_no_command(role, host_name, lab_vault):
             ("systemctl daemon-reload", "systemctl restart wg-quick@wg0.service"),
         ),
         ("pki", "nj-web", "trust-store", ("update-ca-certificates --fresh",)),
+        (
+            "backup",
+            "nj-backup",
+            "bulwark-backup-sshd.service-restart",
+            ("systemctl daemon-reload", "systemctl restart bulwark-backup-sshd.service"),
+        ),
     ],
 )
 def test_an_action_an_interrupted_run_left_pending_is_completed(
