@@ -27,7 +27,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bulwark import backup, mail
+from bulwark import account_data, mail
 from bulwark.inventory import load_topology
 from bulwark.lab import access, lifecycle
 from bulwark.topology import Host
@@ -108,7 +108,7 @@ def main() -> int:
     topology = load_topology(INVENTORY)
     host = topology.hosts_with_role("mailstore", topology.primary_site.name)[0]
     alice = topology.accounts[0]
-    home = backup.account_paths(topology, alice, "mail")[0]
+    home = account_data.account_paths(topology, alice, "mail")[0]
     folder = f"{home}/{mail.MAILDIR}/{FOLDER}"
     scratch_bytes = args.messages * args.size
     result: dict[str, Any] = {"messages": args.messages, "message_bytes": args.size}

@@ -18,17 +18,17 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from bulwark import catalogue, davstore, registry
+from bulwark import account_data, catalogue, registry
 from bulwark.secret_names import (
     backup_host_key_name,
     backup_passphrase_name,
     backup_ssh_key_name,
 )
-from bulwark.topology import Account, Host, Topology
+from bulwark.topology import Host, Topology
 from bulwark.volumes import volume
 
-# Volumes whose data is backed up, and the roles keeping them.
-BACKED_UP_VOLUMES: tuple[str, ...] = ("mail", "dav", "files")
+# Volumes whose data is backed up: every kind of account data (each named after its volume).
+BACKED_UP_VOLUMES: tuple[str, ...] = account_data.KINDS
 # Where the repositories are (the backup role's `backups` volume), owned by the backup user,
 # as whom the backup sshd runs `borg serve`.
 REPOSITORY_DIR = volume("backups").path
@@ -43,8 +43,6 @@ PRUNE_SCHEDULE = "hourly"
 DRILL_SCHEDULE = "daily"
 # An archive older than this makes the drill (and `bulwark status`) fail: backups stopped.
 STALE_HOURS = 3
-# What `bulwark backup restore --what` takes.
-KINDS: tuple[str, ...] = ("mail", "dav", "files")
 
 
 @dataclass(frozen=True)
@@ -113,25 +111,6 @@ def repositories_on(topology: Topology, backup_host: Host) -> tuple[Repository, 
         for source in sorted(topology.hosts, key=lambda host: host.name)
         if backup_host_for(topology, source) == backup_host
     )
-
-
-def account_paths(topology: Topology, account: Account, kind: str) -> tuple[str, ...]:
-    """Where `account`'s data of one kind (KINDS) is on the hosts keeping it: what a restore
-    brings back and a drill counts."""
-    if kind == "mail":  # Dovecot's mail_home (bulwark.mail.account_home)
-        return (f"{volume('mail').path}/{topology.domain}/{account.user}",)
-    if kind == "dav":
-        return davstore.account_paths(topology, account)
-    if kind == "files":
-        return (f"{volume('files').path}/{topology.files_root(account)}",)
-    raise ValueError(f"no backup kind {kind!r}; kinds are {', '.join(KINDS)}")
-
-
-def kind_volume(kind: str) -> str:
-    """The volume holding data of `kind` (the kinds are named after their volumes)."""
-    if kind not in KINDS:
-        raise ValueError(f"no backup kind {kind!r}; kinds are {', '.join(KINDS)}")
-    return kind
 
 
 def secret_names(topology: Topology) -> dict[str, tuple[str, str]]:

@@ -32,11 +32,11 @@ account's log lines for the logs' own 180 days.
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from bulwark import davstore, mail, purge, registry
+from bulwark import account_data, purge, registry
 from bulwark.deploying import install, keep_running, restarted
 from bulwark.plan import ManagedFile
 from bulwark.probes import Unit
@@ -45,17 +45,13 @@ from bulwark.templating import shipped_text
 from bulwark.topology import Account, Host, Topology
 from bulwark.volumes import volume
 
-# Role -> the paths of an account's data on that role's hosts, each inside one of the role's
+# Role -> the kind of account data its hosts keep (bulwark.account_data), inside one of the role's
 # volumes (registry.Role.volumes: the purge's roots). A role keeping per-account data adds its
 # entry here (and, as dav, files and mailstore have, the one-line includes of closure-shared/
 # in its templates folder, for a host where it is the first such role): the purge then covers
 # it on every host of the role. Backups are not files of an account: the backup hosts' prune
 # takes a closed account out of their archives (bulwark/backup_agent.py).
-ACCOUNT_DATA: Mapping[str, Callable[[Topology, Account], tuple[str, ...]]] = {
-    "mailstore": lambda topology, account: (mail.account_home(topology, account),),
-    "dav": davstore.account_paths,
-    "files": lambda topology, account: (f"{volume('files').path}/{topology.files_root(account)}",),
-}
+ACCOUNT_DATA: Mapping[str, str] = {"mailstore": "mail", "dav": "dav", "files": "files"}
 
 SCRIPT = "/usr/local/sbin/bulwark-purge-closed"
 LIST = "/etc/bulwark/closed-accounts.json"
@@ -82,7 +78,9 @@ def purge_role(host: Host) -> str | None:
 def account_paths(topology: Topology, host: Host, account: Account) -> list[str]:
     """Every path of `account`'s data on `host`, sorted."""
     return sorted(
-        path for role in data_roles(host) for path in ACCOUNT_DATA[role](topology, account)
+        path
+        for role in data_roles(host)
+        for path in account_data.account_paths(topology, account, ACCOUNT_DATA[role])
     )
 
 

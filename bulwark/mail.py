@@ -15,6 +15,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from bulwark import catalogue
+from bulwark.account_data import account_paths
 from bulwark.deploying import install, keep_running, reloaded
 from bulwark.exposure import role_sources
 from bulwark.operations import STAGED, Check
@@ -99,7 +100,8 @@ def proxied_context(topology: Topology, host: Host, service: str) -> Mapping[str
 def account_home(topology: Topology, account: Account) -> str:
     """Everything Dovecot keeps of `account` (Dovecot's `mail_home`): its Maildir, indexes,
     Sieve scripts and replication state."""
-    return f"{VMAIL_HOME}/{topology.domain}/{account.user}"
+    (home,) = account_paths(topology, account, "mail")
+    return home
 
 
 def auth_context(topology: Topology, host: Host, secrets: SecretStore) -> Mapping[str, Any]:

@@ -26,7 +26,7 @@ from typing import Any
 
 from pyinfra.api import deploy
 
-from bulwark import backup, backup_agent, catalogue
+from bulwark import account_data, backup, backup_agent, catalogue
 from bulwark.backup import REPOSITORY_DIR, USER, Repository
 from bulwark.deploying import (
     directory,
@@ -200,7 +200,9 @@ def _accounts(
     """Account -> kind -> its directories, for the kinds `host` keeps."""
     kinds = backup.backed_up_volumes(host)
     return {
-        account.user: {kind: list(backup.account_paths(topology, account, kind)) for kind in kinds}
+        account.user: {
+            kind: list(account_data.account_paths(topology, account, kind)) for kind in kinds
+        }
         for account in sorted(accounts, key=lambda account: account.user)
     }
 

@@ -3,15 +3,17 @@ the backups (roles/backup.py), each over one SSH session per host."""
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import json
 import shlex
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import click
 
-from bulwark import backup, liverun
+from bulwark import account_data, backup, liverun
 from bulwark.cli.live import _INVENTORY
 from bulwark.errors import BulwarkError
 from bulwark.inventory import check_vault
@@ -69,6 +71,17 @@ def _result(session: Session) -> dict:
         raise BulwarkError(f"{session.host}: {reason}") from None
 
 
+@contextlib.contextmanager
+def _failure_exits() -> Iterator[None]:
+    """A host's failure: FAILED and its reason on stderr, exit 1 (bad arguments are refused
+    before, with their own message and click's exit status)."""
+    try:
+        yield
+    except BulwarkError as error:
+        click.echo(f"FAILED: {error}", err=True)
+        sys.exit(1)
+
+
 def _restore_host(target: liverun.Target, kind: str) -> Host:
     """The host a restore of `kind` goes to: the primary site's host keeping it (it takes the
     writes; the replicas and the other mail store follow it)."""
@@ -82,7 +95,7 @@ def _restore_host(target: liverun.Target, kind: str) -> Host:
 @backup_group.command()
 @_INVENTORY
 @click.option("--account", required=True, metavar="USER", help="The account's user name.")
-@click.option("--what", "kind", required=True, type=click.Choice(backup.KINDS))
+@click.option("--what", "kind", required=True, type=click.Choice(account_data.KINDS))
 @click.option(
     "--at",
     metavar="TIME",
@@ -107,11 +120,8 @@ def restore(inventory: str, account: str, kind: str, at: str | None) -> None:
         raise BulwarkError(f"--account: no account {account!r} in the inventory")
     host = _restore_host(target, kind)
     args = ["restore", "--account", account, "--kind", kind, *(["--at", at] if at else [])]
-    try:
+    with _failure_exits():
         result = _result(_run_one(target, host, _agent(CLIENT_CONFIG, *args)))
-    except BulwarkError as error:
-        click.echo(f"FAILED: {error}", err=True)
-        sys.exit(1)
     click.echo(
         f"{host.name}: {account}'s {kind}: {result['copied']} restored from "
         f"{result['archive']}, {result['already_present']} already there"
@@ -192,13 +202,10 @@ def rollback(inventory: str, source: str, yes: bool) -> None:
             f"rolling back {repository.path} on {repository.backup_host.name} drops what was "
             "written since its last verified state: add --yes"
         )
-    try:
+    with _failure_exits():
         command = _agent(SERVER_CONFIG, "rollback", source, as_backup_user=True)
         result = _result(_run_one(target, repository.backup_host, command))
         _result(_run_one(target, host, _agent(CLIENT_CONFIG, "forget-repository-state")))
-    except BulwarkError as error:
-        click.echo(f"FAILED: {error}", err=True)
-        sys.exit(1)
     click.echo(
         f"{repository.backup_host.name}: {source}'s repository back at transaction "
         f"{result['transaction']} ({result['segments_dropped']} segments dropped); "

@@ -17,14 +17,21 @@ LAB_INVENTORY = Path(__file__).resolve().parents[2] / "inventory" / "lab.py"
 HOST_COMMAND_TIMEOUT = 60
 
 
-def on_host(topology: Topology, host: Host, argv: list[str], stdin: str = "") -> str:
-    """Run `argv` in the lab container `host` (its systemd, its capabilities); its stdout."""
+def on_host(
+    topology: Topology,
+    host: Host,
+    argv: list[str],
+    stdin: str = "",
+    timeout: float = HOST_COMMAND_TIMEOUT,
+) -> str:
+    """Run `argv` in the lab container `host` (its systemd, its capabilities); its stdout.
+    `timeout`: for a command that may wait for another to finish (a backup host's lock)."""
     plan = lifecycle.load(LAB_INVENTORY).plan
     pid = containers.init_pid(plan.host(host.name))
     result = subprocess.run(
         ["nsenter", f"--target={pid}", "--all", "systemd-run", "--quiet", "--wait", "--collect",
          "--pipe", "--", *argv],
-        input=stdin, capture_output=True, text=True, timeout=HOST_COMMAND_TIMEOUT, check=False,
+        input=stdin, capture_output=True, text=True, timeout=timeout, check=False,
     )  # fmt: skip
     if result.returncode != 0:
         raise AssertionError(f"{host.name}: {argv[:3]} failed: {result.stderr.strip()}")

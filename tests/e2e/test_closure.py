@@ -35,7 +35,7 @@ from test_files import tree_url
 from test_mailtrust import OUTSIDE_MX
 from webclient import CountedBasicAuth, Web
 
-from bulwark import backup
+from bulwark import account_data, backup
 from bulwark.lab.accounts import LabAccount
 from bulwark.topology import Topology
 from roles import backup as backup_role
@@ -227,7 +227,7 @@ def test_past_the_purge_day_nothing_of_a_closed_account_is_left_at_either_site_o
     account = next(known for known in topology.accounts if known.user == bob.address.split("@")[0])
     for host in data_hosts:  # the replicas follow the primary within a minute
         paths = [path for kind in backup.backed_up_volumes(host)
-                 for path in backup.account_paths(topology, account, kind)]  # fmt: skip
+                 for path in account_data.account_paths(topology, account, kind)]  # fmt: skip
         deadline = time.monotonic() + REPLICATION_DEADLINE
         while not any(exists(topology, host, path) for path in paths):
             assert time.monotonic() < deadline, f"{host.name} holds nothing of bob"
@@ -242,18 +242,18 @@ def test_past_the_purge_day_nothing_of_a_closed_account_is_left_at_either_site_o
         assert not any(exists(topology, host, path) for path in entry["paths"]), host.name
     repository = backup.repository_of(topology, mail_source)
     prune = [backup_role.SCRIPT, "--config", backup_role.SERVER_CONFIG, "prune", "--now", at]
-    report = json.loads(
-        on_host(topology, repository.backup_host, ["runuser", "-u", backup.USER, "--", *prune])
-    )
+    # The closing deploy started a prune and a drill there: this one waits for their lock.
+    as_backup_user = ["runuser", "-u", backup.USER, "--", *prune]
+    report = json.loads(on_host(topology, repository.backup_host, as_backup_user, timeout=900))
     assert report[mail_source.name]["closed_accounts_purged"] == ["bob"]
     every_path = (
         f"export BORG_BASE_DIR={backup_role.SERVER_BORG_DIR} "
         f"BORG_PASSCOMMAND='cat {backup_role.PASSPHRASE_DIR}/{mail_source.name}'; "
-        f"for a in $(borg list --short {repository.path}); do "
-        f"borg list --short {repository.path}::$a; done"
+        f"for a in $(borg --lock-wait 240 list --short {repository.path}); do "
+        f"borg --lock-wait 240 list --short {repository.path}::$a; done"
     )
-    as_backup_user = ["runuser", "-u", backup.USER, "--", "sh", "-c", every_path]
-    listed = on_host(topology, repository.backup_host, as_backup_user)
+    listing = ["runuser", "-u", backup.USER, "--", "sh", "-c", every_path]
+    listed = on_host(topology, repository.backup_host, listing, timeout=300)
     bob_home = closed_entry(topology, mail_source, bob)["paths"][0].lstrip("/")
     assert listed.strip(), "no archive listed"
     assert bob_home not in listed

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from bulwark import backup, catalogue
+from bulwark import account_data, backup, catalogue
 from bulwark.inventory import load_topology
 from bulwark.lab import paths
 from bulwark.vault import KEY_ENV
@@ -146,7 +146,7 @@ def test_archives_removed_through_a_source_key_stop_the_prune_and_come_back(lab_
 
 def test_deleted_data_is_restorable_for_seven_days_then_gone_from_the_backups(lab_host):
     web = lab_host("nj-web")
-    root = backup.account_paths(TOPOLOGY, ALICE, "files")[0]
+    root = account_data.account_paths(TOPOLOGY, ALICE, "files")[0]
     marker = f"{root}/{TOPOLOGY.files_root(ALICE)}/files/retention-{uuid.uuid4().hex}.txt"
     owner = web.file(root).user
     web.check_output(f"install -o {owner} -g {owner} -m 0640 /dev/null {marker}")
@@ -228,7 +228,7 @@ def test_purge_takes_one_account_out_of_every_archive(lab_host):
     purged = _bulwark("backup", "purge", str(LAB_INVENTORY), "--account", "bob", "--yes")
     assert purged.returncode == 0, purged.stderr
     assert f"{WEB_REPOSITORY.backup_host.name}: nj-web: bob's data removed from" in purged.stdout
-    tree = backup.account_paths(TOPOLOGY, bob, "files")[0].lstrip("/")
+    tree = account_data.account_paths(TOPOLOGY, bob, "files")[0].lstrip("/")
     for archive in _archives(lab_host, WEB_REPOSITORY):
         listed = f"{WEB_REPOSITORY.path}::{archive}"
         paths = _server_borg(lab_host, WEB_REPOSITORY, "list", "--short", listed)
