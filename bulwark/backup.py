@@ -78,22 +78,34 @@ def _deploys_backup_role(host: Host) -> bool:
     return host.has_role("backup") and registry.role("backup").implemented
 
 
+def _site_backup_host(topology: Topology, site: str) -> Host | None:
+    """The backup host of `site` that the other sites send to: its first by name, if any.
+
+    Read from the topology's role index: every host's files ask, and a scan of a thousand
+    hosts per question made rendering a thousand hosts take minutes."""
+    if not registry.role("backup").implemented:
+        return None
+    return min(topology.hosts_with_role("backup", site), key=lambda host: host.name, default=None)
+
+
+def _backup_host_of_site(topology: Topology, site: str) -> Host | None:
+    """The backup host the data hosts of `site` send to: the next site's (sites sorted by
+    name, wrapping around) that has one, else None."""
+    sites = sorted(each.name for each in topology.sites)
+    start = sites.index(site)
+    for step in range(1, len(sites)):
+        target = _site_backup_host(topology, sites[(start + step) % len(sites)])
+        if target:
+            return target
+    return None
+
+
 def backup_host_for(topology: Topology, source: Host) -> Host | None:
     """The backup host `source` sends to: the first (by name) of the next site's, or None when
     `source` keeps nothing to back up or no other site has one."""
     if not backed_up_volumes(source):
         return None
-    sites = sorted(site.name for site in topology.sites)
-    start = sites.index(source.site)
-    for step in range(1, len(sites)):
-        site = sites[(start + step) % len(sites)]
-        hosts = sorted(
-            (host for host in topology.hosts if host.site == site and _deploys_backup_role(host)),
-            key=lambda host: host.name,
-        )
-        if hosts:
-            return hosts[0]
-    return None
+    return _backup_host_of_site(topology, source.site)
 
 
 def repository_of(topology: Topology, source: Host) -> Repository | None:
@@ -103,13 +115,21 @@ def repository_of(topology: Topology, source: Host) -> Repository | None:
 
 
 def repositories_on(topology: Topology, backup_host: Host) -> tuple[Repository, ...]:
-    """The repositories `backup_host` keeps, by source name."""
+    """The repositories `backup_host` keeps, by source name: those of the data hosts of every
+    site that sends to it (none unless it is its site's first backup host)."""
     if not _deploys_backup_role(backup_host):
+        return ()
+    sending = {
+        site.name
+        for site in topology.sites
+        if _backup_host_of_site(topology, site.name) == backup_host
+    }
+    if not sending:
         return ()
     return tuple(
         Repository(source, backup_host)
         for source in sorted(topology.hosts, key=lambda host: host.name)
-        if backup_host_for(topology, source) == backup_host
+        if source.site in sending and backed_up_volumes(source)
     )
 
 

@@ -103,31 +103,29 @@ class Found:
 
 
 class RenderedIndex:
-    """The rendered files by (role, path), so that each evidence glob is matched against the
-    distinct paths once, not against every host's file."""
+    """The rendered files by (role, path), then by content, so that each evidence glob is
+    matched against the distinct paths once, and each regex against the distinct contents
+    once: a thousand hosts hold a few kinds of each file."""
 
     def __init__(self, files: Iterable[RenderedFile]):
-        self._files: dict[tuple[str, str], list[RenderedFile]] = {}
+        # (role, path) -> content -> the hosts whose file holds it
+        self._hosts: dict[tuple[str, str], dict[str, list[str]]] = {}
         for rendered in files:
-            self._files.setdefault((rendered.role, rendered.path), []).append(rendered)
+            contents = self._hosts.setdefault((rendered.role, rendered.path), {})
+            contents.setdefault(rendered.content, []).append(rendered.host)
 
     def find(self, evidence: Evidence) -> list[Found]:
         """Every distinct line `evidence` finds, with the hosts holding it, sorted by path and
         line; only roles with a module render files, so a role without one finds nothing."""
-        lines: dict[tuple[str, str], list[str]] = {}
-        for (role, path), files in sorted(self._files.items()):
+        lines: dict[tuple[str, str], set[str]] = {}
+        for (role, path), contents in sorted(self._hosts.items()):
             if not written_by(evidence.role, role, path) or not fnmatchcase(path, evidence.path):
                 continue
-            seen: dict[str, list[str]] = {}  # many hosts get the very same file
-            for rendered in files:
-                if rendered.content not in seen:
-                    seen[rendered.content] = matching_lines(evidence.regex, rendered.content)
-                for line in seen[rendered.content]:
-                    holders = lines.setdefault((path, line), [])
-                    if not holders or holders[-1] != rendered.host:
-                        holders.append(rendered.host)
+            for content, hosts in contents.items():
+                for line in matching_lines(evidence.regex, content):
+                    lines.setdefault((path, line), set()).update(hosts)
         return [
-            Found(evidence, path, line, tuple(sorted(set(hosts))))
+            Found(evidence, path, line, tuple(sorted(hosts)))
             for (path, line), hosts in sorted(lines.items())
         ]
 
