@@ -52,8 +52,16 @@ LOGS_UNIT = "bulwark-logs.service"
 
 VOLUMES: tuple[Volume, ...] = (
     # Logs hold addresses, user names and message ids: encrypted on every host, kept 180 days.
-    # LOGS_UNIT flushes the journal onto the volume once it is mounted (roles/storage.py).
-    Volume("logs", "journald and /var/log", "/var/log", (LOGS_UNIT,), moved_in=True),
+    # LOGS_UNIT flushes the journal onto the volume once it is mounted (roles/storage.py); the
+    # web roles' nginx and rspamd write log files of their own there (the other daemons log to
+    # the journal) and would fail to start on the empty, immutable directory beneath.
+    Volume(
+        "logs",
+        "journald and /var/log",
+        "/var/log",
+        (LOGS_UNIT, "nginx.service", "rspamd.service"),
+        moved_in=True,
+    ),
     Volume("mail", "Dovecot maildirs and indexes", "/var/vmail", ("dovecot.service",)),
     Volume(
         "dav",
