@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from bulwark import registry, tang
+from bulwark import tang
 from bulwark.audit import SealedSecrets
 from bulwark.cli import main
 from bulwark.exposure import host_openings
