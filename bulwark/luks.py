@@ -376,8 +376,9 @@ def unlock_script(volumes: Sequence[tuple[VolumeSpec, Secret]]) -> str:
             if "@." in unit:  # a template: its instances start as their sockets are used
                 continue
             quoted = QuoteString(unit)
+            # Silent about a unit the host does not have (the logs volume's nginx, rspamd).
             started = StringCommand(
-                "if", "systemctl", "is-enabled", "--quiet", quoted, ";", "then",
+                "if", "systemctl", "is-enabled", "--quiet", quoted, "2>/dev/null", ";", "then",
                 "systemctl", "start", quoted, ";", "fi",
             )  # fmt: skip
             lines.append(started.get_raw_value())
