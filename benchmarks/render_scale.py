@@ -81,7 +81,11 @@ def _site_group(name: str, primary: bool, lan: str, public: str, management: str
             prefix, roles, has_public = HOST_KINDS[(index - 1) % len(HOST_KINDS)]
             host_name = f"{name}-{prefix}{index:04d}"
         data: dict[str, Any] = {"roles": list(roles)}
-        volumes = [volume for role in roles for volume in registry.role(role).volumes]
+        volumes = [
+            volume
+            for role in (*registry.EVERY_HOST_ROLES, *roles)
+            for volume in registry.role(role).volumes
+        ]
         if volumes:  # each volume on the disk of its own name
             data["volume_devices"] = {volume: f"/dev/disk/by-id/{volume}" for volume in volumes}
         for kind, network in networks.items():

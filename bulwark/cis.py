@@ -55,13 +55,6 @@ DEVIATIONS: tuple[Deviation, ...] = (
         by_design=False,
     ),
     Deviation(
-        "storage",
-        "Ensure separate partition exists for /var/log",
-        "/var/log is on the root filesystem",
-        "The storage role will mount the encrypted logs volume there; it has no module yet.",
-        by_design=False,
-    ),
-    Deviation(
         "gateway",
         "Ensure ip forwarding is disabled",
         "net.ipv4.ip_forward = 1 on the gateways",

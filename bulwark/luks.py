@@ -5,7 +5,11 @@ Never destroys data: a device is formatted only when `blkid -p` finds nothing on
 and `wipefs -n` lists nothing; a LUKS2 device is opened, never reformatted; anything else is
 refused with a message naming the host, the volume and the device, before any command of the
 run touches the host. The same rules guard the filesystem inside an opened volume, and a mount
-point holding files is never mounted over (its files would vanish beneath the volume).
+point holding files is never mounted over (its files would vanish beneath the volume), except
+where the volume is meant to take them (`moved_in`, /var/log): there they are copied onto the
+volume, which is then mounted, and the directory beneath is emptied and made immutable, so
+that nothing started before the volume opens (the next boot, through Tang or the operator)
+can write there: its writes fail instead of landing on the unencrypted root filesystem.
 
 Keys never appear in an argv, a log, a diff or an exception: the vault holds each volume's key
 as base64 of 64 random bytes, which reaches the host on the command's stdin (pyinfra's
@@ -75,6 +79,8 @@ _PBKDF_ARGS = (
 )  # fmt: skip
 # Key slots a volume has: the vault's key, then the recovery passphrase.
 KEY_SLOTS = 2
+# Where a moved-in volume is mounted while the live directory is copied onto it.
+MOVE_STAGE = "/run/bulwark-storage/stage"
 
 
 @dataclass(frozen=True)
@@ -88,6 +94,7 @@ class VolumeSpec:
     mount_point: str
     mount_unit: str
     units: tuple[str, ...] = ()  # the units keeping data on it (started once it is unlocked)
+    moved_in: bool = False  # the mount point's live content moves onto it (bulwark.volumes)
 
     @property
     def mapped(self) -> str:
@@ -112,6 +119,8 @@ class DeviceState:
     mapped_signatures: str
     mounted: str  # the source mounted on the mount point ("" if none)
     entries: str  # names in the mount point directory, at most three ("" if empty or missing)
+    beneath: str  # the same on the root filesystem, beneath whatever is mounted there
+    sealed: bool  # that directory beneath is immutable (chattr +i)
 
     @property
     def blank(self) -> bool:
@@ -123,6 +132,16 @@ class DeviceState:
 
 
 _FIELDS = tuple(DeviceState.__dataclass_fields__)
+
+
+def _beneath(spec: VolumeSpec, script: str) -> list[object]:
+    """Shell words running `script` (the mount point as "$1") where the mount point is the
+    root filesystem's directory: in a mount namespace of its own (unshare's propagation is
+    private) whose copy of the volume's mount is taken off, so the host's mounts never change.
+    `script` runs only if there was a mount to take off or none at all."""
+    mounted = 'if mountpoint -q "$1"; then umount -l "$1" || exit 1; fi; '
+    return ["unshare", "-m", "sh", "-c", QuoteString(mounted + script), "sh",
+            QuoteString(spec.mount_point)]  # fmt: skip
 
 
 def _probe(spec: VolumeSpec) -> list[object]:
@@ -154,6 +173,9 @@ def _probe(spec: VolumeSpec) -> list[object]:
         'echo "mounted $(findmnt', "-n", "-o", "SOURCE", "--mountpoint", mount_point, ')";',
         'echo "entries $(ls', "-A", mount_point, "2>/dev/null", "|", "head", "-n", "3", "|",
         "tr", "'\\n'", "' ')\";",
+        *_beneath(spec, 'echo "beneath $(ls -A "$1" 2>/dev/null | head -n 3 | tr "\\n" " ")"; '
+                  'echo "sealed $(lsattr -d "$1" 2>/dev/null | cut -d " " -f 1 | grep -c i)"'),
+        ";",
     ]  # fmt: skip
 
 
@@ -194,6 +216,8 @@ class LuksVolumes(FactBase):
                 mapped_signatures=values["mapped_signatures"],
                 mounted=values["mounted"],
                 entries=values["entries"],
+                beneath=values["beneath"],
+                sealed=values["sealed"] == "1",
             )
             for name, values in states.items()
             if set(values) >= set(_FIELDS)
@@ -216,7 +240,12 @@ def refusal(host_name: str, spec: VolumeSpec, found: DeviceState) -> str | None:
         return f"{where}: the opened volume holds {what}, not {FILESYSTEM}: refused"
     if found.mounted and found.mounted != spec.mapped:
         return f"{where}: {spec.mount_point} has {found.mounted} mounted on it"
-    if not found.mounted and found.entries:
+    if spec.moved_in and found.sealed and found.beneath:
+        return (
+            f"{where}: {found.beneath.strip()} appeared in the immutable directory beneath "
+            f"{spec.mount_point} on the root filesystem: look at them and remove them first"
+        )
+    if not found.mounted and found.entries and not spec.moved_in:
         return (
             f"{where}: {spec.mount_point} holds files ({found.entries.strip()}), which the volume "
             "would hide: move them onto the volume first"
@@ -276,10 +305,36 @@ def luks_volume(spec: VolumeSpec):
             "blkid", "-p", mapped, ">/dev/null;", "test", "$?", "-ne", str(BLKID_NOTHING), "||",
             "test", "-n", '"$(wipefs', "-n", "-i", mapped, ')"', "||", mkfs,
         )  # fmt: skip
-    if found.mounted != spec.mapped:
+    if spec.moved_in and (found.beneath or not found.sealed):
+        yield move_in(spec)
+    elif found.mounted != spec.mapped:
         yield StringCommand("systemctl", "start", QuoteString(spec.mount_unit))
     elif found.opened:
         host.noop(f"{spec.name}: {spec.device} opened and mounted on {spec.mount_point}")
+
+
+def move_in(spec: VolumeSpec) -> StringCommand:
+    """Move the live content of a moved-in volume's mount point (/var/log) onto the opened
+    volume and mount it there, then empty the directory beneath and make it immutable.
+
+    journald is told to let go of the directory first (it keeps the journal in /run) and to
+    flush onto the volume at the end. Run again after a cut, it finishes the job: until the
+    volume is mounted the directory stays the live copy, copied again in full; once it is,
+    only emptying and sealing what is beneath remain. Nothing beneath is removed unless the
+    volume is mounted over it."""
+    mount_point, stage = QuoteString(spec.mount_point), QuoteString(MOVE_STAGE)
+    return StringCommand(
+        "journalctl", "--relinquish-var", "&&",
+        "if", "!", "mountpoint", "-q", mount_point, ";", "then",
+        "mkdir", "-p", stage, "&&", "{", "mountpoint", "-q", stage, "||",
+        "mount", QuoteString(spec.mapped), stage, ";", "}", "&&",
+        "cp", "-a", "--remove-destination", QuoteString(f"{spec.mount_point}/."),
+        QuoteString(f"{MOVE_STAGE}/"), "&&", "umount", stage, "&&",
+        "systemctl", "start", QuoteString(spec.mount_unit), ";", "fi", "&&",
+        "mountpoint", "-q", mount_point, "&&",
+        *_beneath(spec, 'find "$1" -mindepth 1 -delete && chattr +i "$1"'), "&&",
+        "journalctl", "--flush",
+    )  # fmt: skip
 
 
 def volume_spec(host: Host, name: str) -> VolumeSpec:
@@ -292,6 +347,7 @@ def volume_spec(host: Host, name: str) -> VolumeSpec:
         mount_point=found.path,
         mount_unit=found.mount_unit,
         units=found.units,
+        moved_in=found.moved_in,
     )
 
 
@@ -320,8 +376,9 @@ def unlock_script(volumes: Sequence[tuple[VolumeSpec, Secret]]) -> str:
             if "@." in unit:  # a template: its instances start as their sockets are used
                 continue
             quoted = QuoteString(unit)
+            # Silent about a unit the host does not have (the logs volume's nginx, rspamd).
             started = StringCommand(
-                "if", "systemctl", "is-enabled", "--quiet", quoted, ";", "then",
+                "if", "systemctl", "is-enabled", "--quiet", quoted, "2>/dev/null", ";", "then",
                 "systemctl", "start", quoted, ";", "fi",
             )  # fmt: skip
             lines.append(started.get_raw_value())

@@ -554,10 +554,31 @@ PROMISES: tuple[Promise, ...] = (
         "On-disk encryption",
         "System logs, which may hold personal data, on encrypted disks too.",
         roles=("logs",),
-        note="The seed admits that some of its own system logs are still on unencrypted disks. "
-        "bulwark means to do better (the logs role: /var/log on a volume the storage role opens, "
-        "journald kept volatile until it is mounted); until then journald and /var/log are on "
-        "each host's root disk, unencrypted.",
+        evidence=(
+            Evidence(
+                "storage", "/etc/systemd/system/var-log.mount", r"^What=/dev/mapper/bulwark-logs$"
+            ),
+            Evidence(
+                "storage",
+                "/etc/systemd/system/bulwark-logs.service",
+                r"^ExecStart=journalctl --flush$",
+            ),
+        ),
+        tests=(
+            "tests/vm/test_storage.py::"
+            "test_the_first_deploy_moves_var_log_onto_its_volume_and_nothing_is_left_beneath",
+            "tests/vm/test_storage.py::"
+            "test_a_move_of_var_log_cut_short_is_finished_by_the_next_deploy",
+            "tests/vm/test_storage.py::"
+            "test_a_reboot_with_the_other_sites_tang_down_leaves_the_volume_closed_until_unlocked",
+        ),
+        note="The seed admits that some of its own system logs are still on unencrypted disks; "
+        "ours are not. On every host with encrypted volumes, /var/log (the journal included) is "
+        "on the logs volume: the first deploy moves it there, and leaves the directory beneath "
+        "on the root filesystem empty and immutable, so a write before the volume opens fails "
+        "rather than lands unencrypted. journald keeps the journal in memory (/run) until the "
+        "volume is mounted, then flushes it there: lines logged while it stays closed (Tang "
+        "unreachable) are kept in memory only, within journald's runtime limit.",
     ),
     Promise(
         "staff-access",

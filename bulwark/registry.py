@@ -66,12 +66,13 @@ ROLES: tuple[Role, ...] = (
         every_host=True,
         module="storage",
     ),
-    # Moving a live /var/log onto its volume needs journald volatile until the volume is
-    # mounted and nothing written beneath the mount point (issue 14): not built yet.
+    # roles/storage.py mounts this volume too: it moves the live /var/log onto it, keeps
+    # journald volatile until it is mounted and nothing writing beneath it (issue 14).
     Role(
         "logs",
         "journald and /var/log on the encrypted logs volume",
         every_host=True,
+        module="storage",
         volumes=("logs",),
     ),
     Role(

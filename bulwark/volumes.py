@@ -6,7 +6,9 @@ them on the device the inventory names (`volume_devices`); this module only says
 so that the vault, the storage role and the audit agree. A host whose inventory says
 `volumes_encrypted: false` (the container lab: no device-mapper) gets none.
 
-The logs volume belongs to the logs role, which has no module yet: no host gets it until then.
+The logs volume (the logs role, which the storage module deploys) is the one mounted over a
+directory that already holds live data: the host's /var/log moves onto it, and the directory
+beneath on the root filesystem is left empty and immutable (bulwark.luks).
 """
 
 from __future__ import annotations
@@ -29,6 +31,9 @@ class Volume:
     # The units that read or write `path`: each gets `RequiresMountsFor=path`, so it never
     # starts on the bare mount point of a volume that is not open.
     units: tuple[str, ...] = ()
+    # `path` holds the host's live data before the volume exists (/var/log): the first mount
+    # moves it onto the volume, and the directory beneath is emptied and made immutable.
+    moved_in: bool = False
 
     @property
     def mapper(self) -> str:
@@ -41,9 +46,22 @@ class Volume:
         return unit_path_name(self.path) + ".mount"
 
 
+# The unit that puts the journal on the logs volume once it is mounted, and takes it off before
+# it is unmounted (templates/storage/logs.service.j2).
+LOGS_UNIT = "bulwark-logs.service"
+
 VOLUMES: tuple[Volume, ...] = (
     # Logs hold addresses, user names and message ids: encrypted on every host, kept 180 days.
-    Volume("logs", "journald and /var/log", "/var/log"),
+    # LOGS_UNIT flushes the journal onto the volume once it is mounted (roles/storage.py); the
+    # web roles' nginx and rspamd write log files of their own there (the other daemons log to
+    # the journal) and would fail to start on the empty, immutable directory beneath.
+    Volume(
+        "logs",
+        "journald and /var/log",
+        "/var/log",
+        (LOGS_UNIT, "nginx.service", "rspamd.service"),
+        moved_in=True,
+    ),
     Volume("mail", "Dovecot maildirs and indexes", "/var/vmail", ("dovecot.service",)),
     Volume(
         "dav",

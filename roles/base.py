@@ -117,7 +117,7 @@ SSHD_UNIT = "ssh.service"
 JOURNALD_UNIT = "systemd-journald.service"
 TIMESYNCD_UNIT = "systemd-timesyncd.service"
 # Where every host keeps data of its own: the root filesystem, and the logs (journald and
-# /var/log: the `logs` volume once the storage role exists).
+# /var/log: the `logs` volume where volumes are encrypted).
 DATA_PATHS: tuple[str, ...] = ("/", "/var/log")
 # sshd's own check of the staged drop-in, with the host's keys, before it is live.
 SSHD_CHECK = Check(SSHD_CONFIG, ("sshd", "-t", "-f", STAGED))

@@ -627,20 +627,22 @@ def test_diff_names_each_volume_added_removed_or_changed(two_site_inventory, tmp
     """From the inventory: a volume moved to another device, a host's volumes no longer
     encrypted; against a format 1 bundle (volume names only) only names are compared."""
     old = _render(two_site_inventory.write(), tmp_path / "old")
-    two_site_inventory.host("nj-mail")["volume_devices"] = {"mail": "/dev/disk/by-id/nvme-mail"}
+    two_site_inventory.host("nj-mail")["volume_devices"]["mail"] = "/dev/disk/by-id/nvme-mail"
     sea_web = two_site_inventory.host("sea-web")
     sea_web["volumes_encrypted"] = False
     del sea_web["volume_devices"]
     new = _render(two_site_inventory.write("changed.py"), tmp_path / "new")
     lines = diff(old, new).stdout.splitlines()
-    assert lines[:4] == [
-        "semantic changes: 3",
+    assert lines[:5] == [
+        "semantic changes: 4",
         "  volume changed: nj-mail mail: device /dev/disk/by-id/virtio-mail -> "
         "/dev/disk/by-id/nvme-mail",
         "  volume removed: sea-web dav (/dev/disk/by-id/virtio-dav on /var/lib/bulwark/dav, "
         "aes-xts-plain64 512 bits)",
         "  volume removed: sea-web files (/dev/disk/by-id/virtio-files on "
         "/var/lib/bulwark/files, aes-xts-plain64 512 bits)",
+        "  volume removed: sea-web logs (/dev/disk/by-id/virtio-logs on /var/log, "
+        "aes-xts-plain64 512 bits)",
     ]
     assert diff(new, old).stdout.splitlines()[2].startswith("  volume added: sea-web dav (")
 
@@ -650,10 +652,11 @@ def test_diff_names_each_volume_added_removed_or_changed(two_site_inventory, tmp
         host["volumes"] = [found["name"] for found in host["volumes"]]
     (old / FACTS).write_text(json.dumps(facts, indent=2, sort_keys=True) + "\n")
     lines = diff(old, new).stdout.splitlines()
-    assert lines[:3] == [
-        "semantic changes: 2",
+    assert lines[:4] == [
+        "semantic changes: 3",
         "  volume removed: sea-web dav",
         "  volume removed: sea-web files",
+        "  volume removed: sea-web logs",
     ]
 
 

@@ -84,6 +84,7 @@ def test_a_client_role_without_a_host_opens_nothing():
     assert _sources(without_mx, "nj-store", "mail-replication") == ["10.2.0.30/32"]
 
 
+@pytest.mark.usefixtures("logs_not_deployed")
 def test_a_client_role_not_deployed_yet_opens_nothing():
     """Clients of a role without a module never connect: they are not let in either."""
     lmtp_from_logs = replace(catalogue.service("lmtp"), clients=(Clients("logs", Scope.SAME_SITE),))

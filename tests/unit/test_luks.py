@@ -24,7 +24,7 @@ BLANK = luks.DeviceState(
     block=True, blkid=2, content="", signatures="", luks2=False, keyslots=0, opened=False,
     backing="",
     resolved="/dev/vdb", mapped_blkid=2, mapped_content="", mapped_signatures="", mounted="",
-    entries="",
+    entries="", beneath="", sealed=False,
 )  # fmt: skip
 CLOSED = dataclasses.replace(
     BLANK, blkid=0, content="crypto_LUKS", signatures="crypto_LUKS", luks2=True, keyslots=2
@@ -134,13 +134,77 @@ def test_anything_else_is_refused_naming_host_volume_and_device(found, reason):
         commands(found)  # the operation's host is "offline-host": nothing is run
 
 
+LOGS = luks.VolumeSpec(
+    name="logs",
+    device="/dev/disk/by-id/virtio-logs",
+    mapper="bulwark-logs",
+    mount_point="/var/log",
+    mount_unit="var-log.mount",
+    moved_in=True,
+)
+LIVE_LOGS = dataclasses.replace(BLANK, entries="apt journal wtmp ", beneath="apt journal wtmp ")
+MOVED = dataclasses.replace(
+    OPEN, mounted="/dev/mapper/bulwark-logs", entries="apt journal lost+found ", sealed=True
+)
+
+
+def logs_commands(found: luks.DeviceState) -> list[str]:
+    facts = {"LuksVolumes": {"logs": found}}
+    return run_operation(luks.luks_volume, facts, spec=LOGS).commands
+
+
+def test_var_log_is_moved_onto_its_new_volume_instead_of_refused():
+    *made, move = logs_commands(LIVE_LOGS)
+    assert [command.split(" cryptsetup ")[-1].split()[0] for command in made[:3]] == [
+        "luksFormat", "luksAddKey", "open",
+    ]  # fmt: skip
+    assert made[3] == "mkfs.ext4 -q -L logs /dev/mapper/bulwark-logs"
+    assert move == luks.move_in(LOGS).get_raw_value()
+    # journald lets go first and flushes last; nothing beneath goes unless the volume is mounted.
+    assert move.startswith("journalctl --relinquish-var && ")
+    assert move.endswith(" && journalctl --flush")
+    copy, empty = move.index("cp -a"), move.index("-mindepth 1 -delete")
+    assert copy < move.index("systemctl start var-log.mount") < empty
+    assert move.index("mountpoint -q /var/log && unshare -m") < empty
+
+
+def test_a_move_cut_short_is_finished_and_a_finished_one_left_alone():
+    # Cut after the mount: the directory beneath is still full, not yet sealed.
+    assert logs_commands(dataclasses.replace(MOVED, beneath="wtmp ", sealed=False)) == [
+        luks.move_in(LOGS).get_raw_value()
+    ]
+    assert logs_commands(dataclasses.replace(MOVED, sealed=False)) == [
+        luks.move_in(LOGS).get_raw_value()
+    ]
+    assert logs_commands(MOVED) == []
+
+
+def test_after_a_reboot_the_logs_volume_is_opened_and_mounted_over_its_empty_sealed_directory():
+    closed = dataclasses.replace(CLOSED, sealed=True)
+    open_, _mkfs, mount = logs_commands(closed)
+    assert open_.endswith("cryptsetup open --type luks2 --key-file=- /dev/disk/by-id/virtio-logs "
+                          "bulwark-logs")  # fmt: skip
+    assert mount == "systemctl start var-log.mount"
+
+
+def test_files_that_appeared_beneath_a_sealed_directory_are_refused():
+    found = dataclasses.replace(MOVED, beneath="intruder ")
+    reason = (
+        "host: volume logs on /dev/disk/by-id/virtio-logs: intruder appeared in the immutable "
+        "directory beneath /var/log on the root filesystem: look at them and remove them first"
+    )
+    assert luks.refusal("host", LOGS, found) == reason
+    with pytest.raises(OperationError, match=re.escape(reason)):
+        logs_commands(found)
+
+
 def test_the_fact_reads_each_volume_from_its_lines():
     output = [
         "volume mail", "block 1", "blkid 0", "content crypto_LUKS", "signatures crypto_LUKS ",
         "luks2 1", "keyslots 2", "opened 1", "backing /dev/vdb", "resolved /dev/vdb",
         "mapped_blkid 0",
         "mapped_content ext4", "mapped_signatures ext4 ", "mounted /dev/mapper/bulwark-mail",
-        "entries lost+found ",
+        "entries lost+found ", "beneath ", "sealed 0",
     ]  # fmt: skip
     assert luks.LuksVolumes().process(output) == {"mail": MOUNTED}
 
@@ -167,7 +231,7 @@ def test_the_unlock_script_opens_mounts_and_starts_and_holds_the_key_only_in_a_h
         "c2VjcmV0",
         "KEY",
         MOUNT,
-        "if systemctl is-enabled --quiet dovecot.service ; then "
+        "if systemctl is-enabled --quiet dovecot.service 2>/dev/null ; then "
         "systemctl start dovecot.service ; fi",
         "echo 'mail: opened and mounted'",
         f"echo '{luks.UNLOCKED}'",

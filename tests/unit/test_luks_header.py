@@ -129,7 +129,8 @@ def _vault_key() -> bytes:
 
 
 @pytest.fixture
-def escrow(two_site_inventory, inventory_with_vault, monkeypatch) -> Escrow:
+def escrow(two_site_inventory, inventory_with_vault, monkeypatch, logs_not_deployed) -> Escrow:
+    """One volume on a file image (the logs volume left out: one is enough)."""
     _, vault = inventory_with_vault
     images = Path(tempfile.mkdtemp(prefix="bulwark-escrow-", dir="/dev/shm"))
     image = images / "mail.img"

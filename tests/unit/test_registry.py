@@ -71,6 +71,12 @@ def test_a_gateway_runs_the_vpn_module_once_in_order():
     ]
 
 
+def test_every_role_has_a_module():
+    assert registry.not_deployed(PRODUCTION) == {}
+    assert registry.describe_not_deployed(PRODUCTION) is None
+
+
+@pytest.mark.usefixtures("logs_not_deployed")
 def test_roles_without_a_module_are_reported_with_their_hosts():
     waiting = registry.not_deployed(PRODUCTION)
     assert list(waiting) == ["logs"]
@@ -88,8 +94,9 @@ def test_the_audit_never_reports_a_service_of_a_role_without_a_module(topology):
     assert not {row["role"] for row in tls_table(topology)} & undeployed
 
 
+@pytest.mark.usefixtures("logs_not_deployed")
 def test_a_role_without_a_module_needs_no_secret():
-    """The logs volume's role has no module: no host gets a key for it."""
+    """The logs volume's role without a module: no host gets a key for it."""
     names = required_secrets(PRODUCTION)
     assert not any(name.startswith("luks/") and name.endswith("/logs") for name in names)
     assert any(name.startswith("luks/") and name.endswith("/backups") for name in names)

@@ -92,6 +92,8 @@ NJ_WITHOUT_FILES = (
 )
 
 NJ_PROXIES = {"imaps-proxy": "192.0.2.13", "pops-proxy": "192.0.2.14", "smtps-proxy": "192.0.2.15"}
+# Every host with encrypted volumes has its logs on one (the fixture names it so).
+LOGS_DEVICE = "/dev/disk/by-id/virtio-logs"
 
 BAD_INVENTORIES = [
     # the proxies' own addresses
@@ -686,23 +688,30 @@ BAD_INVENTORIES = [
         "volume-device-missing",
         drop_host_field("nj-mail", "volume_devices"),
         [
+            "nj-mail.volume_devices: missing the device of volume 'logs' (journald and "
+            "/var/log): name one, or set volumes_encrypted: false where no device can be "
+            "encrypted",
             "nj-mail.volume_devices: missing the device of volume 'mail' (Dovecot maildirs and "
-            "indexes): name one, or set volumes_encrypted: false where no device can be encrypted"
+            "indexes): name one, or set volumes_encrypted: false where no device can be encrypted",
         ],
     ),
     (
         "volume-device-of-no-role",
-        set_host("nj-gw", "volume_devices", {"mail": "/dev/vdb"}),
+        set_host("nj-gw", "volume_devices", {"logs": LOGS_DEVICE, "mail": "/dev/vdb"}),
         ["nj-gw.volume_devices: no role of this host stores volume 'mail'"],
     ),
     (
         "volume-unknown",
-        set_host("nj-mail", "volume_devices", {"mail": "/dev/vdb", "mial": "/dev/vdc"}),
+        set_host(
+            "nj-mail",
+            "volume_devices",
+            {"logs": LOGS_DEVICE, "mail": "/dev/vdb", "mial": "/dev/vdc"},
+        ),
         ["nj-mail.volume_devices: unknown volume 'mial' (did you mean 'mail'?)"],
     ),
     (
         "volume-device-not-a-path",
-        set_host("nj-mail", "volume_devices", {"mail": "vdb; rm -rf /"}),
+        set_host("nj-mail", "volume_devices", {"logs": LOGS_DEVICE, "mail": "vdb; rm -rf /"}),
         [
             "nj-mail.volume_devices: volume 'mail': expected a device path like "
             "'/dev/disk/by-id/...', got 'vdb; rm -rf /'"
@@ -710,7 +719,11 @@ BAD_INVENTORIES = [
     ),
     (
         "volume-device-escapes-dev",
-        set_host("nj-web", "volume_devices", {"dav": "/dev/../etc/passwd", "files": "/dev/vdc"}),
+        set_host(
+            "nj-web",
+            "volume_devices",
+            {"logs": LOGS_DEVICE, "dav": "/dev/../etc/passwd", "files": "/dev/vdc"},
+        ),
         [
             "nj-web.volume_devices: volume 'dav': expected a device path like "
             "'/dev/disk/by-id/...', got '/dev/../etc/passwd'"
@@ -718,7 +731,11 @@ BAD_INVENTORIES = [
     ),
     (
         "volume-device-twice",
-        set_host("nj-web", "volume_devices", {"dav": "/dev/vdb", "files": "/dev/vdb"}),
+        set_host(
+            "nj-web",
+            "volume_devices",
+            {"logs": LOGS_DEVICE, "dav": "/dev/vdb", "files": "/dev/vdb"},
+        ),
         ["nj-web.volume_devices: /dev/vdb is named for 2 volumes"],
     ),
     (
@@ -780,11 +797,14 @@ def test_a_host_that_cannot_encrypt_gets_no_volume_and_says_so(two_site_inventor
 def test_each_volume_gets_the_device_its_host_names(two_site_inventory):
     topology = load_topology(two_site_inventory.write())
     web = topology.host("nj-web")
-    assert volumes_for(web) == ("dav", "files")
+    assert volumes_for(web) == ("dav", "files", "logs")
     assert web.volume_device("dav") == "/dev/disk/by-id/virtio-dav"
     backup = topology.host("nj-backup")
-    assert backup.volume_devices == (("backups", "/dev/disk/by-id/virtio-backups"),)
-    assert volumes_for(backup) == ("backups",)
+    assert backup.volume_devices == (
+        ("backups", "/dev/disk/by-id/virtio-backups"),
+        ("logs", "/dev/disk/by-id/virtio-logs"),
+    )
+    assert volumes_for(backup) == ("backups", "logs")
 
 
 def test_the_untouched_fixture_inventory_is_valid(two_site_inventory):

@@ -2,8 +2,8 @@
 
 Containers have no device-mapper, so LUKS is only real here. The session boots one guest per
 site of tests/vm/inventory.py, `nj-store` and `sea-store`, linked by a lab-made segment that
-carries their public addresses (the WAN, hence the tunnel), each with a blank disk for its
-mail volume (`nj-store` also a spare one the tests fill); makes the inventory's vault as an
+carries their public addresses (the WAN, hence the tunnel), each with blank disks for its logs
+and mail volumes (`nj-store` also a spare one the tests fill); makes the inventory's vault as an
 operator does (`bulwark vault init`, `bulwark secrets generate`), and deploys with pyinfra
 over the guests' forwarded SSH ports. Needs root (qemu, the harness's state); KVM when it
 boots guests here, TCG otherwise.
@@ -32,12 +32,14 @@ BIN = Path(sys.executable).parent
 # The guest the tests look at, and the other site's (its Tang, its end of the tunnel).
 GUEST = "nj-store"
 PEER = "sea-store"
-# The mail volume's disk, and on GUEST a spare one the refusal test puts a filesystem on.
-DISKS = {GUEST: (vm.Disk("mail", "1G"), vm.Disk("dirty", "64M")), PEER: (vm.Disk("mail", "1G"),)}
+# The volumes' disks, and on GUEST a spare one the refusal test puts a filesystem on.
+_VOLUME_DISKS = (vm.Disk("logs", "256M"), vm.Disk("mail", "1G"))
+DISKS = {GUEST: (*_VOLUME_DISKS, vm.Disk("dirty", "64M")), PEER: _VOLUME_DISKS}
 # The WAN segment's prefix: one network holding both sites' public ranges.
 WAN_PREFIX = 26
-# What the deploys run: the volumes, the tunnel, each site's Tang, the bindings to it.
-ROLES = "storage,vpn,gateway,tang,clevis"
+# What the deploys run: the volumes (/var/log's among them), the tunnel, each site's Tang, the
+# bindings to it.
+ROLES = "storage,logs,vpn,gateway,tang,clevis"
 # Set to keep the guest after the session (to look around with `bulwark lab vm ssh`).
 KEEP_ENV = "BULWARK_VM_KEEP"
 

@@ -1,6 +1,7 @@
 """The VM scenario's inventory: the smallest two-site platform in which a volume is opened by
 the other site's Tang through the tunnel: one host per site, each its site's gateway, mail
-store (a volume) and Tang server. Every host is a qemu guest (tests/vm/conftest.py).
+store (the logs and mail volumes) and Tang server. Every host is a qemu guest
+(tests/vm/conftest.py).
 
 Each guest is reached through the harness's ssh_config on a forwarded loopback port; its
 volumes are its spare virtio disks, named by serial; the gateways' public addresses are on a
@@ -54,5 +55,5 @@ def _site(name: str, number: int, primary: bool) -> dict:
 
 
 _ROLES = ["gateway", "mailstore", "tang"]
-nj = ([_host("nj-store", _ROLES, 11, 0, ("mail",))], _site("nj", 0, True))
-sea = ([_host("sea-store", _ROLES, 11, 1, ("mail",))], _site("sea", 1, False))
+nj = ([_host("nj-store", _ROLES, 11, 0, ("logs", "mail"))], _site("nj", 0, True))
+sea = ([_host("sea-store", _ROLES, 11, 1, ("logs", "mail"))], _site("sea", 1, False))

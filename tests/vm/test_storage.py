@@ -17,9 +17,14 @@ from conftest import GUEST, INVENTORY, PEER, bulwark_cli
 from bulwark import catalogue, clevis, luks, tang
 from bulwark.inventory import load_topology
 from bulwark.lab import vm
-from bulwark.volumes import volume
+from bulwark.volumes import LOGS_UNIT, volume
+from roles import storage
 
 MAIL = volume("mail")
+LOGS = volume("logs")
+# A line in the journal and a log file, written before the first deploy moves /var/log.
+MARKER_TAG = "bulwark-vm-test"
+MARKER_FILE = f"{LOGS.path}/bulwark-vm-test.log"
 UNLOCK_UNIT = clevis.unlock_unit("mail")
 TOPOLOGY = load_topology(INVENTORY)
 # The other site's Tang, which GUEST's volume is bound to.
@@ -61,6 +66,35 @@ def _beneath(on_guest, path: str) -> str:
     ).stdout
 
 
+def _sealed(on_guest, path: str) -> bool:
+    """Whether the root filesystem's directory at `path`, beneath the volume, is immutable
+    (seen from a mount namespace of its own, where the volume is unmounted)."""
+    flags = on_guest(f"unshare -m sh -c 'umount -l {path}; lsattr -d {path}'").stdout.split()[0]
+    return "i" in flags
+
+
+def _journal(on_guest, where: str) -> str:
+    """The marker lines of the journal files in `where` (the volume's or /run's)."""
+    return on_guest(f"journalctl -D {where}/$(cat /etc/machine-id) -t {MARKER_TAG} -o cat").stdout
+
+
+def _logs_on_the_volume(on_guest) -> None:
+    """/var/log and its journal on the logs volume, nothing on the root filesystem beneath."""
+    source = on_guest(f"findmnt -n -o SOURCE --target {LOGS.path}/journal").stdout.strip()
+    assert source == f"/dev/mapper/{LOGS.mapper}"
+    assert "/var/log/journal/" in on_guest("journalctl --header | grep 'File path'").stdout
+    assert _beneath(on_guest, LOGS.path) == ""
+    assert _sealed(on_guest, LOGS.path)
+
+
+def _no_ordering_cycle(on_guest) -> None:
+    """The boot ordered every unit: no cycle was broken, tmpfiles did its work."""
+    assert on_guest("journalctl -b -o cat | grep -ci 'ordering cycle'", check=False).stdout == (
+        "0\n"
+    )
+    assert on_guest("systemctl is-active systemd-tmpfiles-setup").stdout.strip() == "active"
+
+
 def _dump(on_guest) -> dict[str, str]:
     """`cryptsetup luksDump` of the mail disk, as "field: value" pairs (the first of each)."""
     fields: dict[str, str] = {}
@@ -72,6 +106,9 @@ def _dump(on_guest) -> dict[str, str]:
 
 
 def test_a_disk_holding_a_filesystem_is_refused_and_not_a_byte_of_it_changes(on_guest, deploy):
+    """The first deploy to reach the guest: the logs volume, before the mail one, is made
+    and takes /var/log, with a marker line in the journal and in a file written before."""
+    on_guest(f"logger -t {MARKER_TAG} 'before the move' && echo kept > {MARKER_FILE}")
     on_guest(
         f"mkfs.ext4 -q {DIRTY_DEVICE} && mkdir -p /mnt/dirty && mount {DIRTY_DEVICE} /mnt/dirty"
         " && echo 'a customer mail' > /mnt/dirty/mail && umount /mnt/dirty"
@@ -109,6 +146,19 @@ def test_the_first_deploy_formats_opens_and_mounts_every_volume(on_guest, deploy
     mounted = on_guest(f"findmnt -n -o SOURCE,FSTYPE,OPTIONS {MAIL.path}").stdout.split()
     assert mounted[:2] == [f"/dev/mapper/{MAIL.mapper}", luks.FILESYSTEM]
     assert {"nodev", "nosuid"} <= set(mounted[2].split(","))
+
+
+def test_the_first_deploy_moves_var_log_onto_its_volume_and_nothing_is_left_beneath(on_guest):
+    """/var/log and the journal on the logs volume, with what they held before the deploy;
+    the directory beneath on the root filesystem empty and immutable."""
+    _logs_on_the_volume(on_guest)
+    assert on_guest(f"cat {MARKER_FILE}").stdout == "kept\n"
+    assert "before the move" in _journal(on_guest, f"{LOGS.path}/journal")
+    assert on_guest(f"systemctl is-active {LOGS_UNIT}").stdout.strip() == "active"
+    # Debian's early writers to /var/log, which LOGS_UNIT replaces once the volume is there.
+    replaced = " ".join(storage.REPLACED_BY_LOGS_UNIT)
+    states = on_guest(f"systemctl is-enabled {replaced}", check=False).stdout.split()
+    assert states == ["masked"] * len(storage.REPLACED_BY_LOGS_UNIT)
 
 
 def test_the_volume_is_bound_to_the_other_sites_tang_reached_only_through_the_tunnel(
@@ -167,6 +217,21 @@ def test_a_second_deploy_changes_nothing(deploy):
     assert run.changed == []
 
 
+def test_a_move_of_var_log_cut_short_is_finished_by_the_next_deploy(on_guest, deploy):
+    """As if the first deploy had been cut after mounting the volume, before emptying what is
+    beneath: the next deploy empties and seals it, and the one after changes nothing."""
+    on_guest(
+        f"unshare -m sh -c 'umount -l {LOGS.path} && chattr -i {LOGS.path} && "
+        f"echo left > {LOGS.path}/left-behind.log'"
+    )
+    assert _beneath(on_guest, LOGS.path) == "left-behind.log\n"
+    run = deploy()
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert run.changed == ["storage | storage: logs volume"]
+    _logs_on_the_volume(on_guest)
+    assert deploy().changed == []
+
+
 def test_a_closed_volume_is_opened_again_with_its_data_never_reformatted(on_guest, deploy):
     """As after a reboot: the volume closed, its mount point bare; the deploy opens it."""
     on_guest(f"echo kept > {MAIL.path}/kept")
@@ -187,10 +252,13 @@ def test_a_reboot_with_the_other_sites_tang_reachable_opens_the_volume_by_itself
     vm.stop(guest)
     started = time.monotonic()
     to_ssh = vm.start(guest)
-    _waited(on_guest, "systemctl is-active --quiet dovecot", 240)
+    up = f"systemctl is-active --quiet dovecot && systemctl is-active --quiet {LOGS_UNIT}"
+    _waited(on_guest, up, 240)
     print(f"\nreboot with Tang: boot to SSH {to_ssh:.1f} s, to services up "
           f"{time.monotonic() - started:.1f} s")  # fmt: skip
     assert on_guest(f"systemctl is-active {UNLOCK_UNIT}").stdout.strip() == "active"
+    _logs_on_the_volume(on_guest)
+    _no_ordering_cycle(on_guest)
     source = on_guest(f"findmnt -n -o SOURCE {MAIL.path}").stdout.strip()
     assert source == f"/dev/mapper/{MAIL.mapper}"
     assert on_guest(f"cat {MAIL.path}/note").stdout == "before the reboot\n"
@@ -200,9 +268,10 @@ def test_a_reboot_with_the_other_sites_tang_reachable_opens_the_volume_by_itself
 def test_a_reboot_with_the_other_sites_tang_down_leaves_the_volume_closed_until_unlocked(
     guest, on_guest, on_peer, vault_env
 ):
-    """No key on the host, no Tang: the boot gives up within its bound, the volume stays
-    closed, the mount point bare, the unit keeping data there down; `bulwark storage unlock`
-    streams the key in, and it all comes back."""
+    """No key on the host, no Tang: the boot gives up within its bound, the volumes stay
+    closed, the mount points bare, the unit keeping data there down, the journal in /run and
+    SSH open; `bulwark storage unlock` streams the keys in, and it all comes back, the
+    journal flushed onto the logs volume."""
     on_peer("systemctl stop tangd.socket")
     try:
         vm.stop(guest)
@@ -216,14 +285,22 @@ def test_a_reboot_with_the_other_sites_tang_down_leaves_the_volume_closed_until_
         assert on_guest(f"cryptsetup status {MAIL.mapper}", check=False).returncode != 0
         assert on_guest(f"ls -A {MAIL.path}").stdout == ""
         assert on_guest("systemctl is-active dovecot", check=False).stdout.strip() != "active"
+        assert on_guest(f"findmnt {LOGS.path}", check=False).returncode != 0
+        assert on_guest(f"ls -A {LOGS.path}").stdout == ""
+        assert _sealed(on_guest, LOGS.path)
+        assert "/var/log/" not in on_guest("journalctl --header | grep 'File path'").stdout
+        on_guest(f"logger -t {MARKER_TAG} 'while the volume was closed'")
+        _no_ordering_cycle(on_guest)
         started = time.monotonic()
         run = bulwark_cli(["storage", "unlock", str(INVENTORY), "--limit", GUEST], vault_env)
         assert run.returncode == 0, run.stderr
-        assert run.stdout == f"{GUEST}: mail: opened and mounted\n"
+        assert run.stdout == f"{GUEST}: logs: opened and mounted; mail: opened and mounted\n"
         print(f"unlock to services up: {time.monotonic() - started:.1f} s")
         assert on_guest(f"cat {MAIL.path}/note").stdout == "before the reboot\n"
         assert on_guest("systemctl is-active dovecot").stdout.strip() == "active"
         assert _beneath(on_guest, MAIL.path) == ""
+        _logs_on_the_volume(on_guest)
+        assert "while the volume was closed" in _journal(on_guest, f"{LOGS.path}/journal")
         again = bulwark_cli(["storage", "unlock", str(INVENTORY), "--limit", GUEST], vault_env)
         assert again.returncode == 0 and again.stdout == run.stdout  # already open
     finally:
@@ -238,9 +315,15 @@ def test_after_rotate_key_the_new_key_opens_the_volume_and_the_old_one_does_not(
     old = _vault_get(vault_env, f"luks/{GUEST}/mail")
     run = bulwark_cli(["storage", "rotate-key", str(INVENTORY), "--limit", GUEST], vault_env)
     assert run.returncode == 0, run.stdout + run.stderr
-    rotated, escrowed = run.stdout.splitlines()
-    assert rotated == f"{GUEST}: mail: key rotated"
-    assert escrowed.startswith(f"{GUEST}: mail: header backed up into the vault (")
+    lines = run.stdout.splitlines()
+    assert [line for line in lines if line.endswith(": key rotated")] == [
+        f"{GUEST}: logs: key rotated",
+        f"{GUEST}: mail: key rotated",
+    ]
+    escrowed = sorted(line.split(" (")[0] for line in lines if "header" in line)
+    assert escrowed == [
+        f"{GUEST}: {name}: header backed up into the vault" for name in ("logs", "mail")
+    ]
     new = _vault_get(vault_env, f"luks/{GUEST}/mail")
     assert new != old
     listed = bulwark_cli(["vault", "list", "--vault", vault_env["BULWARK_VM_VAULT"]], vault_env)
@@ -262,7 +345,9 @@ def test_a_header_destroyed_on_the_device_comes_back_from_the_vault(on_guest, va
     check = ["storage", "backup-headers", str(INVENTORY), "--limit", GUEST, "--check"]
     current = bulwark_cli(check, vault_env)
     assert current.returncode == 0, current.stdout + current.stderr
-    assert current.stdout == f"{GUEST}: mail: header backup current\n"
+    assert current.stdout == (
+        f"{GUEST}: logs: header backup current\n{GUEST}: mail: header backup current\n"
+    )
     data_offset = int(_dump(on_guest)["offset"].split()[0])  # the data segment's first byte
     on_guest(f"systemctl stop dovecot && umount {MAIL.path} && cryptsetup close {MAIL.mapper}")
     on_guest(
