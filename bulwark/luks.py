@@ -95,6 +95,7 @@ class VolumeSpec:
     mount_unit: str
     units: tuple[str, ...] = ()  # the units keeping data on it (started once it is unlocked)
     moved_in: bool = False  # the mount point's live content moves onto it (bulwark.volumes)
+    reopened: tuple[str, ...] = ()  # running daemons restarted after the move (bulwark.volumes)
 
     @property
     def mapped(self) -> str:
@@ -318,11 +319,18 @@ def move_in(spec: VolumeSpec) -> StringCommand:
     volume and mount it there, then empty the directory beneath and make it immutable.
 
     journald is told to let go of the directory first (it keeps the journal in /run) and to
-    flush onto the volume at the end. Run again after a cut, it finishes the job: until the
-    volume is mounted the directory stays the live copy, copied again in full; once it is,
-    only emptying and sealing what is beneath remain. Nothing beneath is removed unless the
-    volume is mounted over it."""
+    flush onto the volume at the end; the daemons holding files open there (`reopened`) are
+    restarted last if running, or they would go on writing into their deleted files beneath.
+    Run again after a cut, it finishes the job: until the volume is mounted the directory
+    stays the live copy, copied again in full; once it is, only emptying and sealing what is
+    beneath remain. Nothing beneath is removed unless the volume is mounted over it."""
     mount_point, stage = QuoteString(spec.mount_point), QuoteString(MOVE_STAGE)
+    reopened = [
+        word
+        for unit in spec.reopened
+        for word in ("&&", "{", "!", "systemctl", "is-active", "--quiet", QuoteString(unit),
+                     "||", "systemctl", "restart", QuoteString(unit), ";", "}")
+    ]  # fmt: skip
     return StringCommand(
         "journalctl", "--relinquish-var", "&&",
         "if", "!", "mountpoint", "-q", mount_point, ";", "then",
@@ -333,7 +341,7 @@ def move_in(spec: VolumeSpec) -> StringCommand:
         "systemctl", "start", QuoteString(spec.mount_unit), ";", "fi", "&&",
         "mountpoint", "-q", mount_point, "&&",
         *_beneath(spec, 'find "$1" -mindepth 1 -delete && chattr +i "$1"'), "&&",
-        "journalctl", "--flush",
+        "journalctl", "--flush", *reopened,
     )  # fmt: skip
 
 
@@ -348,6 +356,7 @@ def volume_spec(host: Host, name: str) -> VolumeSpec:
         mount_unit=found.mount_unit,
         units=found.units,
         moved_in=found.moved_in,
+        reopened=found.reopened,
     )
 
 

@@ -34,6 +34,9 @@ class Volume:
     # `path` holds the host's live data before the volume exists (/var/log): the first mount
     # moves it onto the volume, and the directory beneath is emptied and made immutable.
     moved_in: bool = False
+    # Of `units`, the daemons keeping files open under `path`: restarted after a move, when
+    # running, so they write on the volume rather than into their deleted files beneath.
+    reopened: tuple[str, ...] = ()
 
     @property
     def mapper(self) -> str:
@@ -49,6 +52,8 @@ class Volume:
 # The unit that puts the journal on the logs volume once it is mounted, and takes it off before
 # it is unmounted (templates/storage/logs.service.j2).
 LOGS_UNIT = "bulwark-logs.service"
+# The daemons writing log files of their own in /var/log (the others log to the journal).
+LOG_FILE_WRITERS: tuple[str, ...] = ("nginx.service", "rspamd.service")
 
 VOLUMES: tuple[Volume, ...] = (
     # Logs hold addresses, user names and message ids: encrypted on every host, kept 180 days.
@@ -59,8 +64,9 @@ VOLUMES: tuple[Volume, ...] = (
         "logs",
         "journald and /var/log",
         "/var/log",
-        (LOGS_UNIT, "nginx.service", "rspamd.service"),
+        (LOGS_UNIT, *LOG_FILE_WRITERS),
         moved_in=True,
+        reopened=LOG_FILE_WRITERS,
     ),
     Volume("mail", "Dovecot maildirs and indexes", "/var/vmail", ("dovecot.service",)),
     Volume(

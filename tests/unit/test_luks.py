@@ -140,7 +140,9 @@ LOGS = luks.VolumeSpec(
     mapper="bulwark-logs",
     mount_point="/var/log",
     mount_unit="var-log.mount",
+    units=("bulwark-logs.service", "nginx.service"),
     moved_in=True,
+    reopened=("nginx.service",),
 )
 LIVE_LOGS = dataclasses.replace(BLANK, entries="apt journal wtmp ", beneath="apt journal wtmp ")
 MOVED = dataclasses.replace(
@@ -162,7 +164,10 @@ def test_var_log_is_moved_onto_its_new_volume_instead_of_refused():
     assert move == luks.move_in(LOGS).get_raw_value()
     # journald lets go first and flushes last; nothing beneath goes unless the volume is mounted.
     assert move.startswith("journalctl --relinquish-var && ")
-    assert move.endswith(" && journalctl --flush")
+    assert move.endswith(
+        " && journalctl --flush && { ! systemctl is-active --quiet nginx.service || "
+        "systemctl restart nginx.service ; }"
+    )  # a running daemon reopens its log files on the volume, not the deleted ones beneath
     copy, empty = move.index("cp -a"), move.index("-mindepth 1 -delete")
     assert copy < move.index("systemctl start var-log.mount") < empty
     assert move.index("mountpoint -q /var/log && unshare -m") < empty
