@@ -174,8 +174,10 @@ def _probe(spec: VolumeSpec) -> list[object]:
         'echo "mounted $(findmnt', "-n", "-o", "SOURCE", "--mountpoint", mount_point, ')";',
         'echo "entries $(ls', "-A", mount_point, "2>/dev/null", "|", "head", "-n", "3", "|",
         "tr", "'\\n'", "' ')\";",
-        *_beneath(spec, 'echo "beneath $(ls -A "$1" 2>/dev/null | head -n 3 | tr "\\n" " ")"; '
-                  'echo "sealed $(lsattr -d "$1" 2>/dev/null | cut -d " " -f 1 | grep -c i)"'),
+        *(_beneath(spec, 'echo "beneath $(ls -A "$1" 2>/dev/null | head -n 3 | tr "\\n" " ")"; '
+                   'echo "sealed $(lsattr -d "$1" 2>/dev/null | cut -d " " -f 1 | grep -c i)"')
+          if spec.moved_in  # only a moved-in volume's directory beneath is ever looked at
+          else ['echo "beneath ";', 'echo "sealed 0"']),
         ";",
     ]  # fmt: skip
 

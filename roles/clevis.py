@@ -61,6 +61,7 @@ def managed_files(topology: Topology, host: Host) -> tuple[ManagedFile, ...]:
 
 def template_context(topology: Topology, host: Host, secrets: SecretStore) -> Mapping[str, Any]:
     server = tang.server_for(topology, host)
+    specs = [luks.volume_spec(host, name) for name in _bound_volumes(topology, host)]
     return {
         "clevis": {
             "url": tang.url(server) if server else "",
@@ -69,15 +70,15 @@ def template_context(topology: Topology, host: Host, secrets: SecretStore) -> Ma
             "network_units": (VPN_UNIT, SITE_ROUTES_UNIT),
             "script": SCRIPT,
             "volumes": {
-                name: {
-                    "name": name,
-                    "device": host.volume_device(name),
-                    "mapper": volume(name).mapper,
-                    "mapped": f"/dev/mapper/{volume(name).mapper}",
-                    "mount_unit": volume(name).mount_unit,
-                    "unlock_unit": clevis.unlock_unit(name),
+                spec.name: {
+                    "name": spec.name,
+                    "device": spec.device,
+                    "mapper": spec.mapper,
+                    "mapped": spec.mapped,
+                    "mount_unit": spec.mount_unit,
+                    "unlock_unit": clevis.unlock_unit(spec.name),
                 }
-                for name in _bound_volumes(topology, host)
+                for spec in specs
             },
         }
     }

@@ -88,14 +88,14 @@ def template_context(topology: Topology, host: Host, secrets: SecretStore) -> Ma
             "filesystem": luks.FILESYSTEM,
             "mount_options": MOUNT_OPTIONS,
             "volumes": {
-                name: {
-                    "name": name,
-                    "description": volume(name).description,
-                    "device": host.volume_device(name),
-                    "mapped": f"/dev/mapper/{volume(name).mapper}",
-                    "path": volume(name).path,
+                spec.name: {
+                    "name": spec.name,
+                    "description": volume(spec.name).description,
+                    "device": spec.device,
+                    "mapped": spec.mapped,
+                    "path": spec.mount_point,
                 }
-                for name in names
+                for spec in (luks.volume_spec(host, name) for name in names)
             },
             "unit_volumes": {unit: name for name in names for unit in volume(name).units},
         }

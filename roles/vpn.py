@@ -40,15 +40,13 @@ ROLE = "vpn"
 # The inventory role that makes a host its site's end of the tunnel.
 GATEWAY = "gateway"
 WG_CONFIG = f"/etc/wireguard/{VPN_INTERFACE}.conf"
-WG_UNIT = VPN_UNIT
 USERSPACE_DROPIN = "/etc/systemd/system/wg-quick@.service.d/userspace.conf"
 FORWARDING_SYSCTL = "/etc/sysctl.d/61-bulwark-forwarding.conf"
 # Seconds between keepalives to each peer gateway. Besides keeping state in any middlebox, it
 # makes a gateway whose WireGuard restarted send its handshake at once: the peer otherwise
 # kept its stale session and traffic resumed only ~15 s later.
 KEEPALIVE_SECONDS = 25
-ROUTES_UNIT_NAME = SITE_ROUTES_UNIT
-ROUTES_UNIT = f"/etc/systemd/system/{ROUTES_UNIT_NAME}"
+ROUTES_UNIT = f"/etc/systemd/system/{SITE_ROUTES_UNIT}"
 # Gateways: the tools always, wireguard-go where the kernel has no WireGuard module.
 PACKAGES: tuple[str, ...] = ("wireguard-tools",)
 USERSPACE_PACKAGES: tuple[str, ...] = ("wireguard-go",)
@@ -112,10 +110,10 @@ def live_checks(topology: Topology, host: Host) -> tuple[LiveCheck, ...]:
     """Gateways: the tunnel up, forwarding on, a recent handshake with each other site's
     gateway. Other hosts: the routes' unit."""
     if not host.has_role(GATEWAY):
-        return (Units((Unit(ROUTES_UNIT_NAME),)),)
+        return (Units((Unit(SITE_ROUTES_UNIT),)),)
     peers = tuple((site.name, str(site.lan)) for site in topology.peer_sites(host.site))
     return (
-        Units((Unit(WG_UNIT),)),
+        Units((Unit(VPN_UNIT),)),
         Sysctl(FORWARDING_SYSCTL),
         Handshakes(VPN_INTERFACE, peers),
     )
@@ -126,14 +124,14 @@ def converge(topology: Topology, host: Host, secrets: SecretStore) -> None:
     """Gateways: tunnel up, forwarding on. Other hosts: the route to the other sites' LANs."""
     files = render_for_deploy(ROLE, topology, host, secrets)
     if not host.has_role(GATEWAY):
-        install(ROLE, [files[ROUTES_UNIT]], then=restarted(ROUTES_UNIT_NAME, True))
-        keep_running(ROLE, ROUTES_UNIT_NAME)
+        install(ROLE, [files[ROUTES_UNIT]], then=restarted(SITE_ROUTES_UNIT, True))
+        keep_running(ROLE, SITE_ROUTES_UNIT)
         return
     userspace = current_host.get_fact(WireGuardImplementation) == "userspace"
     packages(ROLE, (*PACKAGES, *(USERSPACE_PACKAGES if userspace else ())))
     install_sysctl(ROLE, files[FORWARDING_SYSCTL])
-    install(ROLE, [files[USERSPACE_DROPIN], files[WG_CONFIG]], then=restarted(WG_UNIT, True))
-    keep_running(ROLE, WG_UNIT)
+    install(ROLE, [files[USERSPACE_DROPIN], files[WG_CONFIG]], then=restarted(VPN_UNIT, True))
+    keep_running(ROLE, VPN_UNIT)
 
 
 def _public_key(secrets: SecretStore, gateway: Host) -> str:

@@ -23,15 +23,15 @@ from pathlib import Path
 import pytest
 
 from bulwark import catalogue, replication
+from bulwark.exposure import VPN_UNIT
 from bulwark.inventory import load_topology
 from bulwark.lab import paths
-from roles import dav, files, mailstore, vpn
+from roles import dav, files, mailstore
 
 TOPOLOGY = load_topology(Path(__file__).resolve().parents[2] / "inventory" / "lab.py")
 PRIMARY = TOPOLOGY.primary_site.name
 SECONDARY = TOPOLOGY.peer_sites(PRIMARY)[0].name
 RECIPIENT = TOPOLOGY.accounts[1].address(TOPOLOGY.domain)
-WG_UNIT = f"wg-quick@{vpn.VPN_INTERFACE}"
 FIGURES_FILE = paths.STATE_DIR / "fault-figures.json"
 
 # Bounds of the waits (seconds): the suite stops by itself whatever happens.
@@ -130,14 +130,14 @@ def subjects(stores) -> Iterator[list[str]]:
 @pytest.mark.parametrize("cut", [20, 45])
 def test_replication_catches_up_soon_after_a_tunnel_cut(lab_host, stores, subjects, figures, cut):
     gateway = lab_host(TOPOLOGY.gateway(SECONDARY).name)
-    gateway.check_output("systemctl stop %s", WG_UNIT)
+    gateway.check_output("systemctl stop %s", VPN_UNIT)
     try:
         subjects.append(subject := _submit(stores[PRIMARY]))
         assert _elapsed_until(lambda: _holds(stores[PRIMARY], subject), RECOVERY_DEADLINE)
         time.sleep(cut)
         assert not _holds(stores[SECONDARY], subject), "replicated with the tunnel down"
     finally:
-        gateway.check_output("systemctl start %s", WG_UNIT)
+        gateway.check_output("systemctl start %s", VPN_UNIT)
     caught_up = _elapsed_until(lambda: _holds(stores[SECONDARY], subject), RECOVERY_DEADLINE)
     assert caught_up is not None, f"not replicated {RECOVERY_DEADLINE} s after the tunnel returned"
     figures[f"replication after a {cut} s tunnel cut"] = round(caught_up, 1)
@@ -208,7 +208,7 @@ def test_traffic_resumes_within_seconds_of_a_gateway_restart(lab_host, stores, f
     port = catalogue.service("mail-replication").port
     assert _lan_reaches(stores[PRIMARY], source.lan_address, target.lan_address, port)
     gateway = lab_host(TOPOLOGY.gateway(SECONDARY).name)
-    gateway.check_output("systemctl restart %s", WG_UNIT)
+    gateway.check_output("systemctl restart %s", VPN_UNIT)
     resumed = _elapsed_until(
         lambda: _lan_reaches(stores[PRIMARY], source.lan_address, target.lan_address, port),
         TRAFFIC_DEADLINE,

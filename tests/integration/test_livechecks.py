@@ -21,10 +21,11 @@ from pathlib import Path
 
 import pytest
 
+from bulwark.exposure import VPN_UNIT
 from bulwark.inventory import load_topology
 from bulwark.lab import paths
 from bulwark.vault import KEY_ENV
-from roles import base, mailstore, vpn
+from roles import base, mailstore
 
 REPO = Path(__file__).resolve().parents[2]
 LAB_INVENTORY = REPO / "inventory" / "lab.py"
@@ -160,7 +161,7 @@ def test_a_stopped_dovecot_fails_and_is_ok_again_once_started(lab_host):
 
 def test_a_cut_tunnel_fails_on_the_gateway_and_is_ok_again_once_back(lab_host):
     gateway = lab_host(GATEWAY)
-    unit = vpn.WG_UNIT
+    unit = VPN_UNIT
     gateway.check_output("systemctl stop %s", unit)
     try:
         code, report = status("--limit", GATEWAY)
