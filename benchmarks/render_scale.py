@@ -4,7 +4,9 @@ Generates a valid synthetic two-site pyinfra inventory (nj primary, sea secondar
 ranges, one gateway per site, every peered role in both sites, roles spread like
 inventory/production.py) into a temporary directory, then times:
 
-  end to end   `bulwark render INVENTORY --out DIR` as a subprocess (what an auditor runs)
+  end to end   `bulwark render INVENTORY --out DIR` as a subprocess (what an auditor runs):
+               the first run into an empty directory, each next one replacing the render
+               before it, as an operator re-renders
   signed       with --sign: the same render signed with a throwaway ed25519 key, then
                `bulwark audit verify DIR` (signature and every file's hash)
   load         bulwark.inventory.load_topology (pyinfra's make_inventory + validation)
@@ -154,11 +156,15 @@ def end_to_end(inventory: Path, out: Path, *extra: str) -> float:
 
 
 def _best(label: str, runs: list[float]) -> float:
+    """Print the runs: the first into an empty directory, the others each replacing the one
+    before (whose unchanged host trees it keeps: bulwark.render.write_files)."""
     best = min(runs)
     each = ", ".join(f"{run:.2f}" for run in runs)
+    over = [run for run in runs if run > TARGET_SECONDS]
     print(
-        f"  {label}: {best:.2f} s (best of {len(runs)}: {each}); "
-        f"target {TARGET_SECONDS:.0f} s: {'OK' if best <= TARGET_SECONDS else 'OVER'}"
+        f"  {label}: {best:.2f} s (best of {len(runs)}: {each}; the first into an empty "
+        f"directory, each other one replacing the one before); target {TARGET_SECONDS:.0f} s: "
+        + (f"OVER in {len(over)} of {len(runs)} runs" if over else "OK in every run")
     )
     return best
 

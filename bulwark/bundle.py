@@ -332,6 +332,8 @@ def verify_bundle(
         return result
     present = bundle_files(directory)
     problems = []
+    digests: dict[tuple[int, int], str] = {}  # (device, inode) -> sha256: links hashed once
+    changed: dict[tuple[int, int], list[str]] = {}  # (device, inode) -> its changed names
     for path, entry in expected.items():
         kind = present.get(path)
         if kind is None:
@@ -340,14 +342,32 @@ def verify_bundle(
             problems.append((path, f"changed: {path} (a {kind}, not a regular file)"))
         else:
             try:
-                if _sha256(directory / path) != entry["sha256"]:
-                    problems.append((path, f"changed: {path}"))
+                file_id, digest = _file_digest(directory / path, digests)
             except OSError as error:
                 problems.append((path, f"changed: {path} (cannot read it: {error.strerror})"))
+            else:
+                if digest != entry["sha256"]:
+                    problems.append((path, f"changed: {path}"))
+                    changed.setdefault(file_id, []).append(path)
         result.checked += 1
     problems += [(path, f"added: {path}") for path in present if path not in expected]
     result.problems += [problem for _, problem in sorted(problems)]
+    result.notes += [
+        f"{names[0]} and {len(names) - 1} more of the changed files are one file (hard links): "
+        "bulwark render writes each content once and links its copies, so a change to one "
+        "is a change to all"
+        for names in sorted(sorted(names) for names in changed.values() if len(names) > 1)
+    ]
     return result
+
+
+def _file_digest(path: Path, digests: dict[tuple[int, int], str]) -> tuple[tuple[int, int], str]:
+    """The file's identity (device, inode) and its sha256, read once for all its hard links."""
+    status = path.stat()
+    file_id = (status.st_dev, status.st_ino)
+    if file_id not in digests:
+        digests[file_id] = _sha256(path)
+    return file_id, digests[file_id]
 
 
 def _verify_signature(

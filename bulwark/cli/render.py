@@ -60,22 +60,24 @@ def render(inventory: str, out: Path, check: bool, sign: SigningKey | None) -> N
     # The host trees are written by child processes, a quarter of the hosts each, while the
     # next hosts are rendered and the reports and checks run (see host_trees_written_aside).
     batch = max(1, len(topology.hosts) // 4)
-    # A failed render leaves a previous one as it was; it is deleted once every host rendered.
-    with replaced_output_dir(out) as discard_previous, host_trees_written_aside(out) as write:
-        with click.progressbar(topology.hosts, label="rendering", file=sys.stderr) as hosts:
-            unwritten: list[RenderedFile] = []
-            for number, host in enumerate(hosts, 1):
-                unwritten.extend(render_host_configs(topology, host, secrets))
-                if number % batch == 0 or number == len(topology.hosts):
-                    write(unwritten)
-                    files.extend(unwritten)
-                    unwritten = []
-        discard_previous()
-        write_report(topology, out)
-        write_zone(topology, secrets, out)
-        write_html_report(topology, files, out)
-        results = check_files(files) if check else []
-    signed = finish_bundle(topology, files, out, sign)  # last: hashes what is written
+    # A failed render leaves a previous one as it was; what is left of it once every host is
+    # written (its unchanged host trees are moved into the new one) is deleted.
+    with replaced_output_dir(out) as previous:
+        with host_trees_written_aside(out, previous.tree) as write:
+            with click.progressbar(topology.hosts, label="rendering", file=sys.stderr) as hosts:
+                unwritten: list[RenderedFile] = []
+                for number, host in enumerate(hosts, 1):
+                    unwritten.extend(render_host_configs(topology, host, secrets))
+                    if number % batch == 0 or number == len(topology.hosts):
+                        write(unwritten)
+                        files.extend(unwritten)
+                        unwritten = []
+            write_report(topology, out)
+            write_zone(topology, secrets, out)
+            write_html_report(topology, files, out)
+            results = check_files(files) if check else []
+        previous.discard()
+        signed = finish_bundle(topology, files, out, sign)  # last: hashes what is written
     if signed:
         click.echo(signed)
     click.echo(f"rendered {len(files)} files for {len(topology.hosts)} hosts into {out}")

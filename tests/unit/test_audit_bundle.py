@@ -266,6 +266,36 @@ def test_a_flipped_byte_in_any_file_is_named(bundle):
     assert verify_bundle(bundle, unsigned_ok=True).problems == []
 
 
+def test_a_flipped_byte_in_a_linked_file_names_every_link(signed_production, tmp_path):
+    """The render writes each content once and hard-links its copies (bulwark.render.write_files):
+    changing one changes them all, and verify names every one and says why. An auditor's copy
+    that does not keep links (shutil.copytree, the `bundle` fixture) names only the file."""
+    links: dict[int, list[str]] = {}
+    for path in tree(signed_production):
+        links.setdefault((signed_production / path).stat().st_ino, []).append(path)
+    shared = sorted(max(links.values(), key=len))
+    # The same apt settings on every host; written by several processes, whose copies are
+    # linked to when the first is written already (bulwark.render.host_trees_written_aside).
+    assert len(shared) > 1
+    copied = tmp_path / "copied"
+    shutil.copytree(signed_production, copied)
+    linked = tmp_path / "linked"
+    subprocess.run(["cp", "-a", str(signed_production), str(linked)], check=True)
+    for bundle in (copied, linked):
+        flip_byte(bundle / shared[-1])
+    result = cli("audit", "verify", str(linked))
+    assert result.exit_code == 1
+    assert [line for line in result.stdout.splitlines() if line.startswith("changed: ")] == [
+        f"changed: {path}" for path in shared
+    ]
+    assert (
+        f"{shared[0]} and {len(shared) - 1} more of the changed files are one file (hard links): "
+        "bulwark render writes each content once and links its copies" in result.stdout
+    )
+    assert f"FAILED: {len(shared)} problems in" in result.stderr
+    assert verify_bundle(copied).problems == [f"changed: {shared[-1]}"]
+
+
 @pytest.mark.parametrize("offset", [200, 0], ids=["in-a-value", "breaking-json"])
 def test_one_flipped_byte_in_the_manifest_fails_the_signature(bundle, offset):
     flip_byte(bundle / MANIFEST, offset)

@@ -6,6 +6,7 @@ the machinery every role goes through.
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import os
@@ -113,6 +114,50 @@ def test_private_files_stay_private_in_the_tree(rendered_inventories, tmp_path):
     assert sshd.stat().st_mode & 0o777 == 0o600
 
 
+def _files_by_inode(out: Path) -> dict[int, list[str]]:
+    names: dict[int, list[str]] = {}
+    for path in sorted(out.rglob("*")):
+        if path.is_file():
+            names.setdefault(path.stat().st_ino, []).append(str(path.relative_to(out)))
+    return names
+
+
+def test_identical_files_are_written_once_and_linked(rendered_inventories, tmp_path):
+    """Each (content, mode) is one file however many hosts hold it; nothing else shares one."""
+    files = rendered_inventories["production"]
+    out = tmp_path / "audit"
+    write_audit_tree(files, out)
+    expected = {
+        f"{rendered.host}/{rendered.path.lstrip('/')}": (
+            rendered.sha256,
+            int(rendered.mode, 8) & 0o077 == 0,
+        )
+        for rendered in files
+    }
+    by_inode = _files_by_inode(out)
+    linked = [names for names in by_inode.values() if len(names) > 1]
+    assert linked, "no two hosts share a file"
+    for names in by_inode.values():
+        assert len({expected.get(name) for name in names}) == 1, names
+    assert len(by_inode) == len(set(expected.values())) + 1  # + manifest.json
+
+
+def test_a_file_the_file_system_will_not_link_is_written(
+    rendered_inventories, tmp_path, monkeypatch
+):
+    """Too many links (ext4 stops at 65,000) or none at all: a copy of its own, same tree."""
+    files = rendered_inventories["production"]
+    write_audit_tree(files, tmp_path / "linked")
+
+    def refuse(source: str, target: str) -> None:
+        raise OSError(errno.EMLINK, os.strerror(errno.EMLINK), source)
+
+    monkeypatch.setattr(os, "link", refuse)
+    write_audit_tree(files, tmp_path / "copied")
+    assert tree(tmp_path / "copied") == tree(tmp_path / "linked")
+    assert all(len(names) == 1 for names in _files_by_inode(tmp_path / "copied").values())
+
+
 def test_write_audit_tree_refuses_a_directory_that_is_not_a_render(tmp_path):
     out = tmp_path / "notes"
     out.mkdir()
@@ -146,6 +191,43 @@ def test_a_previous_render_is_replaced_and_stale_files_removed(rendered_inventor
     assert not (out / "nj-gw" / "etc" / "stale.conf").exists()
     assert not (out / "nj-mx").exists()  # a production-only host
     assert list(json.loads((out / MANIFEST).read_text())["hosts"]) == LAB_HOSTS
+
+
+def test_a_rerender_keeps_unchanged_host_trees_and_rewrites_the_others(
+    rendered_inventories, tmp_path
+):
+    """An unchanged host's tree is moved whole from the previous render; a host whose tree
+    differs in any way (a file added, changed, missing, of another mode or kind, an extra
+    directory) is written anew. Files are replaced, not changed in place: they are links."""
+    files = rendered_inventories["production"]
+    out = tmp_path / "audit"
+    write_audit_tree(files, out)
+    fresh = tree(out)
+    before = {host: (out / host).stat().st_ino for host in PRODUCTION_HOSTS}
+
+    def replace(path: Path, content: bytes, mode: int) -> None:
+        path.unlink()
+        path.write_bytes(content)
+        path.chmod(mode)
+
+    (out / "nj-gw/etc/stale.conf").write_text("left by an older render\n")
+    logrotate = out / "nj-mx/etc/logrotate.conf"
+    replace(logrotate, logrotate.read_bytes() + b"# edited\n", 0o644)
+    (out / "nj-store/etc/logrotate.conf").unlink()
+    sshd = out / "sea-mx/etc/ssh/sshd_config.d/10-bulwark.conf"
+    replace(sshd, sshd.read_bytes(), 0o644)
+    (out / "sea-web/etc/empty").mkdir()
+    nginx = out / "nj-web/etc/nginx/nginx.conf"
+    nginx.rename(tmp_path / "nginx.conf")
+    nginx.symlink_to(tmp_path / "nginx.conf")
+    changed = {"nj-gw", "nj-mx", "nj-store", "sea-mx", "sea-web", "nj-web"}
+
+    write_audit_tree(files, out)
+    assert tree(out) == fresh
+    assert not (out / "sea-web/etc/empty").exists()
+    assert not nginx.is_symlink()
+    kept = {host for host in PRODUCTION_HOSTS if (out / host).stat().st_ino == before[host]}
+    assert kept == set(PRODUCTION_HOSTS) - changed
 
 
 def test_a_foreign_manifest_json_does_not_make_a_directory_a_render(tmp_path):
@@ -189,24 +271,33 @@ def test_cli_render_production(tmp_path, no_vault_key):
     assert tree(out) == first
 
 
+@pytest.mark.parametrize(
+    ("inventory", "failing_host"),
+    [(PRODUCTION, 3), (LAB, 5)],
+    ids=["another-inventory", "the-same-inventory"],
+)
 def test_cli_render_that_fails_leaves_the_previous_render_as_it_was(
-    tmp_path, monkeypatch, no_vault_key
+    tmp_path, monkeypatch, no_vault_key, inventory, failing_host
 ):
+    """Re-rendering the same inventory, the first hosts' trees, unchanged, were moved into the
+    new render before it failed: the previous render gets them back."""
     out = tmp_path / "audit"
     assert render_cli(str(LAB), "--out", str(out), "--no-check").exit_code == 0
     previous = tree(out)
+    trees = {host: (out / host).stat().st_ino for host in LAB_HOSTS}
     rendered = []
 
-    def fail_on_the_third_host(topology, host, secrets):
-        if len(rendered) == 2:
+    def fail_on_one_host(topology, host, secrets):
+        if len(rendered) == failing_host - 1:
             raise jinja2.UndefinedError("'missing' is undefined")
         rendered.append(host.name)
         return render_host_configs(topology, host, secrets)
 
-    monkeypatch.setattr("bulwark.cli.render.render_host_configs", fail_on_the_third_host)
-    result = CliRunner().invoke(main, ["render", str(PRODUCTION), "--out", str(out)])
+    monkeypatch.setattr("bulwark.cli.render.render_host_configs", fail_on_one_host)
+    result = CliRunner().invoke(main, ["render", str(inventory), "--out", str(out)])
     assert result.exit_code != 0
     assert tree(out) == previous
+    assert {host: (out / host).stat().st_ino for host in LAB_HOSTS} == trees
     assert sorted(path.name for path in tmp_path.iterdir()) == ["audit"]
 
 
