@@ -79,6 +79,17 @@ _PBKDF_ARGS = (
 )  # fmt: skip
 # Key slots a volume has: the vault's key, then the recovery passphrase.
 KEY_SLOTS = 2
+# awk over `cryptsetup luksDump`: how many LUKS2 key slots are not a Clevis binding's (a clevis
+# token names its slots on "Keyslot:" lines), so a bound volume that lost its recovery slot
+# still counts fewer than KEY_SLOTS and gets it back.
+_OWN_KEY_SLOTS = (
+    r"/^[^ \t]/ { part = $1 } "
+    r'part == "Keyslots:" && /^  [0-9]+: luks2$/ { slots[$1 + 0] = 1 } '
+    r'part == "Tokens:" && /^  [0-9]+: / { clevis = ($2 == "clevis") } '
+    r'part == "Tokens:" && clevis && /^\tKeyslot:/ { '
+    r"for (i = 2; i <= NF; i++) delete slots[$i + 0] } "
+    r"END { n = 0; for (slot in slots) n++; print n }"
+)
 # Where a moved-in volume is mounted while the live directory is copied onto it.
 MOVE_STAGE = "/run/bulwark-storage/stage"
 
@@ -111,7 +122,7 @@ class DeviceState:
     content: str  # the TYPE blkid found ("" if none)
     signatures: str  # what `wipefs -n` lists, types joined by spaces ("" if nothing)
     luks2: bool  # `cryptsetup isLuks --type luks2`
-    keyslots: int  # the LUKS2 key slots in use (0 on anything else)
+    keyslots: int  # LUKS2 key slots in use but Clevis bindings' (0 on anything else)
     opened: bool  # /dev/mapper/<mapper> exists
     backing: str  # the device the mapping is opened on ("" when closed)
     resolved: str  # the inventory's device with its links resolved
@@ -161,7 +172,7 @@ def _probe(spec: VolumeSpec) -> list[object]:
         "if", "cryptsetup", "isLuks", "--type", "luks2", device, "2>/dev/null", ";",
         "then", "echo", "luks2", "1", ";", "else", "echo", "luks2", "0", ";", "fi", ";",
         'echo "keyslots $(cryptsetup', "luksDump", device, "2>/dev/null", "|",
-        "grep", "-c", "'^  [0-9]*: luks2$')\";",
+        "awk", QuoteString(_OWN_KEY_SLOTS), ')";',
         "if", "test", "-b", mapped, ";", "then", "echo", "opened", "1", ";",
         "else", "echo", "opened", "0", ";", "fi", ";",
         'echo "backing $(cryptsetup', "status", QuoteString(spec.mapper), "2>/dev/null", "|",

@@ -113,15 +113,15 @@ AFTER_RESTORE: dict[str, list[list[str]]] = {
 
 def run_finished(unit: str) -> str:
     """Shell waiting for a run of `unit` (a oneshot) under way, if any, to end."""
-    state = f"$(systemctl show --property ActiveState --value {unit})"
-    return f'while [ "{state}" = activating ]; do sleep 1; done'
+    state = shlex.join(["systemctl", "show", "--property", "ActiveState", "--value", unit])
+    return 'while [ "$(' + state + ')" = activating ]; do sleep 1; done'
 
 
 def fresh_run(unit: str) -> list[str]:
     """The command running `unit` once more from its start, to its end: a run already under
     way (the timer's, a deploy's) is waited for first, since `systemctl start` would only
     join it, and it began before whatever the caller wants it to see."""
-    return ["sh", "-c", f"{run_finished(unit)}; systemctl start {unit}"]
+    return ["sh", "-c", run_finished(unit) + "; " + shlex.join(["systemctl", "start", unit])]
 
 
 def _unit(name: str) -> str:

@@ -4,7 +4,11 @@ each state of a volume gets (facts in, commands out). The real thing runs in tes
 from __future__ import annotations
 
 import dataclasses
+import json
+import os
 import re
+import shutil
+import subprocess
 
 import pytest
 from offline import run_operation
@@ -212,6 +216,45 @@ def test_the_fact_reads_each_volume_from_its_lines():
         "entries lost+found ", "beneath ", "sealed 0",
     ]  # fmt: skip
     assert luks.LuksVolumes().process(output) == {"mail": MOUNTED}
+
+
+@pytest.mark.skipif(
+    shutil.which("cryptsetup") is None, reason="needs cryptsetup (make checkers installs it)"
+)
+def test_the_fact_counts_our_key_slots_not_a_clevis_binding_on_a_real_header(tmp_path):
+    """The fact's own command, run here on a LUKS2 file image (luksDump reads a file as it reads
+    a device): the vault's key and the recovery passphrase count, a Clevis binding's slot
+    (a luks2 slot named by a clevis token) does not, so a bound volume that lost its recovery
+    slot gets it back."""
+    image = tmp_path / "mail.img"
+    image.write_bytes(b"")
+    os.truncate(image, 32 * 1024 * 1024)
+    key, recovery, bound = (tmp_path / name for name in ("key", "recovery", "bound"))
+    for path in (key, recovery, bound):
+        path.write_text(f"{path.name} passphrase")
+    cheap = ["--batch-mode", "--pbkdf", "pbkdf2", "--pbkdf-force-iterations", "1000"]
+    token = {"type": "clevis", "keyslots": ["2"], "jwe": {"ciphertext": "", "protected": ""}}
+    for args, stdin in (
+        (["luksFormat", *cheap, "--type", "luks2", f"--key-file={key}", image], ""),
+        (["luksAddKey", *cheap, f"--key-file={key}", image, recovery], ""),
+        (["luksAddKey", *cheap, f"--key-file={key}", image, bound], ""),
+        (["token", "import", image], json.dumps(token)),
+    ):
+        subprocess.run(["cryptsetup", *map(str, args)], input=stdin, text=True, check=True)
+    spec = dataclasses.replace(SPEC, device=str(image))
+
+    def probed() -> luks.DeviceState:
+        command = luks.LuksVolumes().command((spec,)).get_raw_value()
+        output = subprocess.run(["sh", "-c", command], capture_output=True, text=True).stdout
+        return luks.LuksVolumes().process(output.splitlines())["mail"]
+
+    assert (probed().luks2, probed().keyslots) == (True, 2)
+    subprocess.run(
+        ["cryptsetup", "luksKillSlot", "--batch-mode", f"--key-file={key}", str(image), "1"],
+        check=True,
+    )
+    assert probed().keyslots == 1
+    assert commands(dataclasses.replace(MOUNTED, keyslots=probed().keyslots)) == [ADD_RECOVERY]
 
 
 def test_the_key_and_passphrase_reach_stdin_only_and_never_show_themselves():
