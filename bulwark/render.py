@@ -215,7 +215,7 @@ def _holds(entry: os.DirEntry, content_and_mode: tuple[str, int] | None) -> bool
     if status.st_uid != os.getuid() or status.st_mode & 0o7777 != mode:
         return False
     with open(entry.path, "rb") as data:
-        return hashlib.sha256(data.read()).hexdigest() == sha256
+        return hashlib.file_digest(data, "sha256").hexdigest() == sha256
 
 
 def first_copies(
