@@ -15,7 +15,7 @@ import os
 import shutil
 import subprocess
 import tempfile
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -128,7 +128,6 @@ def write_files(
     files: Iterable[RenderedFile],
     out: Path,
     progress: Callable[[], None] | None = None,
-    written_elsewhere: Mapping[tuple[str, int], str] | None = None,
     previous: Path | None = None,
 ) -> None:
     """Write `out/HOST/<path>` for every file, into an `out` that holds none of these hosts.
@@ -138,17 +137,14 @@ def write_files(
     - a host whose tree in the `previous` render (moved aside, see `replaced_output_dir`) holds
       exactly its files, byte for byte and mode for mode, has that tree moved in, whole: a
       re-render writes only the hosts that changed;
-    - a file whose content and mode were written already is a hard link to that first copy
+    - a file whose content and mode this call wrote already is a hard link to that first copy
       (so `audit verify` names every link of a changed file: `bulwark.bundle.verify_bundle`);
       where the file system refuses a link, the file is written.
     A new file or directory costs this machine's disk up to a millisecond (ext4 without a
     journal steps over every inode freed in the last minutes), a link or a move a twentieth.
-
-    `written_elsewhere` (`first_copies` of files another process writes at the same time) are
-    linked to when they exist already, else written here too.
     """
     made = {str(out)}  # directories made so far: a thousand hosts share a few dozen paths
-    first = dict(written_elsewhere or {})
+    first: dict[tuple[str, int], str] = {}  # content and mode -> the first file holding it
     by_host: dict[str, list[RenderedFile]] = {}
     for rendered in files:
         by_host.setdefault(rendered.host, []).append(rendered)
@@ -218,14 +214,6 @@ def _holds(entry: os.DirEntry, content_and_mode: tuple[str, int] | None) -> bool
         return hashlib.file_digest(data, "sha256").hexdigest() == sha256
 
 
-def first_copies(
-    files: Iterable[RenderedFile], out: Path, copies: dict[tuple[str, int], str]
-) -> None:
-    """Add to `copies` the first path in `out` of each content and mode among `files`."""
-    for rendered in files:
-        copies.setdefault(_content_and_mode(rendered), tree_path(out, rendered))
-
-
 def tree_path(out: Path, rendered: RenderedFile) -> str:
     """Where the audit tree holds a file: `out/HOST/<path>`."""
     return os.path.join(out, rendered.host, rendered.path.lstrip("/"))
@@ -238,13 +226,12 @@ def _content_and_mode(rendered: RenderedFile) -> tuple[str, int]:
 
 
 def _linked(existing: str, target: str) -> bool:
-    """Make `target` a hard link of `existing`; False where `existing` is not written yet (by
-    another process), or the file system will not: too many links to that file (ext4 allows
-    65,000), or no hard links at all."""
+    """Make `target` a hard link of `existing`; False where the file system will not: too many
+    links to that file (ext4 allows 65,000), or no hard links at all."""
     try:
         os.link(existing, target)
     except OSError as error:
-        if error.errno in (errno.ENOENT, errno.EMLINK, errno.EPERM, errno.EXDEV, errno.EOPNOTSUPP):
+        if error.errno in (errno.EMLINK, errno.EPERM, errno.EXDEV, errno.EOPNOTSUPP):
             return False
         raise
     return True
@@ -379,22 +366,22 @@ def host_trees_written_aside(
     next hosts, the reports and the checks are CPU work: child processes (forked, so they have
     the files already) let the two overlap on two cores. A thread would not: it would wait for
     the GIL after every system call. Each call's hosts must be hosts no other call writes.
+    Copies are linked within a call only (no child waits for another's files): which copies
+    are links of which then depends on the inventory and the previous render, never on timing.
     """
     children: list[multiprocessing.process.BaseProcess] = []
     written: list[RenderedFile] = []
-    copies: dict[tuple[str, int], str] = {}  # first_copies of the files handed out so far
 
     def write(files: list[RenderedFile]) -> None:
         child = multiprocessing.get_context("fork").Process(
             target=write_files,
             args=(files, out),
-            kwargs={"written_elsewhere": copies, "previous": previous},
+            kwargs={"previous": previous},
             name="bulwark-write-files",
         )
         child.start()
         children.append(child)
         written.extend(files)
-        first_copies(files, out, copies)
 
     try:
         yield write
