@@ -176,6 +176,8 @@ def _moved_unchanged(previous: Path, out: Path, host: str, files: list[RenderedF
         for depth in range(1, len(parts))
     }
     tree = os.path.join(previous, host)
+    if os.path.islink(tree):
+        return False  # the host's tree must be a directory, not lead to one
     found = 0
     pending = [tree]
     try:

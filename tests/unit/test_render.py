@@ -220,12 +220,15 @@ def test_a_rerender_keeps_unchanged_host_trees_and_rewrites_the_others(
     nginx = out / "nj-web/etc/nginx/nginx.conf"
     nginx.rename(tmp_path / "nginx.conf")
     nginx.symlink_to(tmp_path / "nginx.conf")
-    changed = {"nj-gw", "nj-mx", "nj-store", "sea-mx", "sea-web", "nj-web"}
+    (out / "sea-gw").rename(tmp_path / "sea-gw")
+    (out / "sea-gw").symlink_to(tmp_path / "sea-gw")  # the same files, through a link
+    changed = {"nj-gw", "nj-mx", "nj-store", "sea-mx", "sea-web", "nj-web", "sea-gw"}
 
     write_audit_tree(files, out)
     assert tree(out) == fresh
     assert not (out / "sea-web/etc/empty").exists()
     assert not nginx.is_symlink()
+    assert not (out / "sea-gw").is_symlink()
     kept = {host for host in PRODUCTION_HOSTS if (out / host).stat().st_ino == before[host]}
     assert kept == set(PRODUCTION_HOSTS) - changed
 
