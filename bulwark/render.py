@@ -112,24 +112,17 @@ def render_host_configs(
     return files
 
 
-def write_audit_tree(
-    files: Iterable[RenderedFile], out: Path, progress: Callable[[], None] | None = None
-) -> dict:
+def write_audit_tree(files: Iterable[RenderedFile], out: Path) -> dict:
     """Write `out/HOST/<path>` for every file and `out/manifest.json`, replacing a previous
     render in `out` (see `check_output_dir`); return the manifest."""
     files = list(files)
     with replaced_output_dir(out) as previous:
-        write_files(files, out, progress, previous=previous.tree)
+        write_files(files, out, previous.tree)
         previous.discard()
         return write_manifest(files, out)
 
 
-def write_files(
-    files: Iterable[RenderedFile],
-    out: Path,
-    progress: Callable[[], None] | None = None,
-    previous: Path | None = None,
-) -> None:
+def write_files(files: Iterable[RenderedFile], out: Path, previous: Path | None = None) -> None:
     """Write `out/HOST/<path>` for every file, into an `out` that holds none of these hosts.
 
     A thousand hosts make 45,000 files in 30,000 directories, but only 7,000 distinct contents
@@ -160,9 +153,6 @@ def write_files(
                 if same not in first or not _linked(first[same], target):
                     _write_new_file(target, rendered.content.encode(), same[1])
                     first[same] = target
-        if progress:
-            for _ in host_files:
-                progress()
 
 
 def _moved_unchanged(previous: Path, out: Path, host: str, files: list[RenderedFile]) -> bool:
@@ -377,8 +367,7 @@ def host_trees_written_aside(
     def write(files: list[RenderedFile]) -> None:
         child = multiprocessing.get_context("fork").Process(
             target=write_files,
-            args=(files, out),
-            kwargs={"previous": previous},
+            args=(files, out, previous),
             name="bulwark-write-files",
         )
         child.start()
