@@ -144,10 +144,10 @@ def write_files(files: Iterable[RenderedFile], out: Path, previous: Path | None 
     for host, host_files in by_host.items():
         if previous is not None and _moved_unchanged(previous, out, host, host_files):
             for rendered in host_files:
-                first.setdefault(_content_and_mode(rendered), tree_path(out, rendered))
+                first.setdefault(_content_and_mode(rendered), _tree_path(out, rendered))
         else:
             for rendered in host_files:
-                target = tree_path(out, rendered)
+                target = _tree_path(out, rendered)
                 _make_directories(os.path.dirname(target), made)
                 same = _content_and_mode(rendered)
                 if same not in first or not _linked(first[same], target):
@@ -206,7 +206,7 @@ def _holds(entry: os.DirEntry, content_and_mode: tuple[str, int] | None) -> bool
         return hashlib.file_digest(data, "sha256").hexdigest() == sha256
 
 
-def tree_path(out: Path, rendered: RenderedFile) -> str:
+def _tree_path(out: Path, rendered: RenderedFile) -> str:
     """Where the audit tree holds a file: `out/HOST/<path>`."""
     return os.path.join(out, rendered.host, rendered.path.lstrip("/"))
 
