@@ -31,7 +31,14 @@ from pathlib import Path
 
 from bulwark.bundle_facts import bundle_facts
 from bulwark.errors import BulwarkError
-from bulwark.render import ALLOWED_SIGNERS, FACTS, MANIFEST, SIGNATURE, RenderedFile
+from bulwark.render import (
+    ALLOWED_SIGNERS,
+    FACTS,
+    MANIFEST,
+    SIGNATURE,
+    RenderedFile,
+    sha256_once,
+)
 from bulwark.topology import Topology
 
 # The signature namespace: a signature made for anything else (a git commit, a file signed by
@@ -342,7 +349,7 @@ def verify_bundle(
             problems.append((path, f"changed: {path} (a {kind}, not a regular file)"))
         else:
             try:
-                file_id, digest = _file_digest(directory / path, digests)
+                file_id, digest = sha256_once(directory / path, digests)
             except OSError as error:
                 problems.append((path, f"changed: {path} (cannot read it: {error.strerror})"))
             else:
@@ -359,15 +366,6 @@ def verify_bundle(
         for names in sorted(sorted(names) for names in changed.values() if len(names) > 1)
     ]
     return result
-
-
-def _file_digest(path: Path, digests: dict[tuple[int, int], str]) -> tuple[tuple[int, int], str]:
-    """The file's identity (device, inode) and its sha256, read once for all its hard links."""
-    status = path.stat()
-    file_id = (status.st_dev, status.st_ino)
-    if file_id not in digests:
-        digests[file_id] = _sha256(path)
-    return file_id, digests[file_id]
 
 
 def _verify_signature(

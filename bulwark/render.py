@@ -138,11 +138,12 @@ def write_files(files: Iterable[RenderedFile], out: Path, previous: Path | None 
     """
     made = {str(out)}  # directories made so far: a thousand hosts share a few dozen paths
     first: dict[tuple[str, int], str] = {}  # content and mode -> the first file holding it
+    digests: dict[tuple[int, int], str] = {}  # the previous render's files, by inode
     by_host: dict[str, list[RenderedFile]] = {}
     for rendered in files:
         by_host.setdefault(rendered.host, []).append(rendered)
     for host, host_files in by_host.items():
-        if previous is not None and _moved_unchanged(previous, out, host, host_files):
+        if previous is not None and _moved_unchanged(previous, out, host, host_files, digests):
             for rendered in host_files:
                 first.setdefault(_content_and_mode(rendered), _tree_path(out, rendered))
         else:
@@ -155,10 +156,17 @@ def write_files(files: Iterable[RenderedFile], out: Path, previous: Path | None 
                     first[same] = target
 
 
-def _moved_unchanged(previous: Path, out: Path, host: str, files: list[RenderedFile]) -> bool:
+def _moved_unchanged(
+    previous: Path,
+    out: Path,
+    host: str,
+    files: list[RenderedFile],
+    digests: dict[tuple[int, int], str],
+) -> bool:
     """Move `previous/host` to `out/host` if it holds exactly `files` and nothing else: regular
     files with their content and mode, owned by whoever renders, in no directory they do not
-    need. Checked against the new render itself, not against any manifest."""
+    need. Checked against the new render itself, not against any manifest; a file linked from
+    many hosts is read once (`digests`, see `sha256_once`)."""
     expected = {rendered.path.lstrip("/"): _content_and_mode(rendered) for rendered in files}
     directories = {
         os.path.join(*parts[:depth])
@@ -181,7 +189,7 @@ def _moved_unchanged(previous: Path, out: Path, host: str, files: list[RenderedF
                         pending.append(entry.path)
                     elif not (
                         entry.is_file(follow_symlinks=False)
-                        and _holds(entry, expected.get(relative))
+                        and _holds(entry, expected.get(relative), digests)
                     ):
                         return False
                     else:
@@ -194,7 +202,11 @@ def _moved_unchanged(previous: Path, out: Path, host: str, files: list[RenderedF
     return True
 
 
-def _holds(entry: os.DirEntry, content_and_mode: tuple[str, int] | None) -> bool:
+def _holds(
+    entry: os.DirEntry,
+    content_and_mode: tuple[str, int] | None,
+    digests: dict[tuple[int, int], str],
+) -> bool:
     """The file is ours, with that mode and that content."""
     if content_and_mode is None:
         return False
@@ -202,8 +214,20 @@ def _holds(entry: os.DirEntry, content_and_mode: tuple[str, int] | None) -> bool
     status = entry.stat(follow_symlinks=False)
     if status.st_uid != os.getuid() or status.st_mode & 0o7777 != mode:
         return False
-    with open(entry.path, "rb") as data:
-        return hashlib.file_digest(data, "sha256").hexdigest() == sha256
+    return sha256_once(entry.path, digests)[1] == sha256
+
+
+def sha256_once(
+    path: str | os.PathLike[str], digests: dict[tuple[int, int], str]
+) -> tuple[tuple[int, int], str]:
+    """The file's identity (device, inode) and its sha256, read once for all its hard links:
+    `digests` holds what was read so far."""
+    status = os.stat(path)
+    file_id = (status.st_dev, status.st_ino)
+    if file_id not in digests:
+        with open(path, "rb") as data:
+            digests[file_id] = hashlib.file_digest(data, "sha256").hexdigest()
+    return file_id, digests[file_id]
 
 
 def _tree_path(out: Path, rendered: RenderedFile) -> str:
